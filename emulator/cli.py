@@ -1,0 +1,219 @@
+"""``notnets-emu``: docker-compose-style verbs over a topology of hosts sharing CXL pools.
+
+This module only parses arguments and maps errors to exit codes; each verb's work lives
+in a module of its own.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from . import __version__
+from .errors import UserError
+
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="notnets-emu")
+def cli() -> None:
+    """Emulate hosts that share CXL memory pools, and run RPC over them.
+
+    Typical session: `notnets-emu up examples/two-hosts.yaml`, then `status`, `exec`,
+    and `down`. `run FILE` does all of that for the topology's `run:` steps.
+    """
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--backend", type=click.Choice(["qemu", "sim"]), help="Override the topology's backend.")
+@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True,
+              help="QEMU accelerator; auto probes KVM with a short boot and falls back to TCG.")
+@click.option("--dry-run", is_flag=True, help="Print each host's QEMU command line and start nothing.")
+def up(file: Path, backend: Optional[str], accel: str, dry_run: bool) -> None:
+    """Boot every host of FILE and return once all are ready."""
+    from .topology import load_topology
+
+    topology = load_topology(file)
+    if backend:
+        topology = topology.with_backend(backend)
+    if dry_run:
+        from .dry_run import print_dry_run
+
+        print_dry_run(topology, accel="kvm" if accel == "kvm" else "tcg")
+        return
+    from . import commands
+
+    commands.up(topology, accel=accel)
+
+
+@cli.command()
+@click.option("--name", help="The run to stop (default: the only run that is up).")
+@click.option("--keep-pools", is_flag=True, help="Keep the pools' backing files (and their huge pages).")
+def down(name: Optional[str], keep_pools: bool) -> None:
+    """Stop every host of a run and release its pools."""
+    from . import commands
+
+    commands.down(name, keep_pools=keep_pools)
+
+
+@cli.command()
+@click.option("--name", help="The run to show (default: the only run that is up).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(name: Optional[str], as_json: bool) -> None:
+    """Show the hosts and pools of a run."""
+    from . import commands
+
+    commands.status(name, as_json=as_json)
+
+
+@cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--name", help="The run (default: the only run that is up).")
+@click.option("--detach", "-d", is_flag=True, help="Start the command and return at once.")
+@click.option("--timeout", type=float, help="Seconds before the command is killed.")
+@click.argument("host")
+@click.argument("words", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(name: Optional[str], detach: bool, timeout: Optional[float], host: str, words: tuple[str, ...]) -> None:
+    """Run a command on HOST, like ssh: `exec host0 -- python -V`.
+
+    The words are joined with spaces and run by the guest's shell in the caller's
+    directory, with the project's .venv first on PATH and NOTNETS_* set. The exit code
+    passes through.
+    """
+    from . import commands
+
+    sys.exit(commands.exec_(name, host, " ".join(words), detach=detach, timeout=timeout))
+
+
+@cli.command()
+@click.option("--name", help="The run (default: the only run that is up).")
+@click.argument("host")
+def console(name: Optional[str], host: str) -> None:
+    """Attach to HOST's serial console (Ctrl-] to leave)."""
+    from . import commands
+
+    commands.console(name, host)
+
+
+@cli.command()
+@click.option("--name", help="The run (default: the only run that is up).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing what the console writes.")
+@click.argument("host")
+def logs(name: Optional[str], follow: bool, host: str) -> None:
+    """Print HOST's console log."""
+    from . import commands
+
+    commands.logs(name, host, follow=follow)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--backend", type=click.Choice(["qemu", "sim"]), help="Override the topology's backend.")
+@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write a JUnit XML report here.")
+def run(file: Path, backend: Optional[str], accel: str, junit: Optional[Path]) -> None:
+    """Bring FILE up, run its `run:` steps, bring it down; non-zero if a step failed."""
+    from .topology import load_topology
+
+    topology = load_topology(file)
+    if backend:
+        topology = topology.with_backend(backend)
+    from . import commands
+
+    sys.exit(commands.run(topology, accel=accel, junit=junit))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def bench(ctx: click.Context) -> None:
+    """Benchmark NotNets against gRPC over the network, with plots."""
+    from . import commands
+
+    commands.bench(ctx.args)
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--no-probe", is_flag=True, help="Skip the short KVM boot probe.")
+def doctor(file: Optional[Path], no_probe: bool) -> None:
+    """Check every prerequisite and say how to fix what is missing.
+
+    With FILE, also check that this machine has the memory the topology needs.
+    """
+    from .doctor import run_doctor
+
+    sys.exit(run_doctor(file, probe_kvm=not no_probe))
+
+
+@cli.group()
+def pool() -> None:
+    """Create, inspect or damage a NotNets pool file (or DAX device)."""
+
+
+@pool.command("create")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--size", default="64M", show_default=True, help="Size of a new file (K/M/G suffixes).")
+@click.option("--overwrite", is_flag=True, help="Format even if PATH already holds a pool.")
+def pool_create(path: Path, size: str, overwrite: bool) -> None:
+    """Format PATH as an empty pool."""
+    from . import commands
+
+    commands.pool_create(path, size, overwrite=overwrite)
+
+
+@pool.command("inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def pool_inspect(path: Path, as_json: bool) -> None:
+    """Show a pool's header, services, channels and counters (read-only)."""
+    from . import commands
+
+    commands.pool_inspect(path, as_json=as_json)
+
+
+@pool.command("poison")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--offset", required=True, type=int, help="First byte to overwrite.")
+@click.option("--length", default=8, show_default=True, type=int, help="How many bytes.")
+@click.option("--value", default=0xFF, show_default=True, type=int, help="The byte written.")
+def pool_poison(path: Path, offset: int, length: int, value: int) -> None:
+    """Overwrite a byte range of a pool (fault injection)."""
+    from . import commands
+
+    commands.pool_poison(path, offset, length, value)
+
+
+@cli.command()
+@click.option("--name", help="The run (default: the only run that is up).")
+@click.argument("host")
+@click.argument("action", type=click.Choice(["kill", "freeze", "thaw"]))
+def fault(name: Optional[str], host: str, action: str) -> None:
+    """Inject a failure into HOST: kill it, freeze it, or thaw it."""
+    from . import commands
+
+    commands.fault(name, host, action)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit."""
+    try:
+        cli.main(args=argv, prog_name="notnets-emu", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("notnets-emu: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except UserError as err:
+        click.echo(f"notnets-emu: error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("notnets-emu: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

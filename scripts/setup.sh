@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# make setup: everything a fresh Debian 12 machine needs to run NotNets. Idempotent:
+# each step checks first and does nothing when it is already done.
+#   1. Debian packages (QEMU 7.2, busybox, ndctl/cxl, daxctl, kmod, cpio, vde2)
+#   2. the virtualenv .venv with the project installed editable (+ dev extras)
+#   3. the guest kernel (Debian's linux-image-amd64, unpacked into .cache/, not installed)
+#   4. huge pages and a hugetlbfs mount, when the machine allows (else pools use /dev/shm)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+# --- 1. Debian packages -------------------------------------------------------------
+PACKAGES=(qemu-system-x86 busybox-static ndctl daxctl kmod cpio vde2 iproute2 util-linux)
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then PACKAGES+=(python3-venv); fi
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ]; then SUDO=(); elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=(sudo -n);
+  else die "missing Debian packages: ${missing[*]}; run as root or with passwordless sudo, or install them: apt-get install ${missing[*]}"; fi
+  say "installing Debian packages: ${missing[*]}"
+  "${SUDO[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "Debian packages: all present"
+fi
+
+# --- 2. virtualenv --------------------------------------------------------------------
+stamp=.venv/.notnets-installed
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "creating virtualenv .venv and installing the project (editable, dev extras)"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  echo "$want" > "$stamp"
+else
+  say "virtualenv .venv: up to date"
+fi
+
+# --- 3. guest kernel ------------------------------------------------------------------
+bash scripts/fetch-kernel.sh
+
+# --- 4. huge pages -----------------------------------------------------------------------
+bash scripts/hugepages.sh || true
+say "setup done; try: .venv/bin/notnets-emu doctor"

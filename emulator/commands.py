@@ -6,10 +6,19 @@ scripts can tell "not built" from "failed".
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import sys
+import time
 from pathlib import Path
 from typing import NoReturn, Optional
 
+import click
+
 from .errors import UserError
+from .progress import Progress
+from .run_state import STATE_FILE, RunState, list_runs, resolve_run, run_dir
 from .topology import Topology
 
 EXIT_NOT_BUILT = 2
@@ -19,32 +28,134 @@ def _not_built(verb: str, issue: int) -> NoReturn:
     raise UserError(f"`notnets-emu {verb}` is not built yet (tracked in issue #{issue})", exit_code=EXIT_NOT_BUILT)
 
 
+def _backend_of(run: RunState):
+    from .backends import get_backend
+
+    return get_backend(run.backend)
+
+
 def up(topology: Topology, accel: str) -> None:
-    _not_built("up", 3)
+    """Boot every host; return once all are ready (the VMs keep running after we exit)."""
+    from .lifecycle import bring_up
+
+    started = time.monotonic()
+    run = bring_up(topology, accel=accel, progress=Progress())
+    Progress().say(f"run {run.name}: {len(run.hosts)} host(s) ready in {time.monotonic() - started:.1f} s "
+                   f"(state dir {run.state_dir}); `notnets-emu down` stops it")
 
 
 def down(name: Optional[str], keep_pools: bool) -> None:
-    _not_built("down", 3)
+    """Stop every host of the run and release its pools; nothing up is not an error."""
+    from .lifecycle import tear_down
+
+    progress = Progress()
+    try:
+        run = resolve_run(name)
+    except UserError as err:
+        if name is None and not list_runs():
+            progress.say("no run is up; nothing to do")
+            return
+        if name is not None and not (run_dir(name) / STATE_FILE).exists():
+            progress.say(f"run {name} is not up; nothing to do")
+            return
+        raise err
+    started = time.monotonic()
+    removed = tear_down(run, keep_pools=keep_pools, progress=progress)
+    for path in removed:
+        progress.say(f"removed {path}")
+    if keep_pools:
+        for pool in run.pools:
+            progress.say(f"kept {pool.backing}")
+    progress.say(f"run {run.name}: down in {time.monotonic() - started:.1f} s")
 
 
 def status(name: Optional[str], as_json: bool) -> None:
-    _not_built("status", 3)
+    from .status_view import status_data, status_text
+
+    run = resolve_run(name)
+    data = status_data(run, _backend_of(run))
+    click.echo(json.dumps(data, indent=2) if as_json else status_text(data))
 
 
 def exec_(name: Optional[str], host: str, command: str, detach: bool, timeout: Optional[float]) -> int:
-    _not_built("exec", 3)
+    """Run ``command`` in HOST like ssh would; the exit code passes through."""
+    from .guest_env import forwarded_env, guest_cwd
+
+    run = resolve_run(name)
+    backend = _backend_of(run)
+    target = run.host(host)
+    cwd = guest_cwd(os.getcwd())
+    env = forwarded_env(os.environ, run.name, run.state_dir)
+    if detach:
+        log_dir = Path(target.dir) / "exec"
+        log_dir.mkdir(mode=0o700, exist_ok=True)
+        log = log_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        pid = backend.spawn(run, target, command, cwd=cwd, env=env, log_path=str(log))
+        click.echo(f"{host}: started pid {pid}; output in {log}", err=True)
+        click.echo(str(pid))
+        return 0
+    return backend.exec(run, target, command, cwd=cwd, env=env, timeout=timeout,
+                        stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
 
 
 def console(name: Optional[str], host: str) -> None:
-    _not_built("console", 3)
+    from .console import attach
+
+    run = resolve_run(name)
+    target = run.host(host)
+    if _backend_of(run).host_state(run, target) == "dead":
+        raise UserError(f"host {host} is not running; its console log: {target.console_log}")
+    attach(target.console_socket, host)
 
 
 def logs(name: Optional[str], host: str, follow: bool) -> None:
-    _not_built("logs", 3)
+    from .log_follow import print_log
+
+    run = resolve_run(name)
+    backend = _backend_of(run)
+    target = run.host(host)
+    print_log(backend.console_log(run, target), follow,
+              alive=lambda: backend.host_state(run, target) != "dead")
 
 
 def run(topology: Topology, accel: str, junit: Optional[Path]) -> int:
-    _not_built("run", 3)
+    """up, the steps, down (always, even on Ctrl-C or SIGTERM); non-zero if a step failed."""
+    from .junit import build_report, write_report
+    from .lifecycle import bring_up, tear_down
+    from .steps import StepRunner, summary
+
+    progress = Progress()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    results = []
+    try:
+        try:
+            state = bring_up(topology, accel=accel, progress=progress)
+        except UserError as err:
+            if junit:
+                write_report(junit, build_report(topology.name, [], up_error=str(err),
+                                                 up_seconds=time.monotonic() - started))
+            raise
+        up_seconds = time.monotonic() - started
+        try:
+            runner = StepRunner(state, _backend_of(state), progress.say)
+            results = runner.run_all(topology.run)
+        finally:
+            progress.say(f"run {state.name}: bringing it down")
+            tear_down(state, keep_pools=False, progress=progress)
+        code, text = summary(results)
+        progress.say(f"run {topology.name}: {text}")
+        if junit:
+            write_report(junit, build_report(topology.name, results, up_seconds=up_seconds))
+            progress.say(f"JUnit report: {junit}")
+        return code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (a CI cancel) takes the same path as Ctrl-C: down runs in a finally."""
+    raise KeyboardInterrupt
 
 
 def bench(args: list[str]) -> None:

@@ -1,0 +1,77 @@
+"""What a backend does: start and stop the hosts of a run, run commands in them, hurt them.
+
+The run's lifecycle around the hosts (state dir, pools' backing files, stale runs,
+tear-down on failure) is shared by every backend and lives in ``emulator/lifecycle.py``;
+a backend only handles its hosts. Everything it must remember goes into the
+:class:`~emulator.run_state.RunState` it is handed (and saved), because the next verb
+is another process.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import BinaryIO, Mapping, Optional
+
+from ..progress import Progress
+from ..run_state import HostState, RunState
+from ..topology import Topology
+
+
+class BootError(Exception):
+    """A host did not become ready; ``host`` names it and ``log`` is where to look."""
+
+    def __init__(self, host: str, reason: str, log: Optional[str]) -> None:
+        super().__init__(reason)
+        self.host = host
+        self.reason = reason
+        self.log = log
+
+
+class Backend(ABC):
+    """One way of running hosts (QEMU VMs, simulated process trees)."""
+
+    name: str = "?"
+
+    @abstractmethod
+    def start_hosts(self, topology: Topology, run: RunState, accel: str, progress: Progress) -> None:
+        """Start every host and return once all are READY (``run.hosts`` filled, saved).
+
+        Raise BootError for the first host that fails; the caller then calls
+        :meth:`stop_hosts`, so whatever was started must already be in ``run``.
+        """
+
+    @abstractmethod
+    def stop_hosts(self, run: RunState, progress: Progress) -> None:
+        """End every host of the run; idempotent, and fine when some are already dead."""
+
+    @abstractmethod
+    def host_state(self, run: RunState, host: HostState) -> str:
+        """The host's live state: ready, booting, paused, dead, ..."""
+
+    @abstractmethod
+    def exec(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
+             env: Mapping[str, str], timeout: Optional[float], stdout: BinaryIO, stderr: BinaryIO) -> int:
+        """Run ``command`` with the host's shell, stream its output, return its exit code
+        (124 on timeout)."""
+
+    @abstractmethod
+    def spawn(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
+              env: Mapping[str, str], log_path: str) -> int:
+        """Start ``command`` detached with stdout+stderr in ``log_path``; return its pid."""
+
+    @abstractmethod
+    def signal(self, run: RunState, host: HostState, pid: int, sig: int) -> None:
+        """Send ``sig`` to a process the host runs."""
+
+    @abstractmethod
+    def fault(self, run: RunState, host: HostState, action: str) -> None:
+        """kill (the host dies at once), freeze (stops, memory kept) or thaw."""
+
+    def console_log(self, run: RunState, host: HostState) -> Path:
+        """The file that holds what the host wrote on its console."""
+        return Path(host.console_log)
+
+    def alive(self, run: RunState) -> list[str]:
+        """Names of the hosts whose processes still run (to tell a live run from a stale one)."""
+        return [h.name for h in run.hosts if self.host_state(run, h) not in ("dead", "stopped")]

@@ -24,7 +24,7 @@ def start_switch(state_dir: Path) -> tuple[int, str]:
     argv = ["vde_switch", "-d", "-s", str(sock), "-p", str(pid_file), "-m", "600", "--dirmode", "700"]
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=START_TIMEOUT,
-                              start_new_session=True)
+                              start_new_session=True, umask=0o077)
     except FileNotFoundError:
         raise UserError("vde_switch not found; run `make setup` (it installs vde2)") from None
     except subprocess.TimeoutExpired:

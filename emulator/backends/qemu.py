@@ -83,6 +83,21 @@ def _last_line(path: Path) -> str:
     return lines[-1][:200] if lines else ""
 
 
+CONSOLE_REASONS = ("FATAL", "Kernel panic", "not syncing")
+
+
+def _console_reason(path: Path) -> str:
+    """The last console line that looks like the reason the guest stopped."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if any(word in line for word in CONSOLE_REASONS):
+            return line.strip()[:200]
+    return ""
+
+
 class QemuBackend(Backend):
     name = "qemu"
 
@@ -100,6 +115,7 @@ class QemuBackend(Backend):
         template = load_template()
         backing = {p.name: p.backing for p in run.pools}
         argvs: dict[str, list[str]] = {}
+        make_private_dir(state_dir / "hosts")
         for host in topology.hosts:
             host_dir = make_private_dir(state_dir / "hosts" / host.name)
             paths = HostPaths.in_state_dir(
@@ -190,7 +206,8 @@ class QemuBackend(Backend):
 
     @staticmethod
     def _exit_reason(hs: HostState, code: Optional[int]) -> str:
-        detail = _last_line(Path(hs.dir) / "qemu.log")
+        """Why a VM ended during boot: QEMU's own complaint, else the guest's last words."""
+        detail = _last_line(Path(hs.dir) / "qemu.log") or _console_reason(Path(hs.console_log))
         return f"QEMU exited (code {code})" + (f": {detail}" if detail else "")
 
     @staticmethod

@@ -89,7 +89,7 @@ def test_machine_basics():
 def test_network_nic_per_host():
     argv = argv_for(THREE, "h2")
     assert values_of(argv, "-netdev") == ["vde,id=net0,sock=/state/vde"]
-    assert "virtio-net-pci,netdev=net0,mac=52:54:00:4e:00:02" in values_of(argv, "-device")
+    assert "virtio-net-pci,bus=pcie.0,netdev=net0,mac=52:54:00:4e:00:02" in values_of(argv, "-device")
     no_net = argv_for(THREE.replace("network: true", "network: false"), "h2")
     assert "-netdev" not in no_net
 

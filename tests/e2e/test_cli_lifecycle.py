@@ -1,0 +1,157 @@
+"""The CLI contract on real QEMU (TCG): up, status, exec (exit codes, streams, cwd, env,
+--detach), logs, down after a QEMU was SIGKILLed, down idempotent, nothing left over."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from cli_harness import REPO, Emu, pool_files, qemu_available, running_under, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+TOPOLOGY = """\
+name: {name}
+pools:
+  - {{name: pool0, size: 256M}}
+  - {{name: pool1, size: 256M}}
+hosts:
+  - {{name: host0, pools: [pool0]}}
+  - {{name: host1, pools: [pool0, pool1]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    reason = qemu_available()
+    if reason:
+        pytest.skip(reason)
+    base = tmp_path_factory.mktemp("cli")
+    name = f"e2e{os.getpid()}"
+    topo = base / "topo.yaml"
+    topo.write_text(TOPOLOGY.format(name=name))
+    emu = Emu(base / "state", base)
+    try:
+        started = time.monotonic()
+        result = emu("up", str(topo), "--accel", "tcg")
+        elapsed = time.monotonic() - started
+        assert result.returncode == 0, result.stderr
+        print(f"\nup of two hosts: {elapsed:.1f} s\n{result.stderr}")
+        yield emu, name, result
+    finally:
+        emu.cleanup()
+        assert running_under(str(emu.state)) == [], "processes outlived the test"
+        assert pool_files(name) == [], "pool files left behind"
+
+
+def test_up_reports_progress_per_host(cluster):
+    _, _, result = cluster
+    for host in ("host0", "host1"):
+        assert f"{host}: booting" in result.stderr
+        assert f"{host}: ready in" in result.stderr
+    assert "accel: tcg" in result.stderr
+
+
+def test_status_json_lists_hosts_and_pools(cluster):
+    emu, name, _ = cluster
+    data = emu.status()
+    assert data["name"] == name
+    hosts = {h["name"]: h for h in data["hosts"]}
+    assert {h["state"] for h in hosts.values()} == {"ready"}
+    assert hosts["host0"]["accel"] == "tcg" and hosts["host0"]["pid"] > 0
+    assert set(hosts["host0"]["pools"]) == {"pool0"}, "a host gets only the pools it attaches"
+    assert set(hosts["host1"]["pools"]) == {"pool0", "pool1"}
+    assert all(dev.startswith("/dev/dax") for h in hosts.values() for dev in h["pools"].values())
+    for pool in data["pools"]:
+        assert pool["kind"] in ("hugetlbfs", "shm") and os.path.exists(pool["backing"])
+        assert pool["size"] == 256 << 20
+    text = emu("status")
+    assert text.returncode == 0 and "host1" in text.stdout and "BACKING" in text.stdout
+
+
+def test_state_dir_is_private(cluster):
+    emu, name, _ = cluster
+    assert (emu.state / name).stat().st_mode & 0o777 == 0o700
+    assert (emu.state / name / "run.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_exec_exit_code_and_streams_pass_through(cluster):
+    emu, _, _ = cluster
+    result = emu("exec", "host0", "--", "echo", "out;", "echo", "err", ">&2;", "exit", "3", timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "out\n"
+    assert "err" in result.stderr
+
+
+def test_exec_runs_in_callers_cwd_with_notnets_env_and_venv(cluster):
+    emu, _, _ = cluster
+    result = emu("exec", "host1", "--", 'echo "$PWD $NOTNETS_HOST $NOTNETS_HOST_ID $NOTNETS_POOL_POOL1 $NOTNETS_X";'
+                 "command -v python", env={"NOTNETS_X": "fwd"}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.splitlines()[:2]
+    cwd, host, host_id, dev, fwd = first.split()
+    assert (cwd, host, host_id, fwd) == (str(emu.cwd), "host1", "1", "fwd")
+    assert dev.startswith("/dev/dax")
+    assert second == str(REPO / ".venv" / "bin" / "python")
+
+
+def test_exec_timeout_gives_124(cluster):
+    emu, _, _ = cluster
+    result = emu("exec", "--timeout", "2", "host0", "--", "sleep", "30", timeout=60)
+    assert result.returncode == 124
+
+
+def test_exec_detach_returns_at_once_and_keeps_running(cluster):
+    emu, name, _ = cluster
+    marker = emu.state / name / "detached.txt"
+    started = time.monotonic()
+    result = emu("exec", "--detach", "host0", "--", f"sleep 1; echo done > {marker}", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 15
+    assert int(result.stdout.strip()) > 0
+    assert wait_until(marker.exists, 60), "the detached command did not run"
+
+
+def test_exec_unknown_host_is_one_line(cluster):
+    emu, _, _ = cluster
+    result = emu("exec", "nohost", "--", "true", timeout=30)
+    assert result.returncode != 0 and "no host 'nohost'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_logs_prints_the_console(cluster):
+    emu, _, _ = cluster
+    result = emu("logs", "host0", timeout=30)
+    assert result.returncode == 0 and "Linux version" in result.stdout
+
+
+def test_name_is_required_with_two_runs(cluster):
+    emu, name, _ = cluster
+    other = emu.state / "other"
+    other.mkdir()
+    (other / "run.json").write_text('{"name": "other", "backend": "qemu", "state_dir": "%s"}' % other)
+    try:
+        result = emu("status", timeout=30)
+        assert result.returncode != 0 and f"several runs are up: {name}, other" in result.stderr
+    finally:
+        (other / "run.json").unlink()
+
+
+def test_zz_down_after_a_qemu_was_killed(cluster):
+    emu, name, _ = cluster
+    data = emu.status()
+    victim = data["hosts"][1]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_until(lambda: emu.status()["hosts"][1]["state"] == "dead", 10)
+    started = time.monotonic()
+    result = emu("down", timeout=60)
+    elapsed = time.monotonic() - started
+    print(f"\ndown: {elapsed:.1f} s\n{result.stderr}")
+    assert result.returncode == 0, result.stderr
+    assert running_under(str(emu.state)) == []
+    assert pool_files(name) == []
+    again = emu("down", timeout=30)
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+    assert emu("status", timeout=30).returncode != 0

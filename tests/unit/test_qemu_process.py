@@ -1,0 +1,48 @@
+"""Process bookkeeping that `down` relies on: alive means "still the process we started"."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from emulator import qemu_process
+from emulator.backends.qemu import _console_reason
+
+
+def test_alive_checks_the_marker_and_dead_after_kill(tmp_path):
+    marker = str(tmp_path / "qmp.sock")
+    proc = qemu_process.start_detached([sys.executable, "-c", "import time; time.sleep(60)", marker],
+                                       tmp_path / "log")
+    try:
+        assert qemu_process.is_alive(proc.pid, marker)
+        assert not qemu_process.is_alive(proc.pid, str(tmp_path / "other.sock")), "pid reuse guard"
+        qemu_process.kill(proc.pid, marker)
+        assert qemu_process.wait_dead(proc.pid, marker, 5.0)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not qemu_process.is_alive(proc.pid, marker)
+    assert not qemu_process.is_alive(None) and not qemu_process.is_alive(0)
+
+
+def test_detached_process_has_its_own_session(tmp_path):
+    proc = qemu_process.start_detached([sys.executable, "-c", "import os; print(os.getsid(0) == os.getpid())"],
+                                       tmp_path / "log")
+    proc.wait(10)
+    assert (tmp_path / "log").read_text().strip() == "True"
+    assert (tmp_path / "log").stat().st_mode & 0o777 == 0o600
+
+
+def test_zombie_counts_as_dead(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    import time
+    time.sleep(0.5)  # exited but not reaped: a zombie
+    assert not qemu_process.is_alive(proc.pid)
+    proc.wait()
+
+
+def test_console_reason_picks_the_guest_last_words(tmp_path):
+    log = tmp_path / "console.log"
+    log.write_text("ACPI BIOS Error (bug): noise\nnotnets-init: FATAL: cannot mount /proc\nreboot: Power down\n")
+    assert _console_reason(log) == "notnets-init: FATAL: cannot mount /proc"
+    assert _console_reason(tmp_path / "missing") == ""

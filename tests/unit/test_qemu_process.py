@@ -34,9 +34,10 @@ def test_detached_process_has_its_own_session(tmp_path):
 
 
 def test_zombie_counts_as_dead(tmp_path):
+    import os
+
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    import time
-    time.sleep(0.5)  # exited but not reaped: a zombie
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
     assert not qemu_process.is_alive(proc.pid)
     proc.wait()
 

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Mapping, Optional
 
 from .. import qmp_control, qemu_process
 from ..accel import choose_accel
+from ..boot_watch import BootWatch
 from ..errors import UserError
 from ..paths import Kernel, find_kernel
 from ..progress import Progress
@@ -163,10 +164,13 @@ class QemuBackend(Backend):
         for t in threads:
             t.start()
         pending = {hs.name for hs in run.hosts}
+        watches = {hs.name: BootWatch(hs.console_log) for hs in run.hosts}
         while pending:
             for hs in run.hosts:
                 if hs.name not in pending:
                     continue
+                for event in watches[hs.name].poll():
+                    progress.say(f"{event} ({time.monotonic() - started:.1f} s)", host=hs.name)
                 with lock:
                     outcome = results.get(hs.name)
                 proc = procs[hs.name]

@@ -47,3 +47,17 @@ def test_console_reason_picks_the_guest_last_words(tmp_path):
     log.write_text("ACPI BIOS Error (bug): noise\nnotnets-init: FATAL: cannot mount /proc\nreboot: Power down\n")
     assert _console_reason(log) == "notnets-init: FATAL: cannot mount /proc"
     assert _console_reason(tmp_path / "missing") == ""
+
+
+def test_boot_watch_reports_new_milestones_once(tmp_path):
+    from emulator.boot_watch import BootWatch
+
+    log = tmp_path / "console.log"
+    watch = BootWatch(str(log))
+    assert watch.poll() == []
+    log.write_bytes(b"[ 1.0] ACPI noise\nnotnets-init: loading mod")
+    assert watch.poll() == ["kernel running"]
+    with open(log, "ab") as f:
+        f.write(b"ules\nnotnets-init: FATAL: x\n")
+    assert watch.poll() == ["loading modules", "FATAL: x"]
+    assert watch.poll() == []

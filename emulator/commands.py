@@ -111,11 +111,28 @@ def console(name: Optional[str], host: str) -> None:
 def logs(name: Optional[str], host: str, follow: bool) -> None:
     from .log_follow import print_log
 
-    run = resolve_run(name)
+    try:
+        run = resolve_run(name)
+    except UserError:
+        kept = _kept_console_log(name, host)
+        if kept is None:
+            raise
+        print_log(kept, follow=False, alive=lambda: False)
+        return
     backend = _backend_of(run)
     target = run.host(host)
     print_log(backend.console_log(run, target), follow,
               alive=lambda: backend.host_state(run, target) != "dead")
+
+
+def _kept_console_log(name: Optional[str], host: str) -> Optional[Path]:
+    """After `down` (or a failed `up`) the console logs stay: find HOST's, if unambiguous."""
+    from .paths import state_root
+
+    root = state_root().absolute()
+    candidates = [root / name] if name else ([p for p in root.iterdir() if p.is_dir()] if root.is_dir() else [])
+    logs = [d / "hosts" / host / "console.log" for d in candidates if (d / "hosts" / host / "console.log").is_file()]
+    return logs[0] if len(logs) == 1 else None
 
 
 def run(topology: Topology, accel: str, junit: Optional[Path]) -> int:

@@ -85,6 +85,10 @@ def exec_(name: Optional[str], detach: bool, timeout: Optional[float], host: str
     """
     from . import commands
 
+    if words and words[0] == "--":  # click keeps the separator once HOST was taken
+        words = words[1:]
+    if not words:
+        raise click.UsageError("no command given after HOST (use: exec HOST -- WORDS...)")
     sys.exit(commands.exec_(name, host, " ".join(words), detach=detach, timeout=timeout))
 
 

@@ -108,6 +108,15 @@ def mac_address(host: Host) -> str:
     return f"52:54:00:4e:{(host.index >> 8) & 0xFF:02x}:{host.index & 0xFF:02x}"
 
 
+def _one_machine_option(words: list[str]) -> list[str]:
+    """Merge ``-M a -M b`` into ``-M a,b``: QEMU 7.2 refuses cxl-fmw.N spread over several
+    -M options ("Parameters 'cxl-fmw.*' used inconsistently")."""
+    values = [words[i + 1] for i in range(0, len(words) - 1, 2) if words[i] == "-M"]
+    if not values or len(values) * 2 != len(words):
+        return words
+    return ["-M", ",".join(values)]
+
+
 def build_qemu_argv(
     topology: Topology,
     host: Host,
@@ -155,7 +164,7 @@ def build_qemu_argv(
         }
         argv += _expand(tpl["pool"], pool_values)
         windows += _expand(tpl["window"], pool_values)
-    argv += windows
+    argv += _one_machine_option(windows)
     if topology.network:
         if paths.vde_socket is None:
             raise UserError(f"host {host.name}: the topology has a network but no switch socket was given")

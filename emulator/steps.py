@@ -24,6 +24,8 @@ from .run_state import RunState
 from .topology import Step
 
 TIMEOUT_EXIT = 124
+POLL_INTERVAL = 1.0  # seconds between "is the background step still running?" checks
+EXIT_DRAIN = 1.0  # after it ended, how long its log may take to show its last lines
 
 
 @dataclass
@@ -196,8 +198,20 @@ class StepRunner:
         if step.wait_for is None:
             result.status = "passed"
             return
-        if tail.seen.wait(step.timeout):
+        deadline = time.monotonic() + step.timeout
+        exit_code: Optional[int] = None
+        while not tail.seen.wait(min(POLL_INTERVAL, max(deadline - time.monotonic(), 0))):
+            if exit_code is not None or time.monotonic() >= deadline:
+                break
+            exit_code = self.backend.poll(self.run, host, result.pid)  # ended before the line?
+            if exit_code is not None:
+                result.exit_code = exit_code
+                deadline = min(deadline, time.monotonic() + EXIT_DRAIN)  # let the tail read the rest
+        if tail.seen.is_set():
             result.status = "passed"
+        elif exit_code is not None:
+            result.status = "failed"
+            result.message = f"exited with code {exit_code} before {step.wait_for!r} appeared"
         else:
             result.status = "failed"
             result.message = f"{step.wait_for!r} did not appear within {step.timeout:g} s"

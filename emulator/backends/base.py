@@ -64,6 +64,10 @@ class Backend(ABC):
     def signal(self, run: RunState, host: HostState, pid: int, sig: int) -> None:
         """Send ``sig`` to a process the host runs."""
 
+    def poll(self, run: RunState, host: HostState, pid: int) -> Optional[int]:
+        """None while a spawned process runs, then its exit code (None too where unknown)."""
+        return None
+
     @abstractmethod
     def fault(self, run: RunState, host: HostState, action: str) -> None:
         """kill (the host dies at once), freeze (stops, memory kept) or thaw."""

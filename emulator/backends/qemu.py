@@ -310,6 +310,13 @@ class QemuBackend(Backend):
         finally:
             client.close()
 
+    def poll(self, run: RunState, host: HostState, pid: int) -> Optional[int]:
+        client = self._client(run, host)
+        try:
+            return client.poll(pid)
+        finally:
+            client.close()
+
     def fault(self, run: RunState, host: HostState, action: str) -> None:
         if not qemu_process.is_alive(host.pid, host.qmp_socket):
             raise UserError(f"host {host.name} is not running")

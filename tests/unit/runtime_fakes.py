@@ -58,3 +58,14 @@ class FakeBackend(Backend):
 
     def fault(self, run, host, action):
         self.calls.append(("fault", host.name, action))
+
+
+class ExitingBackend(FakeBackend):
+    """A backend whose spawned processes have already exited with ``code``."""
+
+    def __init__(self, code: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.code = code
+
+    def poll(self, run, host, pid):
+        return self.code

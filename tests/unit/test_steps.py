@@ -105,3 +105,15 @@ def test_junit_for_a_failed_up():
     tree = build_report("s", [], up_error="host host0 did not become ready")
     case = tree.getroot().find("testsuite/testcase")
     assert case.get("name") == "up" and case.find("error") is not None
+
+
+def test_background_step_that_exits_before_its_line_fails_early(tmp_path):
+    from runtime_fakes import ExitingBackend
+
+    topo, runner, _, _, _ = _setup(
+        tmp_path, "  - {on: host0, cmd: server, background: true, wait_for: serving, timeout: 600}\n",
+        {"server": (0, b"Traceback: boom\n")})
+    runner.backend = ExitingBackend(1, script={"server": (0, b"Traceback: boom\n")})
+    result = runner.run_all(topo.run)[0]
+    assert result.status == "failed"
+    assert result.message == "exited with code 1 before 'serving' appeared"

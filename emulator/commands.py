@@ -39,7 +39,11 @@ def up(topology: Topology, accel: str) -> None:
     from .lifecycle import bring_up
 
     started = time.monotonic()
-    run = bring_up(topology, accel=accel, progress=Progress())
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a killed `up` still tears down
+    try:
+        run = bring_up(topology, accel=accel, progress=Progress())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     Progress().say(f"run {run.name}: {len(run.hosts)} host(s) ready in {time.monotonic() - started:.1f} s "
                    f"(state dir {run.state_dir}); `notnets-emu down` stops it")
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cli_harness import REPO, Emu, pool_files, qemu_available, running_under, wait_until
+from cli_harness import EMU, REPO, Emu, pool_files, qemu_available, running_under, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -36,7 +36,7 @@ def cluster(tmp_path_factory):
     emu = Emu(base / "state", base)
     try:
         started = time.monotonic()
-        result = emu("up", str(topo), "--accel", "tcg")
+        result = emu("up", str(topo), "--accel", "auto")
         elapsed = time.monotonic() - started
         assert result.returncode == 0, result.stderr
         print(f"\nup of two hosts: {elapsed:.1f} s\n{result.stderr}")
@@ -52,7 +52,8 @@ def test_up_reports_progress_per_host(cluster):
     for host in ("host0", "host1"):
         assert f"{host}: booting" in result.stderr
         assert f"{host}: ready in" in result.stderr
-    assert "accel: tcg" in result.stderr
+    # auto probes KVM; where it does not work (nested, as on the project's machines) it says so
+    assert "accel: tcg, KVM not usable: " in result.stderr or "accel: kvm (KVM works" in result.stderr
 
 
 def test_status_json_lists_hosts_and_pools(cluster):
@@ -61,7 +62,7 @@ def test_status_json_lists_hosts_and_pools(cluster):
     assert data["name"] == name
     hosts = {h["name"]: h for h in data["hosts"]}
     assert {h["state"] for h in hosts.values()} == {"ready"}
-    assert hosts["host0"]["accel"] == "tcg" and hosts["host0"]["pid"] > 0
+    assert hosts["host0"]["accel"] == data["accel"] in ("tcg", "kvm") and hosts["host0"]["pid"] > 0
     assert set(hosts["host0"]["pools"]) == {"pool0"}, "a host gets only the pools it attaches"
     assert set(hosts["host1"]["pools"]) == {"pool0", "pool1"}
     assert all(dev.startswith("/dev/dax") for h in hosts.values() for dev in h["pools"].values())
@@ -125,6 +126,22 @@ def test_logs_prints_the_console(cluster):
     emu, _, _ = cluster
     result = emu("logs", "host0", timeout=30)
     assert result.returncode == 0 and "notnets-init:" in result.stdout
+
+
+def test_console_attaches_and_ctrl_bracket_leaves(cluster):
+    import pexpect
+
+    emu, _, _ = cluster
+    child = pexpect.spawn(EMU[0], EMU[1:] + ["console", "host0"], cwd=str(emu.cwd), env=emu.env, timeout=30)
+    try:
+        child.expect("Ctrl-] leaves")
+        child.sendline("echo con$((40+2))sole")
+        child.expect("con42sole")
+        child.send("\x1d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
 
 
 def test_name_is_required_with_two_runs(cluster):

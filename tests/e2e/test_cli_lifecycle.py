@@ -116,6 +116,25 @@ def test_exec_detach_returns_at_once_and_keeps_running(cluster):
     assert wait_until(marker.exists, 60), "the detached command did not run"
 
 
+def test_exec_ctrl_c_stops_the_guest_command(cluster):
+    import subprocess
+
+    emu, _, _ = cluster
+    proc = subprocess.Popen(EMU + ["exec", "host0", "--", "sleep 77"], cwd=emu.cwd, env=emu.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def sleeping() -> bool:
+            return emu("exec", "host0", "--", "pgrep -f '^sleep 77'", timeout=60).returncode == 0
+
+        assert wait_until(sleeping, 60, step=0.5), "the command never started in the guest"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+        assert wait_until(lambda: not sleeping(), 30, step=0.5), "the guest command outlived Ctrl-C"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_exec_unknown_host_is_one_line(cluster):
     emu, _, _ = cluster
     result = emu("exec", "nohost", "--", "true", timeout=30)

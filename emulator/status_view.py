@@ -54,9 +54,8 @@ def status_text(data: dict[str, Any]) -> str:
     lines += _table(hosts)
     if data["pools"]:
         lines.append("")
-        pools = [["POOL", "SIZE", "KIND", "BACKING"]]
+        pools = [["POOL", "SIZE", "KIND", "BACKING", "NOTE"]]
         for p in data["pools"]:
-            kind = p["kind"] + (f" ({p['note']})" if p.get("note") else "")
-            pools.append([p["name"], format_size(p["size"]), kind, p["backing"]])
+            pools.append([p["name"], format_size(p["size"]), p["kind"], p["backing"], p.get("note") or ""])
         lines += _table(pools)
     return "\n".join(lines)

@@ -99,6 +99,12 @@ def _console_reason(path: Path) -> str:
     return ""
 
 
+def _agent_says(hs: HostState) -> str:
+    """The last line of the guest agent's log (it writes it through the state share)."""
+    last = _last_line(Path(hs.dir) / "agent.log")
+    return f"; the agent log ends with: {last}" if last else ""
+
+
 class QemuBackend(Backend):
     name = "qemu"
 
@@ -169,19 +175,26 @@ class QemuBackend(Backend):
             for hs in run.hosts:
                 if hs.name not in pending:
                     continue
+                fatal = None
                 for event in watches[hs.name].poll():
                     progress.say(f"{event} ({time.monotonic() - started:.1f} s)", host=hs.name)
+                    if "FATAL" in event:
+                        fatal = event
                 with lock:
                     outcome = results.get(hs.name)
                 proc = procs[hs.name]
+                if outcome is None and fatal is not None:
+                    outcome = ("error", RuntimeError(fatal))  # the guest gave up; no need to wait
                 if outcome is None and proc.poll() is not None:
                     outcome = ("error", RuntimeError(self._exit_reason(hs, proc.returncode)))
                 if outcome is None and time.monotonic() > deadline:
-                    outcome = ("error", TimeoutError(f"not ready after {timeout:.0f} s"))
+                    outcome = ("error", TimeoutError(f"not ready after {timeout:.0f} s" + _agent_says(hs)))
                 if outcome is None:
                     continue
                 kind, value = outcome
                 if kind == "error":
+                    if isinstance(value, TimeoutError) and "agent log" not in str(value):
+                        value = TimeoutError(f"{value}{_agent_says(hs)}")
                     if proc.poll() is not None and not isinstance(value, TimeoutError):
                         value = RuntimeError(self._exit_reason(hs, proc.returncode))
                     hs.state, hs.error = "failed", _reason(value)

@@ -111,6 +111,33 @@ def _create_file(path: Path, size: int, allocate: bool) -> bool:
     return True
 
 
+def in_use_by(path: Path) -> Optional[int]:
+    """The pid of a process that maps ``path`` (QEMU of another run), or None.
+
+    Backing files are named after the run, and two state dirs (two working directories)
+    can hold runs of the same name: reusing a file a live VM maps would join the two.
+    """
+    target = str(path)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            with open(proc / "maps", encoding="utf-8", errors="replace") as f:
+                if any(line.rstrip("\n").endswith(" " + target) or line.rstrip("\n").endswith(target + " (deleted)")
+                       for line in f):
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def _check_free(pool: Pool, path: Path) -> None:
+    pid = in_use_by(path)
+    if pid is not None:
+        raise UserError(f"pool {pool.name}: {path} is in use by pid {pid} (a run of the same name from "
+                        f"another directory?); `down` that run, or rename this topology")
+
+
 def _shm_free(shm: Path) -> int:
     st = os.statvfs(shm)
     return st.f_bavail * st.f_frsize
@@ -149,6 +176,7 @@ class PoolAllocator:
         shm_path = backing_path(self.run_name, Pool(pool.name, pool.size, "shm"), self.hugetlbfs, self.shm)
         if pool.backing == "hugetlbfs":
             if huge_path.exists():
+                _check_free(pool, huge_path)
                 self.say(f"pool {pool.name}: reusing {huge_path} (kept by an earlier run)")
                 return PoolState(pool.name, pool.size, "hugetlbfs", str(huge_path))
             if not shm_path.exists():
@@ -183,6 +211,8 @@ class PoolAllocator:
         return None
 
     def _shm(self, pool: Pool, path: Path, note: Optional[str]) -> PoolState:
+        if path.exists():
+            _check_free(pool, path)
         if not path.exists() and _shm_free(self.shm) < pool.size:
             raise UserError(f"pool {pool.name}: {self.shm} has less than {format_size(pool.size)} free")
         _create_file(path, pool.size, allocate=False)

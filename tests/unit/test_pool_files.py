@@ -117,3 +117,16 @@ def test_read_hugepages_parses_meminfo(tmp_path):
     meminfo.write_text("HugePages_Total:     512\nHugePages_Free:      500\nHugePages_Rsvd:        20\n"
                        "Hugepagesize:       2048 kB\n")
     assert read_hugepages(meminfo) == pool_files.HugePages(2 << 20, 480)
+
+
+def test_a_backing_file_mapped_by_a_live_process_is_not_reused(dirs):
+    import mmap
+
+    huge, shm = dirs
+    path = shm / "notnets-t-pool1"
+    path.write_bytes(b"\0" * 4096)
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 4096) as _mapped:
+        assert pool_files.in_use_by(path) is not None
+        with pytest.raises(UserError, match="is in use by pid"):
+            PoolAllocator("t", lambda s: None, hugetlbfs=huge, shm=shm, may_raise_hugepages=False).prepare(_topology())
+    assert pool_files.in_use_by(path) is None

@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 import click
 
@@ -21,6 +21,9 @@ from .progress import Progress
 from .run_state import STATE_FILE, RunState, list_runs, resolve_run, run_dir
 from .topology import Topology
 
+if TYPE_CHECKING:
+    from .backends.base import Backend
+
 EXIT_NOT_BUILT = 2
 
 
@@ -28,7 +31,7 @@ def _not_built(verb: str, issue: int) -> NoReturn:
     raise UserError(f"`notnets-emu {verb}` is not built yet (tracked in issue #{issue})", exit_code=EXIT_NOT_BUILT)
 
 
-def _backend_of(run: RunState):
+def _backend_of(run: RunState) -> "Backend":
     from .backends import get_backend
 
     return get_backend(run.backend)
@@ -158,9 +161,13 @@ def run(topology: Topology, accel: str, junit: Optional[Path]) -> int:
                                                  up_seconds=time.monotonic() - started))
             raise
         up_seconds = time.monotonic() - started
+        runner = StepRunner(state, _backend_of(state), progress.say)
         try:
-            runner = StepRunner(state, _backend_of(state), progress.say)
             results = runner.run_all(topology.run)
+        except KeyboardInterrupt:
+            if junit:  # CI still gets a report of what ran before the cancel
+                write_report(junit, build_report(topology.name, runner.results, up_seconds=up_seconds))
+            raise
         finally:
             progress.say(f"run {state.name}: bringing it down")
             tear_down(state, keep_pools=False, progress=progress)

@@ -143,14 +143,19 @@ class StepRunner:
         self.cwd = guest_cwd(os.getcwd())
         self.env = forwarded_env(os.environ, run.name, run.state_dir)
         self.log_dir = Path(run.state_dir) / "steps"
+        self.results: list[StepResult] = []  # also readable after an interrupt
 
     def run_all(self, steps: tuple[Step, ...] | list[Step]) -> list[StepResult]:
         """Every step in order, stopping at the first failure; background output is
         collected until the end."""
-        results = [StepResult(i, step) for i, step in enumerate(steps)]
+        results = self.results = [StepResult(i, step) for i, step in enumerate(steps)]
         try:
             for result in results:
-                self._one(result)
+                try:
+                    self._one(result)
+                except KeyboardInterrupt:
+                    result.status, result.message = "error", "interrupted (Ctrl-C or SIGTERM)"
+                    raise
                 verdict = result.status + (f" ({result.message})" if result.message else "")
                 self.say(f"step {result.index + 1} on {result.step.on}: {verdict} in {result.seconds:.1f} s")
                 if result.status != "passed":

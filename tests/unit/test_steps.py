@@ -117,3 +117,18 @@ def test_background_step_that_exits_before_its_line_fails_early(tmp_path):
     result = runner.run_all(topo.run)[0]
     assert result.status == "failed"
     assert result.message == "exited with code 1 before 'serving' appeared"
+
+
+def test_interrupt_marks_the_running_step_and_keeps_results(tmp_path):
+    import pytest
+
+    topo, runner, backend, _, _ = _setup(tmp_path, "  - {on: host0, cmd: a}\n  - {on: host0, cmd: b}\n", {})
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    backend.exec = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_all(topo.run)
+    assert [r.status for r in runner.results] == ["error", "skipped"]
+    assert "interrupted" in runner.results[0].message

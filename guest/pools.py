@@ -1,0 +1,222 @@
+"""Turn each attached CXL pool into a DAX device, the same way on every host.
+
+CXL Type-3 memdev -> pmem region (`cxl create-region`) -> nvdimm namespace in devdax mode
+(`ndctl create-namespace -m devdax -a 2M -u <pool uuid>`) -> /dev/daxN.M. Every host
+uses the same parameters, so the devdax data offset (where offset 0 of the DAX device
+lies in the region, hence in the backing file) is the same everywhere; it is measured
+from sysfs and reported, so the host can check it.
+
+The guest names memdevs and root decoders in probe order, so a pool is found by the
+serial number QEMU gives its device (``sn=``), and the root decoder that reaches it is
+found by trying each (a wrong one fails fast).
+
+Runs inside the guest with the host's `cxl` and `ndctl`; stdlib only.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import time
+from collections import namedtuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a noticeable import time under TCG; the agent skips it
+    from typing import Any, Callable, Optional, Sequence
+
+    Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
+    Log = Callable[[str], None]
+
+ALIGN = "2M"
+SYSFS = "/sys"
+
+
+class PoolSetupError(Exception):
+    """Why a pool could not be turned into a DAX device (reported through wait_ready)."""
+
+
+# device: /dev/daxN.M; size: bytes usable through it; offset: where its byte 0 lies in the
+# pool's backing file; region: the CXL region (regionN).
+PoolDevice = namedtuple("PoolDevice", "name device size offset region")
+
+
+def run_command(argv: Sequence[str]) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run(list(argv), capture_output=True, text=True, check=False)
+
+
+def _json(text: str) -> Any:
+    """cxl/ndctl print one object, a list, or nothing (no match)."""
+    text = text.strip()
+    if not text:
+        return []
+    return json.loads(text)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _int(value: Any) -> int:
+    """Numbers come as ints, or as hex strings with human-readable output flags."""
+    if isinstance(value, int):
+        return value
+    return int(str(value), 0)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+class PoolMaker:
+    """Creates the DAX devices for a list of pools; ``run`` and ``sysfs`` are injectable for tests."""
+
+    def __init__(self, run: Runner = run_command, sysfs: str = SYSFS, dev: str = "/dev",
+                 log: Log = lambda _msg: None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.run = run
+        self.sysfs = sysfs
+        self.dev = dev
+        self.log = log
+        self.sleep = sleep
+        self.clock = clock
+
+    def _cmd(self, argv: Sequence[str], quiet: bool = False) -> "subprocess.CompletedProcess[str]":
+        result = self.run(argv)
+        if not quiet or result.returncode != 0:
+            self.log(f"$ {' '.join(argv)} -> {result.returncode}")
+        return result
+
+    def _cmd_json(self, argv: Sequence[str], quiet: bool = False) -> Any:
+        result = self._cmd(argv, quiet)
+        if result.returncode != 0:
+            raise PoolSetupError(f"`{' '.join(argv)}` failed: {_last_line(result.stderr)}")
+        try:
+            return _json(result.stdout)
+        except ValueError:
+            raise PoolSetupError(f"`{' '.join(argv)}` printed no JSON: {result.stdout[:200]!r}") from None
+
+    def memdevs_by_serial(self, serials: set[int], deadline: float) -> dict[int, str]:
+        """Wait until every serial has a memdev (the CXL drivers probe asynchronously)."""
+        while True:
+            found = {}
+            for entry in _as_list(self._cmd_json(["cxl", "list", "-M"], quiet=True)):
+                if isinstance(entry, dict) and "serial" in entry and "memdev" in entry:
+                    found[_int(entry["serial"])] = entry["memdev"]
+            if serials <= found.keys():
+                return found
+            if self.clock() >= deadline:
+                missing = ", ".join(str(s) for s in sorted(serials - found.keys()))
+                seen = ", ".join(f"{m} (serial {s})" for s, m in sorted(found.items())) or "none"
+                raise PoolSetupError(f"no CXL memdev with serial {missing} appeared; memdevs seen: {seen}")
+            self.sleep(0.25)
+
+    def root_decoders(self) -> list[str]:
+        entries = _as_list(self._cmd_json(["cxl", "list", "-D", "-d", "root"]))
+        names = [e["decoder"] for e in entries if isinstance(e, dict) and e.get("pmem_capable", True) and "decoder" in e]
+        return sorted(names, key=_natural)
+
+    def create_region(self, memdev: str, decoders: list[str]) -> tuple[str, int, str]:
+        """A one-way pmem region over ``memdev``: (region, HPA base, root decoder used)."""
+        errors = []
+        for decoder in decoders:
+            argv = ["cxl", "create-region", "-m", "-d", decoder, "-w", "1", "-g", "256", "-t", "pmem", memdev]
+            result = self._cmd(argv)
+            if result.returncode == 0:
+                try:
+                    info = _as_list(_json(result.stdout))[0]
+                    return info["region"], _int(info["resource"]), decoder
+                except (ValueError, LookupError, TypeError):
+                    raise PoolSetupError(f"`{' '.join(argv)}` printed no region: {result.stdout[:200]!r}") from None
+            errors.append(f"{decoder}: {_last_line(result.stderr)}")
+        raise PoolSetupError(f"cxl create-region for {memdev} failed on every root decoder ({'; '.join(errors) or 'none found'})")
+
+    def nd_region_at(self, resource: int, deadline: float) -> str:
+        """The nvdimm region (ndctl's regionN) whose address range is the CXL region's."""
+        base = os.path.join(self.sysfs, "bus", "nd", "devices")
+        while True:
+            for entry in sorted(glob.glob(os.path.join(base, "region*"))):
+                try:
+                    if _int(_read(os.path.join(entry, "resource"))) == resource:
+                        return os.path.basename(entry)
+                except (OSError, ValueError):
+                    continue
+            if self.clock() >= deadline:
+                raise PoolSetupError(f"no nvdimm region appeared for the CXL region at {resource:#x}")
+            self.sleep(0.1)
+
+    def existing_dax(self, nd_region: str, uuid: str) -> Optional[str]:
+        """A devdax namespace with the pool's uuid left in this host's labels by an earlier boot."""
+        region_dir = os.path.join(self.sysfs, "bus", "nd", "devices", nd_region)
+        for ns in sorted(glob.glob(os.path.join(region_dir, "namespace*"))):
+            try:
+                if _read(os.path.join(ns, "uuid")) != uuid:
+                    continue
+            except OSError:
+                continue
+            for dax in sorted(glob.glob(os.path.join(region_dir, "dax*"))):
+                try:
+                    if _read(os.path.join(dax, "namespace")) == os.path.basename(ns):
+                        for dev in sorted(glob.glob(os.path.join(dax, "dax*.*"))):
+                            return os.path.basename(dev)
+                except OSError:
+                    continue
+        return None
+
+    def create_namespace(self, nd_region: str, uuid: str) -> str:
+        info = self._cmd_json(["ndctl", "create-namespace", "-r", nd_region, "-m", "devdax", "-a", ALIGN, "-u", uuid])
+        try:
+            return info["daxregion"]["devices"][0]["chardev"]
+        except (LookupError, TypeError):
+            raise PoolSetupError(f"ndctl create-namespace on {nd_region} reported no DAX device: {info!r}") from None
+
+    def measure(self, name: str, chardev: str, region: str, region_base: int, deadline: float) -> PoolDevice:
+        dax_dir = os.path.join(self.sysfs, "bus", "dax", "devices", chardev)
+        device = os.path.join(self.dev, chardev)
+        while True:
+            try:
+                size = _int(_read(os.path.join(dax_dir, "size")))
+                start = _int(_read(os.path.join(dax_dir, "resource")))
+                if os.path.exists(device):
+                    return PoolDevice(name, device, size, start - region_base, region)
+            except (OSError, ValueError):
+                pass
+            if self.clock() >= deadline:
+                raise PoolSetupError(f"{device} did not appear (no {dax_dir}/size or resource)")
+            self.sleep(0.1)
+
+    def make(self, pools: list[dict[str, Any]], timeout: float) -> list[PoolDevice]:
+        """One DAX device per pool, in the order given; raises PoolSetupError naming the pool."""
+        if not pools:
+            return []
+        deadline = self.clock() + timeout
+        memdevs = self.memdevs_by_serial({int(p["serial"]) for p in pools}, deadline)
+        decoders = self.root_decoders()
+        devices = []
+        for pool in pools:
+            try:
+                memdev = memdevs[int(pool["serial"])]
+                region, base, decoder = self.create_region(memdev, decoders)
+                decoders = [d for d in decoders if d != decoder]
+                nd_region = self.nd_region_at(base, deadline)
+                chardev = self.existing_dax(nd_region, pool["uuid"]) or self.create_namespace(nd_region, pool["uuid"])
+                device = self.measure(pool["name"], chardev, region, base, deadline)
+            except PoolSetupError as err:
+                raise PoolSetupError(f"pool {pool['name']}: {err}") from None
+            self.log(f"pool {pool['name']}: {memdev} -> {region} ({decoder}) -> {nd_region} -> {device.device}, "
+                     f"{device.size} bytes at offset {device.offset}")
+            devices.append(device)
+        return devices
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "(no message)"
+
+
+def _natural(name: str) -> tuple[int, ...]:
+    """decoder0.10 after decoder0.9."""
+    digits = "".join(c if c.isdigit() else " " for c in name)
+    return tuple(int(part) for part in digits.split())

@@ -56,9 +56,13 @@ def bring_up(topology: Topology, accel: str, progress: Progress) -> RunState:
     """
     backend = get_backend(topology.backend)
     state_dir = run_dir(topology.name)
-    make_private_dir(state_dir.parent)
-    clear_previous(state_dir, progress)
-    make_private_dir(state_dir)
+    try:
+        make_private_dir(state_dir.parent)
+        clear_previous(state_dir, progress)
+        make_private_dir(state_dir)
+    except OSError as err:
+        raise UserError(f"cannot create the run's state dir {state_dir}: {err.strerror or err} "
+                        "(set NOTNETS_STATE to a writable directory)") from None
     run = RunState(
         name=topology.name, backend=topology.backend, state_dir=str(state_dir),
         source=str(Path(topology.source).absolute()) if topology.source else None,

@@ -159,7 +159,11 @@ class PoolAllocator:
     def prepare(self, topology: Topology) -> list[PoolState]:
         """Backing files for every pool of ``topology``, each said aloud."""
         for pool in topology.pools:
-            self.made.append(self._one(pool))
+            try:
+                self.made.append(self._one(pool))
+            except OSError as err:
+                where = f" {err.filename}" if err.filename else ""
+                raise UserError(f"pool {pool.name}: cannot create its backing file{where}: {err.strerror or err}") from None
         return self.made
 
     def _one(self, pool: Pool) -> PoolState:

@@ -104,3 +104,11 @@ def test_half_written_state_dir_does_not_block_up(env):
     (tmp / "runs" / "life" / "hosts").mkdir(parents=True)
     lifecycle.bring_up(topology(), "tcg", Progress(quiet=True))
     assert load_run(tmp / "runs" / "life").state == "up"
+
+
+def test_unwritable_state_dir_is_one_clear_error(env, monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("NOTNETS_STATE", str(blocker / "runs"))
+    with pytest.raises(UserError, match="cannot create the run's state dir .*NOTNETS_STATE"):
+        lifecycle.bring_up(topology(), "tcg", Progress(quiet=True))

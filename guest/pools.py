@@ -98,19 +98,20 @@ class PoolMaker:
         except ValueError:
             raise PoolSetupError(f"`{' '.join(argv)}` printed no JSON: {result.stdout[:200]!r}") from None
 
-    def memdevs_by_serial(self, serials: set[int], deadline: float) -> dict[int, str]:
-        """Wait until every serial has a memdev (the CXL drivers probe asynchronously)."""
+    def memdevs_by_serial(self, wanted: dict[int, str], deadline: float) -> dict[int, str]:
+        """Wait until each wanted serial (-> pool name) has a memdev; the CXL drivers probe asynchronously."""
         while True:
             found = {}
             for entry in _as_list(self._cmd_json(["cxl", "list", "-M"], quiet=True)):
                 if isinstance(entry, dict) and "serial" in entry and "memdev" in entry:
                     found[_int(entry["serial"])] = entry["memdev"]
-            if serials <= found.keys():
+            if wanted.keys() <= found.keys():
                 return found
             if self.clock() >= deadline:
-                missing = ", ".join(str(s) for s in sorted(serials - found.keys()))
+                missing = "; ".join(f"pool {wanted[s]}: no CXL memdev with serial {s} appeared"
+                                    for s in sorted(wanted.keys() - found.keys()))
                 seen = ", ".join(f"{m} (serial {s})" for s, m in sorted(found.items())) or "none"
-                raise PoolSetupError(f"no CXL memdev with serial {missing} appeared; memdevs seen: {seen}")
+                raise PoolSetupError(f"{missing} (memdevs seen: {seen})")
             self.sleep(0.25)
 
     def root_decoders(self) -> list[str]:
@@ -192,7 +193,7 @@ class PoolMaker:
         if not pools:
             return []
         deadline = self.clock() + timeout
-        memdevs = self.memdevs_by_serial({int(p["serial"]) for p in pools}, deadline)
+        memdevs = self.memdevs_by_serial({int(p["serial"]): p["name"] for p in pools}, deadline)
         decoders = self.root_decoders()
         devices = []
         for pool in pools:

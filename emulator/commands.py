@@ -191,11 +191,29 @@ def bench(args: list[str]) -> None:
 
 
 def pool_create(path: Path, size: str, overwrite: bool) -> None:
-    _not_built("pool create", 4)
+    from notnets_rpc import PoolError, create_pool
+    from notnets_rpc.mapping import is_char_device
+
+    from .sizes import format_size, parse_size
+
+    try:
+        nbytes = None if is_char_device(path) else parse_size(size)  # a DAX device: all of it
+        layout = create_pool(path, nbytes, overwrite=overwrite)
+    except (PoolError, ValueError) as exc:
+        raise UserError(f"pool create: {exc}") from None
+    print(f"formatted {path}: {format_size(layout.pool_bytes)}, {layout.max_hosts} hosts x "
+          f"{layout.channels} channels, {format_size(layout.ring_bytes)} rings")
 
 
 def pool_inspect(path: Path, as_json: bool) -> None:
-    _not_built("pool inspect", 4)
+    from notnets_rpc import PoolError
+    from notnets_rpc.inspect import format_inspection, inspect_pool, to_json
+
+    try:
+        snapshot = inspect_pool(path)
+    except PoolError as exc:
+        raise UserError(f"pool inspect: {exc}") from None
+    print(to_json(snapshot) if as_json else format_inspection(snapshot))
 
 
 def pool_poison(path: Path, offset: int, length: int, value: int) -> None:

@@ -1,0 +1,84 @@
+"""Greeter server: one servicer, served over a NotNets pool and/or over TCP.
+
+    python -m examples.greeter.server                      # notnets:greeter on $NOTNETS_POOL
+    python -m examples.greeter.server --port 0.0.0.0:50051 # also (or, with --no-pool, only) TCP
+
+Prints one line containing "serving" when ready, then serves until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from concurrent import futures
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def load_protos():
+    """The generated modules; generated on the spot if `make setup` has not run."""
+    try:
+        import greeter_pb2
+        import greeter_pb2_grpc
+    except ImportError:
+        subprocess.run([sys.executable, str(HERE.parent.parent / "scripts" / "gen_protos.py")], check=True)
+        import greeter_pb2
+        import greeter_pb2_grpc
+    return greeter_pb2, greeter_pb2_grpc
+
+
+greeter_pb2, greeter_pb2_grpc = load_protos()
+import notnets_rpc  # noqa: E402
+
+HOST_ID = int(os.environ.get("NOTNETS_HOST_ID", "0") or 0)
+
+
+class Greeter(greeter_pb2_grpc.GreeterServicer):
+    def SayHello(self, request, context):
+        return greeter_pb2.HelloReply(message=f"Hello, {request.name}!", host=HOST_ID)
+
+    def SayHelloStream(self, request, context):
+        for i in range(max(1, request.times)):
+            yield greeter_pb2.HelloReply(message=f"Hello #{i + 1}, {request.name}!", host=HOST_ID)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Greeter server over NotNets and/or TCP")
+    parser.add_argument("--endpoint", default="greeter", help="name published in the pool (notnets:NAME)")
+    parser.add_argument("--pool", default=os.environ.get("NOTNETS_POOL"), help="pool file or DAX device")
+    parser.add_argument("--port", help="also serve over TCP at this address, e.g. 0.0.0.0:50051")
+    parser.add_argument("--no-pool", action="store_true", help="TCP only")
+    args = parser.parse_args(argv)
+    use_pool = not args.no_pool and bool(args.pool)
+    if not use_pool and not args.port:
+        parser.error("nothing to serve on: give --pool (or set NOTNETS_POOL) and/or --port")
+    server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=8), pool=args.pool)
+    greeter_pb2_grpc.add_GreeterServicer_to_server(Greeter(), server)
+    where = []
+    if use_pool:
+        server.add_endpoint(args.endpoint)
+        where.append(f"notnets:{args.endpoint} (pool {args.pool}, host {HOST_ID})")
+    if args.port:
+        port = server.add_insecure_port(args.port)
+        where.append(f"tcp {args.port.rsplit(':', 1)[0]}:{port}")
+    try:
+        server.start()
+    except notnets_rpc.PoolError as exc:
+        print(f"greeter server: {exc}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: server.stop(0.5))
+    print("greeter serving on " + " and ".join(where), flush=True)
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:
+        server.stop(0.5).wait(2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Read-only snapshot of a pool: header, services, channels, in-flight calls, counters.
+
+Maps the pool read-only and never writes. Every field is read as untrusted: a value
+that fails a check is reported as such, never followed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from typing import Any, Dict, List
+
+from . import layout as L
+from .mapping import Mapping, PathLike
+from .memory import Memory
+from .pool import now_ms
+
+
+def _age(ms: int) -> float | None:
+    if not ms:
+        return None
+    return round((now_ms() - ms) / 1000, 3)
+
+
+def _when(ms: int) -> str | None:
+    if not ms:
+        return None
+    try:
+        return _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def inspect_pool(path: PathLike) -> Dict[str, Any]:
+    """The snapshot as plain data (the --json output); raises PoolError on a bad pool."""
+    mapping = Mapping(path, writable=False)
+    mem = Memory(mapping.mm, writable=False)
+    try:
+        lay = L.parse_superblock(mem)
+        return {
+            "path": os.fspath(path),
+            "header": {
+                "magic": L.MAGIC.decode(),
+                "layout_version": L.LAYOUT_VERSION,
+                "pool_bytes": lay.pool_bytes,
+                "mapped_bytes": mem.size,
+                "uuid": L.format_uuid(lay.uuid),
+                "created": _when(lay.created_ms),
+                "max_hosts": lay.max_hosts,
+                "dir_slots_per_host": lay.dir_slots,
+                "channels_per_host": lay.channels,
+                "ring_bytes": lay.ring_bytes,
+                "offsets": {"hosts": lay.hosts_offset, "directory": lay.dir_offset,
+                            "channels": lay.channels_offset, "rings": lay.rings_offset},
+            },
+            "hosts": [{"host": h, "channel_bell": mem.load(lay.host_entry(h) + L.HOST_CHANNEL_BELL),
+                       "directory_bell": mem.load(lay.host_entry(h) + L.HOST_DIR_BELL)}
+                      for h in range(lay.max_hosts)
+                      if mem.load(lay.host_entry(h) + L.HOST_CHANNEL_BELL) or mem.load(lay.host_entry(h) + L.HOST_DIR_BELL)],
+            "services": _services(mem, lay),
+            "channels": _channels(mem, lay),
+        }
+    finally:
+        mem.release()
+        mapping.close()
+
+
+def _services(mem: Memory, lay: L.Layout) -> List[Dict[str, Any]]:
+    out = []
+    for h in range(lay.max_hosts):
+        for s in range(lay.dir_slots):
+            off = lay.dir_entry(h, s)
+            gen, state = L.unpack_state(mem.load(off + L.DIR_STATE))
+            if state == L.DIR_FREE and not gen:
+                continue
+            out.append({
+                "host": h, "slot": s, "index": lay.dir_index(h, s), "name": L.read_name(mem, off),
+                "generation": gen & L.DIR_GEN_MASK, "state": L.DIR_STATE_NAMES.get(state, f"invalid({state})"),
+                "pid": mem.load(off + L.DIR_PID), "heartbeat_age_s": _age(mem.load(off + L.DIR_HEARTBEAT)),
+                "started": _when(mem.load(off + L.DIR_STARTED)),
+                "calls": mem.load(off + L.DIR_CALLS), "errors": mem.load(off + L.DIR_ERRORS),
+                "bytes_in": mem.load(off + L.DIR_BYTES_IN), "bytes_out": mem.load(off + L.DIR_BYTES_OUT),
+            })
+    return out
+
+
+def _backlog(mem: Memory, head_off: int, tail_off: int, ring: int) -> Any:
+    head, tail = mem.load(head_off), mem.load(tail_off)
+    n = head - tail
+    return n if 0 <= n <= ring else f"corrupt (head {head}, tail {tail})"
+
+
+def _channels(mem: Memory, lay: L.Layout) -> List[Dict[str, Any]]:
+    names = {}
+    for h in range(lay.max_hosts):
+        for s in range(lay.dir_slots):
+            names[lay.dir_index(h, s)] = L.read_name(mem, lay.dir_entry(h, s))
+    out = []
+    for h in range(lay.max_hosts):
+        for k in range(lay.channels):
+            off = lay.channel(h, k)
+            gen, state = L.unpack_state(mem.load(off + L.CH_CLAIM))
+            if state == L.CH_FREE and not gen:
+                continue
+            index, dir_gen = L.unpack_target(mem.load(off + L.CH_TARGET))
+            acc_gen, verdict = L.unpack_state(mem.load(off + L.CH_ACCEPT))
+            started = mem.load(off + L.CH_CALLS_STARTED)
+            done = mem.load(off + L.CH_CALLS_DONE)
+            answered = acc_gen == gen
+            out.append({
+                "host": h, "slot": k, "generation": gen, "state": L.CH_STATE_NAMES.get(state, f"invalid({state})"),
+                "target": {"index": index, "generation": dir_gen,
+                           "name": names.get(index) if index in names else "invalid"},
+                "server_verdict": L.ACC_NAMES.get(verdict, f"invalid({verdict})") if answered else "pending",
+                "client_pid": mem.load(off + L.CH_CLIENT_PID),
+                "client_heartbeat_age_s": _age(mem.load(off + L.CH_CLIENT_HEARTBEAT)),
+                "opened": _when(mem.load(off + L.CH_OPENED)),
+                "server_pid": mem.load(off + L.CH_SERVER_PID),
+                "calls_started": started, "calls_done": done,
+                "in_flight": max(0, started - done) if state == L.CH_OPEN else 0,
+                "errors": mem.load(off + L.CH_ERRORS),
+                "bytes_in": mem.load(off + L.CH_BYTES_IN), "bytes_out": mem.load(off + L.CH_BYTES_OUT),
+                "request_backlog": _backlog(mem, off + L.CH_REQ_HEAD, off + L.CH_REQ_TAIL, lay.ring_bytes),
+                "response_backlog": _backlog(mem, off + L.CH_RESP_HEAD, off + L.CH_RESP_TAIL, lay.ring_bytes),
+            })
+    return out
+
+
+def format_inspection(snap: Dict[str, Any]) -> str:
+    """Human-readable text for ``notnets-emu pool inspect``."""
+    hd = snap["header"]
+    lines = [
+        f"pool {snap['path']}: NotNets layout v{hd['layout_version']}, {hd['pool_bytes']} bytes "
+        f"(mapped {hd['mapped_bytes']}), uuid {hd['uuid']}, created {hd['created']}",
+        f"  {hd['max_hosts']} hosts x ({hd['dir_slots_per_host']} directory slots, {hd['channels_per_host']} channels), "
+        f"rings of {hd['ring_bytes']} bytes",
+    ]
+    services = snap["services"]
+    lines.append(f"services ({len(services)}):")
+    for s in services:
+        lines.append(f"  {s['name']!s:<20} host {s['host']} slot {s['slot']} gen {s['generation']} {s['state']:<8} "
+                     f"pid {s['pid']} heartbeat {s['heartbeat_age_s']} s ago; calls {s['calls']} errors {s['errors']} "
+                     f"in {s['bytes_in']} B out {s['bytes_out']} B")
+    channels = snap["channels"]
+    lines.append(f"channels ({len(channels)}):")
+    for c in channels:
+        lines.append(f"  host {c['host']} slot {c['slot']} gen {c['generation']} {c['state']:<6} -> "
+                     f"{c['target']['name']} ({c['server_verdict']}); client pid {c['client_pid']} heartbeat "
+                     f"{c['client_heartbeat_age_s']} s ago; calls {c['calls_started']} started {c['calls_done']} done "
+                     f"{c['in_flight']} in flight; backlog req {c['request_backlog']} resp {c['response_backlog']}")
+    in_flight = sum(c["in_flight"] for c in channels)
+    lines.append(f"in-flight calls: {in_flight}")
+    return "\n".join(lines)
+
+
+def to_json(snap: Dict[str, Any]) -> str:
+    return json.dumps(snap, indent=2, sort_keys=False)

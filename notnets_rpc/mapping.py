@@ -1,0 +1,136 @@
+"""Map a pool into this process: a regular file (hugetlbfs, /dev/shm) or a DAX device.
+
+A DAX character device reports size 0 to fstat; its size is in sysfs, and it only maps
+whole multiples of its alignment (2 MiB here). Regular files are sized with fstat.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import stat
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+from .errors import NotAPoolError, PoolError, PoolTooSmallError
+
+DAX_ALIGN = 2 << 20
+SYSFS = Path("/sys")
+PathLike = Union[str, os.PathLike]
+
+
+def is_char_device(path: PathLike) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def device_size(path: PathLike, sysfs: Path = SYSFS) -> int:
+    """Size of a DAX character device from sysfs (``/sys/dev/char/MAJ:MIN/size``)."""
+    st = os.stat(path)
+    candidates = [
+        sysfs / "dev" / "char" / f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}" / "size",
+        sysfs / "bus" / "dax" / "devices" / Path(path).name / "size",
+    ]
+    for candidate in candidates:
+        try:
+            return int(candidate.read_text().strip())
+        except (OSError, ValueError):
+            continue
+    raise PoolError(f"{path}: a character device whose size is not in sysfs (is it a DAX device?)")
+
+
+class Mapping:
+    """An open, mapped pool file or device, plus the host-local lock that serialises
+    claims of directory and channel slots between processes of this host."""
+
+    def __init__(self, path: PathLike, writable: bool = True) -> None:
+        self.path = str(path)
+        self.writable = writable
+        self.is_device = is_char_device(path)
+        flags = os.O_RDWR if writable else os.O_RDONLY
+        try:
+            self.fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise NotAPoolError(f"{path}: no such file (create it with `notnets-emu pool create`)") from None
+        except OSError as exc:
+            raise PoolError(f"{path}: cannot open: {exc.strerror}") from None
+        try:
+            if self.is_device:
+                size = device_size(self.path) // DAX_ALIGN * DAX_ALIGN
+            else:
+                st = os.fstat(self.fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise PoolError(f"{path}: neither a regular file nor a DAX character device")
+                size = st.st_size - st.st_size % 8
+            if size <= 0:
+                raise PoolTooSmallError(f"{path}: empty (size 0); create the pool first")
+            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+            try:
+                self.mm = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED, prot=prot)
+            except OSError as exc:
+                raise PoolError(f"{path}: cannot map {size} bytes: {exc.strerror}") from None
+            self.size = size
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self._thread_lock = threading.Lock()
+
+    @contextmanager
+    def host_lock(self) -> Iterator[None]:
+        """Exclusive among the threads and processes of this host (flock on the pool)."""
+        with self._thread_lock:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        try:
+            self.mm.close()
+        except BufferError:  # someone still holds a view: the mapping stays until exit
+            pass
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+def create_backing(path: PathLike, size: Optional[int]) -> int:
+    """Create or grow a regular file to ``size``; returns the size the pool may use.
+
+    hugetlbfs only takes multiples of the huge page size, so sizes round up to 2 MiB.
+    A DAX device keeps its own size (``size`` must not exceed it).
+    """
+    if is_char_device(path):
+        dev = device_size(path) // DAX_ALIGN * DAX_ALIGN
+        if size is not None and size > dev:
+            raise PoolTooSmallError(f"{path}: device holds {dev} bytes, asked for {size}")
+        return size or dev
+    p = Path(path)
+    exists = p.exists()
+    if exists and not p.is_file():
+        raise PoolError(f"{path}: neither a regular file nor a DAX character device")
+    current = p.stat().st_size if exists else 0
+    if size is None:
+        if not current:
+            raise PoolError(f"{path}: give a size for a new pool file")
+        return current
+    want = (size + DAX_ALIGN - 1) // DAX_ALIGN * DAX_ALIGN
+    if current < want:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise PoolError(f"{path}: cannot create: {exc.strerror}") from None
+        try:
+            os.ftruncate(fd, want)
+        except OSError as exc:
+            raise PoolError(f"{path}: cannot grow to {want} bytes: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+    return size

@@ -1,0 +1,96 @@
+"""The one place that touches pool memory.
+
+Every read and write of the shared pool goes through a ``Memory`` object: aligned
+8-byte control words (``load``/``store``) and payload copies (``read``/``write``/
+``unpack``/``pack``). Two reasons: (1) control words must be written with a single
+aligned native store (``memoryview.cast('Q')``), never byte by byte, or a reader on
+another host can see a torn value; (2) a far-memory model (latency per control-word
+access, bandwidth per byte) can later subclass this class without touching the
+protocol code.
+
+All offsets are byte offsets from the start of the buffer. ``load``/``store`` expect
+offsets that the caller computed from a validated layout; ``read``/``write``/``unpack``
+check their range, because lengths that come out of shared memory are untrusted.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Union
+
+from .errors import ProtocolError
+
+Buffer = Union[bytearray, memoryview, Any]
+
+
+class Memory:
+    """Word and byte access to a shared buffer (mmap, bytearray, memoryview)."""
+
+    __slots__ = ("_bytes", "_words", "size", "writable")
+
+    def __init__(self, buf: Buffer, writable: bool = True) -> None:
+        view = memoryview(buf)
+        if view.format != "B" or view.itemsize != 1:
+            view = view.cast("B")
+        self.size = len(view) - len(view) % 8
+        self._bytes = view[: self.size]
+        self._words = self._bytes.cast("Q")
+        self.writable = writable and not view.readonly
+
+    # -- control words -----------------------------------------------------------
+    def load(self, off: int) -> int:
+        """One aligned 8-byte load at byte offset ``off`` (a multiple of 8)."""
+        return self._words[off >> 3]
+
+    def store(self, off: int, value: int) -> None:
+        """One aligned 8-byte native store: never torn for a reader on another host."""
+        self._words[off >> 3] = value
+
+    # -- payload -------------------------------------------------------------------
+    def check(self, off: int, n: int) -> None:
+        """Raise ``ProtocolError`` unless ``[off, off+n)`` lies inside the buffer."""
+        if off < 0 or n < 0 or off + n > self.size:
+            raise ProtocolError(f"range [{off}, {off + n}) outside the pool (size {self.size})")
+
+    def read(self, off: int, n: int) -> bytes:
+        if off < 0 or n < 0 or off + n > self.size:
+            raise ProtocolError(f"range [{off}, {off + n}) outside the pool (size {self.size})")
+        return self._bytes[off : off + n].tobytes()
+
+    def read_into(self, off: int, dest: memoryview) -> None:
+        n = len(dest)
+        if off < 0 or off + n > self.size:
+            raise ProtocolError(f"range [{off}, {off + n}) outside the pool (size {self.size})")
+        dest[:] = self._bytes[off : off + n]
+
+    def write(self, off: int, data: Any) -> None:
+        n = len(data) if not isinstance(data, memoryview) else data.nbytes
+        if off < 0 or off + n > self.size:
+            raise ProtocolError(f"range [{off}, {off + n}) outside the pool (size {self.size})")
+        self._bytes[off : off + n] = data
+
+    def fill(self, off: int, n: int, value: int = 0) -> None:
+        """Set a byte range to ``value`` (formatting; not a hot path)."""
+        self.check(off, n)
+        chunk = bytes([value]) * min(n, 1 << 20)
+        end = off + n
+        while off < end:
+            step = min(len(chunk), end - off)
+            self._bytes[off : off + step] = chunk[:step]
+            off += step
+
+    def unpack(self, st: struct.Struct, off: int) -> tuple:
+        if off < 0 or off + st.size > self.size:
+            raise ProtocolError(f"record at {off} (+{st.size}) outside the pool (size {self.size})")
+        return st.unpack_from(self._bytes, off)
+
+    def pack(self, st: struct.Struct, off: int, *values: Any) -> None:
+        """Byte-wise packing: for payload and headers that a control word publishes later."""
+        if off < 0 or off + st.size > self.size:
+            raise ProtocolError(f"record at {off} (+{st.size}) outside the pool (size {self.size})")
+        st.pack_into(self._bytes, off, *values)
+
+    def release(self) -> None:
+        """Drop the views so that the underlying mmap can be closed."""
+        self._words.release()
+        self._bytes.release()

@@ -1,0 +1,941 @@
+"""``grpc.Server`` over a NotNets pool (plus, optionally, the same services over TCP).
+
+Threads:
+- one *leader* poller reads every accepted channel's request ring. It runs unary-unary
+  handlers inline (no thread hand-off on the fast path) and hands streaming calls to
+  the thread pool;
+- a monitor promotes a new leader when a handler has held the current one for more
+  than PROMOTE_AFTER seconds (so a slow or blocking handler never stalls the others),
+  enforces deadlines, publishes heartbeats and counters, and reclaims the channels of
+  clients that died.
+
+New channels are found through the per-host doorbell words in the host table (one
+load per host every few polls); a channel whose claim word changes is dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import threading
+import time
+from concurrent import futures
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import grpc
+
+from . import frames as F
+from . import layout as L
+from .backoff import Backoff
+from .channel import message_limits
+from .errors import EndpointInUseError, PoolError, ProtocolError
+from .pool import Endpoint, Pool, now_ms, pid_alive, stale_ms
+from .server_call import CANCELLED, END_OF_REQUESTS, AbortError, RequestIterator, ServerCall
+from .status import OK, as_metadata, code_to_wire
+
+try:
+    from grpc._utilities import DictionaryGenericHandler
+except ImportError:  # older grpcio: nothing is cacheable
+    class DictionaryGenericHandler:  # type: ignore[no-redef]
+        pass
+
+_log = logging.getLogger(__name__)
+_monotonic = time.monotonic
+PROMOTE_AFTER = 0.005
+HEARTBEAT_PERIOD = 0.1
+CLIENT_CHECK_PERIOD = 0.5
+IDLE_SLEEP = float(os.environ.get("NOTNETS_IDLE_SLEEP_US", "1000")) / 1e6
+_UNAVAILABLE_SHUTDOWN = "Cancelling all calls"
+_CALL_HEAD_SIZE = F.CALL_HEAD.size
+_unpack_call_head = F.CALL_HEAD.unpack_from
+_UNARY_CALL = F.F_HAS_MESSAGE | F.F_END_STREAM
+_STATUS = F.STATUS
+_BARE = F.F_BARE
+
+
+class _HandlerCallDetails(collections.namedtuple("_HandlerCallDetails", ("method", "invocation_metadata")),
+                          grpc.HandlerCallDetails):
+    pass
+
+
+class ServerChannel:
+    """A client's channel as the server holds it."""
+
+    __slots__ = ("host", "slot", "generation", "ctl", "claim_word", "rx", "tx", "tx_lock", "calls", "peer",
+                 "client_pid", "beat", "beat_seen", "dropped", "calls_done", "errors", "bytes_in", "bytes_out",
+                 "same_process")
+
+    def __init__(self, pool: Pool, host: int, slot: int, generation: int, claim_word: int, client_pid: int) -> None:
+        self.host, self.slot, self.generation = host, slot, generation
+        self.ctl = pool.layout.channel(host, slot)
+        self.claim_word = claim_word
+        self.rx, self.tx = pool.server_rings(host, slot)
+        self.tx_lock = threading.Lock()
+        self.calls: Dict[int, ServerCall] = {}
+        self.client_pid = client_pid
+        self.peer = f"notnets:host{host}/pid{client_pid}"
+        self.beat = pool.mem.load(self.ctl + L.CH_CLIENT_HEARTBEAT)
+        self.beat_seen = _monotonic()
+        self.dropped = False
+        self.calls_done = self.errors = self.bytes_in = self.bytes_out = 0
+        self.same_process = host == pool.host_id and client_pid == os.getpid()
+
+
+class Server(grpc.Server):
+    def __init__(self, thread_pool: Optional[futures.Executor] = None, pool: Optional[str] = None,
+                 handlers: Optional[Sequence[grpc.GenericRpcHandler]] = None,
+                 interceptors: Optional[Sequence[grpc.ServerInterceptor]] = None,
+                 options: Optional[Sequence[Tuple[str, Any]]] = None, maximum_concurrent_rpcs: Optional[int] = None,
+                 compression: Any = None, host_id: Optional[int] = None) -> None:
+        self._thread_pool = thread_pool if thread_pool is not None else futures.ThreadPoolExecutor(max_workers=10)
+        self._pool_path = pool
+        self._host_id = host_id
+        self._options = list(options or ())
+        self._max_receive, self._max_send = message_limits(options)
+        self._max_concurrent = maximum_concurrent_rpcs
+        self._interceptors = list(interceptors or ())
+        self._compression = compression
+        self._generic: List[grpc.GenericRpcHandler] = []
+        self._registered: Dict[str, grpc.RpcMethodHandler] = {}
+        self._resolved: Dict[bytes, Tuple[str, grpc.RpcMethodHandler, bool]] = {}
+        self._registered_services: List[Tuple[str, dict]] = []
+        self._tcp: Optional[grpc.Server] = None
+        self._names: List[str] = []
+        self._endpoints: Dict[int, Endpoint] = {}
+        self._pool: Optional[Pool] = None
+        self._state_lock = threading.Lock()
+        self._leader_lock = threading.Lock()
+        self._leader: Optional[int] = None
+        self._inline_since = 0.0
+        self._pollers = 0
+        self._max_pollers = max(2, int(getattr(self._thread_pool, "_max_workers", 16) or 16))
+        self._channels: Dict[Tuple[int, int], ServerChannel] = {}
+        self._active: Tuple[ServerChannel, ...] = ()
+        self._bells: List[Optional[int]] = []
+        self._deadlines: Dict[int, ServerCall] = {}
+        self._started = False
+        self._draining = False
+        self._stopped = threading.Event()
+        self._terminated = threading.Event()
+        self._idle = False
+        self._bare_limit = 0
+        self._totals = [0, 0, 0, 0]
+        if handlers:
+            self.add_generic_rpc_handlers(handlers)
+
+    # -- registration ---------------------------------------------------------------------------
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        for handler in generic_rpc_handlers:
+            if not hasattr(handler, "service"):
+                raise AttributeError(f"{handler!r} must have a service method")
+        self._generic.extend(generic_rpc_handlers)
+        self._resolved = {}
+        if self._tcp is not None:
+            self._tcp.add_generic_rpc_handlers(generic_rpc_handlers)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Dict[str, Any]) -> None:
+        for method, handler in method_handlers.items():
+            self._registered[f"/{service_name}/{method}"] = handler
+        self._resolved = {}
+        self._registered_services.append((service_name, method_handlers))
+        if self._tcp is not None and hasattr(self._tcp, "add_registered_method_handlers"):
+            self._tcp.add_registered_method_handlers(service_name, method_handlers)
+
+    def add_endpoint(self, name: str) -> None:
+        """Publish the services under ``name`` in the pool (clients use ``notnets:NAME``)."""
+        L.encode_name(name)
+        self._names.append(name)
+        if self._started:
+            self._publish(name)
+
+    def add_insecure_port(self, address: str) -> int:
+        return self._tcp_server().add_insecure_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return self._tcp_server().add_secure_port(address, server_credentials)
+
+    def _tcp_server(self) -> grpc.Server:
+        if self._tcp is None:
+            self._tcp = grpc.server(self._thread_pool, interceptors=self._interceptors or None,
+                                    options=self._options or None, maximum_concurrent_rpcs=self._max_concurrent,
+                                    compression=self._compression)
+            if self._generic:
+                self._tcp.add_generic_rpc_handlers(self._generic)
+            for service, handlers in self._registered_services:
+                if hasattr(self._tcp, "add_registered_method_handlers"):
+                    self._tcp.add_registered_method_handlers(service, handlers)
+        return self._tcp
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._started:
+            raise ValueError("Cannot start an already-started server")
+        if self._names:
+            self._pool = Pool.acquire(self._pool_path, self._host_id, format_if_empty=True)
+            self._bells = [None] * self._pool.layout.max_hosts
+            self._bare_limit = self._pool.layout.ring_bytes // 4 - F.HEADER_BYTES
+            for name in self._names:
+                self._publish(name)
+        self._started = True
+        if self._pool is not None:
+            self._spawn_poller()
+            threading.Thread(target=self._monitor, name="notnets-monitor", daemon=True).start()
+        if self._tcp is not None:
+            self._tcp.start()
+
+    def _publish(self, name: str) -> None:
+        if self._pool is None:
+            self._pool = Pool.acquire(self._pool_path, self._host_id, format_if_empty=True)
+            self._bells = [None] * self._pool.layout.max_hosts
+            self._bare_limit = self._pool.layout.ring_bytes // 4 - F.HEADER_BYTES
+            if self._started:
+                self._spawn_poller()
+                threading.Thread(target=self._monitor, name="notnets-monitor", daemon=True).start()
+        limit = _monotonic() + stale_ms() / 1000 + 1.0
+        while True:
+            try:
+                ep = self._pool.publish(name, os.getpid())
+                break
+            except EndpointInUseError:
+                # a holder on another host may have just died: wait for its heartbeat to go stale
+                if _monotonic() > limit or self._held_locally(name):
+                    raise
+                time.sleep(0.1)
+        self._endpoints[ep.index] = ep
+
+    def _held_locally(self, name: str) -> bool:
+        pool = self._pool
+        for h, s, _ in pool.entries():
+            if h != pool.host_id:
+                continue
+            ep = pool.read_endpoint(h, s)
+            if ep is not None and ep.name == name and pool.endpoint_alive(ep):
+                return True
+        return False
+
+    def stop(self, grace: Optional[float]) -> threading.Event:
+        done = self._terminated
+        if not self._started or self._draining:
+            if not self._started:
+                done.set()
+            return done
+        self._draining = True
+        if self._pool is not None:
+            for ep in self._endpoints.values():
+                self._pool.set_endpoint_state(ep, L.DIR_DRAINING)
+        tcp_event = self._tcp.stop(grace) if self._tcp is not None else None
+        threading.Thread(target=self._finish_stop, args=(grace, tcp_event), name="notnets-stop", daemon=True).start()
+        return done
+
+    def _finish_stop(self, grace: Optional[float], tcp_event: Optional[threading.Event]) -> None:
+        try:
+            end = _monotonic() + (grace or 0.0)
+            while self._in_flight() and _monotonic() < end:
+                time.sleep(0.005)
+            for ch in list(self._channels.values()):
+                for call in list(ch.calls.values()):
+                    self._cancel_call(call, grpc.StatusCode.UNAVAILABLE, _UNAVAILABLE_SHUTDOWN, notify_client=True)
+            self._stopped.set()
+            with self._leader_lock:
+                self._leader = None
+            pool = self._pool
+            if pool is not None:
+                for ep in self._endpoints.values():
+                    pool.set_endpoint_state(ep, L.DIR_CLOSED)
+                for ch in list(self._channels.values()):
+                    self._drop_channel(ch, L.ACC_RELEASED)
+                deadline = _monotonic() + 1.0
+                while self._pollers and _monotonic() < deadline:
+                    time.sleep(0.002)
+                self._publish_counters()
+                self._pool = None
+                pool.release()
+            if tcp_event is not None:
+                tcp_event.wait(5)
+        finally:
+            self._terminated.set()
+
+    def wait_for_termination(self, timeout: Optional[float] = None) -> bool:
+        return not self._terminated.wait(timeout)
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        self.stop(None).wait(5)
+        return False
+
+    # -- the poller --------------------------------------------------------------------------------
+    def _spawn_poller(self) -> None:
+        with self._leader_lock:
+            self._pollers += 1
+        threading.Thread(target=self._poll_loop, name="notnets-poller", daemon=True).start()
+
+    def _poll_loop(self) -> None:
+        me = threading.get_ident()
+        with self._leader_lock:
+            if self._leader is None and not self._stopped.is_set():
+                self._leader = me
+        try:
+            mem = self._pool.mem
+            backoff = Backoff(max_sleep=IDLE_SLEEP)
+            it = 0
+            while self._leader == me:
+                worked = False
+                for ch in self._active:
+                    rx = ch.rx
+                    if rx._head != rx.tail or mem.load(rx.head_off) != rx.tail:
+                        worked = True
+                        if not self._drain(ch, me):
+                            return
+                it += 1
+                if not it & 63 or backoff.n > backoff.spin:
+                    self._discover()
+                if worked:
+                    backoff.reset()
+                    self._idle = False
+                elif backoff.pause():
+                    self._idle = backoff.sleeping
+        except Exception:
+            _log.exception("NotNets poller crashed")
+            with self._leader_lock:
+                if self._leader == me:
+                    self._leader = None
+            if not self._stopped.is_set():
+                self._spawn_poller()
+        finally:
+            with self._leader_lock:
+                self._pollers -= 1
+
+    def _drain(self, ch: ServerChannel, me: int) -> bool:
+        """Handle up to 32 frames of one channel; False if this thread lost the leader role."""
+        if ch.dropped:
+            return True
+        if self._pool.mem.load(ch.ctl + L.CH_CLAIM) != ch.claim_word:
+            self._drop_channel(ch, L.ACC_RELEASED)
+            return True
+        rx = ch.rx
+        try:
+            for _ in range(32):
+                frame = rx.read()
+                if frame is None:
+                    break
+                self._on_frame(ch, frame)
+                if self._leader != me:
+                    return False
+        except ProtocolError as exc:
+            _log.warning("dropping channel host%d/%d: %s", ch.host, ch.slot, exc)
+            self._drop_channel(ch, L.ACC_REJECTED)
+        return self._leader == me
+
+    def _on_frame(self, ch: ServerChannel, frame: tuple) -> None:
+        kind, flags, cid, aux, body = frame
+        if kind == F.CALL:
+            self._on_call(ch, flags, cid, body)
+            return
+        call = ch.calls.get(cid)
+        if kind == F.MESSAGE:
+            if call is None or call.request_done:
+                return
+            ch.bytes_in += len(body)
+            if aux > self._max_receive:
+                self._fail(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"Received message larger than max ({aux} vs. {self._max_receive})")
+                return
+            if call.partial is None and not flags & F.F_MORE:
+                if len(body) != aux:
+                    raise ProtocolError("message length does not match its frame")
+                self._on_request(call, body, flags & F.F_END_STREAM)
+                return
+            if call.partial is None:
+                call.partial = []
+                call.partial_total = aux
+                call.partial_len = 0
+            elif aux != call.partial_total:
+                raise ProtocolError("message chunks disagree on the message length")
+            call.partial.append(body)
+            call.partial_len += len(body)
+            if call.partial_len > aux:
+                raise ProtocolError("message chunks exceed the message length")
+            if not flags & F.F_MORE:
+                if call.partial_len != aux:
+                    raise ProtocolError("message ended short")
+                whole = b"".join(call.partial)
+                call.partial = None
+                self._on_request(call, whole, flags & F.F_END_STREAM)
+        elif kind == F.HALF_CLOSE:
+            if call is not None:
+                self._on_request(call, None, True)
+        elif kind == F.CANCEL:
+            if call is not None:
+                self._cancel_call(call, grpc.StatusCode.CANCELLED, "Cancelled by the client", notify_client=False)
+        else:
+            raise ProtocolError(f"unexpected {F.KIND_NAMES.get(kind, kind)} frame from a client")
+
+    def _on_call(self, ch: ServerChannel, flags: int, cid: int, body: bytes) -> None:
+        if len(body) < _CALL_HEAD_SIZE:
+            raise ProtocolError("CALL: body shorter than its header")
+        timeout_us, mlen, mdlen = _unpack_call_head(body)
+        at = _CALL_HEAD_SIZE + mlen + mdlen
+        if mlen == 0 or at > len(body):
+            raise ProtocolError("CALL: method or metadata overruns the body")
+        ch.bytes_in += len(body)
+        method_raw = body[_CALL_HEAD_SIZE : _CALL_HEAD_SIZE + mlen]
+        cached = self._resolved.get(method_raw)
+        if cached is not None and not mdlen:
+            method, handler, unary = cached
+            if unary and flags == _UNARY_CALL and not self._draining and self._max_concurrent is None:
+                self._run_unary(ch, cid, method, handler, timeout_us, body[at:])
+                return
+            metadata: tuple = ()
+        else:
+            try:
+                method = method_raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ProtocolError("method name is not UTF-8") from None
+            metadata = as_metadata(F.decode_metadata(body[_CALL_HEAD_SIZE + mlen : at])) if mdlen else ()
+            try:
+                handler = self._lookup(method, metadata, method_raw)
+            except Exception:
+                _log.exception("looking up a handler for %s failed", method)
+                handler = None
+        if self._draining:
+            self._reject(ch, cid, grpc.StatusCode.UNAVAILABLE, "Server is shutting down")
+            return
+        if self._max_concurrent is not None and self._in_flight() >= self._max_concurrent:
+            self._reject(ch, cid, grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")
+            return
+        if handler is None:
+            self._reject(ch, cid, grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+            return
+        deadline = _monotonic() + timeout_us / 1e6 if timeout_us else None
+        call = ServerCall(self, ch, cid, method, metadata, deadline, handler)
+        ch.calls[cid] = call
+        if deadline is not None:
+            self._deadlines[id(call)] = call
+        if handler.request_streaming:
+            call.requests = queue.SimpleQueue()
+            self._submit(call, None)
+            if flags & F.F_HAS_MESSAGE:
+                self._on_request(call, body[at:], flags & F.F_END_STREAM)
+        elif flags & F.F_HAS_MESSAGE:
+            self._on_request(call, body[at:], True)
+
+    def _run_unary(self, ch: ServerChannel, cid: int, method: str, handler: Any, timeout_us: int,
+                   message: bytes) -> None:
+        """The fast path: a unary-unary call whose request came in one frame, run inline."""
+        deadline = _monotonic() + timeout_us / 1e6 if timeout_us else None
+        call = ServerCall(self, ch, cid, method, (), deadline, handler)
+        ch.calls[cid] = call
+        if deadline is not None:
+            self._deadlines[id(call)] = call
+        call.request_done = True
+        self._inline_since = _monotonic()
+        try:
+            deserializer = handler.request_deserializer
+            try:
+                request = message if deserializer is None else deserializer(message)
+            except Exception:
+                self._fail(call, grpc.StatusCode.INTERNAL, "Exception deserializing request!")
+                return
+            try:
+                response = handler.unary_unary(request, call)
+            except Exception as exc:
+                self._handler_raised(call, exc, "Exception calling application: {}")
+                return
+            serializer = handler.response_serializer
+            try:
+                payload = response if serializer is None else serializer(response)
+                if not isinstance(payload, (bytes, bytearray, memoryview)):
+                    raise TypeError("serialized response is not bytes")
+            except Exception:
+                self._fail(call, grpc.StatusCode.INTERNAL, "Failed to serialize response!")
+                return
+            if (call.code_ is None and call.details_ is None and call.initial is None and call.trailing is None
+                    and call.callbacks is None and len(payload) <= self._bare_limit):
+                with self._state_lock:
+                    if call.finished:
+                        return
+                    call.finished = True
+                    send = call.active
+                    call.active = False
+                    del ch.calls[cid]
+                    if deadline is not None:
+                        self._deadlines.pop(id(call), None)
+                if send:
+                    tx = ch.tx
+                    with ch.tx_lock:
+                        sent = not ch.dropped and tx.try_write(_STATUS, _BARE, cid, 0, (payload,), len(payload))
+                    if sent:
+                        ch.bytes_out += len(payload)
+                    else:
+                        self._write(ch, _STATUS, _BARE, cid, 0, (payload,), len(payload), None)
+                ch.calls_done += 1
+            else:
+                self._finish(call, payload)
+        finally:
+            with self._leader_lock:
+                self._inline_since = 0.0
+
+    def _in_flight(self) -> int:
+        return sum(len(ch.calls) for ch in self._active)
+
+    def _on_request(self, call: ServerCall, message: Optional[bytes], end: int) -> None:
+        handler = call.handler
+        if handler.request_streaming:
+            if message is not None:
+                call.requests.put(message)
+            if end:
+                call.request_done = True
+                call.requests.put(END_OF_REQUESTS)
+            return
+        if message is None:  # half-close with no request message
+            if not call.request_done:
+                self._fail(call, grpc.StatusCode.INTERNAL, "Client half-closed without a request message")
+            return
+        call.request_done = True
+        if handler.response_streaming:
+            self._submit(call, message)
+        else:
+            self._inline_since = _monotonic()
+            try:
+                self._run_handler(call, message)
+            finally:
+                with self._leader_lock:
+                    self._inline_since = 0.0
+
+    def _submit(self, call: ServerCall, message: Optional[bytes]) -> None:
+        try:
+            self._thread_pool.submit(self._run_handler, call, message)
+        except RuntimeError:  # the pool was shut down
+            self._fail(call, grpc.StatusCode.UNAVAILABLE, _UNAVAILABLE_SHUTDOWN)
+
+    def _lookup(self, method: str, metadata: tuple, method_raw: bytes) -> Optional[grpc.RpcMethodHandler]:
+        """Registered handlers first, then generic ones (grpcio's order).
+
+        Results that cannot depend on metadata (registered methods, grpc's own
+        dictionary handlers, no interceptors) are cached by method name.
+        """
+        if self._interceptors:
+            return self._intercepted(0, _HandlerCallDetails(method, metadata))
+        handler = self._registered.get(method)
+        cacheable = True
+        if handler is None and self._generic:
+            details = _HandlerCallDetails(method, metadata)
+            for generic in self._generic:
+                if not isinstance(generic, DictionaryGenericHandler):
+                    cacheable = False
+                handler = generic.service(details)
+                if handler is not None:
+                    break
+        if handler is not None and cacheable:
+            unary = not handler.request_streaming and not handler.response_streaming
+            self._resolved[method_raw] = (method, handler, unary)
+        return handler
+
+    def _intercepted(self, i: int, details: grpc.HandlerCallDetails) -> Optional[grpc.RpcMethodHandler]:
+        if i == len(self._interceptors):
+            handler = self._registered.get(details.method)
+            if handler is not None:
+                return handler
+            for generic in self._generic:
+                handler = generic.service(details)
+                if handler is not None:
+                    return handler
+            return None
+        return self._interceptors[i].intercept_service(lambda d: self._intercepted(i + 1, d), details)
+
+    # -- running handlers -------------------------------------------------------------------------------
+    def _run_handler(self, call: ServerCall, message: Optional[bytes]) -> None:
+        handler = call.handler
+        try:
+            if handler.request_streaming:
+                argument: Any = RequestIterator(call, handler.request_deserializer)
+            elif handler.request_deserializer is None:
+                argument = message
+            else:
+                try:
+                    argument = handler.request_deserializer(message)
+                except Exception:
+                    self._fail(call, grpc.StatusCode.INTERNAL, "Exception deserializing request!")
+                    return
+            if handler.request_streaming:
+                behavior = handler.stream_stream if handler.response_streaming else handler.stream_unary
+            else:
+                behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
+            try:
+                result = behavior(argument, call)
+            except Exception as exc:
+                self._handler_raised(call, exc, "Exception calling application: {}")
+                return
+            if not handler.response_streaming:
+                self._respond(call, result)
+                return
+            try:
+                for response in result:
+                    if not call.active:
+                        break
+                    payload = self._serialize(call, response)
+                    if payload is None:
+                        return
+                    self._send_message(call, payload)
+            except Exception as exc:
+                self._handler_raised(call, exc, "Exception iterating responses: {}")
+                return
+            self._finish(call, None)
+        except Exception:
+            _log.exception("NotNets server failed a call")
+            self._fail(call, grpc.StatusCode.INTERNAL, "NotNets server error")
+
+    def _handler_raised(self, call: ServerCall, exc: Exception, template: str) -> None:
+        if call.aborted or isinstance(exc, AbortError):
+            self._fail(call, grpc.StatusCode.UNKNOWN, "RPC Aborted")
+            return
+        if not call.active:
+            self._fail(call, grpc.StatusCode.CANCELLED, "Cancelled")
+            return
+        try:
+            details = template.format(exc)
+        except Exception:
+            details = "Calling application raised unprintable Exception!"
+        _log.exception(details)
+        self._fail(call, grpc.StatusCode.UNKNOWN, details)
+
+    def _serialize(self, call: ServerCall, response: Any) -> Optional[bytes]:
+        serializer = call.handler.response_serializer
+        try:
+            payload = response if serializer is None else serializer(response)
+            if not isinstance(payload, (bytes, bytearray, memoryview)):
+                raise TypeError("serialized response is not bytes")
+            return payload
+        except Exception:
+            self._fail(call, grpc.StatusCode.INTERNAL, "Failed to serialize response!")
+            return None
+
+    def _respond(self, call: ServerCall, response: Any) -> None:
+        payload = self._serialize(call, response)
+        if payload is not None:
+            self._finish(call, payload)
+
+    # -- writing responses ------------------------------------------------------------------------------
+    def _write(self, ch: ServerChannel, kind: int, flags: int, cid: int, aux: int, parts: Sequence[Any], n: int,
+               call: Optional[ServerCall]) -> bool:
+        """One frame to the response ring; waits for room; False if the channel went away."""
+        with ch.tx_lock:
+            try:
+                if ch.dropped:
+                    return False
+                if ch.tx.try_write(kind, flags, cid, aux, parts, n):
+                    ch.bytes_out += n
+                    return True
+                backoff = Backoff(spin=0) if ch.same_process else Backoff()
+                while True:
+                    if ch.dropped or self._stopped.is_set():
+                        return False
+                    if call is not None and not call.active and kind != F.STATUS:
+                        return False
+                    backoff.pause()
+                    if ch.tx.try_write(kind, flags, cid, aux, parts, n):
+                        ch.bytes_out += n
+                        return True
+            except ProtocolError as exc:
+                _log.warning("dropping channel host%d/%d: %s", ch.host, ch.slot, exc)
+                ch.dropped = True
+                return False
+
+    def _send_headers(self, call: ServerCall) -> None:
+        if call.headers_sent or not call.active:
+            return
+        call.headers_sent = True
+        raw = F.encode_metadata(call.initial)
+        self._write(call.channel, F.HEADERS, 0, call.call_id, 0, (raw,), len(raw), call)
+
+    def _send_message(self, call: ServerCall, payload: bytes) -> None:
+        n = len(payload)
+        if n > self._max_send:
+            self._fail(call, grpc.StatusCode.RESOURCE_EXHAUSTED, f"Sent message larger than max ({n} vs. {self._max_send})")
+            return
+        if not call.headers_sent:
+            self._send_headers(call)
+        ch = call.channel
+        chunk = self._pool.layout.ring_bytes // 4 - F.HEADER_BYTES
+        if n <= chunk:
+            self._write(ch, F.MESSAGE, 0, call.call_id, n, (payload,), n, call)
+            return
+        view = memoryview(payload)
+        for start in range(0, n, chunk):
+            piece = view[start : start + chunk]
+            more = F.F_MORE if start + chunk < n else 0
+            if not self._write(ch, F.MESSAGE, more, call.call_id, n, (piece,), len(piece), call):
+                return
+
+    def _finish(self, call: ServerCall, message: Optional[bytes]) -> None:
+        """Send the final status (with the unary response inline when it fits)."""
+        code = call.code_ if call.code_ is not None else OK
+        details = call.details_ if call.details_ is not None else ""
+        if message is not None:
+            if len(message) > self._max_send:
+                self._fail(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"Sent message larger than max ({len(message)} vs. {self._max_send})")
+                return
+        self._end(call, code, details, message)
+
+    def _fail(self, call: ServerCall, code: grpc.StatusCode, details: str) -> None:
+        """End a call with an error; a code or details the handler set take precedence (grpcio)."""
+        if call.code_ is not None:
+            code = call.code_
+        if call.details_ is not None:
+            details = call.details_
+        self._end(call, code, details, None)
+
+    def _end(self, call: ServerCall, code: grpc.StatusCode, details: str, message: Optional[bytes]) -> None:
+        with self._state_lock:
+            if call.finished:
+                return
+            call.finished = True
+            send = call.active
+            call.active = False
+            self._forget(call)
+        ch = call.channel
+        if send and code is OK and message is not None and not details and call.initial is None \
+                and not call.trailing and not call.headers_sent and len(message) <= self._bare_limit:
+            self._write(ch, F.STATUS, F.F_BARE, call.call_id, 0, (message,), len(message), None)
+        elif send:
+            trailing = F.encode_metadata(call.trailing)
+            detail_raw = details.encode("utf-8") if details else b""
+            initial = None
+            flags = 0
+            if not call.headers_sent:
+                initial = F.encode_metadata(call.initial)
+                call.headers_sent = True
+                flags |= F.F_HAS_HEADERS
+            chunk = self._pool.layout.ring_bytes // 4 - F.HEADER_BYTES if self._pool else 0
+            inline = message is not None and (len(message) + len(trailing) + len(detail_raw)
+                                              + (len(initial) if initial else 0) + F.STATUS_HEAD.size) <= chunk
+            if message is not None and not inline:
+                if initial is not None:
+                    self._write(ch, F.HEADERS, 0, call.call_id, 0, (initial,), len(initial), None)
+                    initial, flags = None, flags & ~F.F_HAS_HEADERS
+                self._send_large(call, message)
+            if inline:
+                flags |= F.F_HAS_MESSAGE
+            parts = F.status_parts(detail_raw, trailing, initial, message if inline else None)
+            n = sum(len(p) for p in parts)
+            self._write(ch, F.STATUS, flags, call.call_id, code_to_wire(code), parts, n, None)
+        ch.calls_done += 1
+        if code is not OK:
+            ch.errors += 1
+        if call.callbacks is not None:
+            self._run_callbacks(call)
+
+    def _send_large(self, call: ServerCall, message: bytes) -> None:
+        ch = call.channel
+        chunk = self._pool.layout.ring_bytes // 4 - F.HEADER_BYTES
+        n = len(message)
+        view = memoryview(message)
+        for start in range(0, n, chunk):
+            piece = view[start : start + chunk]
+            more = F.F_MORE if start + chunk < n else 0
+            if not self._write(ch, F.MESSAGE, more, call.call_id, n, (piece,), len(piece), None):
+                return
+
+    def _reject(self, ch: ServerChannel, cid: int, code: grpc.StatusCode, details: str) -> None:
+        parts = F.status_parts(details.encode("utf-8"), b"", b"", None)
+        n = sum(len(p) for p in parts)
+        self._write(ch, F.STATUS, F.F_HAS_HEADERS, cid, code_to_wire(code), parts, n, None)
+        ch.calls_done += 1
+        ch.errors += 1
+
+    def _forget(self, call: ServerCall) -> None:
+        """(state lock held) the call no longer counts as in flight."""
+        call.channel.calls.pop(call.call_id, None)
+        if call.deadline is not None:
+            self._deadlines.pop(id(call), None)
+
+    def _cancel_call(self, call: ServerCall, code: grpc.StatusCode, details: str, notify_client: bool) -> None:
+        """Cancellation from the client, the deadline, the server itself or shutdown."""
+        with self._state_lock:
+            if call.finished:
+                return
+            call.finished = True
+            call.cancelled = True
+            call.active = False
+            self._forget(call)
+        if call.requests is not None:
+            call.requests.put(CANCELLED)
+        if notify_client and not call.channel.dropped:
+            parts = F.status_parts(details.encode("utf-8"), b"", b"" if not call.headers_sent else None, None)
+            flags = 0 if call.headers_sent else F.F_HAS_HEADERS
+            n = sum(len(p) for p in parts)
+            self._write(call.channel, F.STATUS, flags, call.call_id, code_to_wire(code), parts, n, None)
+        call.channel.calls_done += 1
+        call.channel.errors += 1
+        self._run_callbacks(call)
+
+    def _run_callbacks(self, call: ServerCall) -> None:
+        with self._state_lock:
+            callbacks, call.callbacks = call.callbacks, None
+        for callback in callbacks or ():
+            try:
+                callback()
+            except Exception:
+                _log.exception("RPC termination callback raised")
+
+    # -- channels: discovery, liveness, teardown ----------------------------------------------------------
+    def _discover(self) -> None:
+        pool = self._pool
+        mem = pool.mem
+        lay = pool.layout
+        bells = self._bells
+        for h in range(lay.max_hosts):
+            v = mem.load(lay.host_entry(h) + L.HOST_CHANNEL_BELL)
+            if v != bells[h]:
+                bells[h] = v
+                self._scan_host(h)
+
+    def _scan_host(self, host: int) -> None:
+        pool = self._pool
+        mem = pool.mem
+        lay = pool.layout
+        for k in range(lay.channels):
+            off = lay.channel(host, k)
+            claim = mem.load(off + L.CH_CLAIM)
+            ch = self._channels.get((host, k))
+            if ch is not None and claim != ch.claim_word:
+                self._drop_channel(ch, L.ACC_RELEASED)
+                ch = None
+            gen, state = L.unpack_state(claim)
+            if state != L.CH_OPEN or ch is not None:
+                continue
+            index, dir_gen = L.unpack_target(mem.load(off + L.CH_TARGET))
+            ours = self._endpoints.get(index)
+            if ours is None:
+                continue
+            acc_gen, verdict = L.unpack_state(mem.load(off + L.CH_ACCEPT))
+            if acc_gen == gen and verdict != L.ACC_NONE:
+                continue  # already answered (by us, earlier)
+            if dir_gen != ours.generation or self._draining:
+                mem.store(off + L.CH_ACCEPT, L.pack_state(gen, L.ACC_REJECTED))
+                continue
+            self._accept(host, k, off, gen, claim)
+
+    def _accept(self, host: int, slot: int, off: int, gen: int, claim: int) -> None:
+        mem = self._pool.mem
+        mem.store(off + L.CH_REQ_TAIL, 0)
+        mem.store(off + L.CH_RESP_HEAD, 0)
+        for field in (L.CH_CALLS_DONE, L.CH_ERRORS, L.CH_BYTES_IN, L.CH_BYTES_OUT):
+            mem.store(off + field, 0)
+        mem.store(off + L.CH_SERVER_PID, os.getpid())
+        ch = ServerChannel(self._pool, host, slot, gen, claim, mem.load(off + L.CH_CLIENT_PID))
+        self._channels[(host, slot)] = ch
+        self._active = tuple(self._channels.values())
+        mem.store(off + L.CH_ACCEPT, L.pack_state(gen, L.ACC_ACCEPTED))
+
+    def _drop_channel(self, ch: ServerChannel, verdict: int) -> None:
+        if self._channels.get((ch.host, ch.slot)) is ch:
+            del self._channels[(ch.host, ch.slot)]
+            self._active = tuple(self._channels.values())
+        ch.dropped = True
+        for call in list(ch.calls.values()):
+            self._cancel_call(call, grpc.StatusCode.CANCELLED, "Channel went away", notify_client=False)
+        pool = self._pool
+        if pool is not None:
+            mem = pool.mem
+            gen, _state = L.unpack_state(mem.load(ch.ctl + L.CH_CLAIM))
+            if gen == ch.generation:
+                mem.store(ch.ctl + L.CH_ACCEPT, L.pack_state(gen, verdict))
+            self._publish_channel_counters(ch)
+            self._totals[0] += ch.calls_done
+            self._totals[1] += ch.errors
+            self._totals[2] += ch.bytes_in
+            self._totals[3] += ch.bytes_out
+
+    # -- monitor ----------------------------------------------------------------------------------------------
+    def _monitor(self) -> None:
+        last_beat = last_clients = 0.0
+        while not self._stopped.is_set():
+            now = _monotonic()
+            self._maybe_promote(now)
+            if self._deadlines:
+                for call in [c for c in list(self._deadlines.values()) if c.deadline is not None and now >= c.deadline]:
+                    self._cancel_call(call, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", notify_client=True)
+            if now - last_beat >= HEARTBEAT_PERIOD:
+                last_beat = now
+                try:
+                    self._publish_counters()
+                except Exception:
+                    _log.debug("publishing counters failed", exc_info=True)
+            if now - last_clients >= CLIENT_CHECK_PERIOD:
+                last_clients = now
+                self._check_clients(now)
+            self._stopped.wait(0.05 if self._idle else 0.002)
+
+    def _maybe_promote(self, now: float) -> None:
+        """Hand the leader role to a new poller when a handler holds the current one too long."""
+        with self._leader_lock:
+            since = self._inline_since
+            if not since or now - since < PROMOTE_AFTER or self._pollers >= self._max_pollers:
+                return
+            self._inline_since = 0.0
+            self._leader = None
+            self._pollers += 1
+        threading.Thread(target=self._poll_loop, name="notnets-poller", daemon=True).start()
+
+    def _publish_counters(self) -> None:
+        pool = self._pool
+        if pool is None:
+            return
+        mem = pool.mem
+        t = now_ms()
+        totals = list(self._totals)
+        for ch in list(self._channels.values()):
+            self._publish_channel_counters(ch)
+            totals[0] += ch.calls_done
+            totals[1] += ch.errors
+            totals[2] += ch.bytes_in
+            totals[3] += ch.bytes_out
+        for ep in self._endpoints.values():
+            off = pool.layout.dir_entry(ep.host, ep.slot)
+            gen, _ = L.unpack_state(mem.load(off + L.DIR_STATE))
+            if gen & L.DIR_GEN_MASK != ep.generation:
+                continue
+            mem.store(off + L.DIR_HEARTBEAT, t)
+            for field, value in zip((L.DIR_CALLS, L.DIR_ERRORS, L.DIR_BYTES_IN, L.DIR_BYTES_OUT), totals):
+                mem.store(off + field, value)
+
+    def _publish_channel_counters(self, ch: ServerChannel) -> None:
+        mem = self._pool.mem
+        gen, _ = L.unpack_state(mem.load(ch.ctl + L.CH_CLAIM))
+        if gen != ch.generation:
+            return
+        for field, value in ((L.CH_CALLS_DONE, ch.calls_done), (L.CH_ERRORS, ch.errors),
+                             (L.CH_BYTES_IN, ch.bytes_in), (L.CH_BYTES_OUT, ch.bytes_out)):
+            mem.store(ch.ctl + field, value)
+
+    def _check_clients(self, now: float) -> None:
+        """Reclaim channels whose client died: pid gone (same host) or heartbeat stalled."""
+        pool = self._pool
+        if pool is None:
+            return
+        mem = pool.mem
+        limit = stale_ms() / 1000
+        for ch in list(self._channels.values()):
+            if mem.load(ch.ctl + L.CH_CLAIM) != ch.claim_word:
+                continue  # the poller drops it
+            beat = mem.load(ch.ctl + L.CH_CLIENT_HEARTBEAT)
+            if beat != ch.beat:
+                ch.beat, ch.beat_seen = beat, now
+            dead = (ch.host == pool.host_id and not pid_alive(ch.client_pid)) or now - ch.beat_seen > limit
+            if dead:
+                _log.info("reclaiming channel host%d/%d of dead client pid %d", ch.host, ch.slot, ch.client_pid)
+                self._drop_channel(ch, L.ACC_RECLAIMED)
+
+    # -- introspection (tests, tools) ----------------------------------------------------------------------------
+    @property
+    def endpoints(self) -> List[Endpoint]:
+        return list(self._endpoints.values())
+
+    def channel_count(self) -> int:
+        return len(self._channels)

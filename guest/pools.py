@@ -7,8 +7,9 @@ lies in the region, hence in the backing file) is the same everywhere; it is mea
 from sysfs and reported, so the host can check it.
 
 The guest names memdevs and root decoders in probe order, so a pool is found by the
-serial number QEMU gives its device (``sn=``), and the root decoder that reaches it is
-found by trying each (a wrong one fails fast).
+serial number QEMU gives its device (``sn=``, read from sysfs), and the root decoder
+that targets the memdev's host bridge is tried first (the others after it: a wrong one
+fails fast with "no active memdevs found").
 
 Runs inside the guest with the host's `cxl` and `ndctl`; stdlib only.
 """
@@ -83,14 +84,13 @@ class PoolMaker:
         self.sleep = sleep
         self.clock = clock
 
-    def _cmd(self, argv: Sequence[str], quiet: bool = False) -> "subprocess.CompletedProcess[str]":
+    def _cmd(self, argv: Sequence[str]) -> "subprocess.CompletedProcess[str]":
         result = self.run(argv)
-        if not quiet or result.returncode != 0:
-            self.log(f"$ {' '.join(argv)} -> {result.returncode}")
+        self.log(f"$ {' '.join(argv)} -> {result.returncode}")
         return result
 
-    def _cmd_json(self, argv: Sequence[str], quiet: bool = False) -> Any:
-        result = self._cmd(argv, quiet)
+    def _cmd_json(self, argv: Sequence[str]) -> Any:
+        result = self._cmd(argv)
         if result.returncode != 0:
             raise PoolSetupError(f"`{' '.join(argv)}` failed: {_last_line(result.stderr)}")
         try:
@@ -98,13 +98,22 @@ class PoolMaker:
         except ValueError:
             raise PoolSetupError(f"`{' '.join(argv)}` printed no JSON: {result.stdout[:200]!r}") from None
 
+    def _cxl_devices(self, pattern: str) -> list[str]:
+        return sorted(glob.glob(os.path.join(self.sysfs, "bus", "cxl", "devices", pattern)), key=_natural)
+
     def memdevs_by_serial(self, wanted: dict[int, str], deadline: float) -> dict[int, str]:
-        """Wait until each wanted serial (-> pool name) has a memdev; the CXL drivers probe asynchronously."""
+        """Wait until each wanted serial (-> pool name) has a memdev; the CXL drivers probe asynchronously.
+
+        Read from sysfs (memN/serial) rather than `cxl list`: a process start costs
+        a good fraction of a second under TCG, and this is polled.
+        """
         while True:
             found = {}
-            for entry in _as_list(self._cmd_json(["cxl", "list", "-M"], quiet=True)):
-                if isinstance(entry, dict) and "serial" in entry and "memdev" in entry:
-                    found[_int(entry["serial"])] = entry["memdev"]
+            for entry in self._cxl_devices("mem*"):
+                try:
+                    found[_int(_read(os.path.join(entry, "serial")))] = os.path.basename(entry)
+                except (OSError, ValueError):
+                    continue
             if wanted.keys() <= found.keys():
                 return found
             if self.clock() >= deadline:
@@ -112,14 +121,37 @@ class PoolMaker:
                                     for s in sorted(wanted.keys() - found.keys()))
                 seen = ", ".join(f"{m} (serial {s})" for s, m in sorted(found.items())) or "none"
                 raise PoolSetupError(f"{missing} (memdevs seen: {seen})")
-            self.sleep(0.25)
+            self.sleep(0.1)
 
-    def root_decoders(self) -> list[str]:
-        entries = _as_list(self._cmd_json(["cxl", "list", "-D", "-d", "root"]))
-        names = [e["decoder"] for e in entries if isinstance(e, dict) and e.get("pmem_capable", True) and "decoder" in e]
-        return sorted(names, key=_natural)
+    def root_decoders(self) -> dict[str, set[int]]:
+        """Root decoder name -> the host bridge ids (dports) it targets."""
+        decoders: dict[str, set[int]] = {}
+        for entry in self._cxl_devices("root*/decoder*"):
+            try:
+                targets = {int(t) for t in _read(os.path.join(entry, "target_list")).split(",") if t.strip()}
+            except (OSError, ValueError):
+                targets = set()
+            decoders[os.path.basename(entry)] = targets
+        return decoders
 
-    def create_region(self, memdev: str, decoders: list[str]) -> tuple[str, int, str]:
+    def host_bridge(self, memdev: str) -> Optional[int]:
+        """The PCI root bus a memdev hangs off (.../pci0000:0c/... -> 12); QEMU's pxb-cxl
+        uses its bus number as the host bridge id that root decoders list as targets."""
+        path = os.path.realpath(os.path.join(self.sysfs, "bus", "cxl", "devices", memdev))
+        for part in path.split(os.sep):
+            if part.startswith("pci") and ":" in part:
+                try:
+                    return int(part.split(":")[1], 16)
+                except (IndexError, ValueError):
+                    return None
+        return None
+
+    def decoder_order(self, memdev: str, decoders: dict[str, set[int]]) -> list[str]:
+        """Every root decoder, the one that targets the memdev's host bridge first."""
+        bridge = self.host_bridge(memdev)
+        return sorted(decoders, key=lambda d: (bridge not in decoders[d], _natural(d)))
+
+    def create_region(self, memdev: str, decoders: Sequence[str]) -> tuple[str, int, str]:
         """A one-way pmem region over ``memdev``: (region, HPA base, root decoder used)."""
         errors = []
         for decoder in decoders:
@@ -199,8 +231,8 @@ class PoolMaker:
         for pool in pools:
             try:
                 memdev = memdevs[int(pool["serial"])]
-                region, base, decoder = self.create_region(memdev, decoders)
-                decoders = [d for d in decoders if d != decoder]
+                region, base, decoder = self.create_region(memdev, self.decoder_order(memdev, decoders))
+                decoders.pop(decoder, None)
                 nd_region = self.nd_region_at(base, deadline)
                 chardev = self.existing_dax(nd_region, pool["uuid"]) or self.create_namespace(nd_region, pool["uuid"])
                 device = self.measure(pool["name"], chardev, region, base, deadline)

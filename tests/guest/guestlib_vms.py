@@ -34,8 +34,10 @@ SCRIPTS = Path(__file__).resolve().parent / "guest_scripts"
 class Cluster:
     """The VMs of one topology; use as a context manager."""
 
-    def __init__(self, topology_yaml: str) -> None:
+    def __init__(self, topology_yaml: str, lsa_size: Optional[str] = None, pvh: bool = True) -> None:
         self.topology: Topology = parse_topology(topology_yaml, memory_probe=lambda: None)
+        self.lsa_size = lsa_size  # None: the template's
+        self.pvh = pvh  # boot the uncompressed vmlinux (guest.kernel_image) rather than the bzImage
         self.state = Path(tempfile.mkdtemp(prefix="nn-e2e-"))
         self.backing = {p.name: Path(f"/dev/shm/notnets-guest-e2e-{os.getpid()}-{p.name}") for p in self.topology.pools}
         self.procs: dict[str, subprocess.Popen] = {}
@@ -56,8 +58,11 @@ class Cluster:
         """Write every file the VMs need (tests may alter them before start())."""
         kernel = find_kernel()
         initrd = build_initramfs(kernel)
-        image = boot_image(kernel)
-        template = load_template()
+        image = boot_image(kernel) if self.pvh else kernel.vmlinuz
+        template = dict(load_template())
+        if self.lsa_size:
+            template["lsa_size"] = self.lsa_size
+        self.template = template
         for pool in self.topology.pools:
             with open(self.backing[pool.name], "wb") as f:
                 f.truncate(pool.size)
@@ -92,7 +97,7 @@ class Cluster:
             self.prepare()
         self.started = time.monotonic()
         for host in self.topology.hosts:
-            argv = build_qemu_argv(self.topology, host, self.paths[host.name])
+            argv = build_qemu_argv(self.topology, host, self.paths[host.name], template=self.template)
             with open(self.host_dir(host.name) / "qemu.out", "wb") as out:
                 self.procs[host.name] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                                          stderr=subprocess.STDOUT, start_new_session=True)

@@ -12,29 +12,47 @@ MiB = 1 << 20
 
 
 class FakeCxl:
-    """Plays cxl and ndctl for a guest whose memdevs probe in an order unlike QEMU's."""
+    """Plays cxl and ndctl, and the sysfs they read, for a guest whose memdevs probe in an
+    order unlike QEMU's."""
 
-    def __init__(self, root: Path, memdevs: dict[int, str], reach: dict[str, str], appear_after: int = 0):
+    def __init__(self, root: Path, memdevs: dict[int, str], reach: dict[str, str], appear_after: int = 0,
+                 hints: bool = True):
         self.sysfs, self.dev = root / "sys", root / "dev"
         self.dev.mkdir(parents=True)
         (self.sysfs / "bus" / "nd" / "devices").mkdir(parents=True)
+        self.cxl = self.sysfs / "bus" / "cxl" / "devices"
+        (self.cxl / "root0").mkdir(parents=True)
         self.memdevs = memdevs  # serial -> memN
         self.reach = reach  # root decoder -> memdev it can reach
-        self.appear_after = appear_after  # `cxl list -M` calls before the memdevs show
+        self.appear_after = appear_after  # polls (sleeps) before the memdevs show in sysfs
         self.calls: list[list[str]] = []
         self.regions = 0
         self.fail_namespace = False
+        bus = {m: 0x0C + 0x10 * i for i, m in enumerate(sorted(memdevs.values()))}
+        for decoder, memdev in reach.items():
+            (self.cxl / "root0" / decoder).mkdir()
+            target = str(bus[memdev]) if hints and memdev in bus else ""
+            (self.cxl / "root0" / decoder / "target_list").write_text(target + "\n")
+        self.bus = bus
+        if not appear_after:
+            self.appear()
+
+    def appear(self):
+        for serial, memdev in self.memdevs.items():
+            real = self.sysfs / "devices" / f"pci0000:{self.bus[memdev]:02x}" / "0000:0d:00.0" / memdev
+            real.mkdir(parents=True)
+            (real / "serial").write_text(f"{serial:#x}\n")
+            (self.cxl / memdev).symlink_to(real)
+
+    def tick(self):
+        if self.appear_after:
+            self.appear_after -= 1
+            if not self.appear_after:
+                self.appear()
 
     def __call__(self, argv):
         argv = list(argv)
         self.calls.append(argv)
-        if argv[:3] == ["cxl", "list", "-M"]:
-            if self.appear_after > 0:
-                self.appear_after -= 1
-                return self.ok([])
-            return self.ok([{"memdev": m, "serial": s, "pmem_size": 256 * MiB} for s, m in self.memdevs.items()])
-        if argv[:3] == ["cxl", "list", "-D"]:
-            return self.ok([{"decoder": d, "pmem_capable": True} for d in self.reach])
         if argv[:2] == ["cxl", "create-region"]:
             decoder, memdev = argv[argv.index("-d") + 1], argv[-1]
             if self.reach.get(decoder) != memdev:
@@ -66,18 +84,20 @@ class FakeCxl:
 
 
 class Clock:
-    def __init__(self):
+    def __init__(self, fake: FakeCxl):
         self.now = 0.0
+        self.fake = fake
 
     def __call__(self):
         return self.now
 
     def sleep(self, seconds):
         self.now += seconds
+        self.fake.tick()
 
 
-def maker(fake: FakeCxl, clock: Clock | None = None) -> PoolMaker:
-    clock = clock or Clock()
+def maker(fake: FakeCxl) -> PoolMaker:
+    clock = Clock(fake)
     return PoolMaker(run=fake, sysfs=str(fake.sysfs), dev=str(fake.dev), sleep=clock.sleep, clock=clock)
 
 
@@ -94,11 +114,19 @@ def test_pools_matched_by_serial_not_probe_order(tmp_path: Path):
         ("b", str(fake.dev / "dax1.0"), 250 * MiB, 6 * MiB),
     ]
     creates = [c for c in fake.calls if c[:2] == ["cxl", "create-region"]]
-    assert [(c[c.index("-d") + 1], c[-1]) for c in creates] == [
-        ("decoder0.0", "mem1"), ("decoder0.1", "mem1"), ("decoder0.0", "mem0")]
+    # The decoder that targets each memdev's host bridge is tried first: no failed attempt.
+    assert [(c[c.index("-d") + 1], c[-1]) for c in creates] == [("decoder0.1", "mem1"), ("decoder0.0", "mem0")]
     namespaces = [c for c in fake.calls if c[:2] == ["ndctl", "create-namespace"]]
     assert all(c[c.index("-m") + 1] == "devdax" and c[c.index("-a") + 1] == "2M" for c in namespaces)
     assert [c[c.index("-u") + 1] for c in namespaces] == ["uuid-a", "uuid-b"]
+
+
+def test_without_a_target_hint_every_decoder_is_tried(tmp_path: Path):
+    fake = FakeCxl(tmp_path, {222: "mem0", 111: "mem1"}, {"decoder0.0": "mem0", "decoder0.1": "mem1"}, hints=False)
+    maker(fake).make([POOL_A, POOL_B], timeout=30)
+    creates = [c for c in fake.calls if c[:2] == ["cxl", "create-region"]]
+    assert [(c[c.index("-d") + 1], c[-1]) for c in creates] == [
+        ("decoder0.0", "mem1"), ("decoder0.1", "mem1"), ("decoder0.0", "mem0")]
 
 
 def test_missing_memdev_fails_at_the_deadline_naming_the_serial(tmp_path: Path):
@@ -124,18 +152,3 @@ def test_no_pools_no_commands(tmp_path: Path):
     fake = FakeCxl(tmp_path, {}, {})
     assert maker(fake).make([], timeout=5) == []
     assert fake.calls == []
-
-
-def test_hex_serials_from_human_output_are_understood(tmp_path: Path):
-    fake = FakeCxl(tmp_path, {111: "mem0"}, {"decoder0.0": "mem0"})
-    real = fake.__call__
-
-    def hexify(argv):
-        result = real(argv)
-        if list(argv)[:3] == ["cxl", "list", "-M"]:
-            return FakeCxl.ok([{"memdev": "mem0", "serial": "0x6f"}])
-        return result
-
-    m = maker(fake)
-    m.run = hexify
-    assert m.memdevs_by_serial({111: "a"}, deadline=1) == {111: "mem0"}

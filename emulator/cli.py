@@ -193,9 +193,9 @@ def pool_poison(path: Path, offset: int, length: int, value: int) -> None:
 @cli.command()
 @click.option("--name", help="The run (default: the only run that is up).")
 @click.argument("host")
-@click.argument("action", type=click.Choice(["kill", "freeze", "thaw"]))
+@click.argument("action", type=click.Choice(["kill", "freeze", "thaw", "restart"]))
 def fault(name: Optional[str], host: str, action: str) -> None:
-    """Inject a failure into HOST: kill it, freeze it, or thaw it."""
+    """Inject a failure into HOST: kill it, freeze it, thaw it, or restart it (after a kill)."""
     from . import commands
 
     commands.fault(name, host, action)

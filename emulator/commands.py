@@ -112,6 +112,9 @@ def console(name: Optional[str], host: str) -> None:
     target = run.host(host)
     if _backend_of(run).host_state(run, target) == "dead":
         raise UserError(f"host {host} is not running; its console log: {target.console_log}")
+    if not target.console_socket:  # a sim host is a process tree: no serial port
+        raise UserError(f"host {host} ({run.backend}) has no console; use `exec {host} -- CMD`, "
+                        f"and `logs {host}` for its log")
     attach(target.console_socket, host)
 
 
@@ -217,8 +220,22 @@ def pool_inspect(path: Path, as_json: bool) -> None:
 
 
 def pool_poison(path: Path, offset: int, length: int, value: int) -> None:
-    _not_built("pool poison", 5)
+    """Overwrite ``length`` bytes of a pool at ``offset`` with ``value`` (fault injection)."""
+    from .pool_poison import poison
+
+    written = poison(path, offset, length, value)
+    Progress().say(f"{path}: wrote {written} byte(s) of {value:#04x} at offset {offset:#x}")
 
 
 def fault(name: Optional[str], host: str, action: str) -> None:
-    _not_built("fault", 5)
+    """kill, freeze or thaw HOST (or restart it); the run's other hosts are left alone."""
+    run = resolve_run(name)
+    backend = _backend_of(run)
+    target = run.host(host)
+    progress = Progress()
+    if action == "restart":
+        backend.restart_host(run, target, progress)
+        return
+    backend.fault(run, target, action)
+    done = {"kill": "killed", "freeze": "frozen", "thaw": "thawed"}.get(action, action)
+    progress.say(f"{done} ({backend.name}); state now {backend.host_state(run, target)}", host=host)

@@ -148,17 +148,22 @@ class Agent:
         elif op in ("exec", "spawn"):
             threading.Thread(target=self._command, args=(message, session), daemon=True).start()
         elif op == "signal":
-            self._reply(session, rid, lambda: (self.processes.signal(message["pid"], message["sig"]), {"type": "ok"})[1])
+            self._reply(session, rid, self._signal, message)
         elif op == "poll":
-            def poll() -> dict[str, Any]:
-                running, code = self.processes.poll(message["pid"])
-                return {"type": "process", "running": running, "code": code}
-            self._reply(session, rid, poll)
+            self._reply(session, rid, self._poll, message)
+
+    def _signal(self, message: dict[str, Any]) -> dict[str, Any]:
+        self.processes.signal(message["pid"], message["sig"])
+        return {"type": "ok"}
+
+    def _poll(self, message: dict[str, Any]) -> dict[str, Any]:
+        running, code = self.processes.poll(message["pid"])
+        return {"type": "process", "running": running, "code": code}
 
     @staticmethod
-    def _reply(session: Session, rid: int, action) -> None:
+    def _reply(session: Session, rid: int, action, message: dict[str, Any]) -> None:
         try:
-            session.send({"id": rid, **action()})
+            session.send({"id": rid, **action(message)})
         except CommandError as err:
             session.send({"id": rid, "type": "error", "message": str(err)})
 

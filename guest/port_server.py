@@ -118,13 +118,13 @@ class PortServer:
         self.handler = handler
         self.wakeup = wakeup
         self.log = log
-        self._fd: Optional[int] = None
+        self.fd: Optional[int] = None
 
     def serve_forever(self) -> None:
-        self._fd = self._open()
+        self.fd = self._open()
         while True:
             self._wait_for_client()
-            self._serve_session()
+            self.serve_session()
 
     def _open(self) -> int:
         while True:
@@ -140,7 +140,7 @@ class PortServer:
 
     def _wait_for_client(self) -> None:
         poller = select.poll()
-        poller.register(self._fd, select.POLLIN)
+        poller.register(self.fd, select.POLLIN)
         while True:
             generation = self.wakeup.generation
             events = poller.poll(0)
@@ -152,20 +152,21 @@ class PortServer:
         view = memoryview(frame)
         try:
             while view:
-                written = os.write(self._fd, view)
+                written = os.write(self.fd, view)
                 view = view[written:]
             return True
         except OSError as err:
             self.log(f"{self.path}: write failed ({err.strerror}); dropping the session's output")
             return False
 
-    def _serve_session(self) -> None:
+    def serve_session(self) -> None:
+        """Serve the connected client on ``self.fd`` until it goes away."""
         session = Session(self._write)
         frames = LineBuffer()
         try:
             while True:
                 try:
-                    data = os.read(self._fd, READ_SIZE)
+                    data = os.read(self.fd, READ_SIZE)
                 except OSError as err:
                     if err.errno == errno.EINTR:
                         continue

@@ -36,9 +36,9 @@ class FakePorts:
             except OSError:
                 return
             server = PortServer(path, self.agent.handle, Wakeup(), lambda _msg: None)
-            server._fd = conn.fileno()
+            server.fd = conn.fileno()
             try:
-                server._serve_session()
+                server.serve_session()
             finally:
                 conn.close()
 

@@ -215,3 +215,20 @@ def test_vm_exit_is_reported_not_hung(short_dir: Path):
                 run(client, "true")
     finally:
         listener.close()
+
+
+def test_malformed_requests_get_an_error_frame(ports: FakePorts):
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(ports.sockets[0])
+    try:
+        sock.sendall(b"not json\n" + protocol.encode({"id": 5, "op": "rm", "cmd": "x"})
+                     + protocol.encode({"id": 6, "op": "exec", "cmd": ["ls"]}))
+        buf = protocol.LineBuffer()
+        got: list[dict] = []
+        sock.settimeout(20)
+        while len(got) < 2:
+            got.extend(buf.feed(sock.recv(4096)))
+    finally:
+        sock.close()
+    assert [(m["id"], m["type"]) for m in got] == [(5, "error"), (6, "error")]
+    assert "unknown op" in got[0]["message"] and "cmd" in got[1]["message"]

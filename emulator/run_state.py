@@ -44,6 +44,7 @@ class HostState:
     agent_sockets: list[str] = field(default_factory=list)
     boot_seconds: Optional[float] = None
     error: Optional[str] = None
+    argv: list[str] = field(default_factory=list)  # how the host was started (to restart it)
 
 
 @dataclass

@@ -137,6 +137,7 @@ class QemuBackend(Backend):
                 name=host.name, index=host.index, state="created", accel=accel_name, dir=str(host_dir),
                 console_log=paths.console_log, console_socket=paths.console_socket,
                 qmp_socket=paths.qmp_socket, agent_sockets=list(paths.agent_sockets),
+                argv=argvs[host.name],
             ))
         run.save()
         procs = {}
@@ -147,10 +148,11 @@ class QemuBackend(Backend):
             hs.pid, hs.state = proc.pid, "booting"
             run.save()
             progress.say(f"booting ({accel_name}, pid {proc.pid})...", host=hs.name)
-        self._wait_ready(topology, run, procs, started, boot_timeout(accel_name), progress)
+        wanted = {h.name: set(h.pools) for h in topology.hosts}
+        self._wait_ready(run, run.hosts, wanted, procs, started, boot_timeout(accel_name), progress)
 
-    def _wait_ready(self, topology: Topology, run: RunState, procs: dict, started: float, timeout: float,
-                    progress: Progress) -> None:
+    def _wait_ready(self, run: RunState, hosts: list[HostState], wanted: dict[str, set[str]], procs: dict,
+                    started: float, timeout: float, progress: Progress) -> None:
         agent = _agent_module()
         deadline = started + timeout
         results: dict[str, Any] = {}
@@ -166,13 +168,13 @@ class QemuBackend(Backend):
                 results[hs.name] = outcome
 
         threads = [threading.Thread(target=wait_one, args=(hs,), daemon=True, name=f"boot-{hs.name}")
-                   for hs in run.hosts]
+                   for hs in hosts]
         for t in threads:
             t.start()
-        pending = {hs.name for hs in run.hosts}
-        watches = {hs.name: BootWatch(hs.console_log) for hs in run.hosts}
+        pending = {hs.name for hs in hosts}
+        watches = {hs.name: BootWatch(hs.console_log) for hs in hosts}
         while pending:
-            for hs in run.hosts:
+            for hs in hosts:
                 if hs.name not in pending:
                     continue
                 fatal = None
@@ -200,14 +202,13 @@ class QemuBackend(Backend):
                     hs.state, hs.error = "failed", _reason(value)
                     run.save()
                     raise BootError(hs.name, hs.error, hs.console_log)
-                self._mark_ready(topology, run, hs, value, started, progress)
+                self._mark_ready(run, hs, wanted[hs.name], value, started, progress)
                 pending.discard(hs.name)
             time.sleep(0.05)
 
-    def _mark_ready(self, topology: Topology, run: RunState, hs: HostState, info: Any, started: float,
+    def _mark_ready(self, run: RunState, hs: HostState, wanted: set[str], info: Any, started: float,
                     progress: Progress) -> None:
         pools = dict((info or {}).get("pools") or {}) if isinstance(info, dict) else {}
-        wanted = set(topology.host(hs.name).pools)
         if set(pools) != wanted:
             hs.state = "failed"
             hs.error = (f"the guest reports pools {sorted(pools) or 'none'} but the topology attaches "
@@ -329,6 +330,27 @@ class QemuBackend(Backend):
             return client.poll(pid)
         finally:
             client.close()
+
+    def restart_host(self, run: RunState, host: HostState, progress: Progress) -> None:
+        """Boot a killed host again with the argv it had (same pools, label files, config).
+
+        Its pool content is untouched: the backing file outlives the VM, which is the
+        point of testing a peer's crash and return.
+        """
+        if not host.argv:
+            raise UserError(f"host {host.name}: the run does not record its QEMU command line; `down` and `up` again")
+        if qemu_process.is_alive(host.pid, host.qmp_socket):
+            self._stop_one(host)
+        for sock in [host.qmp_socket, host.console_socket, *host.agent_sockets]:
+            Path(sock).unlink(missing_ok=True)
+        started = time.monotonic()
+        proc = qemu_process.start_detached(host.argv, Path(host.dir) / "qemu.log")
+        host.pid, host.state, host.pools, host.error = proc.pid, "booting", {}, None
+        wanted = {lsa.stem for lsa in Path(host.dir).glob("*.lsa")}  # one label file per attached pool
+        run.save()
+        progress.say(f"restarting ({host.accel}, pid {proc.pid})...", host=host.name)
+        self._wait_ready(run, [host], {host.name: wanted}, {host.name: proc}, started,
+                         boot_timeout(host.accel or "tcg"), progress)
 
     def fault(self, run: RunState, host: HostState, action: str) -> None:
         if not qemu_process.is_alive(host.pid, host.qmp_socket):

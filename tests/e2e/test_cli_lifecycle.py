@@ -175,6 +175,28 @@ def test_name_is_required_with_two_runs(cluster):
         (other / "run.json").unlink()
 
 
+def test_zy_a_killed_host_restarts_with_its_pools(cluster):
+    """The backend seam's restart (used by `fault HOST restart`): same pools, ready again."""
+    from emulator.backends import get_backend
+    from emulator.progress import Progress
+    from emulator.run_state import resolve_run
+
+    emu, name, _ = cluster
+    mapped = "import mmap, os; m = mmap.mmap(os.open(os.environ['NOTNETS_POOL'], os.O_RDWR), 2 << 20); "
+    marker = emu("exec", "host0", "--", f'python -c "{mapped}m[4096:4110] = b\'restart-marker\'"', timeout=60)
+    assert marker.returncode == 0, marker.stderr
+    run = resolve_run(name, emu.state)
+    host = run.host("host1")
+    backend = get_backend("qemu")
+    backend.fault(run, host, "kill")
+    assert backend.host_state(run, host) == "dead"
+    backend.restart_host(run, host, Progress(quiet=True))
+    data = emu.status()
+    assert data["hosts"][1]["state"] == "ready" and set(data["hosts"][1]["pools"]) == {"pool0", "pool1"}
+    seen = emu("exec", "host1", "--", f'python -c "{mapped}print(m[4096:4110].decode(), end=\'\')"', timeout=60)
+    assert seen.stdout == "restart-marker", "the pool kept its content across the host's restart"
+
+
 def test_zz_down_after_a_qemu_was_killed(cluster):
     emu, name, _ = cluster
     data = emu.status()

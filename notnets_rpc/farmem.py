@@ -179,3 +179,67 @@ def model_for(path: Optional[str], environ: Mapping[str, str] = os.environ) -> O
         if os.path.realpath(key) == real:
             return _from_mapping(value)
     return None
+
+
+# -- the accessor that applies a model ------------------------------------------------------
+from .memory import Buffer, Memory  # noqa: E402 - memory.py imports this module lazily
+
+_accounts: dict[str, Account] = {}
+_accounts_lock = threading.Lock()
+
+
+def accounts() -> dict[str, dict]:
+    """Charges so far per pool path in this process (for `bench` and tests)."""
+    with _accounts_lock:
+        return {path: account.snapshot() for path, account in _accounts.items()}
+
+
+def account_for(path: str, model: FarMemModel) -> Account:
+    """One account per pool and process, however many Pool objects map it."""
+    with _accounts_lock:
+        account = _accounts.get(path)
+        if account is None or account.model != model:
+            account = _accounts[path] = Account(model)
+        return account
+
+
+class FarMemory(Memory):
+    """``Memory`` that charges each access its modelled cost before doing it."""
+
+    __slots__ = ("account",)
+
+    def __init__(self, buf: Buffer, writable: bool, account: Account) -> None:
+        super().__init__(buf, writable)
+        self.account = account
+
+    def load(self, off: int) -> int:
+        self.account.word()
+        return super().load(off)
+
+    def store(self, off: int, value: int) -> None:
+        self.account.word()
+        super().store(off, value)
+
+    def read(self, off: int, n: int) -> bytes:
+        self.account.copy(n)
+        return super().read(off, n)
+
+    def read_into(self, off: int, dest: memoryview) -> None:
+        self.account.copy(len(dest))
+        super().read_into(off, dest)
+
+    def write(self, off: int, data) -> None:  # type: ignore[no-untyped-def]
+        self.account.copy(data.nbytes if isinstance(data, memoryview) else len(data))
+        super().write(off, data)
+
+    def fill(self, off: int, n: int, value: int = 0) -> None:
+        self.account.copy(n)
+        super().fill(off, n, value)
+
+    def unpack(self, st, off: int) -> tuple:  # type: ignore[no-untyped-def]
+        self.account.copy(st.size)
+        return super().unpack(st, off)
+
+    def pack(self, st, off: int, *values) -> None:  # type: ignore[no-untyped-def]
+        self.account.copy(st.size)
+        super().pack(st, off, *values)

@@ -15,6 +15,7 @@ check their range, because lengths that come out of shared memory are untrusted.
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import Any, Union
 
@@ -94,3 +95,14 @@ class Memory:
         """Drop the views so that the underlying mmap can be closed."""
         self._words.release()
         self._bytes.release()
+
+
+def pool_memory(buf: Buffer, path: str, writable: bool = True) -> Memory:
+    """The accessor for the pool mapped from ``path``: plain, or charging the far-memory
+    model that $NOTNETS_FARMEM sets for it (notnets_rpc/farmem.py; off unless set)."""
+    from . import farmem
+
+    model = farmem.model_for(path)
+    if model is None:
+        return Memory(buf, writable)
+    return farmem.FarMemory(buf, writable, farmem.account_for(os.path.realpath(path), model))

@@ -21,7 +21,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from . import layout as L
 from .errors import (EndpointInUseError, NotAPoolError, PoolError, PoolExistsError, PoolFullError, ProtocolError)
 from .mapping import Mapping, PathLike, create_backing
-from .memory import Memory
+from .memory import Memory, pool_memory
 from .ring import RingReader, RingWriter
 
 POOL_ENV = "NOTNETS_POOL"
@@ -133,7 +133,7 @@ class Pool:
     def __init__(self, path: str, mapping: Mapping, host_id: int) -> None:
         self.path = path
         self.mapping = mapping
-        self.mem = Memory(mapping.mm, writable=mapping.writable)
+        self.mem = pool_memory(mapping.mm, path, writable=mapping.writable)
         self.layout = L.parse_superblock(self.mem)
         if host_id >= self.layout.max_hosts:
             raise PoolError(f"host id {host_id} ({HOST_ID_ENV}) is outside this pool's {self.layout.max_hosts} host partitions")

@@ -42,6 +42,8 @@ else
   say "virtualenv .venv: up to date"
 fi
 
+.venv/bin/python scripts/gen_protos.py  # example gRPC code (examples/*/*_pb2*.py, not committed)
+
 # --- 3. guest kernel ------------------------------------------------------------------
 bash scripts/fetch-kernel.sh
 

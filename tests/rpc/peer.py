@@ -1,0 +1,76 @@
+"""A separate process for the multi-process tests: a server, or a client.
+
+    python -m rpc.peer serve POOL NAME           # prints "serving", serves until killed
+    python -m rpc.peer calls POOL NAME N         # N echo calls + a stream; exit 0 if all good
+    python -m rpc.peer slow POOL NAME SECONDS    # one Sleep call; prints "started" first
+    python -m rpc.peer wait POOL NAME TIMEOUT    # one call with wait_for_ready
+(run with tests/ on sys.path; NOTNETS_HOST_ID picks the host partition)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent import futures
+
+import grpc
+
+import notnets_rpc
+
+from .service import test_handlers
+
+
+def serve(pool: str, name: str) -> int:
+    server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=8), pool=pool)
+    server.add_generic_rpc_handlers((test_handlers(),))
+    server.add_endpoint(name)
+    server.start()
+    print("serving", flush=True)
+    server.wait_for_termination()
+    return 0
+
+
+def calls(pool: str, name: str, n: int) -> int:
+    host = os.environ.get("NOTNETS_HOST_ID", "0")
+    with notnets_rpc.insecure_channel(f"notnets:{name}", pool=pool) as channel:
+        echo = channel.unary_unary("/test.T/Echo")
+        for i in range(n):
+            payload = f"h{host}-p{os.getpid()}-{i}".encode() * (1 + i % 50)
+            if echo(payload, timeout=30) != payload:
+                print(f"bad echo at {i}", file=sys.stderr)
+                return 1
+        got = list(channel.unary_stream("/test.T/Count")(b"4", timeout=30))
+        if got != [b"0", b"1", b"2", b"3"]:
+            print(f"bad stream {got}", file=sys.stderr)
+            return 1
+    print("ok", flush=True)
+    return 0
+
+
+def slow(pool: str, name: str, seconds: str) -> int:
+    channel = notnets_rpc.insecure_channel(f"notnets:{name}", pool=pool)
+    future = channel.unary_unary("/test.T/Sleep").future(f"{seconds}:peer".encode())
+    time.sleep(0.2)
+    print("started", flush=True)
+    try:
+        print(future.result())
+    except grpc.RpcError as exc:
+        print(f"error {exc.code().name}", flush=True)
+    return 0
+
+
+def wait(pool: str, name: str, timeout: str) -> int:
+    with notnets_rpc.insecure_channel(f"notnets:{name}", pool=pool) as channel:
+        reply = channel.unary_unary("/test.T/Echo")(b"waited", timeout=float(timeout), wait_for_ready=True)
+    print(reply.decode(), flush=True)
+    return 0
+
+
+def main(argv: list) -> int:
+    command, *args = argv
+    return {"serve": serve, "calls": lambda p, n, k: calls(p, n, int(k)), "slow": slow, "wait": wait}[command](*args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

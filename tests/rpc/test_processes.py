@@ -1,0 +1,168 @@
+"""Several processes on one pool: failures of either side, restarts, many clients.
+
+Every child is killed in a finally; host ids stand in for hosts (NOTNETS_HOST_ID).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+
+import notnets_rpc
+from notnets_rpc.inspect import inspect_pool
+
+from . import service
+
+pytestmark = pytest.mark.timeout(120)
+TESTS = Path(__file__).resolve().parents[1]
+
+
+class Peers:
+    """Child processes running rpc.peer; all killed at the end."""
+
+    def __init__(self) -> None:
+        self.procs: list = []
+
+    def start(self, *args: str, host: int = 0, **env: str) -> subprocess.Popen:
+        from .conftest import python_env
+
+        environment = python_env(NOTNETS_HOST_ID=str(host), **env)
+        environment["PYTHONPATH"] = str(TESTS) + ":" + environment["PYTHONPATH"]
+        proc = subprocess.Popen([sys.executable, "-m", "rpc.peer", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=environment)
+        self.procs.append(proc)
+        return proc
+
+    def expect(self, proc: subprocess.Popen, line: str, timeout: float = 30) -> None:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if sel.select(timeout=0.1):
+                got = proc.stdout.readline()
+                if line in got:
+                    return
+                if not got and proc.poll() is not None:
+                    break
+        raise AssertionError(f"no {line!r} from {proc.args}: {proc.stderr.read() if proc.poll() is not None else ''}")
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def peers():
+    p = Peers()
+    try:
+        yield p
+    finally:
+        p.kill_all()
+
+
+def _local_server(pool: str, name: str):
+    server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=8), pool=pool)
+    server.add_generic_rpc_handlers((service.test_handlers(),))
+    server.add_endpoint(name)
+    server.start()
+    return server
+
+
+@pytest.mark.parametrize("host", [0, 1], ids=["same-host", "other-host"])
+def test_server_killed_mid_call_then_restarted(peers, pool_path, monkeypatch, host):
+    monkeypatch.setenv("NOTNETS_STALE_MS", "1000")
+    server = peers.start("serve", pool_path, "victim", host=host)
+    peers.expect(server, "serving")
+    with notnets_rpc.insecure_channel("notnets:victim", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"before", timeout=10) == b"before"
+        future = ch.unary_unary("/test.T/Sleep").future(b"60:victim")
+        blocking_error = []
+
+        def blocking():
+            try:
+                ch.unary_unary("/test.T/Sleep")(b"60:victim2")
+            except grpc.RpcError as exc:
+                blocking_error.append(exc.code())
+
+        import threading
+
+        t = threading.Thread(target=blocking)
+        t.start()
+        time.sleep(0.3)
+        server.kill()
+        server.wait(10)
+        killed = time.monotonic()
+        assert future.exception(timeout=10).code() is grpc.StatusCode.UNAVAILABLE
+        t.join(10)
+        assert blocking_error == [grpc.StatusCode.UNAVAILABLE]
+        assert time.monotonic() - killed < 5.0
+        with pytest.raises(grpc.RpcError) as err:
+            ch.unary_unary("/test.T/Echo")(b"nobody", timeout=5)
+        assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+        again = peers.start("serve", pool_path, "victim", host=host)
+        peers.expect(again, "serving")
+        assert ch.unary_unary("/test.T/Echo")(b"after", timeout=10, wait_for_ready=True) == b"after"
+
+
+@pytest.mark.parametrize("host", [0, 2], ids=["same-host", "other-host"])
+def test_killed_client_channel_is_reclaimed(peers, pool_path, monkeypatch, host):
+    monkeypatch.setenv("NOTNETS_STALE_MS", "1000")
+    service.EVENTS.clear()
+    server = _local_server(pool_path, "reclaim")
+    try:
+        client = peers.start("slow", pool_path, "reclaim", "60", host=host)
+        peers.expect(client, "started")
+        assert server.channel_count() == 1
+        client.kill()
+        client.wait(10)
+        end = time.monotonic() + 5
+        while time.monotonic() < end and server.channel_count():
+            time.sleep(0.05)
+        assert server.channel_count() == 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and "sleep-60:peer:callback" not in service.EVENTS:
+            time.sleep(0.05)
+        assert "sleep-60:peer:inactive" in service.EVENTS and "sleep-60:peer:callback" in service.EVENTS
+        channels = inspect_pool(pool_path)["channels"]
+        assert [c["server_verdict"] for c in channels] == ["reclaimed"]
+        ok = peers.start("calls", pool_path, "reclaim", "20", host=host)
+        assert ok.wait(60) == 0, ok.stderr.read()
+    finally:
+        server.stop(None).wait(5)
+
+
+def test_many_client_processes_and_hosts(peers, pool_path):
+    server = _local_server(pool_path, "busy")
+    try:
+        clients = [peers.start("calls", pool_path, "busy", "150", host=h) for h in (0, 0, 1, 3, 3)]
+        for proc in clients:
+            assert proc.wait(90) == 0, proc.stderr.read()
+        snap = inspect_pool(pool_path)
+        assert {c["host"] for c in snap["channels"]} == {0, 1, 3}
+    finally:
+        server.stop(None).wait(5)
+
+
+def test_client_waits_for_a_server_to_format_the_pool(peers, blank_path):
+    with open(blank_path, "wb") as f:
+        f.truncate(16 << 20)  # an empty device, as a fresh CXL pool looks
+    client = peers.start("wait", blank_path, "late", "30", host=1)
+    time.sleep(0.5)
+    assert client.poll() is None
+    server = _local_server(blank_path, "late")  # formats the all-zero pool
+    try:
+        out, err = client.communicate(timeout=40)
+        assert client.returncode == 0, err
+        assert out.strip() == "waited"
+    finally:
+        server.stop(None).wait(5)

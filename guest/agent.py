@@ -215,6 +215,14 @@ def _relay_wakeups(read_end: int, wakeup: Wakeup) -> None:
         wakeup.bump()
 
 
+def _watch_power_button(agent: Agent) -> None:
+    button = power.wait_for_button(timeout=120.0)
+    if button is None:
+        log("no ACPI power button found; system_powerdown will be ignored")
+        return
+    power.watch(button, agent.shutdown)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         sys.stderr.write("usage: python -m guest.agent STATE/hosts/HOST/guest.json\n")
@@ -235,9 +243,7 @@ def main(argv: list[str]) -> int:
         server = PortServer(port, agent.handle, wakeup, log)
         threading.Thread(target=server.serve_forever, name=f"port {port}", daemon=True).start()
     log(f"serving {len(ports)} ports: {', '.join(ports)}")
-    button = power.find_power_button()
-    if button:
-        threading.Thread(target=power.watch, args=(button, agent.shutdown), name="power", daemon=True).start()
+    threading.Thread(target=_watch_power_button, args=(agent,), name="power", daemon=True).start()
     _relay_wakeups(sigio, wakeup)
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import struct
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs a noticeable import time under TCG; the agent skips it
@@ -30,6 +31,18 @@ def find_power_button(sysfs: str = "/sys/class/input", dev: str = "/dev/input") 
         except OSError:
             continue
     return None
+
+
+def wait_for_button(timeout: float, poll: float = 0.5) -> Optional[str]:
+    """The button's device node, waiting for it: init loads button/evdev while the agent starts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        device = find_power_button()
+        if device and os.path.exists(device):
+            return device
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(poll)
 
 
 def is_power_press(event: bytes) -> bool:

@@ -228,11 +228,16 @@ class Pool:
                         self.mem.load(off + L.DIR_PID), self.mem.load(off + L.DIR_HEARTBEAT))
 
     def endpoint_alive(self, ep: Endpoint) -> bool:
-        """Live = LIVE/DRAINING and (same host: pid exists; other host: recent heartbeat)."""
+        """Live = LIVE/DRAINING and a recent heartbeat (same host: and its pid exists).
+
+        The heartbeat counts on the same host too: a host that was killed and restarted
+        (a rebooted VM, a restarted sim host) numbers its processes from 1 again, so the
+        old server's pid may well exist and belong to someone else.
+        """
         if ep.state not in (L.DIR_LIVE, L.DIR_DRAINING):
             return False
-        if ep.host == self.host_id:
-            return pid_alive(ep.pid)
+        if ep.host == self.host_id and not pid_alive(ep.pid):
+            return False
         return now_ms() - ep.heartbeat_ms < stale_ms()
 
     def resolve(self, name: str) -> Optional[Endpoint]:

@@ -232,3 +232,13 @@ def test_malformed_requests_get_an_error_frame(ports: FakePorts):
         sock.close()
     assert [(m["id"], m["type"]) for m in got] == [(5, "error"), (6, "error")]
     assert "unknown op" in got[0]["message"] and "cmd" in got[1]["message"]
+
+
+def test_a_background_child_holding_stdout_does_not_hold_the_exec(ports: FakePorts):
+    with AgentClient.connect(ports.sockets, timeout=5) as client:
+        code, out, _ = run(client, "sleep 300 & echo $!")
+    pid = int(out)
+    try:
+        assert code == 0
+    finally:
+        os.kill(pid, signal.SIGKILL)

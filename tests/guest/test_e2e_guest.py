@@ -119,6 +119,16 @@ def test_two_hosts_share_a_pool_byte_for_byte(cluster_factory):
     assert cluster.exec("host0", f'python {marker} read "$NOTNETS_POOL" 0 10')[1].strip() == "FROM-HOST1"
     assert backing_bytes(cluster, "pool0", offset, 10) == b"FROM-HOST1"
 
+    # The guest sees the host's files (its /tmp too); what it writes stays in the guest.
+    host_file = Path(f"/tmp/notnets-guest-e2e-{os.getpid()}")
+    host_file.write_text("from the host\n")
+    try:
+        code, out, _ = cluster.exec("host0", f"cat {host_file}; echo guest > {host_file}; cat {host_file}")
+        assert (code, out) == (0, "from the host\nguest\n")
+        assert host_file.read_text() == "from the host\n"
+    finally:
+        host_file.unlink()
+
     # The agent: environment, output that looks like protocol, concurrent execs, exit codes.
     code, out, _ = cluster.exec("host1", 'echo "$NOTNETS_HOST $NOTNETS_HOST_ID $NOTNETS_POOL_SIZE"; exit 7')
     assert (code, out.split()) == (7, ["host1", "1", str(dev1["size"])])

@@ -130,7 +130,8 @@ def run(file: Path, backend: Optional[str], accel: str, junit: Optional[Path]) -
     sys.exit(commands.run(topology, accel=accel, junit=junit))
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                               "help_option_names": []})  # --help goes to bench's own parser
 @click.pass_context
 def bench(ctx: click.Context) -> None:
     """Benchmark NotNets against gRPC over the network, with plots."""

@@ -189,8 +189,19 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def bench(args: list[str]) -> None:
-    _not_built("bench", 6)
+def bench(args: list[str]) -> int:
+    """Echo and a microservice chain over gRPC and NotNets; see emulator/bench_run.py."""
+    from .bench_options import parse_bench_args
+    from .bench_run import run_bench
+
+    options = parse_bench_args(args)
+    if options is None:  # --help was printed
+        return 0
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a killed bench still tears down
+    try:
+        return run_bench(options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def pool_create(path: Path, size: str, overwrite: bool) -> None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # typing costs a noticeable import time under TCG; the agent 
 SYSFS_PORTS = "/sys/class/virtio-ports"
 PORT_PREFIX = "notnets.agent."
 READ_SIZE = 64 * 1024
+IDLE_RECHECK = 5.0  # seconds; SIGIO normally wakes an idle port at once (measured: ~40 ms connect+status)
 
 
 def find_ports(expected: int, timeout: float, sysfs: str = SYSFS_PORTS, dev: str = "/dev") -> list[str]:
@@ -146,7 +147,7 @@ class PortServer:
             events = poller.poll(0)
             if not any(ev & select.POLLHUP for _, ev in events):
                 return
-            self.wakeup.wait_change(generation, 1.0)
+            self.wakeup.wait_change(generation, IDLE_RECHECK)
 
     def _write(self, frame: bytes) -> bool:
         view = memoryview(frame)

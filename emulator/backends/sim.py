@@ -16,6 +16,7 @@ import os
 import shutil
 import signal as signals
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping, Optional
@@ -63,8 +64,6 @@ def choose_isolation(network: bool) -> tuple[str, str]:
 def host_argv(isolation: str, config_path: Path) -> list[str]:
     python = os.path.join(REPO_ROOT, ".venv", "bin", "python")
     if not os.path.exists(python):
-        import sys
-
         python = sys.executable
     inner = [python, "-S", "-m", "emulator.sim_host", str(config_path)]
     if isolation == "none":

@@ -154,13 +154,20 @@ def test_run_steps_on_sim(tmp_path):
         emu.cleanup()
 
 
-def test_down_ends_detached_commands_and_their_daemons(tmp_path):
+@pytest.mark.parametrize("isolation", ["namespaces", "none"])
+def test_down_ends_detached_commands_and_their_daemons(tmp_path, isolation):
+    """With namespaces the PID namespace takes everything; as plain processes (no right to
+    unshare) the host's processes are found by tree and environment."""
     name = f"simdown{os.getpid()}"
     topo = tmp_path / "t.yaml"
     topo.write_text(TOPOLOGY.format(name=name))
     emu = Emu(tmp_path / "state", tmp_path)
     try:
-        assert emu("up", str(topo), timeout=60).returncode == 0
+        env = {"NOTNETS_SIM_ISOLATION": "none"} if isolation == "none" else {}
+        up = emu("up", str(topo), env=env, timeout=60)
+        assert up.returncode == 0, up.stderr
+        if isolation == "none":
+            assert "hosts are plain processes" in up.stderr and emu.status()["accel"] == "none"
         marker = f"sleep 3{os.getpid() % 1000:03d}"
         result = emu("exec", "-d", "host1", "--", f"setsid {marker} & {marker}", timeout=30)
         assert result.returncode == 0, result.stderr

@@ -79,10 +79,10 @@ mount -t 9p -o "$P9_OPTS" notnets-state "$NEWROOT$NOTNETS_STATE_DIR" || fail "ca
 ip link set lo up
 
 HOST_DIR=$NOTNETS_STATE_DIR/hosts/$HOST
-chroot "$NEWROOT" test -x "$NOTNETS_PYTHON" || fail "no Python at $NOTNETS_PYTHON in the host's root"
 log "starting the agent (log: $HOST_DIR/agent.log)"
-# The agent never exits on its own: if it does (a bug, a crash), say so and power off,
-# so that the host sees it at once rather than at its wait_ready timeout.
+# The agent never exits on its own: if it does (a bug, a crash, no Python at
+# $NOTNETS_PYTHON), say so and power off, so that the host sees it at once rather than
+# at its wait_ready timeout.
 (
     env -i PATH="$NOTNETS_PATH" HOME=/root LANG=C.UTF-8 PYTHONPATH="$NOTNETS_PROJECT" \
         PYTHONDONTWRITEBYTECODE=1 \

@@ -196,7 +196,8 @@ def test_three_hosts_two_pools_isolation(cluster_factory):
 
 
 def test_failures_are_loud_and_quick(cluster_factory):
-    """A pool that cannot be set up fails wait_ready with the reason; a broken init powers off."""
+    """A pool that cannot be set up fails wait_ready with the reason; a broken init, or an
+    agent that cannot start, powers the guest off with a FATAL line on the console."""
     cluster = cluster_factory("""
 name: guest-fail
 pools:
@@ -204,6 +205,7 @@ pools:
 hosts:
   - {name: nosetup, pools: [pool0]}
   - {name: noinit, pools: [pool0]}
+  - {name: noagent, pools: [pool0]}
 """)
     cluster.prepare()
     # nosetup's agent looks for a device serial that does not exist.
@@ -211,10 +213,14 @@ hosts:
     data["pools"][0]["serial"] = 424242
     cluster.edit_guest_json("nosetup", pools=data["pools"], setup_timeout=10)
     (cluster.host_dir("noinit") / "guest.env").unlink()
+    env = cluster.host_dir("noagent") / "guest.env"
+    env.write_text(env.read_text().replace("NOTNETS_PYTHON=", "NOTNETS_PYTHON=/no/python # "))
     cluster.start()
     assert cluster.wait_exit("noinit", 120) is not None
     assert "notnets-init: FATAL:" in cluster.console("noinit")
     assert "guest.env is missing" in cluster.console("noinit")
+    assert cluster.wait_exit("noagent", 120) is not None
+    assert "notnets-init: FATAL: the agent exited with code 127" in cluster.console("noagent")
     with pytest.raises(AgentError, match="host nosetup: pool pool0: no CXL memdev with serial 424242"):
         cluster.wait_ready("nosetup", 180)
     # A failed host still runs commands, so one can look at why.

@@ -334,6 +334,8 @@ class Channel(grpc.Channel):
 
 
 def _consume_requests(conn: Connection, state: CallState, requests: Iterator, serializer: Optional[Callable]) -> None:
+    with conn.lock:
+        conn.senders += 1
     try:
         for request in requests:
             if state.done:
@@ -351,6 +353,9 @@ def _consume_requests(conn: Connection, state: CallState, requests: Iterator, se
     except Exception:
         _log.exception("Exception iterating requests!")
         conn.fail_locally(state, grpc.StatusCode.UNKNOWN, "Exception iterating requests!", cancel=True)
+    finally:
+        with conn.lock:
+            conn.senders -= 1
 
 
 class _MultiCallable:

@@ -72,6 +72,7 @@ class Connection:
         self.broken: Optional[str] = None
         self.calls_started = 0
         self.unattended = 0
+        self.senders = 0  # threads streaming requests: they need the GIL, so readers yield instead of spinning
         self._on_callback = on_callback
         self.same_process = endpoint.host == pool.host_id and endpoint.pid == os.getpid()
         self._backoff = self._new_backoff()
@@ -303,6 +304,8 @@ class Connection:
         else:
             backoff = self._backoff
             backoff.reset()
+            if self.senders:
+                backoff.n = backoff.spin
         deadline = state.deadline if state is not None else None
         if until is not None and (deadline is None or until < deadline):
             deadline = until
@@ -316,6 +319,8 @@ class Connection:
                     if state is not None and state.ready(what):
                         return
                     backoff.reset()
+                    if self.senders:
+                        backoff.n = backoff.spin
                     continue
                 if self.broken is not None:
                     return

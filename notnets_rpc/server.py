@@ -64,8 +64,8 @@ class ServerChannel:
     """A client's channel as the server holds it."""
 
     __slots__ = ("host", "slot", "generation", "ctl", "claim_word", "rx", "tx", "tx_lock", "calls", "peer",
-                 "client_pid", "beat", "beat_seen", "dropped", "calls_done", "errors", "bytes_in", "bytes_out",
-                 "same_process")
+                 "client_pid", "beat", "beat_seen", "dropped", "released", "calls_done", "errors", "bytes_in",
+                 "bytes_out", "same_process")
 
     def __init__(self, pool: Pool, host: int, slot: int, generation: int, claim_word: int, client_pid: int) -> None:
         self.host, self.slot, self.generation = host, slot, generation
@@ -78,7 +78,8 @@ class ServerChannel:
         self.peer = f"notnets:host{host}/pid{client_pid}"
         self.beat = pool.mem.load(self.ctl + L.CH_CLIENT_HEARTBEAT)
         self.beat_seen = _monotonic()
-        self.dropped = False
+        self.dropped = False   # stop reading and writing (also set on a ring error)
+        self.released = False  # removed from the server, verdict written
         self.calls_done = self.errors = self.bytes_in = self.bytes_out = 0
         self.same_process = host == pool.host_id and client_pid == os.getpid()
 
@@ -110,6 +111,8 @@ class Server(grpc.Server):
         self._leader: Optional[int] = None
         self._inline_since = 0.0
         self._pollers = 0
+        self._threads_busy = 0  # handlers running on the thread pool
+        self._local_client = False  # a client in this process: it needs the GIL, do not spin
         self._max_pollers = max(2, int(getattr(self._thread_pool, "_max_workers", 16) or 16))
         self._channels: Dict[Tuple[int, int], ServerChannel] = {}
         self._active: Tuple[ServerChannel, ...] = ()
@@ -295,6 +298,8 @@ class Server(grpc.Server):
                     self._discover()
                 if worked:
                     backoff.reset()
+                    if self._threads_busy or self._local_client:  # other threads here need the GIL
+                        backoff.n = backoff.spin
                     self._idle = False
                 elif backoff.pause():
                     self._idle = backoff.sleeping
@@ -325,8 +330,12 @@ class Server(grpc.Server):
                 self._on_frame(ch, frame)
                 if self._leader != me:
                     return False
+                if ch.dropped:
+                    break
         except ProtocolError as exc:
             _log.warning("dropping channel host%d/%d: %s", ch.host, ch.slot, exc)
+            self._drop_channel(ch, L.ACC_REJECTED)
+        if ch.dropped and not ch.released:  # a response ring failed its checks
             self._drop_channel(ch, L.ACC_REJECTED)
         return self._leader == me
 
@@ -507,9 +516,13 @@ class Server(grpc.Server):
                     self._inline_since = 0.0
 
     def _submit(self, call: ServerCall, message: Optional[bytes]) -> None:
+        with self._leader_lock:
+            self._threads_busy += 1  # counted from now: the worker needs the GIL to even start
         try:
-            self._thread_pool.submit(self._run_handler, call, message)
+            self._thread_pool.submit(self._run_in_thread, call, message)
         except RuntimeError:  # the pool was shut down
+            with self._leader_lock:
+                self._threads_busy -= 1
             self._fail(call, grpc.StatusCode.UNAVAILABLE, _UNAVAILABLE_SHUTDOWN)
 
     def _lookup(self, method: str, metadata: tuple, method_raw: bytes) -> Optional[grpc.RpcMethodHandler]:
@@ -548,6 +561,13 @@ class Server(grpc.Server):
         return self._interceptors[i].intercept_service(lambda d: self._intercepted(i + 1, d), details)
 
     # -- running handlers -------------------------------------------------------------------------------
+    def _run_in_thread(self, call: ServerCall, message: Optional[bytes]) -> None:
+        try:
+            self._run_handler(call, message)
+        finally:
+            with self._leader_lock:
+                self._threads_busy -= 1
+
     def _run_handler(self, call: ServerCall, message: Optional[bytes]) -> None:
         handler = call.handler
         try:
@@ -829,15 +849,23 @@ class Server(grpc.Server):
             mem.store(off + field, 0)
         mem.store(off + L.CH_SERVER_PID, os.getpid())
         ch = ServerChannel(self._pool, host, slot, gen, claim, mem.load(off + L.CH_CLIENT_PID))
-        self._channels[(host, slot)] = ch
-        self._active = tuple(self._channels.values())
+        with self._state_lock:
+            self._channels[(host, slot)] = ch
+            self._active = tuple(self._channels.values())
+            self._local_client = any(c.same_process for c in self._active)
         mem.store(off + L.CH_ACCEPT, L.pack_state(gen, L.ACC_ACCEPTED))
 
     def _drop_channel(self, ch: ServerChannel, verdict: int) -> None:
-        if self._channels.get((ch.host, ch.slot)) is ch:
-            del self._channels[(ch.host, ch.slot)]
-            self._active = tuple(self._channels.values())
-        ch.dropped = True
+        """Stop serving a channel (poller or monitor thread; only the first call acts)."""
+        with self._state_lock:
+            if ch.released:
+                return
+            ch.released = True
+            ch.dropped = True
+            if self._channels.get((ch.host, ch.slot)) is ch:
+                del self._channels[(ch.host, ch.slot)]
+                self._active = tuple(self._channels.values())
+                self._local_client = any(c.same_process for c in self._active)
         for call in list(ch.calls.values()):
             self._cancel_call(call, grpc.StatusCode.CANCELLED, "Channel went away", notify_client=False)
         pool = self._pool

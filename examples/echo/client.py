@@ -5,7 +5,8 @@
 
 Prints {"p50_us", "p99_us", "mean_us", "rps", "mbps", "calls", "size", "mode", "target"}.
 Modes: unary (one call per sample), stream (bidi stream, one message round trip per
-sample), server-stream (one call of N replies; rps counts replies).
+sample), server-stream (one call of N replies; rps counts replies), idle (each sample is
+the first call after 2 s of silence, so the server has backed off to sleeping).
 """
 
 from __future__ import annotations
@@ -83,7 +84,24 @@ def run_server_stream(stub, payload, calls, warmup):
     return samples, (clock() - start) / 1e9
 
 
-MODES = {"unary": run_unary, "stream": run_stream, "server-stream": run_server_stream}
+def run_idle(stub, payload, calls, warmup, idle=2.0):
+    """Each sample is the first call after ``idle`` seconds of silence (server backed off)."""
+    request = echo_pb2.EchoRequest(payload=payload)
+    for _ in range(warmup):
+        stub.Unary(request)
+    clock = time.perf_counter_ns
+    samples = []
+    spent = 0
+    for _ in range(calls):
+        time.sleep(idle)
+        t = clock()
+        stub.Unary(request)
+        samples.append(clock() - t)
+        spent += clock() - t
+    return samples, spent / 1e9
+
+
+MODES = {"unary": run_unary, "stream": run_stream, "server-stream": run_server_stream, "idle": run_idle}
 
 
 def measure(target, pool, size, calls, warmup, mode):

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Local comparison: NotNets (pool on /dev/shm) vs grpcio over loopback TCP.
+
+Client and server are separate processes (examples/echo/server.py and client.py), both
+transports are measured in the same run, interleaved, and the table reports ratios:
+
+    .venv/bin/python scripts/bench_rpc.py --out bench-out [--quick]
+
+Writes bench-out/bench_rpc.json and bench-out/bench_rpc.png. Also measures what an idle
+NotNets server costs: its CPU share while idle, and the latency of the first call after
+it has backed off to sleeping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(target: str, pool: str, env: dict) -> subprocess.Popen:
+    proc = subprocess.Popen([PY, "-m", "examples.echo.server", "--target", target, "--pool", pool],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if "serving" in line:
+            return proc
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise SystemExit(f"bench: echo server for {target} did not start: {proc.stderr.read()}")
+
+
+def run_client(target: str, pool: str, size: int, calls: int, mode: str, env: dict, warmup: int) -> dict:
+    out = subprocess.run([PY, "-m", "examples.echo.client", "--target", target, "--pool", pool, "--size", str(size),
+                          "--calls", str(calls), "--mode", mode, "--warmup", str(warmup)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise SystemExit(f"bench: client {target} {mode} {size} B failed: {out.stderr.strip()}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def plan(quick: bool) -> list:
+    """(label, size, mode, notnets calls, grpc calls)"""
+    scale = 0.2 if quick else 1.0
+    n = lambda x: max(20, int(x * scale))  # noqa: E731
+    return [
+        ("unary 64 B", 64, "unary", n(20000), n(3000)),
+        ("unary 1 KiB", 1024, "unary", n(10000), n(2000)),
+        ("unary 1 MiB", 1 << 20, "unary", n(500), n(200)),
+        ("bidi stream 64 B", 64, "stream", n(5000), n(2000)),
+    ]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-out")
+    parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per case (median is reported)")
+    parser.add_argument("--pool-size", default=str(256 << 20), help="bytes of the /dev/shm pool")
+    parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before each first-call sample")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    pool = f"/dev/shm/notnets-bench-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("NOTNETS_HOST_ID", None)
+    sys.path.insert(0, str(ROOT))
+    import notnets_rpc
+
+    notnets_rpc.create_pool(pool, int(args.pool_size))
+    port = free_port()
+    targets = {"notnets": "notnets:echo", "grpcio": f"127.0.0.1:{port}"}
+    servers = {}
+    results: dict = {"cases": [], "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                             "load_before": load_average()}}
+    try:
+        for name, target in targets.items():
+            servers[name] = start_server(target, pool, env)
+        for label, size, mode, n_notnets, n_grpc in plan(args.quick):
+            runs = {"notnets": [], "grpcio": []}
+            for _ in range(args.rounds):
+                for name in ("notnets", "grpcio"):
+                    calls = n_notnets if name == "notnets" else n_grpc
+                    runs[name].append(run_client(targets[name], pool, size, calls, mode, env,
+                                                 warmup=max(10, calls // 20)))
+                    print(f"  {label:<18} {name:<8} p50 {runs[name][-1]['p50_us']:>9.1f} us  "
+                          f"p99 {runs[name][-1]['p99_us']:>9.1f} us  {runs[name][-1]['rps']:>9.0f}/s", flush=True)
+            case = {"label": label, "size": size, "mode": mode}
+            for name, rs in runs.items():
+                case[name] = {k: statistics.median(r[k] for r in rs) for k in ("p50_us", "p99_us", "mean_us", "rps", "mbps")}
+                case[name]["calls"] = sum(r["calls"] for r in rs)
+            case["p50_ratio"] = round(case["grpcio"]["p50_us"] / case["notnets"]["p50_us"], 1)
+            case["p99_ratio"] = round(case["grpcio"]["p99_us"] / case["notnets"]["p99_us"], 1)
+            case["throughput_ratio"] = round(case["notnets"]["rps"] / case["grpcio"]["rps"], 1)
+            results["cases"].append(case)
+        # idle: CPU share of a backed-off server, then the first call after silence
+        pid = servers["notnets"].pid
+        time.sleep(1.0)
+        c0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(5.0)
+        idle_cpu = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+        first = run_client(targets["notnets"], pool, 64, 5, "idle", env, warmup=5)
+        results["idle"] = {"server_cpu_share_idle": round(idle_cpu, 4), "first_call_after_idle_p50_us": first["p50_us"],
+                           "first_call_after_idle_max_us": max(first["p50_us"], first["p99_us"]),
+                           "idle_seconds": 2.0}
+    finally:
+        for proc in servers.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in servers.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        Path(pool).unlink(missing_ok=True)
+    results["machine"]["load_after"] = load_average()
+    print_table(results)
+    (args.out / "bench_rpc.json").write_text(json.dumps(results, indent=2))
+    plot(results, args.out / "bench_rpc.png")
+    print(f"wrote {args.out / 'bench_rpc.json'} and {args.out / 'bench_rpc.png'}")
+    return 0
+
+
+def print_table(results: dict) -> None:
+    print()
+    print(f"{'case':<18} {'notnets p50':>12} {'grpcio p50':>11} {'ratio':>6} {'notnets p99':>12} {'grpcio p99':>11} "
+          f"{'ratio':>6} {'notnets/s':>10} {'grpcio/s':>9} {'ratio':>6}")
+    for c in results["cases"]:
+        nn, gr = c["notnets"], c["grpcio"]
+        print(f"{c['label']:<18} {nn['p50_us']:>10.1f}us {gr['p50_us']:>9.1f}us {c['p50_ratio']:>5}x "
+              f"{nn['p99_us']:>10.1f}us {gr['p99_us']:>9.1f}us {c['p99_ratio']:>5}x "
+              f"{nn['rps']:>10.0f} {gr['rps']:>9.0f} {c['throughput_ratio']:>5}x")
+    idle = results.get("idle")
+    if idle:
+        print(f"idle server: {idle['server_cpu_share_idle'] * 100:.2f}% of a core; first call after "
+              f"{idle['idle_seconds']:.0f} s idle: p50 {idle['first_call_after_idle_p50_us']:.0f} us")
+    m = results["machine"]
+    print(f"machine: {m['cpus']} CPUs, load {m['load_before']:.2f} -> {m.get('load_after', 0):.2f}")
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = results["cases"]
+    labels = [c["label"] for c in cases]
+    x = range(len(cases))
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(12, 4.5))
+    w = 0.2
+    for i, (name, key, color) in enumerate([("notnets p50", ("notnets", "p50_us"), "tab:blue"),
+                                            ("notnets p99", ("notnets", "p99_us"), "lightsteelblue"),
+                                            ("grpcio p50", ("grpcio", "p50_us"), "tab:orange"),
+                                            ("grpcio p99", ("grpcio", "p99_us"), "navajowhite")]):
+        lat.bar([xi + (i - 1.5) * w for xi in x], [c[key[0]][key[1]] for c in cases], w, label=name, color=color)
+    lat.set_yscale("log")
+    lat.set_ylabel("latency per call (us, log)")
+    lat.set_xticks(list(x), labels, rotation=15)
+    lat.legend()
+    lat.set_title("latency: NotNets (/dev/shm) vs grpcio (loopback TCP)")
+    for i, name in enumerate(("notnets", "grpcio")):
+        thr.bar([xi + (i - 0.5) * 0.35 for xi in x], [c[name]["rps"] for c in cases], 0.35, label=name)
+    thr.set_yscale("log")
+    thr.set_ylabel("calls (or messages) per second, log")
+    thr.set_xticks(list(x), labels, rotation=15)
+    thr.legend()
+    thr.set_title("throughput, one client")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -72,20 +72,22 @@ class RingWriter:
             data = HEADER.pack(body_len, kind, flags, FRAME_MAGIC, call_id, aux) + b"".join(parts)
             if len(data) != HEADER_BYTES + body_len:
                 raise ValueError("frame parts do not add up to body_len")
-            mem.write(at, data)
-        else:
-            mem.pack(HEADER, at, body_len, kind, flags, FRAME_MAGIC, call_id, aux)
-            at += HEADER_BYTES
-            end = at + body_len
-            for part in parts:
-                n = len(part)
-                if n:
-                    if at + n > end:
-                        raise ValueError("frame parts do not add up to body_len")
-                    mem.write(at, part)
-                    at += n
-            if at != end:
-                raise ValueError("frame parts do not add up to body_len")
+            head += flen
+            self.head = head
+            mem.publish(at, data, self.head_off, head)
+            return True
+        mem.pack(HEADER, at, body_len, kind, flags, FRAME_MAGIC, call_id, aux)
+        at += HEADER_BYTES
+        end = at + body_len
+        for part in parts:
+            n = len(part)
+            if n:
+                if at + n > end:
+                    raise ValueError("frame parts do not add up to body_len")
+                mem.write(at, part)
+                at += n
+        if at != end:
+            raise ValueError("frame parts do not add up to body_len")
         head += flen
         self.head = head
         mem.store(self.head_off, head)

@@ -43,6 +43,7 @@ except ImportError:  # older grpcio: nothing is cacheable
 
 _log = logging.getLogger(__name__)
 _monotonic = time.monotonic
+_get_ident = threading.get_ident
 PROMOTE_AFTER = 0.005
 HEARTBEAT_PERIOD = 0.1
 CLIENT_CHECK_PERIOD = 0.5
@@ -109,7 +110,9 @@ class Server(grpc.Server):
         self._state_lock = threading.Lock()
         self._leader_lock = threading.Lock()
         self._leader: Optional[int] = None
-        self._inline_since = 0.0
+        self._inline = 0          # thread id of the leader while it runs a handler inline
+        self._inline_seq = 0      # bumped for every inline handler (the monitor watches it)
+        self._inline_seen = (0, 0.0)
         self._pollers = 0
         self._threads_busy = 0  # handlers running on the thread pool
         self._local_client = False  # a client in this process: it needs the GIL, do not spin
@@ -441,7 +444,9 @@ class Server(grpc.Server):
         if deadline is not None:
             self._deadlines[id(call)] = call
         call.request_done = True
-        self._inline_since = _monotonic()
+        me = _get_ident()
+        self._inline_seq += 1
+        self._inline = me
         try:
             deserializer = handler.request_deserializer
             try:
@@ -486,7 +491,8 @@ class Server(grpc.Server):
                 self._finish(call, payload)
         finally:
             with self._leader_lock:
-                self._inline_since = 0.0
+                if self._inline == me:
+                    self._inline = 0
 
     def _in_flight(self) -> int:
         return sum(len(ch.calls) for ch in self._active)
@@ -508,12 +514,15 @@ class Server(grpc.Server):
         if handler.response_streaming:
             self._submit(call, message)
         else:
-            self._inline_since = _monotonic()
+            me = _get_ident()
+            self._inline_seq += 1
+            self._inline = me
             try:
                 self._run_handler(call, message)
             finally:
                 with self._leader_lock:
-                    self._inline_since = 0.0
+                    if self._inline == me:
+                        self._inline = 0
 
     def _submit(self, call: ServerCall, message: Optional[bytes]) -> None:
         with self._leader_lock:
@@ -901,12 +910,18 @@ class Server(grpc.Server):
             self._stopped.wait(0.05 if self._idle else 0.002)
 
     def _maybe_promote(self, now: float) -> None:
-        """Hand the leader role to a new poller when a handler holds the current one too long."""
+        """Hand the leader role to a new poller when one inline handler held it too long."""
         with self._leader_lock:
-            since = self._inline_since
-            if not since or now - since < PROMOTE_AFTER or self._pollers >= self._max_pollers:
+            if not self._inline:
                 return
-            self._inline_since = 0.0
+            seq = self._inline_seq
+            seen_seq, since = self._inline_seen
+            if seq != seen_seq:
+                self._inline_seen = (seq, now)
+                return
+            if now - since < PROMOTE_AFTER or self._pollers >= self._max_pollers:
+                return
+            self._inline = 0
             self._leader = None
             self._pollers += 1
         threading.Thread(target=self._poll_loop, name="notnets-poller", daemon=True).start()

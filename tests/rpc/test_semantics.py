@@ -387,3 +387,23 @@ def _wait_for(predicate, timeout: float = 5.0) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f"condition not met within {timeout} s: {service.EVENTS}")
+
+
+def test_slow_unary_handler_does_not_stall_other_calls(channel):
+    slow = uu(channel, "Sleep").future(b"1.5:slow")
+    time.sleep(0.1)
+    start = time.monotonic()
+    assert uu(channel, "Echo")(b"quick", timeout=5) == b"quick"
+    assert time.monotonic() - start < 1.0
+    assert not slow.done()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(uu(channel, "Sleep")(b"0.4:par", timeout=10)))
+               for _ in range(4)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == [b"slept"] * 4
+    assert time.monotonic() - start < 1.4  # in parallel, not 4 x 0.4 s one after the other
+    assert slow.result(10) == b"slept"

@@ -21,7 +21,9 @@ def print_dry_run(topology: Topology, accel: str) -> None:
             click.echo(f"# {host.name}: process tree, pools {', '.join(host.pools) or '-'}")
         return
     try:
-        kernel = str(find_kernel().vmlinuz)
+        from guest.kernel_image import boot_image  # what `up` boots: the PVH vmlinux if possible
+
+        kernel = str(boot_image(find_kernel()))
     except UserError:
         kernel = "<guest kernel: run make setup>"
     try:

@@ -62,6 +62,12 @@ def _guest_image(kernel: Kernel) -> Path:
     return Path(build_initramfs(kernel))
 
 
+def _boot_image(kernel: Kernel) -> Path:
+    from guest.kernel_image import boot_image  # uncompressed PVH vmlinux: ~3 s less per TCG boot
+
+    return boot_image(kernel)
+
+
 def _write_guest_config(host_dir: Path, topology: Topology, host: Host, state_dir: Path) -> None:
     from guest.config import write_guest_config
 
@@ -126,7 +132,7 @@ class QemuBackend(Backend):
         for host in topology.hosts:
             host_dir = make_private_dir(state_dir / "hosts" / host.name)
             paths = HostPaths.in_state_dir(
-                state_dir, host.name, str(kernel.vmlinuz), str(initrd), backing, host.pools,
+                state_dir, host.name, str(_boot_image(kernel)), str(initrd), backing, host.pools,
                 agent_ports=int(template["agent_ports"]), network=topology.network,
             )
             for lsa in paths.lsa.values():

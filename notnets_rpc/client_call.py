@@ -33,9 +33,7 @@ class CallState:
     initial: Optional[tuple] = None
     trailing: tuple = ()
     messages: Optional[deque] = None
-    partial: Optional[list] = None  # chunks of a message that spans several frames
-    partial_total = 0
-    partial_len = 0
+    partial: Any = None  # messages.Partial of a message that spans several frames
     waiter: Any = None
     callbacks: Optional[list] = None
     done_callbacks: Optional[list] = None

@@ -29,6 +29,7 @@ from . import layout as L
 from .backoff import Backoff
 from .client_call import WAIT_DONE, CallState, ClientCall, _NOTHING
 from .errors import ProtocolError
+from .messages import on_chunk, sink_slot, takes_buffers
 from .pool import Endpoint, Pool, pid_alive, stale_ms
 from .status import OK, code_from_wire
 
@@ -60,6 +61,7 @@ class Connection:
         self.mem = pool.mem
         self.ctl = pool.layout.channel(pool.host_id, slot)
         self.tx, self.rx = pool.client_rings(slot)
+        self.rx.sink = self._sink
         self.chunk = pool.layout.ring_bytes // 4 - F.HEADER_BYTES
         self.max_receive = max_receive
         self.max_send = max_send
@@ -392,32 +394,23 @@ class Connection:
         except ProtocolError as exc:
             self.fail_locally(state, grpc.StatusCode.INTERNAL, f"Malformed frame from the server: {exc}", cancel=True)
 
-    def _on_message(self, state: CallState, flags: int, aux: int, body: bytes) -> None:
+    def _on_message(self, state: CallState, flags: int, aux: int, body: Optional[bytes]) -> None:
         if aux > self.max_receive:
             self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"Received message larger than max ({aux} vs. {self.max_receive})", cancel=True)
             return
-        if state.partial is None and not flags & _MORE:
-            if len(body) != aux:
-                raise ProtocolError("message length does not match its frame")
-            self._deliver(state, body)
-            return
-        if state.partial is None:
-            state.partial = []
-            state.partial_total = aux
-            state.partial_len = 0
-        elif aux != state.partial_total:
-            raise ProtocolError("message chunks disagree on the message length")
-        state.partial.append(body)
-        state.partial_len += len(body)
-        if state.partial_len > aux:
-            raise ProtocolError("message chunks exceed the message length")
-        if not flags & _MORE:
-            if state.partial_len != aux:
-                raise ProtocolError("message ended short")
-            whole = b"".join(state.partial)
-            state.partial = None
+        whole = on_chunk(state, flags & _MORE, aux, body, takes_buffers(state.deserializer))
+        if whole is not None:
             self._deliver(state, whole)
+
+    def _sink(self, kind: int, flags: int, cid: int, aux: int, n: int) -> Optional[memoryview]:
+        """Ring sink: large chunks go straight into their call's message buffer."""
+        if kind != _MESSAGE:
+            return None
+        state = self.calls.get(cid)
+        if state is None:
+            return None
+        return sink_slot(state, aux, n, self.max_receive)
 
     def _deliver(self, state: CallState, message: bytes) -> None:
         with self.lock:

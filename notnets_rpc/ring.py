@@ -14,7 +14,7 @@ the consumer skips such a stub by rule) and starts again at offset 0.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 from .errors import ProtocolError
 from .frames import ALIGN, FRAME_MAGIC, HEADER, HEADER_BYTES, PAD
@@ -22,9 +22,10 @@ from .frames import ALIGN, FRAME_MAGIC, HEADER, HEADER_BYTES, PAD
 MAX_KIND = PAD
 from .memory import Memory
 
+SINK_MIN = 16384  # bodies at least this large are offered to the reader's sink
 SMALL_FRAME = 4096  # bodies up to this size are joined with their header and copied once
 _COUNTER_LIMIT = 2**64 - 2**32  # counters are u64; 2**32 margin covers one frame plus a pad
-Frame = Tuple[int, int, int, int, bytes]  # kind, flags, call_id, aux, body
+Frame = Tuple[int, int, int, int, Optional[bytes]]  # kind, flags, call_id, aux, body (None: went to the sink)
 
 
 class RingWriter:
@@ -125,7 +126,7 @@ class RingWriter:
 class RingReader:
     """The consumer end. ``read`` returns one frame (skipping pads) and publishes the tail."""
 
-    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "tail", "_head")
+    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "tail", "_head", "sink")
 
     def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, tail: int = 0) -> None:
         mem.check(data, size)
@@ -133,6 +134,10 @@ class RingReader:
         self.head_off, self.tail_off = head_off, tail_off
         self.tail = tail
         self._head = tail
+        # sink(kind, flags, call_id, aux, body_len) -> writable memoryview or None: lets the
+        # owner take a large body straight into its own buffer (one copy instead of two);
+        # such frames come back with body None.
+        self.sink: Optional[Callable[[int, int, int, int, int], Optional[memoryview]]] = None
 
     def pending(self) -> bool:
         """Cheap check (one load) for the poll loop."""
@@ -172,7 +177,17 @@ class RingReader:
                     raise ProtocolError(f"pad frame at offset {pos} does not reach the end of the ring")
                 self._advance(tail + room)
                 continue
-            body = mem.read(self.data + pos + HEADER_BYTES, body_len) if body_len else b""
+            if body_len >= SINK_MIN and self.sink is not None:
+                dest = self.sink(kind, flags, call_id, aux, body_len)
+                if dest is not None:
+                    if len(dest) != body_len:
+                        raise ValueError("sink returned a buffer of the wrong size")
+                    mem.read_into(self.data + pos + HEADER_BYTES, dest)
+                    body = None
+                else:
+                    body = mem.read(self.data + pos + HEADER_BYTES, body_len)
+            else:
+                body = mem.read(self.data + pos + HEADER_BYTES, body_len) if body_len else b""
             tail += flen
             self.tail = tail
             mem.store(self.tail_off, tail)

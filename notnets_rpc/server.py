@@ -31,6 +31,7 @@ from . import layout as L
 from .backoff import Backoff
 from .channel import message_limits
 from .errors import EndpointInUseError, PoolError, ProtocolError
+from .messages import on_chunk, sink_slot, takes_buffers
 from .pool import Endpoint, Pool, now_ms, pid_alive, stale_ms
 from .server_call import CANCELLED, END_OF_REQUESTS, AbortError, RequestIterator, ServerCall
 from .status import OK, as_metadata, code_to_wire
@@ -68,13 +69,21 @@ class ServerChannel:
                  "client_pid", "beat", "beat_seen", "dropped", "released", "calls_done", "errors", "bytes_in",
                  "bytes_out", "same_process")
 
-    def __init__(self, pool: Pool, host: int, slot: int, generation: int, claim_word: int, client_pid: int) -> None:
+    def __init__(self, pool: Pool, host: int, slot: int, generation: int, claim_word: int, client_pid: int,
+                 max_receive: int) -> None:
         self.host, self.slot, self.generation = host, slot, generation
         self.ctl = pool.layout.channel(host, slot)
         self.claim_word = claim_word
         self.rx, self.tx = pool.server_rings(host, slot)
+        calls: Dict[int, ServerCall] = {}
+        self.calls = calls
+
+        def sink(kind: int, flags: int, cid: int, aux: int, n: int) -> Optional[memoryview]:
+            call = calls.get(cid) if kind == F.MESSAGE else None
+            return None if call is None or call.request_done else sink_slot(call, aux, n, max_receive)
+
+        self.rx.sink = sink
         self.tx_lock = threading.Lock()
-        self.calls: Dict[int, ServerCall] = {}
         self.client_pid = client_pid
         self.peer = f"notnets:host{host}/pid{client_pid}"
         self.beat = pool.mem.load(self.ctl + L.CH_CLIENT_HEARTBEAT)
@@ -351,31 +360,13 @@ class Server(grpc.Server):
         if kind == F.MESSAGE:
             if call is None or call.request_done:
                 return
-            ch.bytes_in += len(body)
+            ch.bytes_in += len(body) if body is not None else aux
             if aux > self._max_receive:
                 self._fail(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"Received message larger than max ({aux} vs. {self._max_receive})")
                 return
-            if call.partial is None and not flags & F.F_MORE:
-                if len(body) != aux:
-                    raise ProtocolError("message length does not match its frame")
-                self._on_request(call, body, flags & F.F_END_STREAM)
-                return
-            if call.partial is None:
-                call.partial = []
-                call.partial_total = aux
-                call.partial_len = 0
-            elif aux != call.partial_total:
-                raise ProtocolError("message chunks disagree on the message length")
-            call.partial.append(body)
-            call.partial_len += len(body)
-            if call.partial_len > aux:
-                raise ProtocolError("message chunks exceed the message length")
-            if not flags & F.F_MORE:
-                if call.partial_len != aux:
-                    raise ProtocolError("message ended short")
-                whole = b"".join(call.partial)
-                call.partial = None
+            whole = on_chunk(call, flags & F.F_MORE, aux, body, takes_buffers(call.handler.request_deserializer))
+            if whole is not None:
                 self._on_request(call, whole, flags & F.F_END_STREAM)
         elif kind == F.HALF_CLOSE:
             if call is not None:
@@ -857,7 +848,7 @@ class Server(grpc.Server):
         for field in (L.CH_CALLS_DONE, L.CH_ERRORS, L.CH_BYTES_IN, L.CH_BYTES_OUT):
             mem.store(off + field, 0)
         mem.store(off + L.CH_SERVER_PID, os.getpid())
-        ch = ServerChannel(self._pool, host, slot, gen, claim, mem.load(off + L.CH_CLIENT_PID))
+        ch = ServerChannel(self._pool, host, slot, gen, claim, mem.load(off + L.CH_CLIENT_PID), self._max_receive)
         with self._state_lock:
             self._channels[(host, slot)] = ch
             self._active = tuple(self._channels.values())

@@ -35,9 +35,7 @@ class ServerCall(grpc.ServicerContext):
     aborted = False
     callbacks: Optional[list] = None
     requests: Optional[queue.SimpleQueue] = None
-    partial: Optional[list] = None  # chunks of a message that spans several frames
-    partial_total = 0
-    partial_len = 0
+    partial: Any = None  # messages.Partial of a message that spans several frames
     request_done = False
 
     def __init__(self, server: Any, channel: Any, call_id: int, method: str, metadata: tuple,

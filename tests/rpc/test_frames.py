@@ -58,3 +58,48 @@ def test_bad_metadata_is_a_value_error():
         frames.encode_metadata([("ké", "v")])
     with pytest.raises(ValueError):
         frames.encode_metadata(["nope"])
+
+
+class _Holder:
+    partial = None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=5000), st.lists(st.integers(1, 1500), max_size=20), st.booleans())
+def test_chunk_reassembly(message, cuts, via_sink):
+    """Any chunking of a message reassembles to it, by copy or through the sink."""
+    from notnets_rpc.messages import on_chunk, sink_slot
+
+    holder = _Holder()
+    pieces, at = [], 0
+    for cut in cuts:
+        if at >= len(message):
+            break
+        pieces.append(message[at : at + cut])
+        at += cut
+    pieces.append(message[at:])
+    whole = None
+    for i, piece in enumerate(pieces):
+        more = i < len(pieces) - 1
+        body = piece
+        if via_sink and (more or holder.partial is not None):
+            slot = sink_slot(holder, len(message), len(piece), 1 << 20)
+            if slot is not None:
+                slot[:] = piece
+                body = None
+        whole = on_chunk(holder, more, len(message), body, as_buffer=False)
+        assert (whole is None) == more
+    assert whole == message
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 100), st.binary(max_size=120)), max_size=8))
+def test_chunk_garbage_is_a_protocol_error(frames_):
+    from notnets_rpc.messages import on_chunk
+
+    holder = _Holder()
+    for more, aux, body in frames_:
+        try:
+            on_chunk(holder, more, aux, body, as_buffer=True)
+        except ProtocolError:
+            holder.partial = None

@@ -94,7 +94,7 @@ SHAPES: dict[str, Callable[[Any, Any, Budget, int], tuple[list[int], float]]] = 
 
 def warmup_calls(size: int, calls: int) -> int:
     """A few calls at large sizes, more at small ones (the first calls pay for connection setup)."""
-    return max(2, min(calls // 10, 200, (8 << 20) // max(size, 1)))
+    return max(2, min(calls // 10, 200, (2 << 20) // max(size, 1)))
 
 
 def measure_all(target: str, pool: Optional[str], shapes: list[str], sizes: list[int], calls: int,

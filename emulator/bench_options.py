@@ -45,7 +45,7 @@ BUDGETS: dict[tuple[str, bool], Budget] = {
                           chain_calls=1000, chain_seconds=1.0),
     ("qemu", False): Budget((64, 1 << 10, 16 << 10, 256 << 10, 1 << 20), calls=5000, seconds=10.0, min_calls=20,
                             chain_calls=2000, chain_seconds=10.0),
-    ("qemu", True): Budget((64, 64 << 10, 1 << 20), calls=500, seconds=3.0, min_calls=5,
+    ("qemu", True): Budget((64, 16 << 10), calls=500, seconds=3.0, min_calls=5,
                            chain_calls=300, chain_seconds=3.0),
 }
 

@@ -19,6 +19,8 @@ FORMAT_VERSION = 1
 
 def point_key(row: dict) -> tuple:
     """What identifies a point apart from its transport."""
+    if row.get("workload") == "chain":  # a page's size is an outcome there, not a parameter
+        return ("chain", row["backend"], row["shape"], row.get("depth", 0), 0)
     return (row.get("workload", "echo"), row["backend"], row["shape"], row.get("depth", 0), row["size"])
 
 

@@ -2,7 +2,7 @@
 
     python -m examples.chain.client --target notnets:frontend --depths 1,2,3 --calls 2000 --seconds 5
 
-Each line: {"depth", "size" (the page's bytes), "served_by" (service@host per tier),
+Each line: {"depth", "size" (a page's mean bytes), "served_by" (service@host per tier),
 "calls", "p50_us", "p99_us", "mean_us", "rps", "mbps"}. Calls are sequential; a depth
 stops after --calls, or after --seconds once --min-calls are in.
 """
@@ -30,18 +30,19 @@ WAIT_FOR_SERVER = 120.0
 
 def measure_depth(stub, depth: int, calls: int, seconds: float, min_calls: int, warmup: int) -> dict:
     requests = [shop_pb2.PageRequest(product_id=i, depth=depth) for i in range(1, 5)]
-    page = None
     for i in range(warmup):
-        page = stub.GetProductPage(requests[i % 4], timeout=60)
+        stub.GetProductPage(requests[i % 4], timeout=60)
     samples = []
     start = CLOCK()
     while len(samples) < calls and (len(samples) < min_calls or (CLOCK() - start) / 1e9 < seconds):
         t = CLOCK()
-        page = stub.GetProductPage(requests[len(samples) % 4], timeout=60)
+        stub.GetProductPage(requests[len(samples) % 4], timeout=60)
         samples.append(CLOCK() - t)
     elapsed = (CLOCK() - start) / 1e9
-    size = page.ByteSize() if page is not None else 0
-    return {"depth": depth, "size": size, "served_by": list(page.served_by) if page else [],
+    pages = [stub.GetProductPage(r, timeout=60) for r in requests]  # every product once: a stable size
+    size = round(sum(p.ByteSize() for p in pages) / len(pages))
+    page = pages[-1]
+    return {"depth": depth, "size": size, "served_by": list(page.served_by),
             **summarize(samples, elapsed, size)}
 
 

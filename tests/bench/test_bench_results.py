@@ -32,7 +32,7 @@ def fake_rows():
     for depth in (1, 2, 3):
         rows.append(row("grpc-tcp", "chain", 400, p50=700.0 * depth, p99=1500.0 * depth, rps=1400 / depth,
                         workload="chain", depth=depth, served_by=["frontend@host1"]))
-        rows.append(row("notnets", "chain", 400, p50=40.0 * depth, p99=90.0 * depth, rps=20000 / depth,
+        rows.append(row("notnets", "chain", 396, p50=40.0 * depth, p99=90.0 * depth, rps=20000 / depth,
                         workload="chain", depth=depth, served_by=["frontend@host1"]))
     return rows
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# make demo: the main job, end to end. Completed as the emulator and RPC layers land.
+# make demo: boot examples/two-hosts.yaml, run the greeter from host1 to host0 over the
+# shared CXL pool and over gRPC on the hosts' network, print one line comparing the two
+# latencies, tear everything down. Extra arguments go to emulator/bench_demo.py
+# (e.g. `--backend sim`, `--calls 500`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/notnets-emu doctor --no-probe || true
-.venv/bin/notnets-emu up --dry-run examples/two-hosts.yaml
+exec .venv/bin/python -m emulator.bench_demo examples/two-hosts.yaml "$@"

@@ -302,7 +302,7 @@ class Connection:
         read = self.rx.read
         dispatch = self._dispatch
         if pumping:
-            backoff = Backoff(spin=0, yields=200)
+            backoff = Backoff(spin=0, yield_time=0.001)
         else:
             backoff = self._backoff
             backoff.reset()

@@ -73,7 +73,11 @@ def pid_alive(pid: int) -> bool:
         return True
     except OverflowError:
         return False
-    return True
+    try:  # a zombie has exited: it only waits for its parent to reap it
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def create_pool(path: PathLike, size: Optional[int] = None, overwrite: bool = False, *,

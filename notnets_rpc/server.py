@@ -306,7 +306,7 @@ class Server(grpc.Server):
                         if not self._drain(ch, me):
                             return
                 it += 1
-                if not it & 63 or backoff.n > backoff.spin:
+                if not it & 63 or backoff.sleeping:
                     self._discover()
                 if worked:
                     backoff.reset()

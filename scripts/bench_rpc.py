@@ -28,6 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+# With glibc's defaults every fresh 1 MiB buffer of a Python process is a new mmap and
+# costs ~256 page faults (milliseconds on this VM). These keep freed memory for reuse;
+# both transports get the same environment, so the comparison stays fair.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 
 
 def free_port() -> int:
@@ -76,6 +80,7 @@ def plan(quick: bool) -> list:
         ("unary 64 B", 64, "unary", n(20000), n(3000)),
         ("unary 1 KiB", 1024, "unary", n(10000), n(2000)),
         ("unary 1 MiB", 1 << 20, "unary", n(500), n(200)),
+        ("raw 1 MiB", 1 << 20, "raw", n(500), n(200)),
         ("bidi stream 64 B", 64, "stream", n(5000), n(2000)),
     ]
 
@@ -87,11 +92,16 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per case (median is reported)")
     parser.add_argument("--pool-size", default=str(256 << 20), help="bytes of the /dev/shm pool")
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before each first-call sample")
+    parser.add_argument("--no-malloc-tuning", action="store_true",
+                        help="leave glibc's malloc alone (by default both transports' processes keep freed "
+                             "memory instead of returning it, see MALLOC_ENV)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     pool = f"/dev/shm/notnets-bench-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("NOTNETS_HOST_ID", None)
+    if not args.no_malloc_tuning:
+        env.update(MALLOC_ENV)
     sys.path.insert(0, str(ROOT))
     import notnets_rpc
 
@@ -100,7 +110,9 @@ def main(argv=None) -> int:
     targets = {"notnets": "notnets:echo", "grpcio": f"127.0.0.1:{port}"}
     servers = {}
     results: dict = {"cases": [], "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                             "load_before": load_average()}}
+                                             "load_before": load_average()},
+                     "setup": {"pool": "/dev/shm", "pool_bytes": int(args.pool_size), "rounds": args.rounds,
+                               "malloc_env": {} if args.no_malloc_tuning else MALLOC_ENV}}
     try:
         for name, target in targets.items():
             servers[name] = start_server(target, pool, env)

@@ -4,7 +4,7 @@
     python -m examples.echo.client --target 127.0.0.1:50051 --size 1048576 --calls 200
 
 Prints {"p50_us", "p99_us", "mean_us", "rps", "mbps", "calls", "size", "mode", "target"}.
-Modes: unary (one call per sample), stream (bidi stream, one message round trip per
+Modes: unary (one call per sample), raw (unary on raw bytes, no protobuf), stream (bidi stream, one message round trip per
 sample), server-stream (one call of N replies; rps counts replies), idle (each sample is
 the first call after 2 s of silence, so the server has backed off to sleeping).
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from server import UNLIMITED, load_protos  # noqa: E402
+from server import RAW_METHOD, UNLIMITED, load_protos  # noqa: E402
 
 echo_pb2, echo_pb2_grpc = load_protos()
 import notnets_rpc  # noqa: E402
@@ -45,6 +45,27 @@ def run_unary(stub, payload, calls, warmup):
     for _ in range(calls):
         t = clock()
         stub.Unary(request)
+        samples.append(clock() - t)
+    return samples, (clock() - start) / 1e9
+
+
+class RawStub:
+    """The raw-bytes echo: payload in, payload out, no protobuf on either side."""
+
+    def __init__(self, channel):
+        self.Unary = channel.unary_unary(RAW_METHOD)
+
+
+def run_raw(stub, payload, calls, warmup):
+    call = stub.raw.Unary
+    for _ in range(warmup):
+        call(payload)
+    clock = time.perf_counter_ns
+    samples = []
+    start = clock()
+    for _ in range(calls):
+        t = clock()
+        call(payload)
         samples.append(clock() - t)
     return samples, (clock() - start) / 1e9
 
@@ -101,7 +122,8 @@ def run_idle(stub, payload, calls, warmup, idle=2.0):
     return samples, spent / 1e9
 
 
-MODES = {"unary": run_unary, "stream": run_stream, "server-stream": run_server_stream, "idle": run_idle}
+MODES = {"unary": run_unary, "raw": run_raw, "stream": run_stream, "server-stream": run_server_stream,
+         "idle": run_idle}
 
 
 def measure(target, pool, size, calls, warmup, mode):
@@ -109,6 +131,7 @@ def measure(target, pool, size, calls, warmup, mode):
     payload = os.urandom(size)
     with notnets_rpc.insecure_channel(target, options=UNLIMITED, pool=pool) as channel:
         stub = echo_pb2_grpc.EchoStub(channel)
+        stub.raw = RawStub(channel)
         stub.Unary(echo_pb2.EchoRequest(payload=b""), timeout=60, wait_for_ready=True)
         samples, elapsed = MODES[mode](stub, payload, calls, warmup)
     samples.sort()

@@ -33,6 +33,8 @@ def load_protos():
 
 
 echo_pb2, echo_pb2_grpc = load_protos()
+import grpc  # noqa: E402
+
 import notnets_rpc  # noqa: E402
 
 UNLIMITED = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
@@ -55,10 +57,19 @@ class Echo(echo_pb2_grpc.EchoServicer):
             yield echo_pb2.EchoReply(payload=request.payload)
 
 
+RAW_METHOD = "/echo.Raw/Unary"  # the same echo on raw bytes (no protobuf): measures the transport alone
+
+
+def raw_handlers() -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(
+        "echo.Raw", {"Unary": grpc.unary_unary_rpc_method_handler(lambda request, context: request)})
+
+
 def build_server(target: str, pool, workers: int = 8):
     """A server for ``notnets:NAME`` or ``host:port``; returns (server, description)."""
     server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=workers), pool=pool, options=UNLIMITED)
     echo_pb2_grpc.add_EchoServicer_to_server(Echo(), server)
+    server.add_generic_rpc_handlers((raw_handlers(),))
     if target.startswith(notnets_rpc.SCHEME):
         name = target[len(notnets_rpc.SCHEME):]
         server.add_endpoint(name)

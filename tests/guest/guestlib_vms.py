@@ -84,6 +84,9 @@ class Cluster:
         pidfile = self.state / "vde.pid"
         subprocess.run(["vde_switch", "-d", "-s", str(self.state / "vde"), "-p", str(pidfile)],
                        check=True, stdin=subprocess.DEVNULL, capture_output=True)
+        deadline = time.monotonic() + 10  # the daemon writes its pid file after the parent exits
+        while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.vde_pid = int(pidfile.read_text())
 
     def edit_guest_json(self, host: str, **changes: Any) -> None:
@@ -159,6 +162,12 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        pidfile = self.state / "vde.pid"
+        if not self.vde_pid and pidfile.exists():  # started, but close() came before its pid file
+            try:
+                self.vde_pid = int(pidfile.read_text())
+            except ValueError:
+                pass
         if self.vde_pid:
             try:
                 os.kill(self.vde_pid, signal.SIGTERM)

@@ -129,6 +129,7 @@ class Server(grpc.Server):
         self._channels: Dict[Tuple[int, int], ServerChannel] = {}
         self._active: Tuple[ServerChannel, ...] = ()
         self._bells: List[Optional[int]] = []
+        self._host_table = b""
         self._deadlines: Dict[int, ServerCall] = {}
         self._started = False
         self._draining = False
@@ -805,9 +806,18 @@ class Server(grpc.Server):
 
     # -- channels: discovery, liveness, teardown ----------------------------------------------------------
     def _discover(self) -> None:
+        """Rescan the channel table of every host whose doorbell moved.
+
+        One copy of the whole host table per poll (cheap when idle); a changed
+        doorbell is then read properly, word by word.
+        """
         pool = self._pool
-        mem = pool.mem
         lay = pool.layout
+        snapshot = pool.mem.read(lay.hosts_offset, lay.max_hosts * L.HOST_ENTRY_BYTES)
+        if snapshot == self._host_table:
+            return
+        self._host_table = snapshot
+        mem = pool.mem
         bells = self._bells
         for h in range(lay.max_hosts):
             v = mem.load(lay.host_entry(h) + L.HOST_CHANNEL_BELL)

@@ -52,7 +52,7 @@ def human_size(size: int) -> str:
 
 
 def _us(value: float) -> str:
-    return f"{value / 1000:.2f} ms" if value >= 10000 else f"{value:.1f} us"
+    return f"{value / 1000:.2f} ms" if value >= 1000 else f"{value:.1f} us"
 
 
 def _x(value: Optional[float]) -> str:

@@ -2,7 +2,8 @@
 # NotNets guest init: PID 1 of the initramfs (busybox sh).
 #
 # 1. load the boot-stage kernel modules (/etc/notnets/modules.boot, resolved at build time);
-# 2. mount the host's / read-only over 9p and lay an overlayfs with a tmpfs upper layer
+# 2. mount the host's / read-only over 9p (cache=loose: much faster imports; a host file
+#    changed after boot may look stale) and lay an overlayfs with a tmpfs upper layer
 #    over it, so the guest sees every host path and its own writes stay in the guest;
 # 3. mount the run's state dir (writable 9p) at the same absolute path as on the host;
 # 4. start the guest agent (guest/agent.py, the host's Python) inside that root, and
@@ -53,7 +54,7 @@ load_modules boot
 log "boot modules loaded"
 
 mkdir -p /mnt/host /mnt/state /mnt/rw "$NEWROOT"
-mount -t 9p -o "$P9_OPTS,ro,cache=${ROOT_CACHE:-loose}" hostroot /mnt/host || fail "cannot mount the host's root (9p tag hostroot)"
+mount -t 9p -o "$P9_OPTS,ro,cache=loose" hostroot /mnt/host || fail "cannot mount the host's root (9p tag hostroot)"
 mount -t 9p -o "$P9_OPTS" notnets-state /mnt/state || fail "cannot mount the state dir (9p tag notnets-state)"
 GUEST_ENV=/mnt/state/hosts/$HOST/guest.env
 [ -r "$GUEST_ENV" ] || fail "$GUEST_ENV is missing (the host writes it before boot)"

@@ -23,6 +23,7 @@ from .topology import Topology
 
 if TYPE_CHECKING:
     from .backends.base import Backend
+    from .run_state import HostState
 
 EXIT_NOT_BUILT = 2
 
@@ -248,5 +249,22 @@ def fault(name: Optional[str], host: str, action: str) -> None:
         backend.restart_host(run, target, progress)
         return
     backend.fault(run, target, action)
+    if action == "thaw" and backend.name == "qemu":
+        _set_guest_clock(backend, run, target, progress)
     done = {"kill": "killed", "freeze": "frozen", "thaw": "thawed"}.get(action, action)
     progress.say(f"{done} ({backend.name}); state now {backend.host_state(run, target)}", host=host)
+
+
+def _set_guest_clock(backend: "Backend", run: RunState, target: "HostState", progress: Progress) -> None:
+    """A stopped VM's clock stands still (QEMU's virtual clock), so after `cont` the guest
+    is behind every other host by the time it was frozen; peers that compare heartbeat
+    timestamps would take it for dead for good. Set it to this machine's time, as NTP or
+    qemu-ga's guest-set-time would on a real resume (a sim host shares the machine's clock)."""
+    import io
+
+    err = io.BytesIO()
+    code = backend.exec(run, target, f"date -u -s @{time.time():.3f} >/dev/null", cwd="/", env={},
+                        timeout=60, stdout=io.BytesIO(), stderr=err)
+    if code != 0:
+        progress.say(f"could not set its clock after the thaw: {err.getvalue().decode(errors='replace').strip()}",
+                     host=target.name)

@@ -2,8 +2,9 @@
 
 The write goes through a shared mapping, like every other access to the pool, because
 that is what the processes using the pool see at once, and because a DAX device cannot
-be written with write(2) at all (device-dax only maps). Only the pages around the range
-are mapped (2 MiB aligned for a DAX device, whose mappings must be). Offset and length
+be written with write(2) at all (device-dax only maps). A file is mapped only around the
+range; a DAX device whole (2 MiB multiples), the way notnets_rpc maps it. No msync: the
+other mappers share the pages already. Offset and length
 are checked against the pool's size first: a bad range is a one-line error, never a
 partial write.
 """
@@ -48,9 +49,13 @@ def poison(path: Path, offset: int, length: int, value: int) -> int:
     size, is_device = pool_size(path)
     if offset + length > size:
         raise UserError(f"{path}: range [{offset}, {offset + length}) is past the end of the pool ({size} bytes)")
-    align = DAX_ALIGN if is_device else mmap.ALLOCATIONGRANULARITY
-    start = offset - offset % align
-    end = min(-(-(offset + length) // align) * align, size)
+    if is_device:  # device-dax maps whole multiples of its alignment; map it all, as notnets_rpc does
+        start, end = 0, size - size % DAX_ALIGN
+        if offset + length > end:
+            raise UserError(f"{path}: range [{offset}, {offset + length}) is past the mappable end ({end} bytes)")
+    else:
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        end = min(-(-(offset + length) // mmap.ALLOCATIONGRANULARITY) * mmap.ALLOCATIONGRANULARITY, size)
     try:
         fd = os.open(path, os.O_RDWR)
     except OSError as err:
@@ -58,8 +63,7 @@ def poison(path: Path, offset: int, length: int, value: int) -> int:
     try:
         with mmap.mmap(fd, end - start, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE,
                        offset=start) as mm:
-            mm[offset - start:offset - start + length] = bytes([value]) * length
-            mm.flush()
+            mm[offset - start:offset - start + length] = bytes([value]) * length  # seen at once by every mapper
     except OSError as err:
         raise UserError(f"{path}: cannot map [{start}, {end}): {err.strerror}") from None
     finally:

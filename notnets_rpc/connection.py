@@ -36,6 +36,7 @@ from .status import OK, code_from_wire
 _allocate_lock = threading.Lock
 _monotonic = time.monotonic
 LIVENESS_PERIOD = 0.1
+FUTEX_TIMEOUT = 0.001  # a kernel sleep never lasts longer: liveness, deadlines and lost wakes are checked
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 _CALL = F.CALL
 _STATUS = F.STATUS
@@ -77,6 +78,10 @@ class Connection:
         self.senders = 0  # threads streaming requests: they need the GIL, so readers yield instead of spinning
         self._on_callback = on_callback
         self.same_process = endpoint.host == pool.host_id and endpoint.pid == os.getpid()
+        # same host: sleep in the kernel after spinning and let the server wake us (and we it)
+        self.futex = self.mem.can_wait and endpoint.host == pool.host_id
+        self.sleep_off = self.ctl + L.CH_CLIENT_SLEEP
+        self.server_sleep = pool.server_sleep_word(endpoint) if self.futex else None
         self._backoff = self._new_backoff()
         self._peer_beat = (endpoint.heartbeat_ms, _monotonic())
         self._last_check = _monotonic()
@@ -85,10 +90,28 @@ class Connection:
         # a server in this very process needs the GIL to answer: do not spin
         return Backoff(spin=0) if self.same_process else Backoff()
 
+    def wake_server(self) -> None:
+        """After writing a frame: wake the server if its poller sleeps in the kernel."""
+        off = self.server_sleep
+        if off is not None and self.mem.load(off):
+            self.mem.wake_word(off)
+
+    def _sleep(self, until: Optional[float]) -> None:
+        """Sleep in the kernel until the server writes to us (it checks our sleep word) or 1 ms."""
+        timeout = FUTEX_TIMEOUT
+        if until is not None:
+            timeout = max(0.0, min(timeout, until - _monotonic()))
+        mem = self.mem
+        mem.store(self.sleep_off, 1)
+        if not self.rx.pending():
+            mem.wait_word(self.sleep_off, 1, timeout)
+        mem.store(self.sleep_off, 0)
+
     # -- handshake -------------------------------------------------------------------------------
     def await_accept(self, deadline: float) -> None:
         """Wait for the server to accept this slot (it polls its doorbells)."""
         want = L.pack_state(self.generation, L.ACC_ACCEPTED)
+        self.wake_server()
         backoff = self._new_backoff()
         off = self.ctl + L.CH_ACCEPT
         while True:
@@ -148,6 +171,8 @@ class Connection:
             sent = self.tx.try_write(_CALL, _HAS_MESSAGE | _END, cid, 0, (prefix, payload), n)
         if not sent:
             self.send(_CALL, _HAS_MESSAGE | _END, cid, 0, (prefix, payload), n, state)
+        elif self.server_sleep is not None and self.mem.load(self.server_sleep):
+            self.mem.wake_word(self.server_sleep)
         reader = self.reader
         if not reader.acquire(False):
             return state, None
@@ -207,7 +232,9 @@ class Connection:
         with self.tx_lock:
             try:
                 if self.tx.try_write(kind, flags, cid, aux, parts, n):
+                    self.wake_server()
                     return
+                self.wake_server()  # it may be asleep with a full ring to drain
                 backoff = self._new_backoff()
                 while True:
                     if self.broken is not None:
@@ -222,6 +249,7 @@ class Connection:
                         if now - self._last_check > LIVENESS_PERIOD:
                             self._check_peer(now)
                     if self.tx.try_write(kind, flags, cid, aux, parts, n):
+                        self.wake_server()
                         return
             except ProtocolError as exc:
                 self.break_(f"corrupted request ring: {exc}")
@@ -232,7 +260,8 @@ class Connection:
             return
         if self.tx_lock.acquire(timeout=0.05):
             try:
-                self.tx.try_write(F.CANCEL, 0, cid, 0, (), 0)
+                if self.tx.try_write(F.CANCEL, 0, cid, 0, (), 0):
+                    self.wake_server()
             except ProtocolError:
                 pass
             finally:
@@ -260,6 +289,8 @@ class Connection:
                         return True
                     state.waiter = waiter
                     self.want_reader += 1
+                if self.futex:
+                    self.mem.wake_word(self.sleep_off)  # a pump asleep in the kernel: hand over
                 limit = 0.02
                 if until is not None:
                     limit = min(limit, max(0.0, until - _monotonic()))
@@ -326,20 +357,25 @@ class Connection:
                     continue
                 if self.broken is not None:
                     return
-                if backoff.pause():
+                if self.futex and backoff.n >= backoff.spin:
+                    self._sleep(deadline)
+                    slow = True
+                else:
+                    slow = backoff.pause()
+                if slow:
                     now = _monotonic()
+                    if now - self._last_check > LIVENESS_PERIOD:  # first: whoever reads must watch the server
+                        self._check_peer(now)
+                        if pumping:
+                            self.expire_deadlines(now)
                     if deadline is not None and now >= deadline:
                         return
                     if state is not None and state.ready(what):
                         return
                     if pumping and (self.want_reader or not self.unattended):
                         return
-                    if state is not None and self.want_reader and backoff.sleeping:
+                    if state is not None and self.want_reader and (backoff.sleeping or self.futex):
                         return  # let a waiting thread have a turn
-                    if now - self._last_check > LIVENESS_PERIOD:
-                        self._check_peer(now)
-                        if pumping:
-                            self.expire_deadlines(now)
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
         except ConnectionBroken:

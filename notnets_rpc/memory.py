@@ -16,18 +16,69 @@ check their range, because lengths that come out of shared memory are untrusted.
 from __future__ import annotations
 
 import os
+import ctypes
+import os
+import platform
 import struct
-from typing import Any, Union
+import time
+from typing import Any, Optional, Union
 
 from .errors import ProtocolError
 
 Buffer = Union[bytearray, memoryview, Any]
 
 
+class _Futex:
+    """FUTEX_WAIT / FUTEX_WAKE on a word of a shared mapping (Linux x86-64 only).
+
+    Shared, not private, futexes: the kernel keys them by file and offset, so processes
+    that map the same pool file wake each other. Across hosts (separate kernels) a wake
+    is lost, which is why every wait has a timeout and callers still poll.
+    """
+
+    SYS_FUTEX = 202
+    WAIT, WAKE = 0, 1
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._syscall = libc.syscall
+        self._syscall.restype = ctypes.c_long
+        self._syscall.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                                  ctypes.c_void_p, ctypes.c_int]
+
+    def wait(self, addr: int, expected: int, timeout: float) -> bool:
+        """Sleep while the 32-bit word at ``addr`` equals ``expected``; False if unusable."""
+        ts = _Timespec(int(timeout), int((timeout % 1) * 1e9))
+        if self._syscall(self.SYS_FUTEX, addr, self.WAIT, expected, ctypes.byref(ts), None, 0) == -1:
+            return ctypes.get_errno() in (11, 110, 4)  # EAGAIN (changed), ETIMEDOUT, EINTR
+        return True
+
+    def wake(self, addr: int) -> None:
+        self._syscall(self.SYS_FUTEX, addr, self.WAKE, 0x7FFFFFFF, None, None, 0)
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _make_futex() -> Optional[_Futex]:
+    if os.environ.get("NOTNETS_FUTEX", "1") == "0":
+        return None
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    try:
+        return _Futex()
+    except (OSError, AttributeError):
+        return None
+
+
+_FUTEX = _make_futex()
+
+
 class Memory:
     """Word and byte access to a shared buffer (mmap, bytearray, memoryview)."""
 
-    __slots__ = ("_bytes", "_words", "size", "writable")
+    __slots__ = ("_bytes", "_words", "size", "writable", "_base", "can_wait")
 
     def __init__(self, buf: Buffer, writable: bool = True) -> None:
         view = memoryview(buf)
@@ -37,6 +88,15 @@ class Memory:
         self._bytes = view[: self.size]
         self._words = self._bytes.cast("Q")
         self.writable = writable and not view.readonly
+        self._base = 0
+        if self.writable and _FUTEX is not None and self.size:
+            try:
+                anchor = ctypes.c_char.from_buffer(self._bytes)
+                self._base = ctypes.addressof(anchor)
+                del anchor  # only the address is kept; the views keep the mapping alive
+            except (TypeError, ValueError):
+                self._base = 0
+        self.can_wait = bool(self._base)
 
     # -- control words -----------------------------------------------------------
     def load(self, off: int) -> int:
@@ -103,8 +163,23 @@ class Memory:
             raise ProtocolError(f"record at {off} (+{st.size}) outside the pool (size {self.size})")
         st.pack_into(self._bytes, off, *values)
 
+    # -- sleeping on a word (same host only; see _Futex) ----------------------------------
+    def wait_word(self, off: int, expected: int, timeout: float) -> None:
+        """Block until woken, until the word at ``off`` is no longer ``expected``, or ``timeout``."""
+        if self.can_wait:
+            if _FUTEX.wait(self._base + off, expected, timeout):
+                return
+            self.can_wait = False  # the kernel refused (odd mapping): poll from now on
+        time.sleep(timeout)
+
+    def wake_word(self, off: int) -> None:
+        """Wake whoever sleeps on the word at ``off`` (a no-op across hosts)."""
+        if self.can_wait:
+            _FUTEX.wake(self._base + off)
+
     def release(self) -> None:
         """Drop the views so that the underlying mmap can be closed."""
+        self.can_wait = False
         self._words.release()
         self._bytes.release()
 

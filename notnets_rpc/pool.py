@@ -255,8 +255,11 @@ class Pool:
                 best = ep
         return best
 
-    def publish(self, name: str, pid: int) -> Endpoint:
+    def publish(self, name: str, pid: int, wake_index: Optional[int] = None) -> Endpoint:
         """Claim a directory slot in this host's partition for ``name``.
+
+        ``wake_index``: the directory entry whose sleep word this server's poller uses
+        (a server with several endpoints sleeps on its first one's).
 
         A slot whose owner died (same host: pid gone) is taken over with a new
         generation, so a restarted server keeps its name and old channels are refused.
@@ -288,11 +291,19 @@ class Pool:
             L.write_name(mem, off, name)
             t = now_ms()
             for field, value in ((L.DIR_PID, pid), (L.DIR_HEARTBEAT, t), (L.DIR_STARTED, t), (L.DIR_CALLS, 0),
-                                 (L.DIR_ERRORS, 0), (L.DIR_BYTES_IN, 0), (L.DIR_BYTES_OUT, 0)):
+                                 (L.DIR_ERRORS, 0), (L.DIR_BYTES_IN, 0), (L.DIR_BYTES_OUT, 0), (L.DIR_SLEEP, 0),
+                                 (L.DIR_WAKE, wake_index if wake_index is not None else lay.dir_index(self.host_id, slot))):
                 mem.store(off + field, value)
             mem.store(off + L.DIR_STATE, L.pack_state(gen, L.DIR_LIVE))
             self._ring_bell(L.HOST_DIR_BELL)
             return Endpoint(name, self.host_id, slot, lay.dir_index(self.host_id, slot), gen, L.DIR_LIVE, pid, t)
+
+    def server_sleep_word(self, ep: Endpoint) -> Optional[int]:
+        """Offset of the word a same-host client checks (and wakes) after writing to ``ep``."""
+        index = self.mem.load(self.layout.dir_entry(ep.host, ep.slot) + L.DIR_WAKE)
+        if not 0 <= index < self.layout.dir_entries:
+            return None
+        return self.layout.dir_entry_at(index) + L.DIR_SLEEP
 
     def set_endpoint_state(self, ep: Endpoint, state: int) -> None:
         off = self.layout.dir_entry(ep.host, ep.slot)
@@ -328,7 +339,7 @@ class Pool:
                 mem.store(off + L.CH_RESP_TAIL, 0)
                 for field, value in ((L.CH_TARGET, L.pack_target(target.index, target.generation)),
                                      (L.CH_CLIENT_PID, pid), (L.CH_CLIENT_HEARTBEAT, t),
-                                     (L.CH_CALLS_STARTED, 0), (L.CH_OPENED, t)):
+                                     (L.CH_CALLS_STARTED, 0), (L.CH_OPENED, t), (L.CH_CLIENT_SLEEP, 0)):
                     mem.store(off + field, value)
                 mem.store(off + L.CH_CLAIM, L.pack_state(gen, L.CH_OPEN))
                 self._ring_bell(L.HOST_CHANNEL_BELL)

@@ -67,7 +67,7 @@ class ServerChannel:
 
     __slots__ = ("host", "slot", "generation", "ctl", "claim_word", "rx", "tx", "tx_lock", "calls", "peer",
                  "client_pid", "beat", "beat_seen", "dropped", "released", "calls_done", "errors", "bytes_in",
-                 "bytes_out", "same_process")
+                 "bytes_out", "same_process", "same_host", "client_sleep")
 
     def __init__(self, pool: Pool, host: int, slot: int, generation: int, claim_word: int, client_pid: int,
                  max_receive: int) -> None:
@@ -92,6 +92,8 @@ class ServerChannel:
         self.released = False  # removed from the server, verdict written
         self.calls_done = self.errors = self.bytes_in = self.bytes_out = 0
         self.same_process = host == pool.host_id and client_pid == os.getpid()
+        self.same_host = host == pool.host_id and pool.mem.can_wait
+        self.client_sleep = self.ctl + L.CH_CLIENT_SLEEP  # the client's "asleep in the kernel" word
 
 
 class Server(grpc.Server):
@@ -125,6 +127,8 @@ class Server(grpc.Server):
         self._pollers = 0
         self._threads_busy = 0  # handlers running on the thread pool
         self._local_client = False  # a client in this process: it needs the GIL, do not spin
+        self._futex_ok = False      # every client is on this host: sleep in the kernel, they wake us
+        self._sleep_off = 0
         self._max_pollers = max(2, int(getattr(self._thread_pool, "_max_workers", 16) or 16))
         self._channels: Dict[Tuple[int, int], ServerChannel] = {}
         self._active: Tuple[ServerChannel, ...] = ()
@@ -192,6 +196,7 @@ class Server(grpc.Server):
             self._pool = Pool.acquire(self._pool_path, self._host_id, format_if_empty=True)
             self._bells = [None] * self._pool.layout.max_hosts
             self._bare_limit = self._pool.layout.ring_bytes // 4 - F.HEADER_BYTES
+            self._futex_ok = self._pool.mem.can_wait
             for name in self._names:
                 self._publish(name)
         self._started = True
@@ -206,13 +211,15 @@ class Server(grpc.Server):
             self._pool = Pool.acquire(self._pool_path, self._host_id, format_if_empty=True)
             self._bells = [None] * self._pool.layout.max_hosts
             self._bare_limit = self._pool.layout.ring_bytes // 4 - F.HEADER_BYTES
+            self._futex_ok = self._pool.mem.can_wait
             if self._started:
                 self._spawn_poller()
                 threading.Thread(target=self._monitor, name="notnets-monitor", daemon=True).start()
         limit = _monotonic() + stale_ms() / 1000 + 1.0
+        first = next(iter(self._endpoints.values()), None)
         while True:
             try:
-                ep = self._pool.publish(name, os.getpid())
+                ep = self._pool.publish(name, os.getpid(), wake_index=first.index if first else None)
                 break
             except EndpointInUseError:
                 # a holder on another host may have just died: wait for its heartbeat to go stale
@@ -220,6 +227,8 @@ class Server(grpc.Server):
                     raise
                 time.sleep(0.1)
         self._endpoints[ep.index] = ep
+        if first is None:
+            self._sleep_off = self._pool.layout.dir_entry(ep.host, ep.slot) + L.DIR_SLEEP
 
     def _held_locally(self, name: str) -> bool:
         pool = self._pool
@@ -314,6 +323,9 @@ class Server(grpc.Server):
                     if self._threads_busy or self._local_client:  # other threads here need the GIL
                         backoff.n = backoff.spin
                     self._idle = False
+                elif self._futex_ok and backoff.n >= backoff.spin:
+                    self._sleep(mem)
+                    self._discover()
                 elif backoff.pause():
                     self._idle = backoff.sleeping
         except Exception:
@@ -326,6 +338,23 @@ class Server(grpc.Server):
         finally:
             with self._leader_lock:
                 self._pollers -= 1
+
+    def _sleep(self, mem: Any) -> None:
+        """Sleep in the kernel until a same-host client wakes us (or IDLE_SLEEP passes).
+
+        Publishes "asleep" first and looks at every ring once more, so a frame written
+        just before the flag was visible is not slept over.
+        """
+        off = self._sleep_off
+        mem.store(off, 1)
+        for ch in self._active:
+            rx = ch.rx
+            if rx._head != rx.tail or mem.load(rx.head_off) != rx.tail:
+                break
+        else:
+            self._idle = True
+            mem.wait_word(off, 1, IDLE_SLEEP)
+        mem.store(off, 0)
 
     def _drain(self, ch: ServerChannel, me: int) -> bool:
         """Handle up to 32 frames of one channel; False if this thread lost the leader role."""
@@ -459,25 +488,23 @@ class Server(grpc.Server):
             except Exception:
                 self._fail(call, grpc.StatusCode.INTERNAL, "Failed to serialize response!")
                 return
-            if (call.code_ is None and call.details_ is None and call.initial is None and call.trailing is None
-                    and call.callbacks is None and len(payload) <= self._bare_limit):
-                with self._state_lock:
-                    if call.finished:
-                        return
-                    call.finished = True
-                    send = call.active
-                    call.active = False
-                    del ch.calls[cid]
-                    if deadline is not None:
-                        self._deadlines.pop(id(call), None)
-                if send:
-                    tx = ch.tx
-                    with ch.tx_lock:
-                        sent = not ch.dropped and tx.try_write(_STATUS, _BARE, cid, 0, (payload,), len(payload))
-                    if sent:
-                        ch.bytes_out += len(payload)
-                    else:
-                        self._write(ch, _STATUS, _BARE, cid, 0, (payload,), len(payload), None)
+            if not call.touched and len(payload) <= self._bare_limit:
+                # popping the call is the claim: a concurrent cancel finds it gone, and vice versa
+                if ch.calls.pop(cid, None) is None:
+                    return
+                call.active = False
+                call.finished = True
+                if deadline is not None:
+                    self._deadlines.pop(id(call), None)
+                tx = ch.tx
+                with ch.tx_lock:
+                    sent = not ch.dropped and tx.try_write(_STATUS, _BARE, cid, 0, (payload,), len(payload))
+                if sent:
+                    ch.bytes_out += len(payload)
+                    if ch.same_host and tx.mem.load(ch.client_sleep):
+                        tx.mem.wake_word(ch.client_sleep)
+                else:
+                    self._write(ch, _STATUS, _BARE, cid, 0, (payload,), len(payload), None)
                 ch.calls_done += 1
             else:
                 self._finish(call, payload)
@@ -650,7 +677,11 @@ class Server(grpc.Server):
                     return False
                 if ch.tx.try_write(kind, flags, cid, aux, parts, n):
                     ch.bytes_out += n
+                    if ch.same_host and ch.tx.mem.load(ch.client_sleep):
+                        ch.tx.mem.wake_word(ch.client_sleep)
                     return True
+                if ch.same_host:
+                    ch.tx.mem.wake_word(ch.client_sleep)  # it may be asleep with a full ring to drain
                 backoff = Backoff(spin=0) if ch.same_process else Backoff()
                 while True:
                     if ch.dropped or self._stopped.is_set():
@@ -660,6 +691,8 @@ class Server(grpc.Server):
                     backoff.pause()
                     if ch.tx.try_write(kind, flags, cid, aux, parts, n):
                         ch.bytes_out += n
+                        if ch.same_host:
+                            ch.tx.mem.wake_word(ch.client_sleep)
                         return True
             except ProtocolError as exc:
                 _log.warning("dropping channel host%d/%d: %s", ch.host, ch.slot, exc)
@@ -713,7 +746,7 @@ class Server(grpc.Server):
 
     def _end(self, call: ServerCall, code: grpc.StatusCode, details: str, message: Optional[bytes]) -> None:
         with self._state_lock:
-            if call.finished:
+            if call.finished or call.channel.calls.pop(call.call_id, None) is None:
                 return
             call.finished = True
             send = call.active
@@ -778,7 +811,7 @@ class Server(grpc.Server):
     def _cancel_call(self, call: ServerCall, code: grpc.StatusCode, details: str, notify_client: bool) -> None:
         """Cancellation from the client, the deadline, the server itself or shutdown."""
         with self._state_lock:
-            if call.finished:
+            if call.finished or call.channel.calls.pop(call.call_id, None) is None:
                 return
             call.finished = True
             call.cancelled = True
@@ -863,6 +896,7 @@ class Server(grpc.Server):
             self._channels[(host, slot)] = ch
             self._active = tuple(self._channels.values())
             self._local_client = any(c.same_process for c in self._active)
+            self._futex_ok = self._pool.mem.can_wait and all(c.same_host for c in self._active)
         mem.store(off + L.CH_ACCEPT, L.pack_state(gen, L.ACC_ACCEPTED))
 
     def _drop_channel(self, ch: ServerChannel, verdict: int) -> None:
@@ -876,6 +910,7 @@ class Server(grpc.Server):
                 del self._channels[(ch.host, ch.slot)]
                 self._active = tuple(self._channels.values())
                 self._local_client = any(c.same_process for c in self._active)
+                self._futex_ok = self._pool.mem.can_wait and all(c.same_host for c in self._active)
         for call in list(ch.calls.values()):
             self._cancel_call(call, grpc.StatusCode.CANCELLED, "Channel went away", notify_client=False)
         pool = self._pool

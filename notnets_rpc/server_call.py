@@ -37,6 +37,7 @@ class ServerCall(grpc.ServicerContext):
     requests: Optional[queue.SimpleQueue] = None
     partial: Any = None  # messages.Partial of a message that spans several frames
     request_done = False
+    touched = False  # the handler set a code, details, metadata or a callback: no bare reply
 
     def __init__(self, server: Any, channel: Any, call_id: int, method: str, metadata: tuple,
                  deadline: Optional[float], handler: Any) -> None:
@@ -67,6 +68,7 @@ class ServerCall(grpc.ServicerContext):
             if self.callbacks is None:
                 self.callbacks = []
             self.callbacks.append(callback)
+            self.touched = True
             return True
 
     # -- grpc.ServicerContext --------------------------------------------------------------------
@@ -95,11 +97,13 @@ class ServerCall(grpc.ServicerContext):
         if self.headers_sent or self.initial is not None:
             raise ValueError("Initial metadata has already been sent!")
         self.initial = tuple(initial_metadata or ())
+        self.touched = True
         if self.handler.response_streaming:
             self._server._send_headers(self)
 
     def set_trailing_metadata(self, trailing_metadata: Any) -> None:
         self.trailing = tuple(trailing_metadata or ())
+        self.touched = True
 
     def trailing_metadata(self) -> Any:
         return as_metadata(self.trailing) if self.trailing else self.trailing
@@ -110,17 +114,21 @@ class ServerCall(grpc.ServicerContext):
         self.code_ = code
         self.details_ = details
         self.aborted = True
+        self.touched = True
         raise AbortError()
 
     def abort_with_status(self, status: Any) -> None:
         self.trailing = tuple(status.trailing_metadata or ())
+        self.touched = True
         self.abort(status.code, status.details)
 
     def set_code(self, code: grpc.StatusCode) -> None:
         self.code_ = code
+        self.touched = True
 
     def set_details(self, details: str) -> None:
         self.details_ = details
+        self.touched = True
 
     def code(self) -> Optional[grpc.StatusCode]:
         return self.code_

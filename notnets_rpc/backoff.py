@@ -2,7 +2,8 @@
 
 Spinning gives the lowest latency but holds the GIL and a core; sched_yield lets other
 threads of this process (and other processes) run; sleeping frees the core when idle.
-The spin phase is counted in iterations (the hot path costs one increment); the yield
+The spin phase is counted in iterations (the hot path costs one increment) and adapts
+to whether spinning pays (see ``Backoff.reset``); the yield
 phase lasts a fixed time since the last useful work, so that a peer that pauses for a
 few milliseconds between calls (say, to serialize a large message) still finds us
 awake; after that the sleep doubles up to a cap. Tunables (environment):
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Callable, Optional
 
 _sched_yield = os.sched_yield
 _sleep = time.sleep
@@ -31,6 +33,7 @@ SPIN = _env_int("NOTNETS_SPIN", 400)
 YIELD_TIME = _env_int("NOTNETS_YIELD_US", 20000) / 1e6
 MAX_SLEEP = _env_int("NOTNETS_MAX_SLEEP_US", 1000) / 1e6
 MIN_SLEEP = 50e-6
+SPIN_FLOOR = 16
 
 
 class Backoff:
@@ -40,19 +43,50 @@ class Backoff:
     peer liveness): every 16th yield and after every sleep, never while spinning.
     """
 
-    __slots__ = ("n", "spin", "yield_time", "yield_end", "sleep", "max_sleep", "sleeping")
+    __slots__ = ("n", "spin", "spin_max", "yield_time", "yield_end", "sleep", "max_sleep", "sleeping", "sleeper",
+                 "forced")
 
-    def __init__(self, spin: int = SPIN, yield_time: float = YIELD_TIME, max_sleep: float = MAX_SLEEP) -> None:
+    def __init__(self, spin: int = SPIN, yield_time: float = YIELD_TIME, max_sleep: float = MAX_SLEEP,
+                 sleeper: Optional[Callable[[float], None]] = None) -> None:
+        """``sleeper(seconds)``: how to sleep in the last phase; a same-host peer can be
+        woken early from a kernel sleep (memory.Memory.wait_word), so it sleeps
+        ``max_sleep`` at once instead of doubling up to it."""
         self.spin = spin
+        self.spin_max = spin
         self.yield_time = yield_time
         self.max_sleep = max(max_sleep, MIN_SLEEP)
-        self.reset()
+        self.sleeper = sleeper
+        self.restart()
 
     def reset(self) -> None:
+        """Useful work arrived: adapt the spin budget, then start over.
+
+        Work that arrives while spinning means the peer runs on another CPU: spinning
+        pays, keep (double) the budget. Work that only arrives after we started
+        yielding means spinning was wasted -- typically the peer shares our CPU and
+        cannot run while we spin -- so halve it (down to a floor that lets it recover).
+        """
+        n = self.n
+        if n and not self.forced:
+            if n <= self.spin:
+                if self.spin < self.spin_max:
+                    self.spin = min(self.spin_max, self.spin * 2)
+            elif not self.sleeping and self.spin > SPIN_FLOOR:
+                self.spin = max(SPIN_FLOOR, self.spin // 2)
+        self.restart()
+
+    def restart(self) -> None:
+        """Start a new wait without learning anything from the last one."""
         self.n = 0
+        self.forced = False
         self.yield_end = 0.0
         self.sleep = MIN_SLEEP
         self.sleeping = False
+
+    def skip_spin(self) -> None:
+        """This wait must not spin (another thread of the process needs the GIL)."""
+        self.n = self.spin
+        self.forced = True
 
     def pause(self) -> bool:
         n = self.n = self.n + 1
@@ -69,6 +103,9 @@ class Backoff:
                 _sched_yield()
                 return True
             self.sleeping = True
+        if self.sleeper is not None:
+            self.sleeper(self.max_sleep)
+            return True
         _sleep(self.sleep)
         if self.sleep < self.max_sleep:
             self.sleep = min(self.sleep * 2, self.max_sleep)

@@ -36,7 +36,6 @@ from .status import OK, code_from_wire
 _allocate_lock = threading.Lock
 _monotonic = time.monotonic
 LIVENESS_PERIOD = 0.1
-FUTEX_TIMEOUT = 0.001  # a kernel sleep never lasts longer: liveness, deadlines and lost wakes are checked
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 _CALL = F.CALL
 _STATUS = F.STATUS
@@ -81,30 +80,35 @@ class Connection:
         # same host: sleep in the kernel after spinning and let the server wake us (and we it)
         self.futex = self.mem.can_wait and endpoint.host == pool.host_id
         self.sleep_off = self.ctl + L.CH_CLIENT_SLEEP
-        self.server_sleep = pool.server_sleep_word(endpoint) if self.futex else None
+        entry = pool.server_wake_entry(endpoint) if self.futex else None
+        self.server_sleep = None if entry is None else entry + L.DIR_SLEEP
+        self.server_kick = None if entry is None else entry + L.DIR_KICK
         self._backoff = self._new_backoff()
         self._peer_beat = (endpoint.heartbeat_ms, _monotonic())
         self._last_check = _monotonic()
 
     def _new_backoff(self) -> Backoff:
         # a server in this very process needs the GIL to answer: do not spin
-        return Backoff(spin=0) if self.same_process else Backoff()
+        sleeper = self._sleep if self.futex else None
+        return Backoff(spin=0, sleeper=sleeper) if self.same_process else Backoff(sleeper=sleeper)
 
     def wake_server(self) -> None:
-        """After writing a frame: wake the server if its poller sleeps in the kernel."""
+        """After writing a frame: if the server's poller sleeps in the kernel, kick and wake it."""
         off = self.server_sleep
         if off is not None and self.mem.load(off):
-            self.mem.wake_word(off)
+            kick = self.server_kick
+            self.mem.store(kick, self.mem.load(kick) + 1)
+            self.mem.wake_word(kick)
 
-    def _sleep(self, until: Optional[float]) -> None:
-        """Sleep in the kernel until the server writes to us (it checks our sleep word) or 1 ms."""
-        timeout = FUTEX_TIMEOUT
-        if until is not None:
-            timeout = max(0.0, min(timeout, until - _monotonic()))
+    def _sleep(self, timeout: float) -> None:
+        """Sleep in the kernel on the response ring's head until the server moves it (and,
+        seeing our sleep word, wakes us), or ``timeout``."""
         mem = self.mem
+        rx = self.rx
         mem.store(self.sleep_off, 1)
-        if not self.rx.pending():
-            mem.wait_word(self.sleep_off, 1, timeout)
+        head = mem.load(rx.head_off)
+        if head == rx.tail:
+            mem.wait_word(rx.head_off, head, timeout)
         mem.store(self.sleep_off, 0)
 
     # -- handshake -------------------------------------------------------------------------------
@@ -172,14 +176,14 @@ class Connection:
         if not sent:
             self.send(_CALL, _HAS_MESSAGE | _END, cid, 0, (prefix, payload), n, state)
         elif self.server_sleep is not None and self.mem.load(self.server_sleep):
-            self.mem.wake_word(self.server_sleep)
+            self.wake_server()
         reader = self.reader
         if not reader.acquire(False):
             return state, None
         try:
             read = self.rx.read
             backoff = self._backoff
-            backoff.reset()
+            backoff.restart()
             while True:
                 frame = read()
                 if frame is not None:
@@ -187,13 +191,19 @@ class Connection:
                         del calls[cid]
                         state.done = True
                         state.code = OK
+                        backoff.reset()
                         return state, frame[4]
                     self._dispatch(frame)
                     if state.done:
+                        backoff.reset()
                         return state, None
-                    backoff.reset()
-                elif self.broken is not None or backoff.n >= backoff.spin:
-                    return state, None  # slow answer: the general wait takes over
+                    backoff.restart()
+                elif self.broken is not None:
+                    return state, None
+                elif backoff.n >= backoff.spin:
+                    # a slow answer: keep the token and wait the general way (yield, then sleep)
+                    self._read_until(state, WAIT_DONE, None, False, fresh=False)
+                    return state, None
                 else:
                     backoff.n += 1
         except ProtocolError as exc:
@@ -290,7 +300,7 @@ class Connection:
                     state.waiter = waiter
                     self.want_reader += 1
                 if self.futex:
-                    self.mem.wake_word(self.sleep_off)  # a pump asleep in the kernel: hand over
+                    self.mem.wake_word(self.rx.head_off)  # a pump asleep in the kernel: hand over
                 limit = 0.02
                 if until is not None:
                     limit = min(limit, max(0.0, until - _monotonic()))
@@ -329,16 +339,18 @@ class Connection:
             if self.want_reader:
                 self._hand_over()
 
-    def _read_until(self, state: Optional[CallState], what: int, until: Optional[float], pumping: bool) -> None:
+    def _read_until(self, state: Optional[CallState], what: int, until: Optional[float], pumping: bool,
+                    fresh: bool = True) -> None:
         read = self.rx.read
         dispatch = self._dispatch
         if pumping:
-            backoff = Backoff(spin=0, yield_time=0.001)
+            backoff = Backoff(spin=0, yield_time=0.001, sleeper=self._sleep if self.futex else None)
         else:
             backoff = self._backoff
-            backoff.reset()
+            if fresh:
+                backoff.restart()
             if self.senders:
-                backoff.n = backoff.spin
+                backoff.skip_spin()
         deadline = state.deadline if state is not None else None
         if until is not None and (deadline is None or until < deadline):
             deadline = until
@@ -349,20 +361,15 @@ class Connection:
                 frame = read()
                 if frame is not None:
                     dispatch(frame)
+                    backoff.reset()
                     if state is not None and state.ready(what):
                         return
-                    backoff.reset()
                     if self.senders:
-                        backoff.n = backoff.spin
+                        backoff.skip_spin()
                     continue
                 if self.broken is not None:
                     return
-                if self.futex and backoff.n >= backoff.spin:
-                    self._sleep(deadline)
-                    slow = True
-                else:
-                    slow = backoff.pause()
-                if slow:
+                if backoff.pause():
                     now = _monotonic()
                     if now - self._last_check > LIVENESS_PERIOD:  # first: whoever reads must watch the server
                         self._check_peer(now)

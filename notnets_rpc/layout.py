@@ -60,8 +60,10 @@ DIR_BYTES_IN = 48
 DIR_BYTES_OUT = 56
 DIR_NAME_LEN = 64
 DIR_NAME = 72
-DIR_SLEEP = 200         # 1 while the server's poller sleeps in the kernel (FUTEX_WAIT on this word), else 0
-DIR_WAKE = 208          # directory index of the entry whose DIR_SLEEP the poller sleeps on
+DIR_SLEEP = 200         # 1 while the server's poller sleeps in the kernel, else 0
+DIR_WAKE = 208          # directory index of the entry whose DIR_SLEEP / DIR_KICK the poller uses
+DIR_KICK = 216          # the poller sleeps on this word; same-host clients bump it, then wake it (a
+                        # hint with several writers: only "it changed" matters, never its value)
 DIR_FREE, DIR_LIVE, DIR_DRAINING, DIR_CLOSED = 0, 1, 2, 3
 DIR_STATE_NAMES = {DIR_FREE: "free", DIR_LIVE: "live", DIR_DRAINING: "draining", DIR_CLOSED: "closed"}
 
@@ -73,7 +75,7 @@ CH_CLIENT_PID = 16
 CH_CLIENT_HEARTBEAT = 24
 CH_CALLS_STARTED = 32
 CH_OPENED = 40
-CH_CLIENT_SLEEP = 48    # 1 while a client thread sleeps in the kernel waiting for this channel, else 0
+CH_CLIENT_SLEEP = 48    # 1 while a client thread sleeps in the kernel on the response ring head, else 0
 CH_ACCEPT = 64          # generation << 8 | verdict (server)
 CH_SERVER_PID = 72
 CH_CALLS_DONE = 80

@@ -48,6 +48,9 @@ class _Futex:
 
     def wait(self, addr: int, expected: int, timeout: float) -> bool:
         """Sleep while the 32-bit word at ``addr`` equals ``expected``; False if unusable."""
+        expected &= 0xFFFFFFFF
+        if expected >= 0x80000000:
+            expected -= 0x100000000
         ts = _Timespec(int(timeout), int((timeout % 1) * 1e9))
         if self._syscall(self.SYS_FUTEX, addr, self.WAIT, expected, ctypes.byref(ts), None, 0) == -1:
             return ctypes.get_errno() in (11, 110, 4)  # EAGAIN (changed), ETIMEDOUT, EINTR
@@ -165,7 +168,11 @@ class Memory:
 
     # -- sleeping on a word (same host only; see _Futex) ----------------------------------
     def wait_word(self, off: int, expected: int, timeout: float) -> None:
-        """Block until woken, until the word at ``off`` is no longer ``expected``, or ``timeout``."""
+        """Block until woken, until the word at ``off`` differs from ``expected`` (its low 32
+        bits are compared, atomically with going to sleep), or ``timeout``.
+
+        Wakers must change that word before waking, or a wake sent just before the sleep
+        begins is lost (the sleep then lasts ``timeout``)."""
         if self.can_wait:
             if _FUTEX.wait(self._base + off, expected, timeout):
                 return

@@ -298,12 +298,12 @@ class Pool:
             self._ring_bell(L.HOST_DIR_BELL)
             return Endpoint(name, self.host_id, slot, lay.dir_index(self.host_id, slot), gen, L.DIR_LIVE, pid, t)
 
-    def server_sleep_word(self, ep: Endpoint) -> Optional[int]:
-        """Offset of the word a same-host client checks (and wakes) after writing to ``ep``."""
+    def server_wake_entry(self, ep: Endpoint) -> Optional[int]:
+        """Offset of the directory entry whose sleep/kick words ``ep``'s server uses."""
         index = self.mem.load(self.layout.dir_entry(ep.host, ep.slot) + L.DIR_WAKE)
         if not 0 <= index < self.layout.dir_entries:
             return None
-        return self.layout.dir_entry_at(index) + L.DIR_SLEEP
+        return self.layout.dir_entry_at(index)
 
     def set_endpoint_state(self, ep: Endpoint, state: int) -> None:
         off = self.layout.dir_entry(ep.host, ep.slot)

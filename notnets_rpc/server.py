@@ -49,6 +49,7 @@ PROMOTE_AFTER = 0.005
 HEARTBEAT_PERIOD = 0.1
 CLIENT_CHECK_PERIOD = 0.5
 IDLE_SLEEP = float(os.environ.get("NOTNETS_IDLE_SLEEP_US", "1000")) / 1e6
+MAX_POLLER_CRASHES = 10
 _UNAVAILABLE_SHUTDOWN = "Cancelling all calls"
 _CALL_HEAD_SIZE = F.CALL_HEAD.size
 _unpack_call_head = F.CALL_HEAD.unpack_from
@@ -129,6 +130,9 @@ class Server(grpc.Server):
         self._local_client = False  # a client in this process: it needs the GIL, do not spin
         self._futex_ok = False      # every client is on this host: sleep in the kernel, they wake us
         self._sleep_off = 0
+        self._kick_off = 0
+        self._crashes = 0
+        self._poll_sleep = 50e-6
         self._max_pollers = max(2, int(getattr(self._thread_pool, "_max_workers", 16) or 16))
         self._channels: Dict[Tuple[int, int], ServerChannel] = {}
         self._active: Tuple[ServerChannel, ...] = ()
@@ -229,6 +233,7 @@ class Server(grpc.Server):
         self._endpoints[ep.index] = ep
         if first is None:
             self._sleep_off = self._pool.layout.dir_entry(ep.host, ep.slot) + L.DIR_SLEEP
+            self._kick_off = self._pool.layout.dir_entry(ep.host, ep.slot) + L.DIR_KICK
 
     def _held_locally(self, name: str) -> bool:
         pool = self._pool
@@ -305,7 +310,7 @@ class Server(grpc.Server):
                 self._leader = me
         try:
             mem = self._pool.mem
-            backoff = Backoff(max_sleep=IDLE_SLEEP)
+            backoff = Backoff(max_sleep=IDLE_SLEEP, sleeper=lambda seconds: self._sleep(mem, seconds))
             it = 0
             while self._leader == me:
                 worked = False
@@ -320,12 +325,10 @@ class Server(grpc.Server):
                     self._discover()
                 if worked:
                     backoff.reset()
+                    self._poll_sleep = 50e-6
                     if self._threads_busy or self._local_client:  # other threads here need the GIL
-                        backoff.n = backoff.spin
+                        backoff.skip_spin()
                     self._idle = False
-                elif self._futex_ok and backoff.n >= backoff.spin:
-                    self._sleep(mem)
-                    self._discover()
                 elif backoff.pause():
                     self._idle = backoff.sleeping
         except Exception:
@@ -333,27 +336,37 @@ class Server(grpc.Server):
             with self._leader_lock:
                 if self._leader == me:
                     self._leader = None
-            if not self._stopped.is_set():
+                self._crashes += 1
+                again = self._crashes <= MAX_POLLER_CRASHES and not self._stopped.is_set()
+            if again:
+                time.sleep(0.1 * self._crashes)  # a bug that crashes every poll must not spin
                 self._spawn_poller()
+            else:
+                _log.error("NotNets poller crashed %d times; this server no longer serves the pool", self._crashes)
         finally:
             with self._leader_lock:
                 self._pollers -= 1
 
-    def _sleep(self, mem: Any) -> None:
-        """Sleep in the kernel until a same-host client wakes us (or IDLE_SLEEP passes).
+    def _sleep(self, mem: Any, seconds: float) -> None:
+        """Idle: sleep in the kernel until a same-host client wakes us, or ``seconds``.
 
         Publishes "asleep" first and looks at every ring once more, so a frame written
         just before the flag was visible is not slept over.
         """
         off = self._sleep_off
         mem.store(off, 1)
+        kick = mem.load(self._kick_off)
         for ch in self._active:
             rx = ch.rx
             if rx._head != rx.tail or mem.load(rx.head_off) != rx.tail:
                 break
         else:
             self._idle = True
-            mem.wait_word(off, 1, IDLE_SLEEP)
+            if self._futex_ok:
+                mem.wait_word(self._kick_off, kick, seconds)
+            else:  # a client on another host could not wake us
+                time.sleep(min(seconds, self._poll_sleep))
+                self._poll_sleep = min(self._poll_sleep * 2, seconds)
         mem.store(off, 0)
 
     def _drain(self, ch: ServerChannel, me: int) -> bool:
@@ -502,7 +515,7 @@ class Server(grpc.Server):
                 if sent:
                     ch.bytes_out += len(payload)
                     if ch.same_host and tx.mem.load(ch.client_sleep):
-                        tx.mem.wake_word(ch.client_sleep)
+                        tx.mem.wake_word(tx.head_off)
                 else:
                     self._write(ch, _STATUS, _BARE, cid, 0, (payload,), len(payload), None)
                 ch.calls_done += 1
@@ -678,10 +691,10 @@ class Server(grpc.Server):
                 if ch.tx.try_write(kind, flags, cid, aux, parts, n):
                     ch.bytes_out += n
                     if ch.same_host and ch.tx.mem.load(ch.client_sleep):
-                        ch.tx.mem.wake_word(ch.client_sleep)
+                        ch.tx.mem.wake_word(ch.tx.head_off)
                     return True
                 if ch.same_host:
-                    ch.tx.mem.wake_word(ch.client_sleep)  # it may be asleep with a full ring to drain
+                    ch.tx.mem.wake_word(ch.tx.head_off)  # it may be asleep with a full ring to drain
                 backoff = Backoff(spin=0) if ch.same_process else Backoff()
                 while True:
                     if ch.dropped or self._stopped.is_set():
@@ -692,7 +705,7 @@ class Server(grpc.Server):
                     if ch.tx.try_write(kind, flags, cid, aux, parts, n):
                         ch.bytes_out += n
                         if ch.same_host:
-                            ch.tx.mem.wake_word(ch.client_sleep)
+                            ch.tx.mem.wake_word(ch.tx.head_off)
                         return True
             except ProtocolError as exc:
                 _log.warning("dropping channel host%d/%d: %s", ch.host, ch.slot, exc)

@@ -133,6 +133,17 @@ class Memory:
             raise ProtocolError(f"range [{off}, {off + n}) outside the pool (size {self.size})")
         self._bytes[off : off + n] = data
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that redefines ``write`` or ``store`` (a far-memory model) gets a
+        ``publish`` made of its own ``write`` and ``store``, so no access escapes it."""
+        super().__init_subclass__(**kwargs)
+        if "publish" not in cls.__dict__ and ("write" in cls.__dict__ or "store" in cls.__dict__):
+            cls.publish = Memory._publish_by_parts  # type: ignore[method-assign]
+
+    def _publish_by_parts(self, off: int, data: Any, word_off: int, value: int) -> None:
+        self.write(off, data)
+        self.store(word_off, value)
+
     def publish(self, off: int, data: Any, word_off: int, value: int) -> None:
         """Copy ``data`` to ``off``, then store the control word that makes it visible.
 

@@ -24,6 +24,9 @@ from .run_state import HostState, RunState
 
 POLL_INTERVAL = 0.2
 STOP_GRACE = 5.0
+# What a backend call may raise when a guest is slow or gone: the agent client's own
+# errors are UserErrors, but a reply that does not come in time is a TimeoutError.
+AGENT_ERRORS = (UserError, TimeoutError, OSError)
 # In a TCG guest every access to the CXL window is an emulated MMIO access, and glibc's
 # memcpy picks `rep movsb` (ERMS/FSRM) or AVX2 for large copies, which TCG splits into
 # one access per byte: 64 KiB copied into the pool took ~36 ms. With those features
@@ -97,7 +100,10 @@ class HostRunner:
         target = self.run.host(host)
         self._count += 1
         log = self.log_dir / f"{self._count:02d}-{host}-{label}.log"
-        pid = self.backend.spawn(self.run, target, command, cwd=str(REPO_ROOT), env=self.env, log_path=str(log))
+        try:
+            pid = self.backend.spawn(self.run, target, command, cwd=str(REPO_ROOT), env=self.env, log_path=str(log))
+        except (TimeoutError, OSError) as exc:
+            raise UserError(f"{label} on {host}: the guest agent did not start it: {exc or type(exc).__name__}") from None
         proc_ready = re.compile(ready)
         deadline = time.monotonic() + timeout
         while True:
@@ -106,7 +112,10 @@ class HostRunner:
                 proc = GuestProcess(target, pid, log, match)
                 self.started.append(proc)
                 return proc
-            code = self.backend.poll(self.run, target, pid)
+            try:
+                code = self.backend.poll(self.run, target, pid)
+            except AGENT_ERRORS:  # a guest busy for a while (soft lockup under TCG): the log decides
+                code = None
             if code is not None:
                 raise UserError(f"{label} on {host} exited with code {code} before it was ready: {tail_lines(log)}")
             if time.monotonic() > deadline:
@@ -126,7 +135,7 @@ class HostRunner:
                     return
                 time.sleep(POLL_INTERVAL)
             self._kill(proc.host, proc.pid)
-        except UserError:
+        except AGENT_ERRORS:
             pass
 
     def stop_all(self) -> None:
@@ -136,7 +145,7 @@ class HostRunner:
     def _kill(self, host: HostState, pid: int) -> None:
         try:
             self.backend.signal(self.run, host, pid, signal.SIGKILL)
-        except UserError:
+        except AGENT_ERRORS:
             pass
 
     def exec_lines(self, host: str, command: str, timeout: float, on_stdout: Callable[[str], None],
@@ -146,6 +155,9 @@ class HostRunner:
         try:
             return self.backend.exec(self.run, self.run.host(host), command, cwd=str(REPO_ROOT), env=self.env,
                                      timeout=timeout, stdout=out, stderr=err)  # type: ignore[arg-type]
+        except (TimeoutError, OSError) as exc:
+            raise UserError(f"{host}: the guest agent failed while running a command: "
+                            f"{exc or type(exc).__name__}") from None
         finally:
             out.close()
             err.close()

@@ -126,3 +126,25 @@ def test_options_defaults_and_overrides(tmp_path: Path):
 def test_help_returns_no_options(capsys):
     assert parse_bench_args(["--help"]) is None
     assert "--quick" in capsys.readouterr().out
+
+
+def test_a_silent_agent_is_a_user_error_not_a_traceback(tmp_path: Path):
+    """A guest that stops answering (a soft lockup under TCG) fails the workload, one line."""
+    from emulator.bench_guest import HostRunner
+    from emulator.run_state import HostState, RunState
+
+    class SilentBackend:
+        name = "qemu"
+
+        def exec(self, *args, **kwargs):
+            raise TimeoutError("the guest agent did not answer in time")
+
+        spawn = exec
+
+    run = RunState(name="t", backend="qemu", state_dir=str(tmp_path), hosts=[HostState(name="host0", index=0)])
+    runner = HostRunner(run, SilentBackend())  # type: ignore[arg-type]
+    assert runner.env["GLIBC_TUNABLES"].startswith("glibc.cpu.hwcaps=-ERMS")
+    with pytest.raises(UserError, match="did not answer"):
+        runner.exec_lines("host0", "true", 5.0, print, print)
+    with pytest.raises(UserError, match="did not start it"):
+        runner.start("host0", "sleep 1", "never", 1.0, "server")

@@ -50,6 +50,7 @@ HEARTBEAT_PERIOD = 0.1
 CLIENT_CHECK_PERIOD = 0.5
 IDLE_SLEEP = float(os.environ.get("NOTNETS_IDLE_SLEEP_US", "1000")) / 1e6
 MAX_POLLER_CRASHES = 10
+KERNEL_SLEEP_FACTOR = 10  # an idle server asleep in the kernel wakes every 10 x IDLE_SLEEP to look around
 _UNAVAILABLE_SHUTDOWN = "Cancelling all calls"
 _CALL_HEAD_SIZE = F.CALL_HEAD.size
 _unpack_call_head = F.CALL_HEAD.unpack_from
@@ -362,8 +363,8 @@ class Server(grpc.Server):
                 break
         else:
             self._idle = True
-            if self._futex_ok:
-                mem.wait_word(self._kick_off, kick, seconds)
+            if self._futex_ok:  # clients wake us; the timeout only bounds a lost wake or a new host
+                mem.wait_word(self._kick_off, kick, seconds * KERNEL_SLEEP_FACTOR)
             else:  # a client on another host could not wake us
                 time.sleep(min(seconds, self._poll_sleep))
                 self._poll_sleep = min(self._poll_sleep * 2, seconds)

@@ -27,7 +27,7 @@ import grpc
 from . import frames as F
 from . import layout as L
 from .backoff import Backoff
-from .client_call import WAIT_DONE, CallState, ClientCall, _NOTHING
+from .client_call import WAIT_DONE, CallState, _NOTHING
 from .errors import ProtocolError
 from .messages import on_chunk, sink_slot, takes_buffers
 from .pool import Endpoint, Pool, pid_alive, stale_ms

@@ -16,10 +16,10 @@ import threading
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 from . import layout as L
-from .errors import (EndpointInUseError, NotAPoolError, PoolError, PoolExistsError, PoolFullError, ProtocolError)
+from .errors import EndpointInUseError, NotAPoolError, PoolError, PoolExistsError, PoolFullError
 from .mapping import Mapping, PathLike, create_backing
 from .memory import Memory, pool_memory
 from .ring import RingReader, RingWriter

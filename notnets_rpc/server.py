@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from concurrent import futures
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import grpc
 
@@ -30,11 +30,13 @@ from . import frames as F
 from . import layout as L
 from .backoff import Backoff
 from .channel import message_limits
-from .errors import EndpointInUseError, PoolError, ProtocolError
-from .messages import on_chunk, sink_slot, takes_buffers
-from .pool import Endpoint, Pool, now_ms, pid_alive, stale_ms
-from .server_call import CANCELLED, END_OF_REQUESTS, AbortError, RequestIterator, ServerCall
-from .status import OK, as_metadata, code_to_wire
+from .errors import EndpointInUseError, ProtocolError
+from .messages import on_chunk, takes_buffers
+from .pool import Endpoint, Pool, stale_ms
+from .server_call import END_OF_REQUESTS, AbortError, RequestIterator, ServerCall
+from .server_channels import ChannelTable, ServerChannel
+from .server_replies import Replies
+from .status import as_metadata
 
 try:
     from grpc._utilities import DictionaryGenericHandler
@@ -64,41 +66,7 @@ class _HandlerCallDetails(collections.namedtuple("_HandlerCallDetails", ("method
     pass
 
 
-class ServerChannel:
-    """A client's channel as the server holds it."""
-
-    __slots__ = ("host", "slot", "generation", "ctl", "claim_word", "rx", "tx", "tx_lock", "calls", "peer",
-                 "client_pid", "beat", "beat_seen", "dropped", "released", "calls_done", "errors", "bytes_in",
-                 "bytes_out", "same_process", "same_host", "client_sleep")
-
-    def __init__(self, pool: Pool, host: int, slot: int, generation: int, claim_word: int, client_pid: int,
-                 max_receive: int) -> None:
-        self.host, self.slot, self.generation = host, slot, generation
-        self.ctl = pool.layout.channel(host, slot)
-        self.claim_word = claim_word
-        self.rx, self.tx = pool.server_rings(host, slot)
-        calls: Dict[int, ServerCall] = {}
-        self.calls = calls
-
-        def sink(kind: int, flags: int, cid: int, aux: int, n: int) -> Optional[memoryview]:
-            call = calls.get(cid) if kind == F.MESSAGE else None
-            return None if call is None or call.request_done else sink_slot(call, aux, n, max_receive)
-
-        self.rx.sink = sink
-        self.tx_lock = threading.Lock()
-        self.client_pid = client_pid
-        self.peer = f"notnets:host{host}/pid{client_pid}"
-        self.beat = pool.mem.load(self.ctl + L.CH_CLIENT_HEARTBEAT)
-        self.beat_seen = _monotonic()
-        self.dropped = False   # stop reading and writing (also set on a ring error)
-        self.released = False  # removed from the server, verdict written
-        self.calls_done = self.errors = self.bytes_in = self.bytes_out = 0
-        self.same_process = host == pool.host_id and client_pid == os.getpid()
-        self.same_host = host == pool.host_id and pool.mem.can_wait
-        self.client_sleep = self.ctl + L.CH_CLIENT_SLEEP  # the client's "asleep in the kernel" word
-
-
-class Server(grpc.Server):
+class Server(ChannelTable, Replies, grpc.Server):
     def __init__(self, thread_pool: Optional[futures.Executor] = None, pool: Optional[str] = None,
                  handlers: Optional[Sequence[grpc.GenericRpcHandler]] = None,
                  interceptors: Optional[Sequence[grpc.ServerInterceptor]] = None,
@@ -681,264 +649,6 @@ class Server(grpc.Server):
         if payload is not None:
             self._finish(call, payload)
 
-    # -- writing responses ------------------------------------------------------------------------------
-    def _write(self, ch: ServerChannel, kind: int, flags: int, cid: int, aux: int, parts: Sequence[Any], n: int,
-               call: Optional[ServerCall]) -> bool:
-        """One frame to the response ring; waits for room; False if the channel went away."""
-        with ch.tx_lock:
-            try:
-                if ch.dropped:
-                    return False
-                if ch.tx.try_write(kind, flags, cid, aux, parts, n):
-                    ch.bytes_out += n
-                    if ch.same_host and ch.tx.mem.load(ch.client_sleep):
-                        ch.tx.mem.wake_word(ch.tx.head_off)
-                    return True
-                if ch.same_host:
-                    ch.tx.mem.wake_word(ch.tx.head_off)  # it may be asleep with a full ring to drain
-                backoff = Backoff(spin=0) if ch.same_process else Backoff()
-                while True:
-                    if ch.dropped or self._stopped.is_set():
-                        return False
-                    if call is not None and not call.active and kind != F.STATUS:
-                        return False
-                    backoff.pause()
-                    if ch.tx.try_write(kind, flags, cid, aux, parts, n):
-                        ch.bytes_out += n
-                        if ch.same_host:
-                            ch.tx.mem.wake_word(ch.tx.head_off)
-                        return True
-            except ProtocolError as exc:
-                _log.warning("dropping channel host%d/%d: %s", ch.host, ch.slot, exc)
-                ch.dropped = True
-                return False
-
-    def _send_headers(self, call: ServerCall) -> None:
-        if call.headers_sent or not call.active:
-            return
-        call.headers_sent = True
-        raw = F.encode_metadata(call.initial)
-        self._write(call.channel, F.HEADERS, 0, call.call_id, 0, (raw,), len(raw), call)
-
-    def _send_message(self, call: ServerCall, payload: bytes) -> None:
-        n = len(payload)
-        if n > self._max_send:
-            self._fail(call, grpc.StatusCode.RESOURCE_EXHAUSTED, f"Sent message larger than max ({n} vs. {self._max_send})")
-            return
-        if not call.headers_sent:
-            self._send_headers(call)
-        ch = call.channel
-        chunk = self._pool.layout.ring_bytes // 4 - F.HEADER_BYTES
-        if n <= chunk:
-            self._write(ch, F.MESSAGE, 0, call.call_id, n, (payload,), n, call)
-            return
-        view = memoryview(payload)
-        for start in range(0, n, chunk):
-            piece = view[start : start + chunk]
-            more = F.F_MORE if start + chunk < n else 0
-            if not self._write(ch, F.MESSAGE, more, call.call_id, n, (piece,), len(piece), call):
-                return
-
-    def _finish(self, call: ServerCall, message: Optional[bytes]) -> None:
-        """Send the final status (with the unary response inline when it fits)."""
-        code = call.code_ if call.code_ is not None else OK
-        details = call.details_ if call.details_ is not None else ""
-        if message is not None:
-            if len(message) > self._max_send:
-                self._fail(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"Sent message larger than max ({len(message)} vs. {self._max_send})")
-                return
-        self._end(call, code, details, message)
-
-    def _fail(self, call: ServerCall, code: grpc.StatusCode, details: str) -> None:
-        """End a call with an error; a code or details the handler set take precedence (grpcio)."""
-        if call.code_ is not None:
-            code = call.code_
-        if call.details_ is not None:
-            details = call.details_
-        self._end(call, code, details, None)
-
-    def _end(self, call: ServerCall, code: grpc.StatusCode, details: str, message: Optional[bytes]) -> None:
-        with self._state_lock:
-            if call.finished or call.channel.calls.pop(call.call_id, None) is None:
-                return
-            call.finished = True
-            send = call.active
-            call.active = False
-            self._forget(call)
-        ch = call.channel
-        if send and code is OK and message is not None and not details and call.initial is None \
-                and not call.trailing and not call.headers_sent and len(message) <= self._bare_limit:
-            self._write(ch, F.STATUS, F.F_BARE, call.call_id, 0, (message,), len(message), None)
-        elif send:
-            trailing = F.encode_metadata(call.trailing)
-            detail_raw = details.encode("utf-8") if details else b""
-            initial = None
-            flags = 0
-            if not call.headers_sent:
-                initial = F.encode_metadata(call.initial)
-                call.headers_sent = True
-                flags |= F.F_HAS_HEADERS
-            chunk = self._pool.layout.ring_bytes // 4 - F.HEADER_BYTES if self._pool else 0
-            inline = message is not None and (len(message) + len(trailing) + len(detail_raw)
-                                              + (len(initial) if initial else 0) + F.STATUS_HEAD.size) <= chunk
-            if message is not None and not inline:
-                if initial is not None:
-                    self._write(ch, F.HEADERS, 0, call.call_id, 0, (initial,), len(initial), None)
-                    initial, flags = None, flags & ~F.F_HAS_HEADERS
-                self._send_large(call, message)
-            if inline:
-                flags |= F.F_HAS_MESSAGE
-            parts = F.status_parts(detail_raw, trailing, initial, message if inline else None)
-            n = sum(len(p) for p in parts)
-            self._write(ch, F.STATUS, flags, call.call_id, code_to_wire(code), parts, n, None)
-        ch.calls_done += 1
-        if code is not OK:
-            ch.errors += 1
-        if call.callbacks is not None:
-            self._run_callbacks(call)
-
-    def _send_large(self, call: ServerCall, message: bytes) -> None:
-        ch = call.channel
-        chunk = self._pool.layout.ring_bytes // 4 - F.HEADER_BYTES
-        n = len(message)
-        view = memoryview(message)
-        for start in range(0, n, chunk):
-            piece = view[start : start + chunk]
-            more = F.F_MORE if start + chunk < n else 0
-            if not self._write(ch, F.MESSAGE, more, call.call_id, n, (piece,), len(piece), None):
-                return
-
-    def _reject(self, ch: ServerChannel, cid: int, code: grpc.StatusCode, details: str) -> None:
-        parts = F.status_parts(details.encode("utf-8"), b"", b"", None)
-        n = sum(len(p) for p in parts)
-        self._write(ch, F.STATUS, F.F_HAS_HEADERS, cid, code_to_wire(code), parts, n, None)
-        ch.calls_done += 1
-        ch.errors += 1
-
-    def _forget(self, call: ServerCall) -> None:
-        """(state lock held) the call no longer counts as in flight."""
-        call.channel.calls.pop(call.call_id, None)
-        if call.deadline is not None:
-            self._deadlines.pop(id(call), None)
-
-    def _cancel_call(self, call: ServerCall, code: grpc.StatusCode, details: str, notify_client: bool) -> None:
-        """Cancellation from the client, the deadline, the server itself or shutdown."""
-        with self._state_lock:
-            if call.finished or call.channel.calls.pop(call.call_id, None) is None:
-                return
-            call.finished = True
-            call.cancelled = True
-            call.active = False
-            self._forget(call)
-        if call.requests is not None:
-            call.requests.put(CANCELLED)
-        if notify_client and not call.channel.dropped:
-            parts = F.status_parts(details.encode("utf-8"), b"", b"" if not call.headers_sent else None, None)
-            flags = 0 if call.headers_sent else F.F_HAS_HEADERS
-            n = sum(len(p) for p in parts)
-            self._write(call.channel, F.STATUS, flags, call.call_id, code_to_wire(code), parts, n, None)
-        call.channel.calls_done += 1
-        call.channel.errors += 1
-        self._run_callbacks(call)
-
-    def _run_callbacks(self, call: ServerCall) -> None:
-        with self._state_lock:
-            callbacks, call.callbacks = call.callbacks, None
-        for callback in callbacks or ():
-            try:
-                callback()
-            except Exception:
-                _log.exception("RPC termination callback raised")
-
-    # -- channels: discovery, liveness, teardown ----------------------------------------------------------
-    def _discover(self) -> None:
-        """Rescan the channel table of every host whose doorbell moved.
-
-        One copy of the whole host table per poll (cheap when idle); a changed
-        doorbell is then read properly, word by word.
-        """
-        pool = self._pool
-        lay = pool.layout
-        snapshot = pool.mem.read(lay.hosts_offset, lay.max_hosts * L.HOST_ENTRY_BYTES)
-        if snapshot == self._host_table:
-            return
-        self._host_table = snapshot
-        mem = pool.mem
-        bells = self._bells
-        for h in range(lay.max_hosts):
-            v = mem.load(lay.host_entry(h) + L.HOST_CHANNEL_BELL)
-            if v != bells[h]:
-                bells[h] = v
-                self._scan_host(h)
-
-    def _scan_host(self, host: int) -> None:
-        pool = self._pool
-        mem = pool.mem
-        lay = pool.layout
-        for k in range(lay.channels):
-            off = lay.channel(host, k)
-            claim = mem.load(off + L.CH_CLAIM)
-            ch = self._channels.get((host, k))
-            if ch is not None and claim != ch.claim_word:
-                self._drop_channel(ch, L.ACC_RELEASED)
-                ch = None
-            gen, state = L.unpack_state(claim)
-            if state != L.CH_OPEN or ch is not None:
-                continue
-            index, dir_gen = L.unpack_target(mem.load(off + L.CH_TARGET))
-            ours = self._endpoints.get(index)
-            if ours is None:
-                continue
-            acc_gen, verdict = L.unpack_state(mem.load(off + L.CH_ACCEPT))
-            if acc_gen == gen and verdict != L.ACC_NONE:
-                continue  # already answered (by us, earlier)
-            if dir_gen != ours.generation or self._draining:
-                mem.store(off + L.CH_ACCEPT, L.pack_state(gen, L.ACC_REJECTED))
-                continue
-            self._accept(host, k, off, gen, claim)
-
-    def _accept(self, host: int, slot: int, off: int, gen: int, claim: int) -> None:
-        mem = self._pool.mem
-        mem.store(off + L.CH_REQ_TAIL, 0)
-        mem.store(off + L.CH_RESP_HEAD, 0)
-        for field in (L.CH_CALLS_DONE, L.CH_ERRORS, L.CH_BYTES_IN, L.CH_BYTES_OUT):
-            mem.store(off + field, 0)
-        mem.store(off + L.CH_SERVER_PID, os.getpid())
-        ch = ServerChannel(self._pool, host, slot, gen, claim, mem.load(off + L.CH_CLIENT_PID), self._max_receive)
-        with self._state_lock:
-            self._channels[(host, slot)] = ch
-            self._active = tuple(self._channels.values())
-            self._local_client = any(c.same_process for c in self._active)
-            self._futex_ok = self._pool.mem.can_wait and all(c.same_host for c in self._active)
-        mem.store(off + L.CH_ACCEPT, L.pack_state(gen, L.ACC_ACCEPTED))
-
-    def _drop_channel(self, ch: ServerChannel, verdict: int) -> None:
-        """Stop serving a channel (poller or monitor thread; only the first call acts)."""
-        with self._state_lock:
-            if ch.released:
-                return
-            ch.released = True
-            ch.dropped = True
-            if self._channels.get((ch.host, ch.slot)) is ch:
-                del self._channels[(ch.host, ch.slot)]
-                self._active = tuple(self._channels.values())
-                self._local_client = any(c.same_process for c in self._active)
-                self._futex_ok = self._pool.mem.can_wait and all(c.same_host for c in self._active)
-        for call in list(ch.calls.values()):
-            self._cancel_call(call, grpc.StatusCode.CANCELLED, "Channel went away", notify_client=False)
-        pool = self._pool
-        if pool is not None:
-            mem = pool.mem
-            gen, _state = L.unpack_state(mem.load(ch.ctl + L.CH_CLAIM))
-            if gen == ch.generation:
-                mem.store(ch.ctl + L.CH_ACCEPT, L.pack_state(gen, verdict))
-            self._publish_channel_counters(ch)
-            self._totals[0] += ch.calls_done
-            self._totals[1] += ch.errors
-            self._totals[2] += ch.bytes_in
-            self._totals[3] += ch.bytes_out
-
     # -- monitor ----------------------------------------------------------------------------------------------
     def _monitor(self) -> None:
         last_beat = last_clients = 0.0
@@ -975,55 +685,6 @@ class Server(grpc.Server):
             self._leader = None
             self._pollers += 1
         threading.Thread(target=self._poll_loop, name="notnets-poller", daemon=True).start()
-
-    def _publish_counters(self) -> None:
-        pool = self._pool
-        if pool is None:
-            return
-        mem = pool.mem
-        t = now_ms()
-        totals = list(self._totals)
-        for ch in list(self._channels.values()):
-            self._publish_channel_counters(ch)
-            totals[0] += ch.calls_done
-            totals[1] += ch.errors
-            totals[2] += ch.bytes_in
-            totals[3] += ch.bytes_out
-        for ep in self._endpoints.values():
-            off = pool.layout.dir_entry(ep.host, ep.slot)
-            gen, _ = L.unpack_state(mem.load(off + L.DIR_STATE))
-            if gen & L.DIR_GEN_MASK != ep.generation:
-                continue
-            mem.store(off + L.DIR_HEARTBEAT, t)
-            for field, value in zip((L.DIR_CALLS, L.DIR_ERRORS, L.DIR_BYTES_IN, L.DIR_BYTES_OUT), totals):
-                mem.store(off + field, value)
-
-    def _publish_channel_counters(self, ch: ServerChannel) -> None:
-        mem = self._pool.mem
-        gen, _ = L.unpack_state(mem.load(ch.ctl + L.CH_CLAIM))
-        if gen != ch.generation:
-            return
-        for field, value in ((L.CH_CALLS_DONE, ch.calls_done), (L.CH_ERRORS, ch.errors),
-                             (L.CH_BYTES_IN, ch.bytes_in), (L.CH_BYTES_OUT, ch.bytes_out)):
-            mem.store(ch.ctl + field, value)
-
-    def _check_clients(self, now: float) -> None:
-        """Reclaim channels whose client died: pid gone (same host) or heartbeat stalled."""
-        pool = self._pool
-        if pool is None:
-            return
-        mem = pool.mem
-        limit = stale_ms() / 1000
-        for ch in list(self._channels.values()):
-            if mem.load(ch.ctl + L.CH_CLAIM) != ch.claim_word:
-                continue  # the poller drops it
-            beat = mem.load(ch.ctl + L.CH_CLIENT_HEARTBEAT)
-            if beat != ch.beat:
-                ch.beat, ch.beat_seen = beat, now
-            dead = (ch.host == pool.host_id and not pid_alive(ch.client_pid)) or now - ch.beat_seen > limit
-            if dead:
-                _log.info("reclaiming channel host%d/%d of dead client pid %d", ch.host, ch.slot, ch.client_pid)
-                self._drop_channel(ch, L.ACC_RECLAIMED)
 
     # -- introspection (tests, tools) ----------------------------------------------------------------------------
     @property

@@ -90,7 +90,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out")
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per case (median is reported)")
-    parser.add_argument("--pool-size", default=str(256 << 20), help="bytes of the /dev/shm pool")
+    parser.add_argument("--pool-size", default=str(1 << 30),
+                        help="bytes of the /dev/shm pool (1 GiB: 4 MiB rings, so a 1 MiB message fits a ring)")
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before each first-call sample")
     parser.add_argument("--no-malloc-tuning", action="store_true",
                         help="leave glibc's malloc alone (by default both transports' processes keep freed "

@@ -46,7 +46,6 @@ except ImportError:  # older grpcio: nothing is cacheable
 
 _log = logging.getLogger(__name__)
 _monotonic = time.monotonic
-_get_ident = threading.get_ident
 PROMOTE_AFTER = 0.005
 HEARTBEAT_PERIOD = 0.1
 CLIENT_CHECK_PERIOD = 0.5
@@ -58,7 +57,22 @@ _CALL_HEAD_SIZE = F.CALL_HEAD.size
 _unpack_call_head = F.CALL_HEAD.unpack_from
 _UNARY_CALL = F.F_HAS_MESSAGE | F.F_END_STREAM
 _STATUS = F.STATUS
+_CALL = F.CALL
 _BARE = F.F_BARE
+
+
+class _Demoted(Exception):
+    """This poller lost the leader role while it ran a handler inline: it must stop
+    reading rings at once (a new leader reads them)."""
+
+
+def _take_back(box: list) -> bool:
+    """Pop the inline box; False if the monitor popped it first (list.pop is atomic)."""
+    try:
+        box.pop()
+        return True
+    except IndexError:
+        return False
 
 
 class _HandlerCallDetails(collections.namedtuple("_HandlerCallDetails", ("method", "invocation_metadata")),
@@ -91,7 +105,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._state_lock = threading.Lock()
         self._leader_lock = threading.Lock()
         self._leader: Optional[int] = None
-        self._inline = 0          # thread id of the leader while it runs a handler inline
+        self._inline_box: list = []  # [sequence number] while the leader runs a handler inline
         self._inline_seq = 0      # bumped for every inline handler (the monitor watches it)
         self._inline_seen = (0, 0.0)
         self._pollers = 0
@@ -342,16 +356,20 @@ class Server(ChannelTable, Replies, grpc.Server):
         """Handle up to 32 frames of one channel; False if this thread lost the leader role."""
         if ch.dropped:
             return True
-        if self._pool.mem.load(ch.ctl + L.CH_CLAIM) != ch.claim_word:
+        rx = ch.rx
+        if rx.mem.load(ch.claim_off) != ch.claim_word:
             self._drop_channel(ch, L.ACC_RELEASED)
             return True
-        rx = ch.rx
+        on_call = self._on_call
         try:
             for _ in range(32):
                 frame = rx.read()
                 if frame is None:
                     break
-                self._on_frame(ch, frame)
+                if frame[0] == _CALL:
+                    on_call(ch, frame[1], frame[2], frame[4])
+                else:
+                    self._on_frame(ch, frame)
                 if self._leader != me:
                     return False
                 if ch.dropped:
@@ -359,6 +377,8 @@ class Server(ChannelTable, Replies, grpc.Server):
         except ProtocolError as exc:
             _log.warning("dropping channel host%d/%d: %s", ch.host, ch.slot, exc)
             self._drop_channel(ch, L.ACC_REJECTED)
+        except _Demoted:
+            return False
         if ch.dropped and not ch.released:  # a response ring failed its checks
             self._drop_channel(ch, L.ACC_REJECTED)
         return self._leader == me
@@ -447,9 +467,8 @@ class Server(ChannelTable, Replies, grpc.Server):
         if deadline is not None:
             self._deadlines[id(call)] = call
         call.request_done = True
-        me = _get_ident()
-        self._inline_seq += 1
-        self._inline = me
+        seq = self._inline_seq = self._inline_seq + 1
+        box = self._inline_box = [seq]
         try:
             deserializer = handler.request_deserializer
             try:
@@ -491,9 +510,8 @@ class Server(ChannelTable, Replies, grpc.Server):
             else:
                 self._finish(call, payload)
         finally:
-            with self._leader_lock:
-                if self._inline == me:
-                    self._inline = 0
+            if not _take_back(box):
+                raise _Demoted()
 
     def _in_flight(self) -> int:
         return sum(len(ch.calls) for ch in self._active)
@@ -515,15 +533,13 @@ class Server(ChannelTable, Replies, grpc.Server):
         if handler.response_streaming:
             self._submit(call, message)
         else:
-            me = _get_ident()
-            self._inline_seq += 1
-            self._inline = me
+            seq = self._inline_seq = self._inline_seq + 1
+            box = self._inline_box = [seq]
             try:
                 self._run_handler(call, message)
             finally:
-                with self._leader_lock:
-                    if self._inline == me:
-                        self._inline = 0
+                if not _take_back(box):
+                    raise _Demoted()
 
     def _submit(self, call: ServerCall, message: Optional[bytes]) -> None:
         with self._leader_lock:
@@ -670,18 +686,26 @@ class Server(ChannelTable, Replies, grpc.Server):
             self._stopped.wait(0.05 if self._idle else 0.002)
 
     def _maybe_promote(self, now: float) -> None:
-        """Hand the leader role to a new poller when one inline handler held it too long."""
+        """Hand the leader role to a new poller when one inline handler held it too long.
+
+        The running handler's box holds its sequence number; whoever pops it first --
+        the poller when the handler returns, or this monitor -- decides: if we win, the
+        old poller finds its box empty and leaves the rings to the new one (_Demoted).
+        """
+        box = self._inline_box
+        try:
+            seq = box[0]
+        except IndexError:
+            return
+        seen_seq, since = self._inline_seen
+        if seq != seen_seq:
+            self._inline_seen = (seq, now)
+            return
+        if now - since < PROMOTE_AFTER or self._pollers >= self._max_pollers:
+            return
+        if not _take_back(box):
+            return  # the handler returned just now
         with self._leader_lock:
-            if not self._inline:
-                return
-            seq = self._inline_seq
-            seen_seq, since = self._inline_seen
-            if seq != seen_seq:
-                self._inline_seen = (seq, now)
-                return
-            if now - since < PROMOTE_AFTER or self._pollers >= self._max_pollers:
-                return
-            self._inline = 0
             self._leader = None
             self._pollers += 1
         threading.Thread(target=self._poll_loop, name="notnets-poller", daemon=True).start()

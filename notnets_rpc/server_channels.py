@@ -27,7 +27,7 @@ _monotonic = time.monotonic
 class ServerChannel:
     """A client's channel as the server holds it."""
 
-    __slots__ = ("host", "slot", "generation", "ctl", "claim_word", "rx", "tx", "tx_lock", "calls", "peer",
+    __slots__ = ("host", "slot", "generation", "ctl", "claim_off", "claim_word", "rx", "tx", "tx_lock", "calls", "peer",
                  "client_pid", "beat", "beat_seen", "dropped", "released", "calls_done", "errors", "bytes_in",
                  "bytes_out", "same_process", "same_host", "client_sleep")
 
@@ -35,6 +35,7 @@ class ServerChannel:
                  max_receive: int) -> None:
         self.host, self.slot, self.generation = host, slot, generation
         self.ctl = pool.layout.channel(host, slot)
+        self.claim_off = self.ctl + L.CH_CLAIM
         self.claim_word = claim_word
         self.rx, self.tx = pool.server_rings(host, slot)
         calls: Dict[int, ServerCall] = {}

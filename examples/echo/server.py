@@ -11,25 +11,19 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 from concurrent import futures
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent.parent))
+
+from examples.protos import load_generated  # noqa: E402
 
 
 def load_protos():
-    """The generated modules; generated on the spot if `make setup` has not run."""
-    try:
-        import echo_pb2
-        import echo_pb2_grpc
-    except ImportError:
-        subprocess.run([sys.executable, str(HERE.parent.parent / "scripts" / "gen_protos.py")], check=True)
-        import echo_pb2
-        import echo_pb2_grpc
-    return echo_pb2, echo_pb2_grpc
+    """The generated echo modules (generated on the spot if `make setup` has not run)."""
+    return load_generated(HERE, "echo")
 
 
 echo_pb2, echo_pb2_grpc = load_protos()

@@ -11,25 +11,19 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 from concurrent import futures
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent.parent))
+
+from examples.protos import load_generated  # noqa: E402
 
 
 def load_protos():
-    """The generated modules; generated on the spot if `make setup` has not run."""
-    try:
-        import greeter_pb2
-        import greeter_pb2_grpc
-    except ImportError:
-        subprocess.run([sys.executable, str(HERE.parent.parent / "scripts" / "gen_protos.py")], check=True)
-        import greeter_pb2
-        import greeter_pb2_grpc
-    return greeter_pb2, greeter_pb2_grpc
+    """The generated greeter modules (generated on the spot if `make setup` has not run)."""
+    return load_generated(HERE, "greeter")
 
 
 greeter_pb2, greeter_pb2_grpc = load_protos()

@@ -12,28 +12,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+if str(HERE.parent.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent.parent))
+
+from examples.protos import load_generated  # noqa: E402
 
 DOWNSTREAM_TIMEOUT = 30.0  # seconds; a TCG guest can stall for a while under load
 
 
 def load_protos() -> tuple[Any, Any]:
-    """The generated modules; generated on the spot if `make setup` has not run."""
-    try:
-        import shop_pb2
-        import shop_pb2_grpc
-    except ImportError:
-        subprocess.run([sys.executable, str(HERE.parent.parent / "scripts" / "gen_protos.py")], check=True)
-        import shop_pb2
-        import shop_pb2_grpc
-    return shop_pb2, shop_pb2_grpc
+    """The generated shop modules (generated on the spot if `make setup` has not run)."""
+    return load_generated(HERE, "shop")
 
 
 shop_pb2, shop_pb2_grpc = load_protos()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from concurrent import futures
 from pathlib import Path
@@ -20,7 +19,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from services import ROLES, servicer  # noqa: E402
+from services import ROLES, servicer  # noqa: E402  (puts the checkout on sys.path)
+
+from examples.serving import serve_until_stopped  # noqa: E402
 
 import notnets_rpc  # noqa: E402
 
@@ -51,12 +52,8 @@ def main(argv=None) -> int:
     except (notnets_rpc.PoolError, RuntimeError, ValueError) as exc:
         print(f"shop {args.role}: {exc}", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, lambda *_: server.stop(0.5))
-    print(f"shop {args.role} serving on {where}", flush=True)
     try:
-        server.wait_for_termination()
-    except KeyboardInterrupt:
-        server.stop(0.5).wait(2)
+        serve_until_stopped(server, f"shop {args.role} serving on {where}")
     finally:
         if downstream is not None:
             downstream.close()

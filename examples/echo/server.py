@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from concurrent import futures
 from pathlib import Path
@@ -19,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from examples.protos import load_generated  # noqa: E402
+from examples.serving import serve_until_stopped  # noqa: E402
 
 
 def load_protos():
@@ -86,12 +86,7 @@ def main(argv=None) -> int:
     except notnets_rpc.PoolError as exc:
         print(f"echo server: {exc}", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, lambda *_: server.stop(0.5))
-    print(f"echo serving on {where}", flush=True)
-    try:
-        server.wait_for_termination()
-    except KeyboardInterrupt:
-        server.stop(0.5).wait(2)
+    serve_until_stopped(server, f"echo serving on {where}")
     return 0
 
 

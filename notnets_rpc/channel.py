@@ -406,7 +406,7 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                     try:
                         return deserializer(raw)
                     except Exception:
-                        state.code, state.details = grpc.StatusCode.INTERNAL, "Exception deserializing response!"
+                        state = failed_call(grpc.StatusCode.INTERNAL, "Exception deserializing response!")[1]
                         raise ClientCall(conn, state) from None
                 if state is not None:
                     return _outcome(conn, state)

@@ -31,6 +31,7 @@ from .client_call import WAIT_DONE, CallState, _NOTHING
 from .errors import ProtocolError
 from .messages import on_chunk, sink_slot, takes_buffers
 from .pool import Endpoint, Pool, pid_alive, stale_ms
+from .ring import SMALL_FRAME
 from .status import OK, code_from_wire
 
 _allocate_lock = threading.Lock
@@ -45,6 +46,7 @@ _MORE = F.F_MORE
 _HAS_MESSAGE = F.F_HAS_MESSAGE
 _END = F.F_END_STREAM
 _CALL_HEAD = F.CALL_HEAD
+_UNARY = _HAS_MESSAGE | _END
 
 
 class ConnectionBroken(Exception):
@@ -156,63 +158,95 @@ class Connection:
         return state
 
     def unary_fast(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable]
-                   ) -> "tuple[CallState, Optional[bytes]]":
+                   ) -> "tuple[Optional[CallState], Optional[bytes]]":
         """A blocking unary call without deadline or metadata, in as few steps as possible.
 
-        Returns (state, raw response) when the answer came back as a bare STATUS frame
-        while this thread spun; otherwise (state, None) and the caller finishes the
-        call through ``wait`` like any other.
+        Returns (None, raw response) when the answer came back as a bare STATUS frame
+        while this thread held the reader token and spun; otherwise (state, None) and the
+        caller finishes the call through ``wait`` like any other. On the fast path the
+        call is never registered: only this thread reads the response ring meanwhile, so
+        nobody else needs to find it. It is registered the moment it leaves that path
+        (another frame, a slow answer, a full ring, a broken connection).
         """
         if self.broken is not None:
             raise ConnectionBroken(self.broken)
-        cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
-        state = CallState(cid, None, deserializer, True)
-        calls = self.calls
-        calls[cid] = state
-        self.calls_started += 1
-        n = len(prefix) + len(payload)
-        with self.tx_lock:
-            sent = self.tx.try_write(_CALL, _HAS_MESSAGE | _END, cid, 0, (prefix, payload), n)
-        if not sent:
-            self.send(_CALL, _HAS_MESSAGE | _END, cid, 0, (prefix, payload), n, state)
-        elif self.server_sleep is not None and self.mem.load(self.server_sleep):
-            self.wake_server()
         reader = self.reader
         if not reader.acquire(False):
-            return state, None
+            return self._unary_shared(prefix, payload, deserializer), None
+        cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
+        self.calls_started += 1
         try:
+            with self.tx_lock:
+                if len(payload) <= SMALL_FRAME:  # joined: one copy into the ring
+                    sent = self.tx.put(_CALL, _UNARY, cid, 0, prefix + payload)
+                else:  # written part by part: no extra copy of a large message
+                    sent = self.tx.try_write(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload))
+        except ProtocolError as exc:
+            self._release_reader()
+            self.break_(f"corrupted request ring: {exc}")
+            raise ConnectionBroken(self.broken) from None
+        if not sent:  # a full request ring: wait for room without the token (the server may need us to read)
+            state = self._register(cid, deserializer)
+            self._release_reader()
+            self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
+            return state, None
+        state = None
+        try:
+            if self.server_sleep is not None and self.mem.load(self.server_sleep):
+                self.wake_server()
             read = self.rx.read
             backoff = self._backoff
-            backoff.restart()
-            while True:
+            spin = backoff.spin
+            for _ in range(spin):
                 frame = read()
                 if frame is not None:
-                    if frame[2] == cid and frame[0] == _STATUS and frame[1] & _BARE and state.callbacks is None:
-                        del calls[cid]
-                        state.done = True
-                        state.code = OK
-                        backoff.reset()
-                        return state, frame[4]
-                    self._dispatch(frame)
-                    if state.done:
-                        backoff.reset()
-                        return state, None
-                    backoff.restart()
-                elif self.broken is not None:
+                    if frame[2] == cid and frame[0] == _STATUS and frame[1] & _BARE:
+                        if spin < backoff.spin_max:  # the answer came while spinning: spinning pays
+                            backoff.spin = min(backoff.spin_max, spin * 2)
+                        return None, frame[4]
+                    break
+            else:
+                frame = None
+            state = self._register(cid, deserializer)
+            if frame is not None:
+                self._dispatch(frame)
+                if state.done:
                     return state, None
-                elif backoff.n >= backoff.spin:
-                    # a slow answer: keep the token and wait the general way (yield, then sleep)
-                    self._read_until(state, WAIT_DONE, None, False, fresh=False)
-                    return state, None
-                else:
-                    backoff.n += 1
+                backoff.restart()
+            else:
+                backoff.restart()
+                backoff.n = spin  # spun already: go on yielding, then sleeping
+            self._read_until(state, WAIT_DONE, None, False, fresh=False)
+            return state, None
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
+            if state is None:
+                state = self._register(cid, deserializer)
             return state, None
         finally:
-            reader.release()
-            if self.want_reader:
-                self._hand_over()
+            self._release_reader()
+
+    def _release_reader(self) -> None:
+        self.reader.release()
+        if self.want_reader:
+            self._hand_over()
+
+    def _register(self, cid: int, deserializer: Optional[Callable]) -> CallState:
+        """Make a fast-path call visible to the reader, or end it if the connection broke."""
+        state = CallState(cid, None, deserializer, True)
+        self.calls[cid] = state
+        if self.broken is not None:
+            self.fail_locally(state, UNAVAILABLE, f"NotNets server unavailable: {self.broken}")
+        return state
+
+    def _unary_shared(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable]) -> CallState:
+        """Another thread reads the response ring: register, send, and wait like any call."""
+        cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
+        state = CallState(cid, None, deserializer, True)
+        self.calls[cid] = state
+        self.calls_started += 1
+        self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
+        return state
 
     def send_message(self, state: CallState, payload: bytes, end_stream: bool) -> None:
         n = len(payload)

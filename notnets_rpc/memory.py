@@ -15,7 +15,6 @@ check their range, because lengths that come out of shared memory are untrusted.
 
 from __future__ import annotations
 
-import os
 import ctypes
 import os
 import platform
@@ -82,6 +81,7 @@ class Memory:
     """Word and byte access to a shared buffer (mmap, bytearray, memoryview)."""
 
     __slots__ = ("_bytes", "_words", "size", "writable", "_base", "can_wait")
+    direct = True  # plain memory: hot paths may use ``views()``; a cost model sets this False
 
     def __init__(self, buf: Buffer, writable: bool = True) -> None:
         view = memoryview(buf)
@@ -139,6 +139,18 @@ class Memory:
         super().__init_subclass__(**kwargs)
         if "publish" not in cls.__dict__ and ("write" in cls.__dict__ or "store" in cls.__dict__):
             cls.publish = Memory._publish_by_parts  # type: ignore[method-assign]
+        if any(name in cls.__dict__ for name in ("load", "store", "read", "write", "unpack", "pack")):
+            cls.direct = False  # every access must go through the subclass's methods
+
+    def views(self) -> "Optional[tuple[memoryview, memoryview]]":
+        """(bytes, u64 words) of the buffer for the ring hot paths, or None when a subclass
+        models access costs and every access must go through its methods.
+
+        Why: one Python call per load, store and copy is a large share of a 64-byte round
+        trip; rings that checked their region once at construction can index directly."""
+        if not self.direct:
+            return None
+        return self._bytes, self._words
 
     def _publish_by_parts(self, off: int, data: Any, word_off: int, value: int) -> None:
         self.write(off, data)

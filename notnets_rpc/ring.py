@@ -18,9 +18,11 @@ from typing import Callable, Optional, Sequence, Tuple
 
 from .errors import ProtocolError
 from .frames import ALIGN, FRAME_MAGIC, HEADER, HEADER_BYTES, PAD
+from .memory import Memory
 
 MAX_KIND = PAD
-from .memory import Memory
+_pack_header = HEADER.pack
+_unpack_header = HEADER.unpack_from
 
 SINK_MIN = 16384  # bodies at least this large are offered to the reader's sink
 SMALL_FRAME = 4096  # bodies up to this size are joined with their header and copied once
@@ -31,14 +33,18 @@ Frame = Tuple[int, int, int, int, Optional[bytes]]  # kind, flags, call_id, aux,
 class RingWriter:
     """The producer end. Keeps its own head; reloads the consumer's tail only when short."""
 
-    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "head", "_tail")
+    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "head", "_tail", "_view", "_words", "_hidx")
 
     def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, head: int = 0) -> None:
         mem.check(data, size)
+        mem.check(head_off, 8)
         self.mem, self.data, self.size = mem, data, size
         self.head_off, self.tail_off = head_off, tail_off
         self.head = head
         self._tail = head
+        views = mem.views()
+        self._view, self._words = views if views is not None else (None, None)
+        self._hidx = head_off >> 3
 
     @property
     def max_frame(self) -> int:
@@ -55,6 +61,25 @@ class RingWriter:
     def is_empty(self) -> bool:
         """True when the consumer has read everything written so far."""
         return self._free() == self.size
+
+    def put(self, kind: int, flags: int, call_id: int, aux: int, body: bytes) -> bool:
+        """``try_write`` of a one-part body, in as few steps as possible.
+
+        The hot path of every small call: when the frame fits before the end of the ring
+        and the cached tail says there is room, it is one copy and one store; anything
+        else (a pad, a tail to reload, a modelled memory) takes ``try_write``."""
+        n = len(body)
+        flen = (HEADER_BYTES + ALIGN - 1 + n) & ~(ALIGN - 1)
+        head = self.head
+        pos = head % self.size
+        if (self._words is None or n > SMALL_FRAME or pos + flen > self.size or head + flen - self._tail > self.size
+                or head >= _COUNTER_LIMIT):
+            return self.try_write(kind, flags, call_id, aux, (body,), n)
+        at = self.data + pos
+        self._view[at : at + HEADER_BYTES + n] = _pack_header(n, kind, flags, FRAME_MAGIC, call_id, aux) + body
+        self.head = head = head + flen
+        self._words[self._hidx] = head
+        return True
 
     def try_write(self, kind: int, flags: int, call_id: int, aux: int, parts: Sequence[bytes], body_len: int) -> bool:
         """Append one frame whose body is ``parts`` back to back; False if it does not fit yet."""
@@ -126,14 +151,20 @@ class RingWriter:
 class RingReader:
     """The consumer end. ``read`` returns one frame (skipping pads) and publishes the tail."""
 
-    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "tail", "_head", "sink")
+    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "tail", "_head", "sink", "_view", "_words", "_hidx",
+                 "_tidx")
 
     def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, tail: int = 0) -> None:
         mem.check(data, size)
+        mem.check(head_off, 8)
+        mem.check(tail_off, 8)
         self.mem, self.data, self.size = mem, data, size
         self.head_off, self.tail_off = head_off, tail_off
         self.tail = tail
         self._head = tail
+        views = mem.views()
+        self._view, self._words = views if views is not None else (None, None)
+        self._hidx, self._tidx = head_off >> 3, tail_off >> 3
         # sink(kind, flags, call_id, aux, body_len) -> writable memoryview or None: lets the
         # owner take a large body straight into its own buffer (one copy instead of two);
         # such frames come back with body None.
@@ -148,6 +179,39 @@ class RingReader:
         return self.mem.load(self.head_off) - self.tail
 
     def read(self) -> Optional[Frame]:
+        """The next frame, or None. The common case -- one small frame that lies whole
+        before the end of the ring -- is read here with direct indexing; pads, stubs,
+        large bodies for the sink, anything suspicious and modelled memory take the
+        careful path (``_read_any``), which re-reads the same header and raises on bad
+        values."""
+        words = self._words
+        if words is None:
+            return self._read_any()
+        tail = self.tail
+        head = self._head
+        if head == tail:
+            head = words[self._hidx]
+            if head == tail:
+                return None
+            if head < tail or head - tail > self.size or head & (ALIGN - 1):
+                return self._read_any()
+            self._head = head
+        pos = tail % self.size
+        if self.size - pos < HEADER_BYTES:
+            return self._read_any()
+        at = self.data + pos
+        body_len, kind, flags, magic, call_id, aux = _unpack_header(self._view, at)
+        flen = (HEADER_BYTES + ALIGN - 1 + body_len) & ~(ALIGN - 1)
+        if (magic != FRAME_MAGIC or not 0 < kind < PAD or flen > head - tail or pos + flen > self.size
+                or body_len >= SINK_MIN):
+            return self._read_any()
+        at += HEADER_BYTES
+        body = self._view[at : at + body_len].tobytes()
+        self.tail = tail = tail + flen
+        words[self._tidx] = tail
+        return kind, flags, call_id, aux, body
+
+    def _read_any(self) -> Optional[Frame]:
         mem = self.mem
         size = self.size
         while True:

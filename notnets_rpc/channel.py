@@ -410,6 +410,10 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                         raise ClientCall(conn, state) from None
                 if state is not None:
                     return _outcome(conn, state)
+            elif payload is not None:  # too large for one frame: the general path, without serializing again
+                conn, state = self._channel._start(self._method, payload, None, self._deserializer, None, None,
+                                                   wait_for_ready, True, True)
+                return _outcome(conn, state)
         conn, state = self._channel._start(self._method, request, self._serializer, self._deserializer, timeout,
                                            metadata, wait_for_ready, True, True)
         return _outcome(conn, state)

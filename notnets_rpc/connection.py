@@ -64,7 +64,7 @@ class Connection:
         self.ctl = pool.layout.channel(pool.host_id, slot)
         self.tx, self.rx = pool.client_rings(slot)
         self.rx.sink = self._sink
-        self.chunk = pool.layout.ring_bytes // 4 - F.HEADER_BYTES
+        self.chunk = pool.layout.chunk_bytes
         self.max_receive = max_receive
         self.max_send = max_send
         self.lock = threading.Lock()

@@ -156,6 +156,14 @@ class Layout:
         return self.rings_offset + ((host * self.channels + slot) * 2 + 1) * self.ring_bytes
 
     @property
+    def chunk_bytes(self) -> int:
+        """Largest frame body a sender writes in one piece: half a ring (minus the frame
+        header), so that a message up to that size travels as one frame, read with one
+        copy, while two such frames can still be in a ring at once. Larger messages are
+        chunked. Not part of the wire format: a reader accepts any frame that fits."""
+        return self.ring_bytes // 2 - 16
+
+    @property
     def dir_entries(self) -> int:
         return self.max_hosts * self.dir_slots
 

@@ -59,6 +59,7 @@ _unpack_call_head = F.CALL_HEAD.unpack_from
 _UNARY_CALL = F.F_HAS_MESSAGE | F.F_END_STREAM
 _STATUS = F.STATUS
 _CALL = F.CALL
+_BIG = 16384  # requests from this size on are handed to buffer-taking parsers as a view
 _BARE = F.F_BARE
 
 
@@ -97,7 +98,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._compression = compression
         self._generic: List[grpc.GenericRpcHandler] = []
         self._registered: Dict[str, grpc.RpcMethodHandler] = {}
-        self._resolved: Dict[bytes, Tuple[str, grpc.RpcMethodHandler, bool]] = {}
+        self._resolved: Dict[bytes, Tuple[str, grpc.RpcMethodHandler, bool, bool]] = {}
         self._registered_services: List[Tuple[str, dict]] = []
         self._tcp: Optional[grpc.Server] = None
         self._names: List[str] = []
@@ -183,7 +184,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         if self._names:
             self._pool = Pool.acquire(self._pool_path, self._host_id, format_if_empty=True)
             self._bells = [None] * self._pool.layout.max_hosts
-            self._bare_limit = self._pool.layout.ring_bytes // 4 - F.HEADER_BYTES
+            self._bare_limit = self._pool.layout.chunk_bytes
             self._futex_ok = self._pool.mem.can_wait
             for name in self._names:
                 self._publish(name)
@@ -198,7 +199,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         if self._pool is None:
             self._pool = Pool.acquire(self._pool_path, self._host_id, format_if_empty=True)
             self._bells = [None] * self._pool.layout.max_hosts
-            self._bare_limit = self._pool.layout.ring_bytes // 4 - F.HEADER_BYTES
+            self._bare_limit = self._pool.layout.chunk_bytes
             self._futex_ok = self._pool.mem.can_wait
             if self._started:
                 self._spawn_poller()
@@ -381,8 +382,11 @@ class Server(ChannelTable, Replies, grpc.Server):
                     cached = (resolved.get(body[_CALL_HEAD_SIZE:at])
                               if flags == _UNARY_CALL and not timeout_us and not mdlen and at <= len(body) else None)
                     if cached is not None and cached[2] and self._inline_ok:
-                        ch.bytes_in += len(body)
-                        self._run_unary(ch, cid, cached[0], cached[1], body[at:])
+                        n = len(body)
+                        ch.bytes_in += n
+                        # a large request is parsed where it lies in ``body``: no copy for the slice
+                        self._run_unary(ch, cid, cached[0], cached[1],
+                                        memoryview(body)[at:] if n >= _BIG and cached[3] else body[at:])
                     else:
                         self._on_call(ch, flags, cid, body)
                 else:
@@ -437,7 +441,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         method_raw = body[_CALL_HEAD_SIZE : _CALL_HEAD_SIZE + mlen]
         cached = self._resolved.get(method_raw)
         if cached is not None and not mdlen:
-            method, handler, unary = cached
+            method, handler, unary, _ = cached
             if unary and flags == _UNARY_CALL and self._inline_ok:
                 self._run_unary(ch, cid, method, handler, body[at:], timeout_us)
                 return
@@ -593,7 +597,7 @@ class Server(ChannelTable, Replies, grpc.Server):
                     break
         if handler is not None and cacheable:
             unary = not handler.request_streaming and not handler.response_streaming
-            self._resolved[method_raw] = (method, handler, unary)
+            self._resolved[method_raw] = (method, handler, unary, takes_buffers(handler.request_deserializer))
         return handler
 
     def _intercepted(self, i: int, details: grpc.HandlerCallDetails) -> Optional[grpc.RpcMethodHandler]:

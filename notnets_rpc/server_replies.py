@@ -70,7 +70,7 @@ class Replies:
         if not call.headers_sent:
             self._send_headers(call)
         ch = call.channel
-        chunk = self._pool.layout.ring_bytes // 4 - F.HEADER_BYTES
+        chunk = self._pool.layout.chunk_bytes
         if n <= chunk:
             self._write(ch, F.MESSAGE, 0, call.call_id, n, (payload,), n, call)
             return
@@ -121,7 +121,7 @@ class Replies:
                 initial = F.encode_metadata(call.initial)
                 call.headers_sent = True
                 flags |= F.F_HAS_HEADERS
-            chunk = self._pool.layout.ring_bytes // 4 - F.HEADER_BYTES if self._pool else 0
+            chunk = self._pool.layout.chunk_bytes if self._pool else 0
             inline = message is not None and (len(message) + len(trailing) + len(detail_raw)
                                               + (len(initial) if initial else 0) + F.STATUS_HEAD.size) <= chunk
             if message is not None and not inline:
@@ -142,7 +142,7 @@ class Replies:
 
     def _send_large(self, call: ServerCall, message: bytes) -> None:
         ch = call.channel
-        chunk = self._pool.layout.ring_bytes // 4 - F.HEADER_BYTES
+        chunk = self._pool.layout.chunk_bytes
         n = len(message)
         view = memoryview(message)
         for start in range(0, n, chunk):

@@ -44,15 +44,21 @@ class Backoff:
     """
 
     __slots__ = ("n", "spin", "spin_max", "yield_time", "yield_end", "sleep", "max_sleep", "sleeping", "sleeper",
-                 "forced")
+                 "forced", "learn")
 
     def __init__(self, spin: int = SPIN, yield_time: float = YIELD_TIME, max_sleep: float = MAX_SLEEP,
-                 sleeper: Optional[Callable[[float], None]] = None) -> None:
+                 sleeper: Optional[Callable[[float], None]] = None, learn: bool = True) -> None:
         """``sleeper(seconds)``: how to sleep in the last phase; a same-host peer can be
         woken early from a kernel sleep (memory.Memory.wait_word), so it sleeps
-        ``max_sleep`` at once instead of doubling up to it."""
+        ``max_sleep`` at once instead of doubling up to it.
+
+        ``learn=False`` keeps the spin budget whole: for a peer on another host, which
+        cannot be waiting for our CPU, a late answer only means a slow peer (an
+        emulated host takes hundreds of microseconds per call), and halving the spin
+        would turn every wait into system calls."""
         self.spin = spin
         self.spin_max = spin
+        self.learn = learn
         self.yield_time = yield_time
         self.max_sleep = max(max_sleep, MIN_SLEEP)
         self.sleeper = sleeper
@@ -67,7 +73,7 @@ class Backoff:
         cannot run while we spin -- so halve it (down to a floor that lets it recover).
         """
         n = self.n
-        if n and not self.forced:
+        if n and not self.forced and self.learn:
             if n <= self.spin:
                 if self.spin < self.spin_max:
                     self.spin = min(self.spin_max, self.spin * 2)

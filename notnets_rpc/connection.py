@@ -92,7 +92,9 @@ class Connection:
     def _new_backoff(self) -> Backoff:
         # a server in this very process needs the GIL to answer: do not spin
         sleeper = self._sleep if self.futex else None
-        return Backoff(spin=0, sleeper=sleeper) if self.same_process else Backoff(sleeper=sleeper)
+        if self.same_process:
+            return Backoff(spin=0, sleeper=sleeper)
+        return Backoff(sleeper=sleeper, learn=self.endpoint.host == self.pool.host_id)
 
     def wake_server(self) -> None:
         """After writing a frame: if the server's poller sleeps in the kernel, kick and wake it."""

@@ -114,6 +114,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._threads_busy = 0  # handlers running on the thread pool
         self._local_client = False  # a client in this process: it needs the GIL, do not spin
         self._futex_ok = False      # every client is on this host: sleep in the kernel, they wake us
+        self._remote_client = False  # a client on another host: keep the whole spin budget (Backoff.learn)
         self._sleep_off = 0
         self._kick_off = 0
         self._crashes = 0
@@ -311,6 +312,7 @@ class Server(ChannelTable, Replies, grpc.Server):
                 if not it & 63 or backoff.sleeping:
                     self._discover()
                 if worked:
+                    backoff.learn = not self._remote_client
                     backoff.reset()
                     self._poll_sleep = 50e-6
                     if self._threads_busy or self._local_client:  # other threads here need the GIL

@@ -121,6 +121,7 @@ class ChannelTable:
             self._active = tuple(self._channels.values())
             self._local_client = any(c.same_process for c in self._active)
             self._futex_ok = self._pool.mem.can_wait and all(c.same_host for c in self._active)
+            self._remote_client = any(c.host != self._pool.host_id for c in self._active)
         mem.store(off + L.CH_ACCEPT, L.pack_state(gen, L.ACC_ACCEPTED))
 
     def _drop_channel(self, ch: ServerChannel, verdict: int) -> None:
@@ -135,6 +136,7 @@ class ChannelTable:
                 self._active = tuple(self._channels.values())
                 self._local_client = any(c.same_process for c in self._active)
                 self._futex_ok = self._pool.mem.can_wait and all(c.same_host for c in self._active)
+                self._remote_client = any(c.host != self._pool.host_id for c in self._active)
         for call in list(ch.calls.values()):
             self._cancel_call(call, grpc.StatusCode.CANCELLED, "Channel went away", notify_client=False)
         pool = self._pool

@@ -226,7 +226,9 @@ class Connection:
                 state = self._register(cid, deserializer)
             return state, None
         finally:
-            self._release_reader()
+            reader.release()  # _release_reader(), inlined
+            if self.want_reader:
+                self._hand_over()
 
     def _release_reader(self) -> None:
         self.reader.release()

@@ -184,18 +184,21 @@ class RingReader:
         large bodies for the sink, anything suspicious and modelled memory take the
         careful path (``_read_any``), which re-reads the same header and raises on bad
         values."""
-        words = self._words
-        if words is None:
-            return self._read_any()
         tail = self.tail
-        head = self._head
-        if head == tail:
+        words = self._words
+        if self._head == tail:
+            if words is None:
+                return self._read_any()
             head = words[self._hidx]
             if head == tail:
                 return None
             if head < tail or head - tail > self.size or head & (ALIGN - 1):
                 return self._read_any()
             self._head = head
+        elif words is None:
+            return self._read_any()
+        else:
+            head = self._head
         pos = tail % self.size
         if self.size - pos < HEADER_BYTES:
             return self._read_any()

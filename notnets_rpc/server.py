@@ -34,7 +34,7 @@ from .channel import message_limits
 from .errors import EndpointInUseError, ProtocolError
 from .messages import on_chunk, takes_buffers
 from .pool import Endpoint, Pool, stale_ms
-from .server_call import END_OF_REQUESTS, AbortError, RequestIterator, ServerCall
+from .server_call import END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
 from .server_channels import ChannelTable, ServerChannel
 from .server_replies import Replies
 from .status import as_metadata
@@ -395,7 +395,7 @@ class Server(ChannelTable, Replies, grpc.Server):
                     self._on_frame(ch, frame)
                 if self._leader != me:
                     return False
-                if ch.dropped:
+                if ch.dropped or rx._head == rx.tail:  # nothing more that we know of: back to the poll loop
                     break
         except (ProtocolError, struct.error) as exc:
             _log.warning("dropping channel host%d/%d: %s", ch.host, ch.slot, exc)
@@ -488,13 +488,14 @@ class Server(ChannelTable, Replies, grpc.Server):
         The inline box holds the running call until the handler returns; the monitor pops
         it to take the leader role away from a handler that runs too long (see
         ``_maybe_promote``)."""
-        deadline = _monotonic() + timeout_us / 1e6 if timeout_us else None
-        call = ServerCall(self, ch, cid, method, (), deadline, handler)
+        if timeout_us:
+            call = ServerCall(self, ch, cid, method, (), _monotonic() + timeout_us / 1e6, handler)
+            call.request_done = True
+            self._deadlines[id(call)] = call
+        else:
+            call = UnaryCall(self, ch, cid, method, handler)
         calls = ch.calls
         calls[cid] = call
-        if deadline is not None:
-            self._deadlines[id(call)] = call
-        call.request_done = True
         box = self._inline_box = [call]
         try:
             deserializer = handler.request_deserializer
@@ -524,16 +525,14 @@ class Server(ChannelTable, Replies, grpc.Server):
                 return
             call.active = False
             call.finished = True
-            if deadline is not None:
+            if timeout_us:
                 self._deadlines.pop(id(call), None)
-            tx = ch.tx
             with ch.tx_lock:
-                sent = not ch.dropped and tx.put(_STATUS, _BARE, cid, 0, payload)
-            if sent:
-                if ch.same_host and tx.mem.load(ch.client_sleep):
-                    tx.mem.wake_word(tx.head_off)
-            else:
+                sent = not ch.dropped and ch.tx.put(_STATUS, _BARE, cid, 0, payload)
+            if not sent:
                 self._write(ch, _STATUS, _BARE, cid, 0, (payload,), len(payload), None)
+            elif ch.same_host and ch.tx.mem.load(ch.client_sleep):
+                ch.tx.mem.wake_word(ch.tx.head_off)
             ch.bytes_out += len(payload)
             ch.calls_done += 1
         finally:

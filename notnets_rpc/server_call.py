@@ -139,6 +139,22 @@ class ServerCall:
         return self.details_
 
 
+class UnaryCall(ServerCall):
+    """A unary-unary call with no deadline and no metadata, run on the fast path: what a
+    plain ServerCall would hold, with the constant parts as class attributes."""
+
+    request_done = True
+    _metadata: tuple = ()
+    deadline = None
+
+    def __init__(self, server: Any, channel: Any, call_id: int, method: str, handler: Any) -> None:
+        self._server = server
+        self.channel = channel
+        self.call_id = call_id
+        self.method = method
+        self.handler = handler
+
+
 class RequestIterator:
     """What a request-streaming handler iterates: messages the poller queued for it."""
 

@@ -34,6 +34,7 @@ YIELD_TIME = _env_int("NOTNETS_YIELD_US", 20000) / 1e6
 MAX_SLEEP = _env_int("NOTNETS_MAX_SLEEP_US", 1000) / 1e6
 MIN_SLEEP = 50e-6
 SPIN_FLOOR = 16
+ONE_CPU = (os.cpu_count() or 1) == 1  # an emulated host with one vCPU: a peer on another host cannot share it
 
 
 class Backoff:
@@ -52,10 +53,12 @@ class Backoff:
         woken early from a kernel sleep (memory.Memory.wait_word), so it sleeps
         ``max_sleep`` at once instead of doubling up to it.
 
-        ``learn=False`` keeps the spin budget whole: for a peer on another host, which
-        cannot be waiting for our CPU, a late answer only means a slow peer (an
-        emulated host takes hundreds of microseconds per call), and halving the spin
-        would turn every wait into system calls."""
+        ``learn=False`` keeps the spin budget whole: for a peer on another host when this
+        host has a single CPU (a QEMU guest), the peer cannot be waiting for our CPU; a
+        late answer only means a slow peer (an emulated host takes hundreds of
+        microseconds per call), and halving the spin would turn every wait into system
+        calls. With several CPUs the peer may be a process on this very machine under
+        another host id (simulated hosts), so we keep learning (see ``remote_peer``)."""
         self.spin = spin
         self.spin_max = spin
         self.learn = learn
@@ -97,6 +100,11 @@ class Backoff:
         """This wait must not spin (another thread of the process needs the GIL)."""
         self.n = self.spin
         self.forced = True
+
+    @staticmethod
+    def remote_peer(peer_on_other_host: bool) -> bool:
+        """Whether to stop learning: only for a peer on another host seen from a one-CPU host."""
+        return peer_on_other_host and ONE_CPU
 
     def pause(self) -> bool:
         n = self.n = self.n + 1

@@ -94,7 +94,7 @@ class Connection:
         sleeper = self._sleep if self.futex else None
         if self.same_process:
             return Backoff(spin=0, sleeper=sleeper)
-        return Backoff(sleeper=sleeper, learn=self.endpoint.host == self.pool.host_id)
+        return Backoff(sleeper=sleeper, learn=not Backoff.remote_peer(self.endpoint.host != self.pool.host_id))
 
     def wake_server(self) -> None:
         """After writing a frame: if the server's poller sleeps in the kernel, kick and wake it."""

@@ -312,7 +312,7 @@ class Server(ChannelTable, Replies, grpc.Server):
                 if not it & 63 or backoff.sleeping:
                     self._discover()
                 if worked:
-                    backoff.learn = not self._remote_client
+                    backoff.learn = not Backoff.remote_peer(self._remote_client)
                     backoff.reset()
                     self._poll_sleep = 50e-6
                     if self._threads_busy or self._local_client:  # other threads here need the GIL

@@ -203,7 +203,9 @@ class RingReader:
         if self.size - pos < HEADER_BYTES:
             return self._read_any()
         at = self.data + pos
-        body_len, kind, flags, magic, call_id, aux = _unpack_header(self._view, at)
+        # copy the header out first: struct parses little-endian fields byte by byte, and on
+        # an emulated CXL window every byte load is a separate (slow) device access
+        body_len, kind, flags, magic, call_id, aux = _unpack_header(self._view[at : at + HEADER_BYTES].tobytes())
         flen = (HEADER_BYTES + ALIGN - 1 + body_len) & ~(ALIGN - 1)
         if (magic != FRAME_MAGIC or not 0 < kind < PAD or flen > head - tail or pos + flen > self.size
                 or body_len >= SINK_MIN):

@@ -27,20 +27,6 @@ STOP_GRACE = 5.0
 # What a backend call may raise when a guest is slow or gone: the agent client's own
 # errors are UserErrors, but a reply that does not come in time is a TimeoutError.
 AGENT_ERRORS = (UserError, TimeoutError, OSError)
-# In a TCG guest every access to the CXL window is an emulated MMIO access, and glibc's
-# memcpy picks `rep movsb` (ERMS/FSRM) or AVX2 for large copies, which TCG splits into
-# one access per byte: 64 KiB copied into the pool took ~36 ms. With those features
-# masked memcpy moves 16 bytes at a time and the same copy takes ~2 ms (measured in a
-# guest of this project). Only how memcpy is chosen changes; nothing else. A real CXL
-# device has no such cost, so this removes an emulation artefact, not a NotNets cost.
-QEMU_GUEST_ENV = {"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-ERMS,-FSRM,-AVX2_Usable,-AVX_Fast_Unaligned_Load"}
-
-
-def backend_env(backend: str) -> dict[str, str]:
-    """Environment the benchmark's programs get on ``backend`` (see QEMU_GUEST_ENV)."""
-    return dict(QEMU_GUEST_ENV) if backend == "qemu" else {}
-
-
 @dataclass
 class GuestProcess:
     """A background program in a host, and the match of the line that said it was ready."""
@@ -88,7 +74,7 @@ class HostRunner:
     def __init__(self, run: RunState, backend: Backend, extra_env: Optional[Mapping[str, str]] = None) -> None:
         self.run = run
         self.backend = backend
-        self.env = {**forwarded_env(os.environ, run.name, run.state_dir), **backend_env(run.backend),
+        self.env = {**forwarded_env(os.environ, run.name, run.state_dir),
                     **(extra_env or {})}
         self.log_dir = Path(run.state_dir) / "bench"
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

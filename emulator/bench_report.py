@@ -55,12 +55,20 @@ def meta_lines(meta: dict) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    paths = [Path(p) for p in (argv if argv is not None else sys.argv[1:])]
-    if not paths:
-        print("usage: python -m emulator.bench_report RESULTS.json [...]", file=sys.stderr)
+    args = argv if argv is not None else sys.argv[1:]
+    usage = "usage: python -m emulator.bench_report RESULTS.json [...]"
+    if args and args[0] in ("-h", "--help"):
+        print(usage)
+        return 0
+    if not args:
+        print(usage, file=sys.stderr)
         return 2
-    for path in paths:
-        rows, meta = read_results(path)
+    for path in map(Path, args):
+        try:
+            rows, meta = read_results(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"bench_report: {path}: not a readable results.json ({type(exc).__name__}: {exc})", file=sys.stderr)
+            return 1
         print(f"### {meta.get('backend', '?')}: {path}\n\n{meta_lines(meta)}\n\n{markdown_table(rows)}\n")
     return 0
 

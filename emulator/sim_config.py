@@ -51,6 +51,7 @@ def sim_config(topology: Topology, host: Host, state_dir: Path, backing: Mapping
     config["sockets"] = [str(host_dir / f"agent{i}.sock") for i in range(SIM_SOCKETS)]
     config["env_script"] = str(host_dir / "env.sh")
     config["isolation"] = isolation
+    config["env"] = {}  # the QEMU template's guest_env works around TCG; sim hosts run natively
     farmem = farmem_spec(topology, host, backing)
     config["extra_env"] = {FARMEM_ENV: json.dumps(farmem, sort_keys=True)} if farmem else {}
     return config

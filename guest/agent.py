@@ -49,8 +49,10 @@ def env_name(pool_name: str) -> str:
 
 
 def command_env(config: dict[str, Any], devices: list[PoolDevice]) -> dict[str, str]:
-    """The environment every command starts from (the request's env is laid over it)."""
-    env = {
+    """The environment every command starts from (the request's env is laid over it):
+    the machine template's ``guest_env`` first, then what this host must say about itself."""
+    env = dict(config.get("env") or {})
+    env.update({
         "PATH": config["path"],
         "HOME": "/root",
         "LANG": "C.UTF-8",
@@ -58,7 +60,7 @@ def command_env(config: dict[str, Any], devices: list[PoolDevice]) -> dict[str, 
         "NOTNETS_HOST": config["host"],
         "NOTNETS_HOST_ID": str(config["host_id"]),
         "NOTNETS_STATE_DIR": config["state_dir"],
-    }
+    })
     if devices:
         env["NOTNETS_POOL"] = devices[0].device
         env["NOTNETS_POOL_SIZE"] = str(devices[0].size)

@@ -63,6 +63,7 @@ def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, A
         "host_dir": str(state / "hosts" / host.name),
         "network": {"address": network_address(host)} if topology.network else None,
         "agent_ports": int(load_template()["agent_ports"]),
+        "env": {str(k): str(v) for k, v in (load_template().get("guest_env") or {}).items()},
     }
 
 

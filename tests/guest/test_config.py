@@ -40,6 +40,18 @@ def test_guest_json_lists_the_hosts_pools_in_order(tmp_path: Path):
     assert data["network"] == {"address": "169.254.100.1/24"}
     assert data["path"].startswith(data["venv"] + "/bin:")
     assert data["agent_ports"] == 4
+    assert "-ERMS" in data["env"]["GLIBC_TUNABLES"], "the template's guest_env reaches the guest"
+
+
+def test_command_env_lays_the_host_over_the_template_env(tmp_path: Path):
+    from guest.agent import command_env
+
+    t = topo()
+    data = config.guest_config(t, t.host("h0"), tmp_path)
+    data["env"] = {**data["env"], "NOTNETS_HOST": "spoofed", "EXTRA": "1"}
+    env = command_env(data, [])
+    assert env["GLIBC_TUNABLES"] == data["env"]["GLIBC_TUNABLES"] and env["EXTRA"] == "1"
+    assert env["NOTNETS_HOST"] == "h0", "what the host says about itself wins"
 
 
 def test_second_host_gets_its_own_address_and_pools(tmp_path: Path):

@@ -41,3 +41,4 @@ def test_far_memory_model_only_for_pools_that_set_one(tmp_path):
     a = _config("a", tmp_path)
     assert json.loads(a["extra_env"][FARMEM_ENV]) == {"/dev/shm/x-far": {"latency_ns": 400.0}}
     assert _config("b", tmp_path)["extra_env"] == {}, "off unless configured"
+    assert _config("b", tmp_path)["env"] == {}, "sim hosts run natively: no TCG workarounds"

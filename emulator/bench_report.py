@@ -48,7 +48,7 @@ def meta_lines(meta: dict) -> str:
         f"- machine: {meta.get('cpus')} x {meta.get('cpu')}, {meta.get('memory_gib')} GiB; "
         f"load average before {meta.get('load_before')}, after {meta.get('load_after')}",
         f"- backend {meta.get('backend')} ({meta.get('accel_note') or meta.get('accel')}); pool: {pools}",
-        f"- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v),
         f"- budget per point: {meta.get('budget')}",
         f"- command: `notnets-emu bench {' '.join(meta.get('argv', []))}`",
     ])

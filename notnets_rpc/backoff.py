@@ -82,11 +82,7 @@ class Backoff:
                     self.spin = min(self.spin_max, self.spin * 2)
             elif not self.sleeping and self.spin > SPIN_FLOOR:
                 self.spin = max(SPIN_FLOOR, self.spin // 2)
-        self.n = 0  # restart(), inlined: this runs after every piece of work
-        self.forced = False
-        self.yield_end = 0.0
-        self.sleep = MIN_SLEEP
-        self.sleeping = False
+        self.restart()
 
     def restart(self) -> None:
         """Start a new wait without learning anything from the last one."""

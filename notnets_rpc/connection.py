@@ -226,9 +226,7 @@ class Connection:
                 state = self._register(cid, deserializer)
             return state, None
         finally:
-            reader.release()  # _release_reader(), inlined
-            if self.want_reader:
-                self._hand_over()
+            self._release_reader()
 
     def _release_reader(self) -> None:
         self.reader.release()

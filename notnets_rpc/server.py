@@ -536,10 +536,8 @@ class Server(ChannelTable, Replies, grpc.Server):
             ch.bytes_out += len(payload)
             ch.calls_done += 1
         finally:
-            try:
-                box.pop()
-            except IndexError:  # the monitor took the box: a new leader reads the rings now
-                raise _Demoted() from None
+            if not _take_back(box):  # the monitor took the box: a new leader reads the rings now
+                raise _Demoted()
 
     def _in_flight(self) -> int:
         return sum(len(ch.calls) for ch in self._active)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import stat
 import struct
 import time
 from typing import Any, Optional, Union
@@ -216,10 +217,28 @@ class Memory:
 
 def pool_memory(buf: Buffer, path: str, writable: bool = True) -> Memory:
     """The accessor for the pool mapped from ``path``: plain, or charging the far-memory
-    model that $NOTNETS_FARMEM sets for it (notnets_rpc/farmem.py; off unless set)."""
+    model that $NOTNETS_FARMEM sets for it (notnets_rpc/farmem.py; off unless set).
+
+    No futex on a device (a /dev/daxX.Y of a CXL pool): FUTEX_WAIT on a device-dax page
+    oopses Linux 6.1 (get_futex_key -> put_page -> free_zone_device_page, seen in our
+    QEMU guests); the kernel kills the waiting thread, a server's poller vanishes and
+    its clients time out. Waiters on such a pool poll and sleep instead."""
     from . import farmem
 
     model = farmem.model_for(path)
     if model is None:
-        return Memory(buf, writable)
-    return farmem.FarMemory(buf, writable, farmem.account_for(os.path.realpath(path), model))
+        mem = Memory(buf, writable)
+    else:
+        mem = farmem.FarMemory(buf, writable, farmem.account_for(os.path.realpath(path), model))
+    if not futex_safe(path):
+        mem.can_wait = False
+    return mem
+
+
+def futex_safe(path: str) -> bool:
+    """Whether processes mapping ``path`` may sleep on its words with a futex: files yes,
+    devices (DAX) no -- see ``pool_memory``."""
+    try:
+        return not stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 import subprocess
@@ -18,7 +19,7 @@ from notnets_rpc import layout as L
 from notnets_rpc.errors import PoolError, ProtocolError
 from notnets_rpc.inspect import format_inspection, inspect_pool
 from notnets_rpc.mapping import device_size
-from notnets_rpc.memory import Memory
+from notnets_rpc.memory import Memory, futex_safe, pool_memory
 from notnets_rpc.pool import Pool
 
 
@@ -93,6 +94,19 @@ def test_dax_size_from_sysfs(tmp_path):
     assert device_size(dev, sysfs=tmp_path / "sys") == 262144000
     with pytest.raises(PoolError):
         device_size(dev, sysfs=tmp_path / "nothing")
+
+
+def test_no_futex_on_a_device(pool_path):
+    # FUTEX_WAIT on a device-dax page oopses Linux 6.1 and kills the waiting thread
+    assert futex_safe(pool_path)
+    assert not futex_safe("/dev/null")  # a character device, like /dev/dax0.0
+    with open(pool_path, "r+b") as f:
+        buf = mmap.mmap(f.fileno(), 0)
+    try:
+        assert pool_memory(buf, pool_path).can_wait == Memory(buf).can_wait
+        assert not pool_memory(buf, "/dev/null").can_wait
+    finally:
+        buf.close()
 
 
 def _emu(*args: str) -> subprocess.CompletedProcess:

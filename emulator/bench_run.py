@@ -22,6 +22,7 @@ from .bench_options import BenchOptions
 from .bench_results import ratio_table, summary_line, write_results
 from .bench_workloads import CHAIN_PLACEMENT, ECHO_CLIENT, ECHO_SERVER, WORKLOADS, Workload
 from .errors import UserError
+from .kernel_faults import describe, run_kernel_faults
 from .progress import Progress
 from .topology import Topology, load_topology
 
@@ -96,6 +97,12 @@ def run_bench(options: BenchOptions) -> int:
                     save()
         finally:
             runner.stop_all()
+            faults = run_kernel_faults(run, runner.backend)
+            if faults:
+                meta["kernel_faults"] = faults
+                for line in describe(run, runner.backend, faults):
+                    failures.append(line)
+                    progress.say(f"FAILED: {line}")
     finally:
         progress.say(f"run {run.name}: bringing it down")
         tear_down(run, keep_pools=False, progress=Progress(quiet=True))

@@ -149,6 +149,7 @@ def _kept_console_log(name: Optional[str], host: str) -> Optional[Path]:
 def run(topology: Topology, accel: str, junit: Optional[Path]) -> int:
     """up, the steps, down (always, even on Ctrl-C or SIGTERM); non-zero if a step failed."""
     from .junit import build_report, write_report
+    from .kernel_faults import describe, run_kernel_faults
     from .lifecycle import bring_up, tear_down
     from .steps import StepRunner, summary
 
@@ -165,7 +166,9 @@ def run(topology: Topology, accel: str, junit: Optional[Path]) -> int:
                                                  up_seconds=time.monotonic() - started))
             raise
         up_seconds = time.monotonic() - started
-        runner = StepRunner(state, _backend_of(state), progress.say)
+        backend = _backend_of(state)
+        runner = StepRunner(state, backend, progress.say)
+        faults: list[str] = []
         try:
             results = runner.run_all(topology.run)
         except KeyboardInterrupt:
@@ -173,9 +176,14 @@ def run(topology: Topology, accel: str, junit: Optional[Path]) -> int:
                 write_report(junit, build_report(topology.name, runner.results, up_seconds=up_seconds))
             raise
         finally:
+            faults = describe(state, backend, run_kernel_faults(state, backend))
             progress.say(f"run {state.name}: bringing it down")
             tear_down(state, keep_pools=False, progress=progress)
         code, text = summary(results)
+        for line in faults:  # a guest kernel oops fails the run even if every step passed
+            progress.say(f"FAILED: {line}")
+        if faults:
+            code, text = 1, f"{text}, {len(faults)} host(s) with a guest kernel fault"
         progress.say(f"run {topology.name}: {text}")
         if junit:
             write_report(junit, build_report(topology.name, results, up_seconds=up_seconds))

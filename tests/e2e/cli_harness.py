@@ -77,6 +77,18 @@ class Emu:
                 pass
         return files
 
+    def kernel_faults(self) -> dict[str, list[str]]:
+        """Guest kernel faults in the console logs of this harness's QEMU runs (the logs
+        stay after `down`): an oops kills one thread and a test may still pass."""
+        from emulator.kernel_faults import kernel_faults
+
+        found = {}
+        for log in self.state.glob("*/hosts/*/console.log"):
+            lines = kernel_faults(log)
+            if lines:
+                found[str(log)] = lines
+        return found
+
     def cleanup(self) -> None:
         """Safety net: `down` every run, then kill whatever is still recorded."""
         pids, files = self.pids(), self.backing_files()

@@ -45,6 +45,7 @@ def cluster(tmp_path_factory):
         emu.cleanup()
         assert running_under(str(emu.state)) == [], "processes outlived the test"
         assert pool_files(name) == [], "pool files left behind"
+        assert emu.kernel_faults() == {}, "a guest kernel faulted"
 
 
 def test_up_reports_progress_per_host(cluster):

@@ -102,6 +102,8 @@ def cluster(request, tmp_path_factory):
         emu.cleanup()
         assert running_under(str(emu.state)) == [], "processes outlived the test"
         assert pool_files(name) == [], "pool files left behind"
+        if backend == "qemu":
+            assert emu.kernel_faults() == {}, "a guest kernel faulted"
 
 
 def test_frozen_server_thawed_in_time_completes_the_call(cluster):

@@ -18,12 +18,12 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-import stat
 import struct
 import time
 from typing import Any, Optional, Union
 
 from .errors import ProtocolError
+from .mapping import is_char_device
 
 Buffer = Union[bytearray, memoryview, Any]
 
@@ -230,15 +230,6 @@ def pool_memory(buf: Buffer, path: str, writable: bool = True) -> Memory:
         mem = Memory(buf, writable)
     else:
         mem = farmem.FarMemory(buf, writable, farmem.account_for(os.path.realpath(path), model))
-    if not futex_safe(path):
+    if is_char_device(path):
         mem.can_wait = False
     return mem
-
-
-def futex_safe(path: str) -> bool:
-    """Whether processes mapping ``path`` may sleep on its words with a futex: files yes,
-    devices (DAX) no -- see ``pool_memory``."""
-    try:
-        return not stat.S_ISCHR(os.stat(path).st_mode)
-    except OSError:
-        return False

@@ -32,14 +32,37 @@ def _when(ms: int) -> str | None:
         return None
 
 
+# A QEMU run's backing file holds the pool where the guest's DAX device starts, behind the
+# CXL region's metadata (6 MiB in our guests; device-dax aligns it to 2 MiB).
+DAX_STEP = 2 << 20
+DAX_SEARCH = 64 << 20
+
+
+def pool_offset(buf: Any) -> int:
+    """Where the pool starts in ``buf``: 0, or the first 2 MiB step within 64 MiB that
+    holds the pool magic (a backing file seen from the host); 0 if none does."""
+    if bytes(buf[:8]) == L.MAGIC:
+        return 0
+    for at in range(DAX_STEP, min(len(buf), DAX_SEARCH), DAX_STEP):
+        if bytes(buf[at : at + 8]) == L.MAGIC:
+            return at
+    return 0
+
+
 def inspect_pool(path: PathLike) -> Dict[str, Any]:
-    """The snapshot as plain data (the --json output); raises PoolError on a bad pool."""
+    """The snapshot as plain data (the --json output); raises PoolError on a bad pool.
+
+    ``path`` may also be the backing file of a QEMU run's CXL device, where the pool
+    starts at the DAX device's offset ("offset" in the snapshot)."""
     mapping = Mapping(path, writable=False)
-    mem = Memory(mapping.mm, writable=False)
+    offset = pool_offset(mapping.mm)
+    window = memoryview(mapping.mm)[offset:]
+    mem = Memory(window, writable=False)
     try:
         lay = L.parse_superblock(mem)
         return {
             "path": os.fspath(path),
+            "offset": offset,
             "header": {
                 "magic": L.MAGIC.decode(),
                 "layout_version": L.LAYOUT_VERSION,
@@ -63,6 +86,7 @@ def inspect_pool(path: PathLike) -> Dict[str, Any]:
         }
     finally:
         mem.release()
+        window.release()
         mapping.close()
 
 
@@ -130,8 +154,9 @@ def _channels(mem: Memory, lay: L.Layout) -> List[Dict[str, Any]]:
 def format_inspection(snap: Dict[str, Any]) -> str:
     """Human-readable text for ``notnets-emu pool inspect``."""
     hd = snap["header"]
+    where = f" at byte {snap['offset']} (a DAX device's start in its backing file)" if snap.get("offset") else ""
     lines = [
-        f"pool {snap['path']}: NotNets layout v{hd['layout_version']}, {hd['pool_bytes']} bytes "
+        f"pool {snap['path']}{where}: NotNets layout v{hd['layout_version']}, {hd['pool_bytes']} bytes "
         f"(mapped {hd['mapped_bytes']}), uuid {hd['uuid']}, created {hd['created']}",
         f"  {hd['max_hosts']} hosts x ({hd['dir_slots_per_host']} directory slots, {hd['channels_per_host']} channels), "
         f"rings of {hd['ring_bytes']} bytes",

@@ -107,6 +107,18 @@ def test_no_futex_on_a_device(pool_path):
         buf.close()
 
 
+def test_inspect_finds_the_pool_inside_a_backing_file(pool_path, blank_path):
+    # a QEMU run's backing file: the CXL region's metadata, then the DAX device (our pool)
+    with open(pool_path, "rb") as f:
+        pool = f.read()
+    with open(blank_path, "wb") as f:
+        f.write(b"\0" * (6 << 20) + pool)
+    snap = inspect_pool(blank_path)
+    assert snap["offset"] == 6 << 20 and snap["header"]["pool_bytes"] == inspect_pool(pool_path)["header"]["pool_bytes"]
+    assert inspect_pool(pool_path)["offset"] == 0
+    assert "at byte 6291456" in format_inspection(snap)
+
+
 def _emu(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "emulator.cli", *args], capture_output=True, text=True, timeout=60)
 

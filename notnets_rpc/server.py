@@ -51,7 +51,7 @@ PROMOTE_AFTER = 0.005
 HEARTBEAT_PERIOD = 0.1
 IDLE_NAP = 0.05  # how long the monitor sleeps between looks while the server is idle
 # ... and while it serves. On a one-CPU host every wake of the monitor preempts the poller
-# and forces it to hand over the GIL: at 2 ms it took ~13% of a TCG guest's CPU. There it
+# and forces it to hand over the GIL: at 2 ms it took ~14% of a TCG guest's CPU. There it
 # looks every 40 ms, and PROMOTE_AFTER after seeing a handler run (see _maybe_promote).
 BUSY_NAP = 0.04 if ONE_CPU else 0.002
 CLIENT_CHECK_PERIOD = 0.5

@@ -99,7 +99,7 @@ def warmup_calls(size: int, calls: int) -> int:
 
 def measure_all(target: str, pool: Optional[str], shapes: list[str], sizes: list[int], calls: int,
                 seconds: float, min_calls: int, emit: Callable[[dict], None],
-                announce: Callable[[str], None]) -> None:
+                announce: Callable[[str], None], with_samples: bool = False) -> None:
     import notnets_rpc
 
     echo_pb2, echo_pb2_grpc = load_echo()
@@ -113,7 +113,10 @@ def measure_all(target: str, pool: Optional[str], shapes: list[str], sizes: list
                 request = echo_pb2.EchoRequest(payload=os.urandom(size))
                 samples, elapsed = SHAPES[shape](stub, request, Budget(calls, seconds, min_calls),
                                                  warmup_calls(size, calls))
-                emit({"shape": shape, "size": size, **summarize(samples, elapsed, size)})
+                row = {"shape": shape, "size": size, **summarize(samples, elapsed, size)}
+                if with_samples:
+                    row.update(samples_ns=samples, elapsed_s=round(elapsed, 6))
+                emit(row)
 
 
 def parse_list(text: str) -> list[str]:
@@ -129,6 +132,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--min-calls", type=int, default=20)
+    parser.add_argument("--samples", action="store_true", help="also print every sample (for pooling rounds)")
     args = parser.parse_args(argv)
     shapes = parse_list(args.shapes)
     unknown = [s for s in shapes if s not in SHAPES]
@@ -143,7 +147,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     try:
         measure_all(args.target, args.pool, shapes, [int(s) for s in parse_list(args.sizes)], args.calls,
-                    args.seconds, args.min_calls, emit, announce)
+                    args.seconds, args.min_calls, emit, announce, args.samples)
     except Exception as exc:  # grpc.RpcError, PoolError: one line for the host to show
         code = getattr(exc, "code", None)
         what = f"{code().name}: {exc.details()}" if callable(code) else f"{type(exc).__name__}: {exc}"

@@ -20,6 +20,7 @@ from .bench_guest import HostRunner
 from .bench_meta import load_average, machine_meta
 from .bench_options import BenchOptions
 from .bench_results import ratio_table, summary_line, write_results
+from .bench_stats import pool_rounds
 from .bench_workloads import CHAIN_PLACEMENT, ECHO_CLIENT, ECHO_SERVER, WORKLOADS, Workload
 from .errors import UserError
 from .kernel_faults import describe, run_kernel_faults
@@ -53,6 +54,7 @@ def run_meta(options: BenchOptions, run: Any) -> dict[str, Any]:
         "backend": options.backend, "quick": options.quick, "argv": list(options.argv),
         "topology": str(options.topology), "accel": run.accel, "accel_note": run.accel_note,
         "pools": [{"name": p.name, "kind": p.kind, "size": p.size, "note": p.note} for p in run.pools],
+        "rounds": options.rounds,
         "budget": {"sizes": list(b.sizes), "calls": b.calls, "seconds": b.seconds, "min_calls": b.min_calls,
                    "chain_calls": b.chain_calls, "chain_seconds": b.chain_seconds,
                    "chain_depths": list(b.chain_depths)},
@@ -88,13 +90,21 @@ def run_bench(options: BenchOptions) -> int:
         workload = Workload(topology, runner, options, progress, rows.append)
         try:
             for name in options.workloads:
-                for transport in options.transports:
-                    try:
-                        WORKLOADS[name](workload, transport)
-                    except UserError as err:
-                        failures.append(f"{name} over {transport}: {err}")
-                        progress.say(f"FAILED: {name} over {transport}: {err}")
-                    save()
+                rounds = options.rounds if name == "echo" else 1
+                measured: list[dict] = []
+                workload.on_row = rows.append if rounds == 1 else measured.append
+                for r in range(rounds):
+                    for transport in options.transports:
+                        if rounds > 1:
+                            progress.say(f"{name} round {r + 1}/{rounds}: {transport}")
+                        try:
+                            WORKLOADS[name](workload, transport)
+                        except UserError as err:
+                            failures.append(f"{name} over {transport}: {err}")
+                            progress.say(f"FAILED: {name} over {transport}: {err}")
+                        save()
+                rows.extend(pool_rounds(measured))
+                save()
         finally:
             runner.stop_all()
             faults = run_kernel_faults(run, runner.backend)

@@ -28,3 +28,21 @@ def summarize(samples_ns: Sequence[int], elapsed_s: float, size: int) -> dict:
         "rps": round(n / elapsed_s, 1) if elapsed_s > 0 else 0.0,
         "mbps": round(n * size / elapsed_s / 1e6, 3) if elapsed_s > 0 else 0.0,
     }
+
+
+def pool_rounds(rows: Sequence[dict]) -> list[dict]:
+    """Rows of the same points measured in several rounds -> one row per point, computed
+    over all the rounds' samples (``samples_ns``, ``elapsed_s``), with each round's p50
+    kept in ``p50_rounds_us``. Rows keep their first round's order."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        key = (row["workload"], row["transport"], row["backend"], row["shape"], row["size"])
+        groups.setdefault(key, []).append(row)
+    pooled = []
+    for parts in groups.values():
+        samples = [s for part in parts for s in part["samples_ns"]]
+        elapsed = sum(part["elapsed_s"] for part in parts)
+        base = {k: v for k, v in parts[0].items() if k not in ("samples_ns", "elapsed_s")}
+        pooled.append({**base, **summarize(samples, elapsed, base["size"]), "rounds": len(parts),
+                       "p50_rounds_us": [part["p50_us"] for part in parts]})
+    return pooled

@@ -95,7 +95,12 @@ class Workload:
 
 
 def run_echo(w: Workload, transport: str) -> None:
+    """One round of echo over ``transport``; with several rounds each gets its share of
+    the point's budget and the client prints its samples for pooling (bench_stats)."""
     budget = w.options.budget
+    rounds = w.options.rounds
+    calls, seconds = -(-budget.calls // rounds), budget.seconds / rounds
+    min_calls = -(-budget.min_calls // rounds)
     server, target = w.start_server(
         ECHO_SERVER, f"python -m examples.echo.server --target {listen_target(w.topology, transport, ECHO_SERVER, 'echo')}",
         f"echo-{transport}")
@@ -103,10 +108,10 @@ def run_echo(w: Workload, transport: str) -> None:
         points = len(w.options.shapes) * len(budget.sizes)
         command = ("python -m emulator.bench_client "
                    f"--target {shlex.quote(target)} --shapes {','.join(w.options.shapes)} "
-                   f"--sizes {','.join(str(s) for s in budget.sizes)} --calls {budget.calls} "
-                   f"--seconds {budget.seconds:g} --min-calls {budget.min_calls}")
+                   f"--sizes {','.join(str(s) for s in budget.sizes)} --calls {calls} "
+                   f"--seconds {seconds:g} --min-calls {min_calls}" + (" --samples" if rounds > 1 else ""))
         w.progress.say(f"echo over {transport}: {points} points, {ECHO_CLIENT} -> {ECHO_SERVER} ({target})")
-        w.client(ECHO_CLIENT, command, CLIENT_SLACK + points * (3 * budget.seconds + 30), f"echo {transport}",
+        w.client(ECHO_CLIENT, command, CLIENT_SLACK + points * (3 * seconds + 30), f"echo {transport}",
                  lambda data: {"workload": "echo", "transport": transport, "backend": w.topology.backend, **data},
                  lambda row: f"{row['shape']} {human_size(row['size'])}")
     finally:

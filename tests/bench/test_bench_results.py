@@ -10,7 +10,7 @@ import pytest
 from emulator.bench_options import BUDGETS, options_from, parse_bench_args, parse_sizes
 from emulator.bench_plots import plot_all
 from emulator.bench_results import pairs, ratio_table, read_results, summary_line, write_results
-from emulator.bench_stats import percentile, summarize
+from emulator.bench_stats import percentile, pool_rounds, summarize
 from emulator.errors import UserError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -97,6 +97,20 @@ def test_stats():
     assert stats["rps"] == 200.0 and stats["mbps"] == 0.2
 
 
+def test_rounds_are_pooled_over_all_their_samples():
+    def row(transport, samples, elapsed):
+        return {"workload": "echo", "transport": transport, "backend": "qemu", "shape": "unary", "size": 64,
+                **summarize(samples, elapsed, 64), "samples_ns": samples, "elapsed_s": elapsed}
+
+    rows = [row("grpc-tcp", [10_000] * 3, 0.03), row("notnets", [500] * 30, 0.015),
+            row("grpc-tcp", [20_000] * 3, 0.06), row("notnets", [400] * 30, 0.012)]
+    grpc, notnets = pool_rounds(rows)
+    assert grpc["transport"] == "grpc-tcp" and grpc["calls"] == 6 and grpc["rounds"] == 2
+    assert grpc["p50_us"] == 20.0 and grpc["p50_rounds_us"] == [10.0, 20.0] and grpc["rps"] == 66.7
+    assert notnets["p50_us"] == 0.5 and notnets["calls"] == 60
+    assert "samples_ns" not in grpc and "elapsed_s" not in notnets
+
+
 def test_parse_sizes():
     assert parse_sizes("1M, 64,4K,64") == (64, 4096, 1 << 20)
     for bad in ("", "64,huge", "0", "1G"):
@@ -115,7 +129,11 @@ def test_options_defaults_and_overrides(tmp_path: Path):
     assert tuned.budget.sizes == (64,) and tuned.budget.calls == 7 and tuned.budget.min_calls == 7
     assert tuned.budget.seconds == 0.5 and tuned.budget.chain_calls == 7
     assert tuned.transports == ("grpc-tcp", "notnets") and tuned.shapes == ("stream",)
+    assert quick.rounds == 1 and tuned.rounds == 3  # on QEMU the transports take turns
+    assert options_from("qemu", True, tmp_path, None, "unary", "notnets", "echo", None, None, topo, "tcg",
+                        rounds=1).rounds == 1
     for kwargs, message in (({"transports": "udp"}, "--transports"), ({"calls": 0}, "--calls"),
+                            ({"rounds": 0}, "--rounds"),
                             ({"topology": tmp_path / "missing.yaml"}, "no such file")):
         args = dict(backend="sim", quick=True, out=tmp_path, sizes=None, shapes="unary", transports="notnets",
                     workloads="echo", calls=None, seconds=None, topology=topo, accel="auto")

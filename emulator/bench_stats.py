@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .bench_results import point_key
+
 
 def percentile(sorted_ns: Sequence[int], q: float) -> float:
     """Nearest-rank percentile of already sorted samples (0 for none)."""
@@ -36,8 +38,7 @@ def pool_rounds(rows: Sequence[dict]) -> list[dict]:
     kept in ``p50_rounds_us``. Rows keep their first round's order."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        key = (row["workload"], row["transport"], row["backend"], row["shape"], row["size"])
-        groups.setdefault(key, []).append(row)
+        groups.setdefault((row["transport"], *point_key(row)), []).append(row)
     pooled = []
     for parts in groups.values():
         samples = [s for part in parts for s in part["samples_ns"]]

@@ -1,8 +1,4 @@
-"""What each CLI verb does, one function per verb; cli.py only parses arguments.
-
-Verbs whose machinery has not landed yet raise a UserError with exit code 2, so that
-scripts can tell "not built" from "failed".
-"""
+"""What each CLI verb does, one function per verb; cli.py only parses arguments."""
 
 from __future__ import annotations
 
@@ -12,7 +8,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
 
@@ -24,13 +20,6 @@ from emulator.topology.model import Topology
 if TYPE_CHECKING:
     from emulator.backends.base import Backend
     from emulator.runs.state import HostState
-
-EXIT_NOT_BUILT = 2
-
-
-def _not_built(verb: str, issue: int) -> NoReturn:
-    raise UserError(f"`notnets-emu {verb}` is not built yet (tracked in issue #{issue})", exit_code=EXIT_NOT_BUILT)
-
 
 def _backend_of(run: RunState) -> "Backend":
     from emulator.backends.by_name import get_backend

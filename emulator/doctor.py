@@ -149,10 +149,8 @@ def check_accel(kernel: Optional[Kernel], probe: bool) -> Check:
         return Check("accelerator", WARN, "/dev/kvm not accessible: TCG will be used", "add yourself to group kvm")
     if not probe or kernel is None:
         return Check("accelerator", WARN, "/dev/kvm present, not probed (--no-probe): `up --accel auto` will probe")
-    try:
-        from emulator.backends.qemu.accel import probe_kvm
-    except ImportError:
-        return Check("accelerator", WARN, "/dev/kvm present; KVM probe not available yet")
+    from emulator.backends.qemu.accel import probe_kvm
+
     works, detail = probe_kvm(kernel)
     if works:
         return Check("accelerator", OK, f"KVM works ({detail})")

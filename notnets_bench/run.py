@@ -8,6 +8,8 @@ A workload that fails does not stop the others; `bench` then exits non-zero nami
 
 from __future__ import annotations
 
+import importlib.util
+
 import dataclasses
 import os
 import time
@@ -127,13 +129,13 @@ def run_bench(options: BenchOptions) -> int:
 def finish(rows: list[dict], out: Path, progress: Progress) -> None:
     """Plots, then the ratio table and the headline on stdout."""
     if rows:
-        try:
+        if importlib.util.find_spec("matplotlib") is None:  # a dev extra, not a dependency
+            progress.say("no plots: matplotlib is not installed; `pip install matplotlib` (make setup does)")
+        else:
             from notnets_bench.plots import plot_all
 
             for path in plot_all(rows, out):
                 progress.say(f"plot: {path}")
-        except ImportError as err:
-            progress.say(f"no plots ({err}); `pip install matplotlib` (make setup does)")
     click.echo(ratio_table(rows))
     line = summary_line(rows)
     if line:

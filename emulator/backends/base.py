@@ -72,11 +72,9 @@ class Backend(ABC):
     def fault(self, run: RunState, host: HostState, action: str) -> None:
         """kill (the host dies at once), freeze (stops, memory kept) or thaw."""
 
+    @abstractmethod
     def restart_host(self, run: RunState, host: HostState, progress: Progress) -> None:
         """Start HOST again (after a kill), with the same config, and wait until it is ready."""
-        from emulator.errors import UserError
-
-        raise UserError(f"the {self.name} backend cannot restart a host yet", exit_code=2)
 
     def console_log(self, run: RunState, host: HostState) -> Path:
         """The file that holds what the host wrote on its console."""

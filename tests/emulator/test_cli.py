@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from emulator import doctor
 from emulator.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,8 +57,26 @@ def test_unknown_verb_is_a_usage_error():
     assert result.returncode == 2 and "No such command" in result.stderr
 
 
-def test_doctor_prints_a_table():
+def test_doctor_prints_a_table_and_its_exit_code_follows_it():
     result = notnets_emu("doctor", "--no-probe")
-    assert result.returncode in (0, 1)
     for name in ("qemu", "guest kernel", "huge pages", "accelerator", "memory"):
         assert name in result.stdout
+    failed = [line for line in result.stdout.splitlines() if line.startswith(doctor.FAIL)]
+    assert result.returncode == (1 if failed else 0), result.stdout
+
+
+@pytest.mark.parametrize("failing", [None, "check_qemu", "check_memory"])
+def test_doctor_exits_1_exactly_when_a_check_fails(monkeypatch, failing):
+    checks = ("check_qemu", "check_modules", "check_tools", "check_python_packages", "check_hugepages")
+    for name in checks:
+        monkeypatch.setattr(doctor, name, lambda *_, name=name: doctor.Check(name, doctor.OK, "fine"))
+    monkeypatch.setattr(doctor, "check_kernel", lambda: (doctor.Check("kernel", doctor.OK, "fine"), None))
+    monkeypatch.setattr(doctor, "check_accel", lambda *_: doctor.Check("accel", doctor.WARN, "TCG", "enable KVM"))
+    monkeypatch.setattr(doctor, "check_memory", lambda *_: doctor.Check("memory", doctor.OK, "fine"))
+    if failing:
+        monkeypatch.setattr(doctor, failing, lambda *_: doctor.Check(failing, doctor.FAIL, "broken", "mend it"))
+    lines: list[str] = []
+    code = doctor.run_doctor(probe_kvm=False, echo=lines.append)
+    assert code == (1 if failing else 0)
+    assert lines[-1] == ("1 problem(s) to fix" if failing else "ready: every required prerequisite is present")
+    assert any("fix: enable KVM" in line for line in lines), "a warning shows its fix too"

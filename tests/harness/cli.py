@@ -22,17 +22,13 @@ def qemu_available() -> Optional[str]:
 
     if which("qemu-system-x86_64") is None:
         return "qemu-system-x86_64 not installed"
-    try:
-        from emulator.paths import find_kernel
+    from emulator.errors import UserError
+    from emulator.paths import find_kernel
 
+    try:
         find_kernel()
-    except Exception as err:  # noqa: BLE001
+    except UserError as err:
         return f"no guest kernel: {err}"
-    for module in ("emulator.image.initramfs", "emulator.image.guest_config", "emulator.backends.agent_client"):
-        try:
-            __import__(module)
-        except ImportError:
-            return f"{module} not built yet"
     return None
 
 

@@ -59,6 +59,9 @@ class FakeBackend(Backend):
     def fault(self, run, host, action):
         self.calls.append(("fault", host.name, action))
 
+    def restart_host(self, run, host, progress):
+        self.calls.append(("restart", host.name))
+
 
 class ExitingBackend(FakeBackend):
     """A backend whose spawned processes have already exited with ``code``."""

@@ -15,11 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping, Optional
 
+from emulator.backends import agent_client
 from emulator.backends.qemu import process as qemu_process
 from emulator.backends.qemu import qmp_control
 from emulator.backends.qemu.accel import choose_accel
 from emulator.backends.qemu.boot_watch import BootWatch
 from emulator.errors import UserError
+from emulator.image.guest_config import write_guest_config
+from emulator.image.initramfs import build_initramfs
+from emulator.image.kernel_image import boot_image  # uncompressed PVH vmlinux: ~3 s less per TCG boot
 from emulator.paths import Kernel, find_kernel
 from emulator.progress import Progress
 from emulator.backends.qemu.command import HostPaths, build_qemu_argv, load_template
@@ -44,35 +48,6 @@ def boot_timeout(accel: str) -> float:
         except ValueError:
             raise UserError(f"NOTNETS_BOOT_TIMEOUT={env!r}: expected a number of seconds") from None
     return DEFAULT_BOOT_TIMEOUT.get(accel, 180.0)
-
-
-def _agent_module() -> Any:
-    try:
-        from emulator.backends import agent_client
-    except ImportError:
-        raise UserError("the guest agent client (emulator/backends/agent_client.py) is not built yet", exit_code=2) from None
-    return agent_client
-
-
-def _guest_image(kernel: Kernel) -> Path:
-    try:
-        from emulator.image.initramfs import build_initramfs
-        from emulator.image.guest_config import write_guest_config  # noqa: F401 - checked here, used below
-    except ImportError:
-        raise UserError("the guest image builder (emulator/image/initramfs.py) is not built yet", exit_code=2) from None
-    return Path(build_initramfs(kernel))
-
-
-def _boot_image(kernel: Kernel) -> Path:
-    from emulator.image.kernel_image import boot_image  # uncompressed PVH vmlinux: ~3 s less per TCG boot
-
-    return boot_image(kernel)
-
-
-def _write_guest_config(host_dir: Path, topology: Topology, host: Host, state_dir: Path) -> None:
-    from emulator.image.guest_config import write_guest_config
-
-    write_guest_config(host_dir, topology, host, state_dir)
 
 
 def _sparse_file(path: Path, size: int) -> None:
@@ -118,7 +93,7 @@ class QemuBackend(Backend):
     # -- up ---------------------------------------------------------------------------
     def start_hosts(self, topology: Topology, run: RunState, accel: str, progress: Progress) -> None:
         kernel = find_kernel()
-        initrd = _guest_image(kernel)
+        initrd = build_initramfs(kernel)
         accel_name, note = choose_accel(accel, kernel)
         run.accel, run.accel_note = accel_name, note
         progress.say(note)
@@ -133,12 +108,12 @@ class QemuBackend(Backend):
         for host in topology.hosts:
             host_dir = make_private_dir(state_dir / "hosts" / host.name)
             paths = HostPaths.in_state_dir(
-                state_dir, host.name, str(_boot_image(kernel)), str(initrd), backing, host.pools,
+                state_dir, host.name, str(boot_image(kernel)), str(initrd), backing, host.pools,
                 agent_ports=int(template["agent_ports"]), network=topology.network,
             )
             for lsa in paths.lsa.values():
                 _sparse_file(Path(lsa), parse_size(template["lsa_size"]))
-            _write_guest_config(host_dir, topology, host, state_dir)
+            write_guest_config(host_dir, topology, host, state_dir)
             argvs[host.name] = build_qemu_argv(topology, host, paths, accel=accel_name, template=template)
             run.hosts.append(HostState(
                 name=host.name, index=host.index, state="created", accel=accel_name, dir=str(host_dir),
@@ -160,7 +135,7 @@ class QemuBackend(Backend):
 
     def _wait_ready(self, run: RunState, hosts: list[HostState], wanted: dict[str, set[str]], procs: dict,
                     started: float, timeout: float, progress: Progress) -> None:
-        agent = _agent_module()
+        agent = agent_client
         deadline = started + timeout
         results: dict[str, Any] = {}
         lock = threading.Lock()
@@ -306,7 +281,7 @@ class QemuBackend(Backend):
     # -- commands -----------------------------------------------------------------------
     def _client(self, run: RunState, host: HostState) -> Any:
         self._require_running(run, host)
-        return _agent_module().AgentClient.connect(host.agent_sockets, timeout=AGENT_CONNECT_TIMEOUT)
+        return agent_client.AgentClient.connect(host.agent_sockets, timeout=AGENT_CONNECT_TIMEOUT)
 
     def exec(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
              env: Mapping[str, str], timeout: Optional[float], stdout: BinaryIO, stderr: BinaryIO) -> int:

@@ -6,10 +6,10 @@ import shlex
 
 import click
 
-from emulator.backends.qemu.command import HostPaths, build_qemu_argv, load_template
+from emulator.pools.backing import backing_path
 from emulator.errors import UserError
 from emulator.paths import find_kernel, state_root
-from emulator.pools.backing import backing_path
+from emulator.backends.qemu.command import HostPaths, build_qemu_argv, load_template
 from emulator.topology.model import Topology
 
 

@@ -15,11 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import notnets_rpc
-from notnets_rpc import layout as L
+from notnets_rpc.wire import layout as L
 from notnets_rpc.errors import PoolError, ProtocolError
 from notnets_rpc.inspect import format_inspection, inspect_pool
 from notnets_rpc.mapping import device_size
-from notnets_rpc.memory import Memory, pool_memory
+from notnets_rpc.memory import Memory
+from notnets_rpc.pool import pool_memory
 from notnets_rpc.pool import Pool
 
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from notnets_rpc.errors import ProtocolError
-from notnets_rpc.frames import CALL, HEADER_BYTES, MESSAGE, STATUS, frame_bytes
+from notnets_rpc.wire.frames import CALL, HEADER_BYTES, MESSAGE, STATUS, frame_bytes
 from notnets_rpc.memory import Memory
-from notnets_rpc.ring import RingReader, RingWriter
+from notnets_rpc.wire.ring import RingReader, RingWriter
 
 RING = 4096
 DATA = 256  # ring data after two control words (0 and 64)

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 
 import grpc
 
-from .status import as_metadata
+from ..status import as_metadata
 
 END_OF_REQUESTS = object()
 CANCELLED = object()

@@ -11,12 +11,12 @@ from typing import Any, Optional, Sequence
 
 import grpc
 
-from . import frames as F
-from .backoff import Backoff
-from .errors import ProtocolError
-from .server_call import CANCELLED, ServerCall
-from .server_channels import ServerChannel
-from .status import OK, code_to_wire
+from ..wire import frames as F
+from ..backoff import Backoff
+from ..errors import ProtocolError
+from .call import CANCELLED, ServerCall
+from .channels import ServerChannel
+from ..status import OK, code_to_wire
 
 _log = logging.getLogger("notnets_rpc.server")
 

@@ -24,15 +24,15 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import grpc
 
-from . import frames as F
-from . import layout as L
-from .backoff import Backoff
-from .client_call import WAIT_DONE, CallState, _NOTHING
-from .errors import ProtocolError
-from .messages import on_chunk, sink_slot, takes_buffers
-from .pool import Endpoint, Pool, pid_alive, stale_ms
-from .ring import SMALL_FRAME
-from .status import OK, code_from_wire
+from ..wire import frames as F
+from ..wire import layout as L
+from ..backoff import Backoff
+from .call import WAIT_DONE, CallState, _NOTHING
+from ..errors import ProtocolError
+from ..wire.messages import on_chunk, sink_slot, takes_buffers
+from ..pool import Endpoint, Pool, pid_alive, stale_ms
+from ..wire.ring import SMALL_FRAME
+from ..status import OK, code_from_wire
 
 _allocate_lock = threading.Lock
 _monotonic = time.monotonic

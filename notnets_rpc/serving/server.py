@@ -27,17 +27,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import grpc
 
-from . import frames as F
-from . import layout as L
-from .backoff import ONE_CPU, Backoff
-from .channel import message_limits
-from .errors import EndpointInUseError, ProtocolError
-from .messages import on_chunk, takes_buffers
-from .pool import Endpoint, Pool, stale_ms
-from .server_call import END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
-from .server_channels import ChannelTable, ServerChannel
-from .server_replies import Replies
-from .status import as_metadata
+from ..wire import frames as F
+from ..wire import layout as L
+from ..backoff import ONE_CPU, Backoff
+from ..options import message_limits
+from ..errors import EndpointInUseError, ProtocolError
+from ..wire.messages import on_chunk, takes_buffers
+from ..pool import Endpoint, Pool, stale_ms
+from .call import END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
+from .channels import ChannelTable, ServerChannel
+from .replies import Replies
+from ..status import as_metadata
 
 try:
     from grpc._utilities import DictionaryGenericHandler

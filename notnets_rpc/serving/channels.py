@@ -14,11 +14,11 @@ from typing import Dict, Optional
 
 import grpc
 
-from . import frames as F
-from . import layout as L
-from .messages import sink_slot
-from .pool import Pool, now_ms, pid_alive, stale_ms
-from .server_call import ServerCall
+from ..wire import frames as F
+from ..wire import layout as L
+from ..wire.messages import sink_slot
+from ..pool import Pool, now_ms, pid_alive, stale_ms
+from .call import ServerCall
 
 _log = logging.getLogger("notnets_rpc.server")
 _monotonic = time.monotonic

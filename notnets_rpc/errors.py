@@ -18,6 +18,11 @@ class NotAPoolError(PoolError):
     """The file holds something other than a formatted pool (or nothing yet)."""
 
 
+class PoolNotReadyError(NotAPoolError):
+    """No pool there yet: the file does not exist or is all zero (a server may still
+    create or format it, so a channel waits instead of failing)."""
+
+
 class PoolTooSmallError(PoolError):
     """The file or device is too small for the requested layout."""
 

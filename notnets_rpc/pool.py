@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, Optional, Tuple
 
 from .wire import layout as L
-from .errors import EndpointInUseError, NotAPoolError, PoolError, PoolExistsError, PoolFullError
+from .errors import EndpointInUseError, PoolError, PoolNotReadyError, PoolExistsError, PoolFullError
 from .mapping import Mapping, PathLike, create_backing, is_char_device
 from . import farmem
 from .memory import Buffer, Memory
@@ -195,7 +195,7 @@ class Pool:
                                                 L.DEFAULT_CHANNELS, None)
                                 ready = True
                             elif time.monotonic() >= deadline:
-                                raise NotAPoolError(f"{path}: not formatted yet (all zero); start a server "
+                                raise PoolNotReadyError(f"{path}: not formatted yet (all zero); start a server "
                                                     "or run `notnets-emu pool create`")
                         elif not ready:
                             ready = True  # let parse_superblock say what is wrong

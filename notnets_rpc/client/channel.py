@@ -21,7 +21,7 @@ import grpc
 from ..wire import frames as F
 from .call import WAIT_DONE, CallState, ClientCall
 from .connection import Connection, ConnectionBroken
-from ..errors import NotAPoolError, PoolError
+from ..errors import PoolError, PoolNotReadyError
 from ..liveness import BEATER
 from ..pool import Pool, default_pool_path, stale_ms
 from ..options import message_limits
@@ -93,9 +93,8 @@ class Channel(grpc.Channel):
             return
         try:
             self._pool = Pool.acquire(self._pool_path)
-        except NotAPoolError as exc:
-            if "not formatted yet" not in str(exc) and "no such file" not in str(exc):
-                raise
+        except PoolNotReadyError:
+            pass  # a server may create or format it before the first call
 
     # -- connecting ---------------------------------------------------------------------------
     def _connection(self, deadline: Optional[float], wait_for_ready: Optional[bool]) -> Connection:
@@ -156,10 +155,17 @@ class Channel(grpc.Channel):
         payload = None
         if unary_request:
             if serializer is None:
+                if request is None:  # grpcio: its serializing step fails
+                    return failed_call(grpc.StatusCode.INTERNAL, "Exception serializing request!")
+                if not isinstance(request, (bytes, bytearray, memoryview)):
+                    raise TypeError(f"Argument 'message' has incorrect type (expected bytes, got "
+                                    f"{type(request).__name__})")
                 payload = request
             else:
                 try:
                     payload = serializer(request)
+                    if not isinstance(payload, (bytes, bytearray, memoryview)):
+                        raise TypeError(f"serializer returned {type(payload).__name__}, not bytes")
                 except Exception:
                     return failed_call(grpc.StatusCode.INTERNAL, "Exception serializing request!")
             if len(payload) > self._max_send:
@@ -167,8 +173,8 @@ class Channel(grpc.Channel):
                                    f"Sent message larger than max ({len(payload)} vs. {self._max_send})")
         try:
             md = F.encode_metadata(metadata) if metadata else b""
-        except ValueError as exc:
-            return failed_call(grpc.StatusCode.INTERNAL, f"Invalid metadata: {exc}")
+        except ValueError:
+            return failed_call(grpc.StatusCode.INTERNAL, "Invalid metadata")
         for attempt in (0, 1):
             try:
                 conn = self._connection(deadline, wait_for_ready)
@@ -380,16 +386,24 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
         conn = self._channel._conn
         if conn is not None and timeout is None and not metadata and conn.broken is None:
             serializer = self._serializer
-            try:
-                payload = request if serializer is None else serializer(request)
-            except Exception:
-                payload = None
-            if payload is not None and len(payload) + len(self._prefix) <= conn.chunk:
+            if serializer is None:
+                payload = request if type(request) is bytes else None  # anything else: checked on the general path
+            else:
+                try:
+                    payload = serializer(request)
+                except Exception:
+                    payload = None
+                if type(payload) is not bytes:
+                    payload = None
+            if payload is not None and len(payload) + len(self._prefix) <= conn.chunk and len(payload) <= conn.max_send:
                 try:
                     state, raw = conn.unary_fast(self._prefix, payload, self._deserializer)
                 except ConnectionBroken:
                     state = raw = None
                 if raw is not None:
+                    if len(raw) > conn.max_receive:
+                        raise ClientCall(conn, failed_call(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                            f"Received message larger than max ({len(raw)} vs. {conn.max_receive})"))[1])
                     deserializer = self._deserializer
                     if deserializer is None:
                         return raw
@@ -400,7 +414,7 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                         raise ClientCall(conn, state) from None
                 if state is not None:
                     return _outcome(conn, state)
-            elif payload is not None:  # too large for one frame: the general path, without serializing again
+            elif payload is not None and len(payload) <= conn.max_send:  # too large for one frame: the general path, without serializing again
                 conn, state = self._channel._start(self._method, payload, None, self._deserializer, None, None,
                                                    wait_for_ready, True, True)
                 return _outcome(conn, state)

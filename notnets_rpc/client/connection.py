@@ -87,7 +87,6 @@ class Connection:
         self.server_sleep = None if entry is None else entry + L.DIR_SLEEP
         self.server_kick = None if entry is None else entry + L.DIR_KICK
         self._claim = L.pack_state(generation, L.CH_OPEN)
-        self._accepted = L.pack_state(generation, L.ACC_ACCEPTED)
         self._backoff = self._new_backoff()
         self._peer_beat = (endpoint.heartbeat_ms, _monotonic())
         self._last_check = _monotonic()
@@ -485,6 +484,10 @@ class Connection:
         if state is None:
             return  # a late frame for a call that already ended (cancelled, deadline)
         if kind == _STATUS and flags & _BARE:
+            if len(body) > self.max_receive:
+                self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"Received message larger than max ({len(body)} vs. {self.max_receive})", cancel=True)
+                return
             with self.lock:
                 if state.done:
                     return
@@ -512,6 +515,11 @@ class Connection:
             if kind == _STATUS:
                 initial, details, trailing, at = F.parse_status(body)
                 message = body[at:] if flags & _HAS_MESSAGE else None
+                if message is not None and len(message) > self.max_receive:
+                    self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                      f"Received message larger than max ({len(message)} vs. {self.max_receive})",
+                                      cancel=True)
+                    return
                 self._complete(state, code_from_wire(aux), details.decode("utf-8", "replace"),
                                F.decode_metadata(trailing),
                                F.decode_metadata(initial) if flags & F.F_HAS_HEADERS else None, message)
@@ -686,14 +694,12 @@ class Connection:
             elif (now - seen) * 1000 > stale_ms():
                 reason = f"server heartbeat stopped {now - seen:.1f} s ago"
         if reason is None:
-            word = self.mem.load(self.ctl + L.CH_ACCEPT)
-            gen, verdict = L.unpack_state(word)
-            if word != self._accepted:
-                # any other verdict (or generation) means the server no longer serves this
-                # claim: dropped it, or someone overwrote the slot
-                name = L.ACC_NAMES.get(verdict, str(verdict)) if gen == self.generation else "overwritten"
-                reason = f"server dropped this channel ({name})"
+            gen, verdict = L.unpack_state(self.mem.load(self.ctl + L.CH_ACCEPT))
+            if gen == self.generation and verdict != L.ACC_ACCEPTED:
+                reason = f"server dropped this channel ({L.ACC_NAMES.get(verdict, verdict)})"
             elif self.mem.load(self.ctl + L.CH_CLAIM) != self._claim:
+                # someone else wrote our claim word: the server drops the channel, but can
+                # only say so under a generation that is no longer ours
                 reason = "this channel's slot was taken over by another claim"
         if reason is not None:
             self.break_(reason)

@@ -78,3 +78,99 @@ def test_cancel_of_an_answered_call_drops_its_queued_answer(serve, pool_path):
         assert not ch.outbox.frames and ch.outbox.nbytes == 0
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize("method,streaming", [("BigTrailer", False), ("BigDetails", False), ("BigHeaders", True)])
+def test_status_or_metadata_larger_than_a_ring_is_resource_exhausted(channel, method, streaming):
+    """grpcio answers RESOURCE_EXHAUSTED for metadata over its limit and serves on."""
+    size = str(40 << 20).encode()  # far more than a ring of the 32 MiB test pool
+    call = channel.unary_stream if streaming else channel.unary_unary
+    with pytest.raises(grpc.RpcError) as err:
+        result = call(f"/test.T/{method}")(size, timeout=10)
+        if streaming:
+            list(result)
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    for i in range(20):  # more than the poller used to survive
+        with pytest.raises(grpc.RpcError):
+            channel.unary_unary("/test.T/BigTrailer")(size, timeout=10)
+    assert channel.unary_unary("/test.T/Echo")(b"serving", timeout=5) == b"serving"
+
+
+def test_server_refuses_a_single_frame_message_over_its_limit(serve, pool_path):
+    serve(options=[("grpc.max_receive_message_length", 1000)])
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        echo = ch.unary_unary("/test.T/Echo")
+        assert echo(b"x" * 1000, timeout=5) == b"x" * 1000
+        for kwargs in ({}, {"timeout": 5}, {"metadata": (("k", "v"),)}):
+            with pytest.raises(grpc.RpcError) as err:
+                echo(b"x" * 1001, **kwargs)
+            assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert echo(b"small", timeout=5) == b"small"
+
+
+def test_client_refuses_a_single_frame_answer_over_its_limit(serve, pool_path):
+    serve()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path,
+                                      options=[("grpc.max_receive_message_length", 100)]) as ch:
+        echo = ch.unary_unary("/test.T/Echo")
+        assert echo(b"x" * 100) == b"x" * 100
+        for kwargs in ({}, {"timeout": 5}):
+            with pytest.raises(grpc.RpcError) as err:
+                echo(b"x" * 101, **kwargs)
+            assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert echo(b"small") == b"small"
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def test_announced_huge_messages_cost_no_memory_beyond_the_budget(serve, pool_path):
+    """A peer announces 128 MiB messages in 16-byte chunks: the server charges each to
+    its reassembly budget (here 64 MiB) and refuses, allocating nothing."""
+    server = serve(options=[("notnets.max_reassembly_bytes", 64 << 20)])
+    raw = RawChannel(pool_path, "t")
+    try:
+        before = _rss_bytes()
+        for cid in range(1, 9):
+            assert raw.write(F.CALL, 0, cid, 0, b"".join(F.call_parts(b"/test.T/Sum", 0, b"", None)))
+            assert raw.write(F.MESSAGE, F.F_MORE, cid, 128 << 20, b"z" * 16)
+            status = raw.wait_status(cid)
+            assert status is not None and status[3] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        assert _rss_bytes() - before < 16 << 20
+        assert server._budget.used == 0
+    finally:
+        raw.close()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:  # others are served
+        big = b"q" * (3 << 20)
+        assert ch.stream_unary("/test.T/Sum")(iter([big]), timeout=10) == big
+    assert server._budget.used == 0
+
+
+def test_channel_dropped_by_the_server_is_reported(serve, pool_path):
+    """A call without deadline ends UNAVAILABLE (not a hang) once the server drops its
+    channel, and the next call reconnects."""
+    from notnets_rpc.wire import layout as L
+
+    server = serve()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"a") == b"a"
+        future = ch.unary_unary("/test.T/Sleep").future(b"30:dropped")
+        (sch,) = server._channels.values()
+        server._drop_channel(sch, L.ACC_RECLAIMED)
+        assert future.exception(timeout=5).code() is grpc.StatusCode.UNAVAILABLE
+        assert ch.unary_unary("/test.T/Echo")(b"b", timeout=5) == b"b"
+
+
+def test_overwritten_claim_word_is_reported(serve, pool_path):
+    from notnets_rpc.wire import layout as L
+
+    serve()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"a") == b"a"
+        future = ch.unary_unary("/test.T/Sleep").future(b"30:overwritten")
+        conn = ch._conn
+        conn.mem.store(conn.ctl + L.CH_CLAIM, L.pack_state(conn.generation + 7, L.CH_OPEN))
+        assert future.exception(timeout=5).code() is grpc.StatusCode.UNAVAILABLE
+        assert ch.unary_unary("/test.T/Echo")(b"b", timeout=5) == b"b"

@@ -147,6 +147,38 @@ class Endpoint:
     heartbeat_ms: int
 
 
+class BeatWatch:
+    """Heartbeats judged by change over this process's own monotonic clock, never by
+    comparing another host's clock with ours (hosts' clocks may differ by seconds).
+
+    ``observe`` is called with each look at a directory entry; an entry is ALIVE once
+    its heartbeat word was seen to change within the stale interval, STALE once it stood
+    still for longer than that since we first saw it, and UNKNOWN before either."""
+
+    UNKNOWN, ALIVE, STALE = "unknown", "alive", "stale"
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self._clock = clock
+        self._seen: Dict[Tuple[int, int], Tuple[int, float, bool]] = {}  # (index, gen) -> beat, since, changed
+
+    def observe(self, index: int, generation: int, beat: int) -> str:
+        now = self._clock()
+        key = (index, generation)
+        last = self._seen.get(key)
+        if last is None:
+            if len(self._seen) > 4096:
+                self._seen.clear()
+            self._seen[key] = (beat, now, False)
+            return self.UNKNOWN
+        old, since, changed = last
+        if beat != old:
+            self._seen[key] = (beat, now, True)
+            return self.ALIVE
+        if (now - since) * 1000 > stale_ms():
+            return self.STALE
+        return self.ALIVE if changed else self.UNKNOWN
+
+
 class Pool:
     """One process's view of a formatted pool, shared by its channels and servers."""
 
@@ -162,6 +194,8 @@ class Pool:
             raise PoolError(f"host id {host_id} ({HOST_ID_ENV}) is outside this pool's {self.layout.max_hosts} host partitions")
         self.host_id = host_id
         self.users = 0
+        self.beats = BeatWatch()
+        self._refused: Dict[int, Tuple[int, int]] = {}  # dir index -> (generation, heartbeat) that did not accept us
 
     # -- sharing -----------------------------------------------------------------------
     @classmethod
@@ -250,29 +284,48 @@ class Pool:
         return Endpoint(name, host, slot, self.layout.dir_index(host, slot), gen & L.DIR_GEN_MASK, state,
                         self.mem.load(off + L.DIR_PID), self.mem.load(off + L.DIR_HEARTBEAT))
 
-    def endpoint_alive(self, ep: Endpoint) -> bool:
-        """Live = LIVE/DRAINING and a recent heartbeat (same host: and its pid exists).
+    def liveness(self, ep: Endpoint) -> str:
+        """BeatWatch's verdict on ``ep`` (STALE at once for a dead pid on this host or a
+        state other than LIVE/DRAINING).
 
         The heartbeat counts on the same host too: a host that was killed and restarted
         (a rebooted VM, a restarted sim host) numbers its processes from 1 again, so the
         old server's pid may well exist and belong to someone else.
         """
         if ep.state not in (L.DIR_LIVE, L.DIR_DRAINING):
-            return False
+            return BeatWatch.STALE
         if ep.host == self.host_id and not pid_alive(ep.pid):
-            return False
-        return now_ms() - ep.heartbeat_ms < stale_ms()
+            return BeatWatch.STALE
+        return self.beats.observe(ep.index, ep.generation, ep.heartbeat_ms)
 
-    def resolve(self, name: str) -> Optional[Endpoint]:
-        """The live endpoint with this name (newest heartbeat wins), or None."""
-        best = None
+    def endpoint_alive(self, ep: Endpoint) -> bool:
+        """Not known to be dead: a heartbeat not yet watched long enough counts as alive."""
+        return self.liveness(ep) != BeatWatch.STALE
+
+    def candidates(self, name: str) -> list:
+        """The LIVE endpoints named ``name`` a client may try, best first: those whose
+        heartbeat was seen moving, then those not watched long enough to tell; never
+        one seen standing still, nor one that did not accept us (until it beats again).
+        A client trusts an entry only once its server accepted the channel."""
+        ranked = []
         for h, s, _off in self.entries():
             ep = self.read_endpoint(h, s)
-            if ep is None or ep.name != name or ep.state != L.DIR_LIVE or not self.endpoint_alive(ep):
+            if ep is None or ep.name != name or ep.state != L.DIR_LIVE:
                 continue
-            if best is None or ep.heartbeat_ms > best.heartbeat_ms:
-                best = ep
-        return best
+            verdict = self.liveness(ep)
+            if verdict == BeatWatch.STALE or self._refused.get(ep.index) == (ep.generation, ep.heartbeat_ms):
+                continue
+            ranked.append((verdict != BeatWatch.ALIVE, ep.host != self.host_id, ep.index, ep))
+        return [item[-1] for item in sorted(ranked, key=lambda item: item[:3])]
+
+    def refused(self, ep: Endpoint) -> None:
+        """``ep`` did not accept a channel: skip it until its heartbeat moves."""
+        self._refused[ep.index] = (ep.generation, ep.heartbeat_ms)
+
+    def resolve(self, name: str) -> Optional[Endpoint]:
+        """The best candidate for ``name`` (see ``candidates``), or None."""
+        found = self.candidates(name)
+        return found[0] if found else None
 
     def publish(self, name: str, pid: int, wake_index: Optional[int] = None) -> Endpoint:
         """Claim a directory slot in this host's partition for ``name``.
@@ -351,7 +404,10 @@ class Pool:
                 off = lay.channel(self.host_id, k)
                 gen, state = L.unpack_state(mem.load(off + L.CH_CLAIM))
                 if state == L.CH_OPEN and pid_alive(mem.load(off + L.CH_CLIENT_PID)):
-                    continue
+                    acc_gen, verdict = L.unpack_state(mem.load(off + L.CH_ACCEPT))
+                    if acc_gen != gen or verdict in (L.ACC_NONE, L.ACC_ACCEPTED):
+                        continue  # in use (or a claim still waiting for its answer)
+                    # its server dropped it (a client frozen, or a squatter with a live pid)
                 gen = (gen + 1) & L.GEN_MASK or 1
                 t = now_ms()
                 mem.store(off + L.CH_REQ_HEAD, 0)

@@ -30,6 +30,7 @@ from ..status import OK
 _log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 SCHEME = "notnets:"
+ACCEPT_TRY = 1.0  # seconds a directory entry gets to accept a channel while others remain
 
 
 
@@ -121,20 +122,34 @@ class Channel(grpc.Channel):
         if self._pool is None:
             self._pool = Pool.acquire(self._pool_path)
         pool = self._pool
-        endpoint = pool.resolve(self._name)
-        if endpoint is None:
+        found = pool.candidates(self._name)
+        if not found:
             raise ConnectionBroken(f"no live server publishes {self._name!r} in {self._pool_path}")
-        slot, generation = pool.claim_channel(endpoint, os.getpid())
-        conn = Connection(pool, endpoint, slot, generation, self._max_receive, self._max_send, self._queue_callbacks)
-        limit = _monotonic() + stale_ms() / 1000 + 1.0
-        try:
-            conn.await_accept(limit if deadline is None else min(limit, max(deadline, _monotonic() + 0.5)))
-        except BaseException:
-            pool.close_channel(slot, generation)
-            raise
-        self._beat_key = BEATER.register(conn.heartbeat)
-        self._conn = conn
-        return conn
+        failure = None
+        for i, endpoint in enumerate(found):
+            # one entry may be a leftover or a forgery: give each a short handshake while
+            # others remain to be tried, the last one the full stale interval
+            wait = ACCEPT_TRY if i + 1 < len(found) else stale_ms() / 1000 + 1.0
+            limit = _monotonic() + wait
+            if deadline is not None:
+                limit = min(limit, max(deadline, _monotonic() + 0.5))
+            slot, generation = pool.claim_channel(endpoint, os.getpid())
+            conn = Connection(pool, endpoint, slot, generation, self._max_receive, self._max_send,
+                              self._queue_callbacks)
+            try:
+                conn.await_accept(limit)
+            except ConnectionBroken as exc:
+                pool.close_channel(slot, generation)
+                pool.refused(endpoint)
+                failure = exc
+                continue
+            except BaseException:
+                pool.close_channel(slot, generation)
+                raise
+            self._beat_key = BEATER.register(conn.heartbeat)
+            self._conn = conn
+            return conn
+        raise failure
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None

@@ -83,14 +83,14 @@ def test_cancel_of_an_answered_call_drops_its_queued_answer(serve, pool_path):
 @pytest.mark.parametrize("method,streaming", [("BigTrailer", False), ("BigDetails", False), ("BigHeaders", True)])
 def test_status_or_metadata_larger_than_a_ring_is_resource_exhausted(channel, method, streaming):
     """grpcio answers RESOURCE_EXHAUSTED for metadata over its limit and serves on."""
-    size = str(40 << 20).encode()  # far more than a ring of the 32 MiB test pool
+    size = str(1 << 20).encode()  # far more than a ring of the 32 MiB test pool (about 100 KiB)
     call = channel.unary_stream if streaming else channel.unary_unary
     with pytest.raises(grpc.RpcError) as err:
         result = call(f"/test.T/{method}")(size, timeout=10)
         if streaming:
             list(result)
     assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    for i in range(20):  # more than the poller used to survive
+    for i in range(12):  # more crashes than the poller used to survive (10)
         with pytest.raises(grpc.RpcError):
             channel.unary_unary("/test.T/BigTrailer")(size, timeout=10)
     assert channel.unary_unary("/test.T/Echo")(b"serving", timeout=5) == b"serving"
@@ -174,3 +174,95 @@ def test_overwritten_claim_word_is_reported(serve, pool_path):
         conn.mem.store(conn.ctl + L.CH_CLAIM, L.pack_state(conn.generation + 7, L.CH_OPEN))
         assert future.exception(timeout=5).code() is grpc.StatusCode.UNAVAILABLE
         assert ch.unary_unary("/test.T/Echo")(b"b", timeout=5) == b"b"
+
+
+def test_forged_directory_entry_does_not_capture_clients(serve, pool_path, monkeypatch):
+    """One write of a fake entry with a fresh (even future) heartbeat: new channels still
+    reach the real server, and once the fake is seen standing still it is skipped."""
+    from notnets_rpc.pool import now_ms
+
+    from .hostile import forge_entry
+
+    monkeypatch.setenv("NOTNETS_STALE_MS", "1000")
+    forge_entry(pool_path, host=1, slot=0, name="t", heartbeat_ms=now_ms() + 30_000)
+    serve()
+    times = []
+    for i in range(4):
+        start = time.monotonic()
+        with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+            assert ch.unary_unary("/test.T/Echo")(b"%d" % i, timeout=5) == b"%d" % i
+        times.append(time.monotonic() - start)
+        time.sleep(0.5)
+    assert max(times) < 2.5 and times[-1] < 0.5, times
+
+
+@pytest.mark.parametrize("skew_ms", [-5_000, 30_000], ids=["server-clock-behind", "server-clock-ahead"])
+def test_liveness_ignores_the_servers_clock(serve, pool_path, monkeypatch, skew_ms):
+    """A server whose clock differs from ours by seconds is visible while it beats, and
+    once dead does not block its replacement for longer than the stale interval."""
+    from notnets_rpc import pool as pool_module
+    from notnets_rpc.serving import channels
+
+    from .hostile import forge_entry
+
+    monkeypatch.setenv("NOTNETS_STALE_MS", "1000")
+    skewed = lambda: int(time.time() * 1000) + skew_ms  # noqa: E731
+    monkeypatch.setattr(pool_module, "now_ms", skewed)
+    monkeypatch.setattr(channels, "now_ms", skewed)
+    serve()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"seen", timeout=5) == b"seen"
+    forge_entry(pool_path, host=2, slot=0, name="gone", heartbeat_ms=skewed())  # a dead server's entry
+    start = time.monotonic()
+    serve(name="gone")
+    assert time.monotonic() - start < 3.0
+    with notnets_rpc.insecure_channel("notnets:gone", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"replaced", timeout=5) == b"replaced"
+
+
+def test_overwritten_entry_is_published_again(serve, pool_path):
+    from notnets_rpc.pool import Pool
+    from notnets_rpc.wire import layout as L
+
+    server = serve()
+    (ep,) = server.endpoints
+    pool = Pool.acquire(pool_path)
+    try:
+        off = pool.layout.dir_entry(ep.host, ep.slot)
+        L.write_name(pool.mem, off, "hijacked")
+        pool.mem.store(off + L.DIR_STATE, L.pack_state(ep.generation + 5, L.DIR_LIVE))
+        end = time.monotonic() + 2
+        while L.read_name(pool.mem, off) != "t" and time.monotonic() < end:
+            time.sleep(0.01)
+        assert L.read_name(pool.mem, off) == "t"
+        assert pool.mem.load(off + L.DIR_STATE) == L.pack_state(ep.generation, L.DIR_LIVE)
+    finally:
+        pool.release()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"back", timeout=5) == b"back"
+
+
+@pytest.mark.parametrize("pid", [4_000_000, 1], ids=["no-such-pid", "live-pid"])
+def test_squatted_channel_slots_are_reclaimed(serve, pool_path, monkeypatch, pid):
+    """Every channel slot of this host marked open by someone else: a new client still
+    gets one (at once for a pid that does not exist, once the server reclaims it for a
+    live pid whose heartbeat stands still)."""
+    from notnets_rpc.pool import Pool
+    from notnets_rpc.wire import layout as L
+
+    monkeypatch.setenv("NOTNETS_STALE_MS", "500")
+    server = serve()
+    (ep,) = server.endpoints
+    pool = Pool.acquire(pool_path)
+    try:
+        lay = pool.layout
+        for k in range(lay.channels):
+            off = lay.channel(0, k)
+            pool.mem.store(off + L.CH_CLIENT_PID, pid)
+            pool.mem.store(off + L.CH_TARGET, L.pack_target(ep.index, ep.generation))
+            pool.mem.store(off + L.CH_CLAIM, L.pack_state(9, L.CH_OPEN))
+        pool._ring_bell(L.HOST_CHANNEL_BELL)
+    finally:
+        pool.release()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"room", timeout=5, wait_for_ready=True) == b"room"

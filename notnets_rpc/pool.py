@@ -101,8 +101,13 @@ def pool_memory(buf: Buffer, path: str, writable: bool = True) -> Memory:
 
 def create_pool(path: PathLike, size: Optional[int] = None, overwrite: bool = False, *,
                 max_hosts: int = L.DEFAULT_MAX_HOSTS, dir_slots: int = L.DEFAULT_DIR_SLOTS,
-                channels: int = L.DEFAULT_CHANNELS, ring_bytes: Optional[int] = None) -> L.Layout:
+                channels: int = L.DEFAULT_CHANNELS, ring_bytes: Optional[int] = None,
+                frame_checksums: bool = False) -> L.Layout:
     """Format a file or DAX device as an empty pool and return its layout.
+
+    ``frame_checksums``: every frame carries a CRC-32 (a format option every process
+    on the pool then follows): a payload corrupted in the pool ends its call with
+    DATA_LOSS instead of being delivered.
 
     Refuses (``PoolExistsError``) to format over a pool unless ``overwrite``; a file
     that holds something else is formatted. ``size`` may be omitted for an existing
@@ -117,16 +122,17 @@ def create_pool(path: PathLike, size: Optional[int] = None, overwrite: bool = Fa
         with mapping.host_lock():
             if L.is_formatted(mem) and not overwrite:
                 raise PoolExistsError(f"{path} already holds a NotNets pool (use overwrite=True / --overwrite)")
-            return _format(mem, min(usable, mapping.size), max_hosts, dir_slots, channels, ring_bytes)
+            return _format(mem, min(usable, mapping.size), max_hosts, dir_slots, channels, ring_bytes,
+                           L.FLAG_FRAME_CRC if frame_checksums else 0)
     finally:
         mem.release()
         mapping.close()
 
 
 def _format(mem: Memory, size: int, max_hosts: int, dir_slots: int, channels: int,
-            ring_bytes: Optional[int]) -> L.Layout:
+            ring_bytes: Optional[int], flags: int = 0) -> L.Layout:
     plan = L.plan_layout(size, max_hosts=max_hosts, dir_slots=dir_slots, channels=channels, ring_bytes=ring_bytes)
-    plan = L.Layout(**{**plan.__dict__, "uuid": uuidlib.uuid4().bytes, "created_ms": now_ms()})
+    plan = L.Layout(**{**plan.__dict__, "uuid": uuidlib.uuid4().bytes, "created_ms": now_ms(), "flags": flags})
     mem.store(0, 0)  # unpublish first: nobody may use a half-formatted pool
     mem.fill(L.SUPERBLOCK_BYTES, plan.rings_offset - L.SUPERBLOCK_BYTES, 0)
     L.write_superblock(mem, plan)
@@ -433,15 +439,16 @@ class Pool:
         lay = self.layout
         off = lay.channel(self.host_id, slot)
         req = RingWriter(self.mem, lay.request_ring(self.host_id, slot), lay.ring_bytes,
-                         off + L.CH_REQ_HEAD, off + L.CH_REQ_TAIL)
+                         off + L.CH_REQ_HEAD, off + L.CH_REQ_TAIL, crc=lay.frame_crc)
         resp = RingReader(self.mem, lay.response_ring(self.host_id, slot), lay.ring_bytes,
-                          off + L.CH_RESP_HEAD, off + L.CH_RESP_TAIL)
+                          off + L.CH_RESP_HEAD, off + L.CH_RESP_TAIL, crc=lay.frame_crc)
         return req, resp
 
     def server_rings(self, host: int, slot: int) -> Tuple[RingReader, RingWriter]:
         lay = self.layout
         off = lay.channel(host, slot)
-        req = RingReader(self.mem, lay.request_ring(host, slot), lay.ring_bytes, off + L.CH_REQ_HEAD, off + L.CH_REQ_TAIL)
+        req = RingReader(self.mem, lay.request_ring(host, slot), lay.ring_bytes, off + L.CH_REQ_HEAD, off + L.CH_REQ_TAIL,
+                         crc=lay.frame_crc)
         resp = RingWriter(self.mem, lay.response_ring(host, slot), lay.ring_bytes, off + L.CH_RESP_HEAD,
-                          off + L.CH_RESP_TAIL)
+                          off + L.CH_RESP_TAIL, crc=lay.frame_crc)
         return req, resp

@@ -28,7 +28,7 @@ from ..wire import frames as F
 from ..wire import layout as L
 from ..backoff import Backoff
 from .call import WAIT_DONE, CallState, _NOTHING
-from ..errors import ProtocolError
+from ..errors import ChecksumError, ProtocolError
 from ..wire.messages import on_chunk, sink_slot, takes_buffers
 from ..pool import Endpoint, Pool, pid_alive, stale_ms
 from ..wire.ring import SMALL_FRAME
@@ -231,6 +231,12 @@ class Connection:
                 backoff.n = spin  # spun already: go on yielding, then sleeping
             self._read_until(state, WAIT_DONE, None, False, fresh=False)
             return state, None
+        except ChecksumError as exc:
+            if state is None:
+                state = self._register(cid, deserializer)
+            self._on_bad_frame(exc)
+            self._read_until(state, WAIT_DONE, None, False, fresh=False)
+            return state, None
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
             if state is None:
@@ -335,6 +341,8 @@ class Connection:
                 if frame is None:
                     break
                 self._dispatch(frame)
+        except ChecksumError as exc:
+            self._on_bad_frame(exc)
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
         finally:
@@ -431,6 +439,23 @@ class Connection:
 
     def _read_until(self, state: Optional[CallState], what: int, until: Optional[float], pumping: bool,
                     fresh: bool = True) -> None:
+        """(reader token held) Read and dispatch until ``state`` is ready for ``what``,
+        ``until`` passes, the connection breaks or (pumping) a caller wants the token."""
+        while True:
+            try:
+                return self._read_loop(state, what, until, pumping, fresh)
+            except ChecksumError as exc:
+                self._on_bad_frame(exc)
+                fresh = False
+
+    def _on_bad_frame(self, exc: ChecksumError) -> None:
+        """A frame failed its checksum: its call (if it names one of ours) ends DATA_LOSS."""
+        state = self.calls.get(exc.call_id)
+        if state is not None:
+            self.fail_locally(state, grpc.StatusCode.DATA_LOSS, f"Response data corrupted: {exc}", cancel=True)
+
+    def _read_loop(self, state: Optional[CallState], what: int, until: Optional[float], pumping: bool,
+                   fresh: bool) -> None:
         read = self.rx.read
         dispatch = self._dispatch
         if pumping:
@@ -473,6 +498,8 @@ class Connection:
                         return
                     if state is not None and self.want_reader and (backoff.sleeping or self.futex):
                         return  # let a waiting thread have a turn
+        except ChecksumError:
+            raise
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
         except ConnectionBroken:

@@ -31,7 +31,7 @@ from ..wire import frames as F
 from ..wire import layout as L
 from ..backoff import ONE_CPU, Backoff
 from ..options import message_limits
-from ..errors import EndpointInUseError, ProtocolError
+from ..errors import ChecksumError, EndpointInUseError, ProtocolError
 from ..wire.messages import on_chunk, takes_buffers
 from ..pool import Endpoint, Pool, stale_ms
 from .budget import DEFAULT_LIMIT as DEFAULT_BUDGET, OPTION as BUDGET_OPTION, Budget
@@ -421,6 +421,12 @@ class Server(ChannelTable, Replies, grpc.Server):
                     return False
                 if ch.dropped or rx._head == rx.tail:  # nothing more that we know of: back to the poll loop
                     break
+        except ChecksumError as exc:  # one frame is bad, the ring is fine: only its call ends
+            call = ch.calls.get(exc.call_id)
+            if call is not None:
+                self._fail(call, grpc.StatusCode.DATA_LOSS, f"Request data corrupted: {exc}")
+            elif exc.kind == _CALL:
+                self._reject(ch, exc.call_id, grpc.StatusCode.DATA_LOSS, f"Request data corrupted: {exc}")
         except (ProtocolError, struct.error) as exc:
             _log.warning("dropping channel host%d/%d: %s", ch.host, ch.slot, exc)
             self._drop_channel(ch, L.ACC_REJECTED)

@@ -266,3 +266,101 @@ def test_squatted_channel_slots_are_reclaimed(serve, pool_path, monkeypatch, pid
         pool.release()
     with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
         assert ch.unary_unary("/test.T/Echo")(b"room", timeout=5, wait_for_ready=True) == b"room"
+
+
+@pytest.fixture
+def crc_pool(blank_path):
+    notnets_rpc.create_pool(blank_path, 32 << 20, frame_checksums=True)
+    return blank_path
+
+
+def _serve_on(path, name="t"):
+    from concurrent import futures
+
+    from .service import test_handlers
+
+    server = notnets_rpc.server(futures.ThreadPoolExecutor(8), pool=path)
+    server.add_generic_rpc_handlers((test_handlers(),))
+    server.add_endpoint(name)
+    server.start()
+    return server
+
+
+def test_corrupted_request_frame_is_data_loss(crc_pool):
+    """With frame checksums, a request whose bytes changed in the pool ends DATA_LOSS;
+    the channel and the server go on."""
+    from notnets_rpc.memory import Memory
+    from notnets_rpc.wire.ring import RingWriter
+
+    server = _serve_on(crc_pool)
+    raw = RawChannel(crc_pool, "t")
+    try:
+        assert raw.unary(1, "/test.T/Echo", b"fine")
+        status = raw.wait_status(1)
+        assert status[3] == 0 and status[4] == b"fine"  # OK, bare
+        scratch = Memory(bytearray(1 << 16))
+        writer = RingWriter(scratch, 0, 1 << 15, 1 << 15, (1 << 15) + 8, crc=True)
+        body = b"".join(F.call_parts(b"/test.T/Echo", 0, b"", b"payload!"))
+        assert writer.try_write(F.CALL, F.F_HAS_MESSAGE | F.F_END_STREAM, 2, 0, (body,), len(body))
+        frame = bytearray(scratch.read(0, writer.head))
+        frame[-8] ^= 0x40  # a byte of the message
+        tx = raw.tx
+        tx.mem.write(tx.data + tx.head % tx.size, bytes(frame))
+        tx.head += len(frame)
+        tx.mem.store(tx.head_off, tx.head)
+        status = raw.wait_status(2)
+        assert status is not None and status[3] == grpc.StatusCode.DATA_LOSS.value[0]
+        assert raw.unary(3, "/test.T/Echo", b"after")
+        assert raw.wait_status(3)[4] == b"after"
+    finally:
+        raw.close()
+        server.stop(None).wait(5)
+
+
+def test_bytes_sprayed_over_rings_never_come_back_as_ok(crc_pool):
+    """Random bytes written over both rings of a busy channel: every call ends with its
+    own payload or an error status (DATA_LOSS, UNAVAILABLE, INTERNAL...), never with a
+    wrong payload as OK; the server serves a clean channel afterwards."""
+    import random
+    import threading
+
+    server = _serve_on(crc_pool)
+    rng = random.Random(11)
+    corrupt, errors, ok = [], [], []
+    stop = threading.Event()
+    ch = notnets_rpc.insecure_channel("notnets:t", pool=crc_pool)
+    try:
+        echo = ch.unary_unary("/test.T/Echo")
+        assert echo(b"warm", timeout=5) == b"warm"
+        conn = ch._conn
+
+        def spray():
+            while not stop.is_set():
+                c = ch._conn or conn
+                ring = rng.choice((c.tx, c.rx))
+                at = ring.data + rng.randrange(ring.size - 8)
+                c.mem.write(at, rng.randbytes(rng.randint(1, 8)))
+                time.sleep(0.0005)
+
+        sprayer = threading.Thread(target=spray)
+        sprayer.start()
+        end = time.monotonic() + 3
+        i = 0
+        while time.monotonic() < end:
+            i += 1
+            payload = rng.randbytes(rng.choice((64, 1000, 30000)))
+            try:
+                got = echo(payload, timeout=2)
+                (ok if got == payload else corrupt).append(i)
+            except grpc.RpcError as exc:
+                errors.append(exc.code())
+        stop.set()
+        sprayer.join(5)
+        assert not corrupt, f"{len(corrupt)} corrupted payloads returned as OK"
+        assert ok and grpc.StatusCode.DATA_LOSS in errors, (len(ok), set(errors))
+    finally:
+        stop.set()
+        ch.close()
+    with notnets_rpc.insecure_channel("notnets:t", pool=crc_pool) as clean:
+        assert clean.unary_unary("/test.T/Echo")(b"clean", timeout=5) == b"clean"
+    server.stop(None).wait(5)

@@ -16,9 +16,10 @@ import threading
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from .wire import layout as L
+from .liveness import BEATER
 from .errors import EndpointInUseError, PoolError, PoolNotReadyError, PoolExistsError, PoolFullError
 from .mapping import Mapping, PathLike, create_backing, is_char_device
 from . import farmem
@@ -201,6 +202,9 @@ class Pool:
         self.host_id = host_id
         self.users = 0
         self.beats = BeatWatch()
+        self.lost: Optional[str] = None  # set once the file shrank under us: nobody may touch the mapping
+        self._on_lost: Dict[int, Callable[[str], None]] = {}
+        self._size_key: Optional[int] = None
         self._refused: Dict[int, Tuple[int, int]] = {}  # dir index -> (generation, heartbeat) that did not accept us
 
     # -- sharing -----------------------------------------------------------------------
@@ -245,6 +249,8 @@ class Pool:
                         pool_obj = cls(path, mapping, hid)
                         pool_obj.users = 1
                         cls._registry[key] = pool_obj
+                        if not mapping.is_device:  # a device cannot shrink; a file can be truncated
+                            pool_obj._size_key = BEATER.register(pool_obj.check_size)
                         return pool_obj
                 except BaseException:
                     mapping.close()
@@ -260,8 +266,49 @@ class Pool:
             key = (os.path.realpath(self.path), self.host_id)
             if self._registry.get(key) is self:
                 del self._registry[key]
+        if self._size_key is not None:
+            BEATER.unregister(self._size_key)
+            self._size_key = None
         self.mem.release()
         self.mapping.close()
+
+    # -- a file that shrinks under us ----------------------------------------------------
+    def on_lost(self, callback: Callable[[str], None]) -> int:
+        """Call ``callback(reason)`` (from the beat thread) if the pool file shrinks."""
+        key = id(callback)
+        self._on_lost[key] = callback
+        if self.lost is not None:
+            callback(self.lost)
+        return key
+
+    def forget_lost(self, key: int) -> None:
+        self._on_lost.pop(key, None)
+
+    def check_size(self) -> None:
+        """(beat thread) A pool file truncated while mapped: any access past its new end
+        kills the process with SIGBUS. Noticed here within a beat, the users are told
+        to stop touching the mapping (their calls end UNAVAILABLE) and the mapping is
+        dropped from the registry, so a new pool at that path is mapped afresh.
+        What remains: a thread that touches the cut-off range before this look dies."""
+        if self.lost is not None:
+            return
+        try:
+            size = os.fstat(self.mapping.fd).st_size
+        except OSError:
+            return
+        if size >= self.layout.pool_bytes:
+            return
+        self.lost = (f"pool file {self.path} shrank to {size} bytes while mapped ({self.layout.pool_bytes} in use); "
+                     "its calls end here")
+        with self._registry_lock:
+            key = (os.path.realpath(self.path), self.host_id)
+            if self._registry.get(key) is self:
+                del self._registry[key]
+        for callback in list(self._on_lost.values()):
+            try:
+                callback(self.lost)
+            except Exception:
+                pass
 
     # -- host table --------------------------------------------------------------------
     def bell(self, which: int, host: Optional[int] = None) -> int:
@@ -384,6 +431,8 @@ class Pool:
         return self.layout.dir_entry_at(index)
 
     def set_endpoint_state(self, ep: Endpoint, state: int) -> None:
+        if self.lost is not None:
+            return
         off = self.layout.dir_entry(ep.host, ep.slot)
         with self.mapping.host_lock():
             gen, _ = L.unpack_state(self.mem.load(off + L.DIR_STATE))
@@ -428,6 +477,8 @@ class Pool:
         raise PoolFullError(f"no free channel slot for host {self.host_id} (all {lay.channels} open)")
 
     def close_channel(self, slot: int, generation: int) -> None:
+        if self.lost is not None:
+            return
         off = self.layout.channel(self.host_id, slot)
         with self.mapping.host_lock():
             gen, _state = L.unpack_state(self.mem.load(off + L.CH_CLAIM))

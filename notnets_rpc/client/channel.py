@@ -119,6 +119,9 @@ class Channel(grpc.Channel):
                 time.sleep(0.05)
 
     def _connect(self, deadline: Optional[float]) -> Connection:
+        if self._pool is not None and self._pool.lost is not None:  # truncated: map it afresh (or fail)
+            lost, self._pool = self._pool, None
+            lost.release()
         if self._pool is None:
             self._pool = Pool.acquire(self._pool_path)
         pool = self._pool

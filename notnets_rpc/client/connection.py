@@ -89,6 +89,7 @@ class Connection:
         self._claim = L.pack_state(generation, L.CH_OPEN)
         self._backoff = self._new_backoff()
         self._peer_beat = (endpoint.heartbeat_ms, _monotonic())
+        self._lost_key = pool.on_lost(self.break_)  # the pool file shrank: stop touching it
         self._last_check = _monotonic()
 
     def _new_backoff(self) -> Backoff:
@@ -708,6 +709,9 @@ class Connection:
         self._last_check = now
         if self.broken is not None:
             raise ConnectionBroken(self.broken)
+        if self.pool.lost is not None:
+            self.break_(self.pool.lost)
+            raise ConnectionBroken(self.pool.lost)
         same, pid, beat = self.pool.endpoint_current(self.endpoint.index, self.endpoint.generation)
         reason = None
         if not same:
@@ -742,6 +746,8 @@ class Connection:
             self.fail_locally(state, UNAVAILABLE, f"NotNets server unavailable: {reason}")
 
     def heartbeat(self) -> None:
+        if self.pool.lost is not None:
+            return
         mem = self.mem
         mem.store(self.ctl + L.CH_CLIENT_HEARTBEAT, int(time.time() * 1000))
         mem.store(self.ctl + L.CH_CALLS_STARTED, self.calls_started)
@@ -753,4 +759,5 @@ class Connection:
                 self.broken = details
         for state in calls:
             self.fail_locally(state, code, details, cancel=True)
+        self.pool.forget_lost(self._lost_key)
         self.pool.close_channel(self.slot, self.generation)

@@ -155,7 +155,7 @@ class ChannelTable:
         for call in list(ch.calls.values()):
             self._cancel_call(call, grpc.StatusCode.CANCELLED, "Channel went away", notify_client=False)
         pool = self._pool
-        if pool is not None:
+        if pool is not None and pool.lost is None:
             mem = pool.mem
             with self._state_lock:  # never over a newer claim's verdict (_accept writes it under this lock)
                 acc_gen, _ = L.unpack_state(mem.load(ch.ctl + L.CH_ACCEPT))
@@ -173,7 +173,7 @@ class ChannelTable:
         Only stores words of our own entries: no lock, no ring, nothing a channel can
         hold. An entry someone overwrote (another name, pid or state) is written again."""
         pool = self._pool
-        if pool is None:
+        if pool is None or pool.lost is not None:
             return
         mem = pool.mem
         pid = os.getpid()
@@ -192,7 +192,7 @@ class ChannelTable:
 
     def _publish_counters(self) -> None:
         pool = self._pool
-        if pool is None:
+        if pool is None or pool.lost is not None:
             return
         mem = pool.mem
         t = now_ms()
@@ -224,7 +224,7 @@ class ChannelTable:
     def _check_clients(self, now: float) -> None:
         """Reclaim channels whose client died: pid gone (same host) or heartbeat stalled."""
         pool = self._pool
-        if pool is None:
+        if pool is None or pool.lost is not None:
             return
         mem = pool.mem
         limit = stale_ms() / 1000

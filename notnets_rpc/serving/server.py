@@ -209,6 +209,25 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._window = 2 * lay.ring_bytes    # a channel's outbox before its requests wait (outbox.py)
         self._call_window = lay.chunk_bytes  # a streaming call's queued bytes before its handler waits
         self._futex_ok = pool.mem.can_wait
+        pool.on_lost(self._abandon)
+
+    def _abandon(self, reason: str) -> None:
+        """(beat thread) The pool file shrank under us: stop touching it at once. Calls end
+        (handlers see them inactive), no status can be written; the server is terminated."""
+        _log.error("NotNets server stops serving: %s", reason)
+        self._draining = True
+        self._stopped.set()
+        with self._leader_lock:
+            self._leader = None
+        for ch in list(self._channels.values()):
+            ch.dropped = True
+            ch.outbox.close()
+            for call in list(ch.calls.values()):
+                self._cancel_call(call, grpc.StatusCode.UNAVAILABLE, reason, notify_client=False)
+        if self._beat_key is not None:
+            BEATER.unregister(self._beat_key)
+            self._beat_key = None
+        self._terminated.set()
 
     def _start_threads(self) -> None:
         """The poller, the monitor, and the heartbeat (on the process's beat thread, which

@@ -5,7 +5,7 @@ the pool: the tests compare what both transports report."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import grpc
 import grpc.aio
@@ -38,6 +38,7 @@ class AsyncEcho(echo_pb2_grpc.EchoServicer):
             return Rep(payload=b"ok")
         if what.startswith("sleep:"):
             context.add_done_callback(lambda ctx: EVENTS.append(f"{what}:done-callback"))
+            EVENTS.append(f"{what}:started")
             try:
                 await asyncio.sleep(float(what[6:]))
             except asyncio.CancelledError:
@@ -60,6 +61,7 @@ class AsyncEcho(echo_pb2_grpc.EchoServicer):
                 raise RuntimeError("stream broke")
             yield Rep(payload=f"{what}-{i}".encode())
         if what == "slow":
+            EVENTS.append("slow-stream:started")
             try:
                 await asyncio.sleep(30)
             except asyncio.CancelledError:
@@ -173,6 +175,16 @@ async def scenario(channel: Any) -> Dict[str, Any]:
     got = [reply.payload async for reply in _until_error(call)]
     out["bidi-stop"] = await outcome(call, got)
     return out
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (polling the loop, never blocking it) until ``predicate()``; fail after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {predicate.__doc__ or predicate}; events {EVENTS}")
+        await asyncio.sleep(0.005)
 
 
 async def _until_error(call: Any):

@@ -16,8 +16,11 @@ import grpc
 import grpc.aio
 
 from . import calls as C
-from .bridge import in_thread
+from .bridge import DaemonPool, in_thread
 from .client_interceptors import intercepted
+
+
+WAITERS = 16  # threads that wait for unary responses (more calls at once: the pump's slower path)
 
 
 class Channel(grpc.aio.Channel):
@@ -29,6 +32,7 @@ class Channel(grpc.aio.Channel):
                 raise ValueError(f"Interceptor {i} must be a grpc.aio client interceptor")
         self._warm = False  # a call got through: the sync channel is connected, starting does not wait
         self._active: set = set()  # calls not settled yet (for close's grace)
+        self._waiting = DaemonPool(WAITERS, "notnets-aio-waiter")  # see calls.UnaryResponse
 
     # -- starting calls ----------------------------------------------------------------------------
     def _start(self, call: C.Call, start: Callable[[], Any], wait_for_ready: Optional[bool]) -> None:
@@ -36,9 +40,10 @@ class Channel(grpc.aio.Channel):
         call.add_done_callback(self._active.discard)
         if self._warm and not wait_for_ready:
             try:
-                call._begin(start())
+                sync = start()
             except Exception as exc:
-                call._begin(C._FailedStart(exc))
+                sync = C._FailedStart(exc)
+            call._begin(sync, self._waiting)
             return
         fut = call._loop.run_in_executor(None, _started, start)
         fut.add_done_callback(functools.partial(self._started, call))
@@ -47,7 +52,7 @@ class Channel(grpc.aio.Channel):
         sync = fut.result()
         if not isinstance(sync, C._FailedStart):
             call.add_done_callback(self._note_outcome)
-        call._begin(sync)
+        call._begin(sync, self._waiting)
 
     def _note_outcome(self, call: C.Call) -> None:
         sync = call._sync
@@ -93,6 +98,7 @@ class Channel(grpc.aio.Channel):
             for w in waiters:
                 w.cancel()
         await in_thread(asyncio.get_running_loop(), self._sync.close)
+        self._waiting.shutdown()
 
     async def __aenter__(self) -> "Channel":
         return self

@@ -24,7 +24,7 @@ from .servicer import bridged
 
 _log = logging.getLogger("notnets_rpc.aio.server")
 
-THREADS = 128
+THREADS = 512
 
 
 class _BridgedGeneric(grpc.GenericRpcHandler):

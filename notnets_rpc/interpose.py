@@ -31,9 +31,9 @@ import grpc
 import grpc.aio
 
 from . import grpc_native, tcp_names
-from .channel import SCHEME
-from .channel import Channel as PoolChannel
-from .server import Server as PoolServer
+from . import SCHEME
+from . import Channel as PoolChannel
+from . import Server as PoolServer
 
 ENV = "NOTNETS_INTERPOSE"
 POOL_ENV = "NOTNETS_POOL"

@@ -35,8 +35,8 @@ ENDPOINT = "bench-echo"
 
 
 def _protos():
-    from examples.protos import load_generated
-    return load_generated(ROOT / "examples" / "echo", "echo")
+    from notnets_bench.protos import load_generated
+    return load_generated(ROOT / "notnets_bench" / "echo", "echo")
 
 
 # -- the two sides, run in their own processes ----------------------------------------------------------

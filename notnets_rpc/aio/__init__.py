@@ -19,9 +19,8 @@ from typing import Any, Optional, Sequence, Tuple
 import grpc
 from grpc.aio import EOF, AbortError, AioRpcError, Metadata, UsageError
 
-from .. import grpc_native
-from ..channel import SCHEME
-from ..channel import Channel as _SyncChannel
+from .. import SCHEME, grpc_native
+from .. import Channel as _SyncChannel
 from .channel import Channel
 from .server import Server
 

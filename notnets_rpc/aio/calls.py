@@ -138,7 +138,7 @@ class Call(grpc.aio.Call):
         return self._sync.code() is grpc.StatusCode.CANCELLED
 
     def done(self) -> bool:
-        if self._stage is Stage.DONE:
+        if self._stage is Stage.DONE or self._cancelled_here:
             return True
         return self._sync is not None and self._sync.done()
 

@@ -38,6 +38,7 @@ class Channel(grpc.aio.Channel):
     def _start(self, call: C.Call, start: Callable[[], Any], wait_for_ready: Optional[bool]) -> None:
         self._active.add(call)
         call.add_done_callback(self._active.discard)
+        call.add_done_callback(self._note_outcome)
         if self._warm and not wait_for_ready:
             try:
                 sync = start()
@@ -45,16 +46,15 @@ class Channel(grpc.aio.Channel):
                 sync = C._FailedStart(exc)
             call._begin(sync, self._waiting)
             return
-        fut = call._loop.run_in_executor(None, _started, start)
+        fut = in_thread(call._loop, _started, start)  # a daemon thread: wait_for_ready may wait long
         fut.add_done_callback(functools.partial(self._started, call))
 
     def _started(self, call: C.Call, fut: "asyncio.Future[Any]") -> None:
-        sync = fut.result()
-        if not isinstance(sync, C._FailedStart):
-            call.add_done_callback(self._note_outcome)
-        call._begin(sync, self._waiting)
+        call._begin(fut.result(), self._waiting)
 
     def _note_outcome(self, call: C.Call) -> None:
+        """Connected while calls get through; after an UNAVAILABLE the next call may have
+        to reconnect, which waits: it starts on a thread again."""
         sync = call._sync
         if isinstance(sync, C._FailedStart):
             return

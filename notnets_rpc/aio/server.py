@@ -18,7 +18,7 @@ import grpc
 import grpc.aio
 
 from .. import grpc_native
-from ..server import Server as SyncServer
+from .. import Server as SyncServer
 from .bridge import in_thread
 from .servicer import bridged
 

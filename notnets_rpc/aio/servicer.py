@@ -85,11 +85,14 @@ class _Run:
         self.out: Optional[queue.SimpleQueue] = None
         self.credit: Optional[asyncio.Semaphore] = None
         self.ended = False
+        self.cancelled = False  # the RPC ended before its task did
+        self.task_finished = False
         self.done_callbacks: Optional[List[Callable]] = None
+        self.lock = threading.Lock()
 
     # -- the server thread's side ------------------------------------------------------------------
     def _submit(self, coro: Any) -> bool:
-        self.future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        self.future = asyncio.run_coroutine_threadsafe(self._guarded(coro), self.loop)
         if not self.sync.add_callback(self._terminated):
             self._terminated()
             return False
@@ -97,13 +100,28 @@ class _Run:
 
     def _terminated(self) -> None:
         """The sync call ended (any way; called by the sync server on some thread)."""
-        self.ended = True
-        if self.future is not None:
-            self.future.cancel()  # no-op if the task is done; else the task is cancelled
+        if self.future is not None and not self.future.done():
+            self.cancelled = True
+            self.future.cancel()  # the task is cancelled
+        with self.lock:
+            self.ended = True
+            callbacks = self.task_finished and bool(self.done_callbacks)
         if self.requests is not None:
             self.requests.stop()
-        if self.done_callbacks:
+        if callbacks:
             self.loop.call_soon_threadsafe(self._run_done_callbacks)
+
+    async def _guarded(self, coro: Any) -> Any:
+        """The handler's task; done callbacks run once both it and the RPC have ended
+        (grpc.aio's order: a handler being cancelled still sees done() False)."""
+        try:
+            return await coro
+        finally:
+            with self.lock:
+                self.task_finished = True
+                callbacks = self.ended and bool(self.done_callbacks)
+            if callbacks:
+                self.loop.call_soon(self._run_done_callbacks)
 
     def _run_done_callbacks(self) -> None:
         callbacks, self.done_callbacks = self.done_callbacks, None
@@ -316,16 +334,17 @@ class ServicerContext(grpc.aio.ServicerContext):
         return self._sync.time_remaining()
 
     def cancelled(self) -> bool:
-        return self._run.ended and not self._sync.is_active() and self._sync.code() is None
+        return self._run.cancelled and self._run.task_finished
 
     def done(self) -> bool:
-        return self._run.ended
+        return self._run.ended and self._run.task_finished
 
     def add_done_callback(self, callback: Callable) -> None:
         run = self._run
-        if run.ended:
-            self._run.loop.call_soon(callback, self)
-            return
-        if run.done_callbacks is None:
-            run.done_callbacks = []
-        run.done_callbacks.append(callback)
+        with run.lock:
+            if not (run.ended and run.task_finished):
+                if run.done_callbacks is None:
+                    run.done_callbacks = []
+                run.done_callbacks.append(callback)
+                return
+        run.loop.call_soon(callback, self)

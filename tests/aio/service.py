@@ -1,4 +1,4 @@
-"""An async Echo servicer (generated code from examples/echo) with one behaviour per
+"""An async Echo servicer (generated code from notnets_bench/echo) with one behaviour per
 request payload, and the client scenarios run against it over grpc.aio/TCP and over
 the pool: the tests compare what both transports report."""
 
@@ -10,9 +10,9 @@ from typing import Any, Callable, Dict, List
 import grpc
 import grpc.aio
 
-from examples.protos import REPO, load_generated
+from notnets_bench.protos import REPO, load_generated
 
-echo_pb2, echo_pb2_grpc = load_generated(REPO / "examples" / "echo", "echo")
+echo_pb2, echo_pb2_grpc = load_generated(REPO / "notnets_bench" / "echo", "echo")
 Req, Rep = echo_pb2.EchoRequest, echo_pb2.EchoReply
 
 EVENTS: List[str] = []  # what handlers saw (cancellations, done callbacks), in this process
@@ -43,6 +43,7 @@ class AsyncEcho(echo_pb2_grpc.EchoServicer):
                 await asyncio.sleep(float(what[6:]))
             except asyncio.CancelledError:
                 EVENTS.append(f"{what}:cancelled")
+                EVENTS.append(f"{what}:context.cancelled()={context.cancelled()} done()={context.done()}")
                 raise
             return Rep(payload=b"slept")
         if what == "remaining":

@@ -4,14 +4,12 @@ program against grpc.aio over TCP and against notnets_rpc.aio over the pool."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict
 
 import grpc.aio
 import pytest
+from harness.pools import fresh_pool
 
-import notnets_rpc
 import notnets_rpc.aio
 
 from .service import add_service
@@ -19,12 +17,8 @@ from .service import add_service
 
 @pytest.fixture
 def pool_path():
-    path = Path("/dev/shm") / f"notnets-aio-test-{uuid.uuid4().hex[:12]}"
-    notnets_rpc.create_pool(str(path), 32 << 20)
-    try:
-        yield str(path)
-    finally:
-        path.unlink(missing_ok=True)
+    with fresh_pool("aio-test") as path:
+        yield path
 
 
 Program = Callable[[Any, Any], Awaitable[Any]]  # (server, channel) -> result

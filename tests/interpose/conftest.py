@@ -10,13 +10,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
+from harness.pools import fresh_pool
 
-import notnets_rpc
 from notnets_rpc.inspect import inspect_pool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,12 +24,8 @@ EXAMPLES = ROOT / "examples" / "unmodified"
 
 @pytest.fixture
 def pool_path():
-    path = Path("/dev/shm") / f"notnets-interpose-test-{uuid.uuid4().hex[:12]}"
-    notnets_rpc.create_pool(str(path), 32 << 20)
-    try:
-        yield str(path)
-    finally:
-        path.unlink(missing_ok=True)
+    with fresh_pool("interpose-test") as path:
+        yield path
 
 
 def host_env(host: Optional[str], host_id: int = 0, pool: Optional[str] = None, interpose: bool = True,

@@ -218,3 +218,18 @@ async def _sync_handlers(server, channel):
 def test_sync_handlers_in_an_aio_server(both):
     results = both(_sync_handlers, make_server=_sync_server)
     assert results["pool"] == results["tcp"] == [b"cba", (("sync", "yes"),), [b"A", b"B", b"C"]]
+
+
+async def _many_at_once(server, channel):
+    """Hundreds of calls in flight together: each async call on the pool holds a server
+    thread and (for a unary response) may hold one of the channel's waiters."""
+    stub = echo_pb2_grpc.EchoStub(channel)
+    unary = [stub.Unary(Req(payload=b"sleep:0.3")) for _ in range(300)]
+    streams = [_collect(stub.ServerStream(Req(payload=b"s", count=5))) for _ in range(40)]
+    replies = await asyncio.gather(*unary, *streams)
+    return sorted({r.payload for r in replies[:300]}), sorted({len(s) for s in replies[300:]})
+
+
+def test_hundreds_of_calls_at_once(both):
+    results = both(_many_at_once, timeout=60)
+    assert results["pool"] == results["tcp"] == ([b"slept"], [5])

@@ -94,7 +94,8 @@ def _from_notnets() -> bool:
     frame = sys._getframe(1)
     while frame is not None and frame.f_globals.get("__name__") == __name__:
         frame = frame.f_back
-    return frame is not None and frame.f_globals.get("__name__", "").startswith("notnets_rpc.")
+    caller = frame.f_globals.get("__name__", "") if frame is not None else ""
+    return caller == "notnets_rpc" or caller.startswith("notnets_rpc.")
 
 
 # -- sync channel ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 
+import notnets_rpc
 from notnets_rpc import grpc_native, interpose
 
 from .conftest import host_env
@@ -37,6 +38,21 @@ def test_without_the_variable_grpc_is_grpc():
 
 def test_with_it_importing_grpc_patches_it_and_nothing_is_imported_before():
     assert _probe(**host_env("ha", pool="/dev/shm/x")) == "False [True, True, True, True]"
+
+
+def test_notnets_rpc_itself_gets_grpcio(monkeypatch, tmp_path):
+    """The bench's TCP baseline goes through notnets_rpc: it must stay TCP when interposed."""
+    monkeypatch.setenv("NOTNETS_POOL", str(tmp_path / "pool"))
+    interpose.patch(grpc)
+    try:
+        channel = notnets_rpc.insecure_channel("localhost:1")
+        assert not isinstance(channel, interpose.InterposedChannel)
+        channel.close()
+        mine = grpc.insecure_channel("localhost:1")
+        assert isinstance(mine, interpose.InterposedChannel)
+        mine.close()
+    finally:
+        interpose.unpatch(grpc)
 
 
 def test_patch_is_undone_and_natives_stay_native():

@@ -91,12 +91,14 @@ class Channel(grpc.aio.Channel):
                                    response_deserializer)
 
     async def close(self, grace: Optional[float] = None) -> None:
-        """Like grpc.aio: calls still running after ``grace`` end CANCELLED ("Channel closed!")."""
+        """Like grpc.aio: calls still running after ``grace`` are cancelled."""
         if grace and self._active:
             waiters = [asyncio.ensure_future(call._finished()) for call in list(self._active)]
             await asyncio.wait(waiters, timeout=grace)
             for w in waiters:
                 w.cancel()
+        for call in list(self._active):
+            call.cancel()  # as grpc.aio: "Locally cancelled by application!", CancelledError when awaited
         await in_thread(asyncio.get_running_loop(), self._sync.close)
         self._waiting.shutdown()
 

@@ -51,18 +51,21 @@ def bridged(handler: Optional[grpc.RpcMethodHandler], server: Any) -> Optional[g
         behaviour = handler.unary_stream if handler.response_streaming else handler.unary_unary
     if not is_async(behaviour):
         return handler
-    # responses are serialized by the bridge: a failure is the handler's, as in grpc.aio
+    # Responses are serialized by the bridge: a failure is the handler's, as in grpc.aio.
+    # Every bridged handler is given to the sync server as a response stream, a unary
+    # response being a stream of one message (the same frames as a large unary response:
+    # MESSAGE, then STATUS): the sync server runs unary-response handlers on its poller
+    # and adds a poller only after one has been busy 5 ms, one at a time, so hundreds of
+    # slow async calls would start a few dozen a second; streams run on its thread pool.
     des, ser = handler.request_deserializer, handler.response_serializer
     if handler.response_streaming:
-        def stream(argument: Any, context: Any) -> Any:
+        def serve(argument: Any, context: Any) -> Any:
             return _Run(server, context, handler.request_streaming, True, ser).stream(behaviour, argument)
-        make = grpc.stream_stream_rpc_method_handler if handler.request_streaming else grpc.unary_stream_rpc_method_handler
-        return make(stream, request_deserializer=des)
-
-    def unary(argument: Any, context: Any) -> Any:
-        return _Run(server, context, handler.request_streaming, False, ser).unary(behaviour, argument)
-    make = grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
-    return make(unary, request_deserializer=des)
+    else:
+        def serve(argument: Any, context: Any) -> Any:
+            yield _Run(server, context, handler.request_streaming, False, ser).unary(behaviour, argument)
+    make = grpc.stream_stream_rpc_method_handler if handler.request_streaming else grpc.unary_stream_rpc_method_handler
+    return make(serve, request_deserializer=des)
 
 
 class _Ended(Exception):

@@ -233,3 +233,24 @@ async def _many_at_once(server, channel):
 def test_hundreds_of_calls_at_once(both):
     results = both(_many_at_once, timeout=60)
     assert results["pool"] == results["tcp"] == ([b"slept"], [5])
+
+
+async def _closed_under_a_call(server, channel):
+    EVENTS.clear()
+    call = echo_pb2_grpc.EchoStub(channel).Unary(Req(payload=b"sleep:30"))
+    await until(lambda: "sleep:30:started" in EVENTS)
+    await channel.close()
+    try:
+        await call
+        outcome = "no error"
+    except grpc.aio.AioRpcError as exc:
+        outcome = (exc.code().name, exc.details())
+    except asyncio.CancelledError:
+        outcome = "CancelledError"
+    await until(lambda: "sleep:30:cancelled" in EVENTS)
+    return outcome, (await call.code()).name, await call.details(), call.cancelled()
+
+
+def test_closing_the_channel_ends_its_calls(both):
+    results = both(_closed_under_a_call)
+    assert results["pool"] == results["tcp"]

@@ -428,6 +428,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         if len(args) < 2:
             print("interpose: -m needs a module name", file=sys.stderr)
             return 2
+        import importlib.util
+        try:
+            found = importlib.util.find_spec(args[1]) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            print(f"interpose: no module named {args[1]!r}", file=sys.stderr)
+            return 2
         sys.argv = args[1:]
         runpy.run_module(args[1], run_name="__main__", alter_sys=True)
     else:

@@ -65,3 +65,14 @@ def test_patch_is_undone_and_natives_stay_native():
     finally:
         interpose.unpatch(grpc)
     assert grpc.server is grpc_native.server and grpc.aio.server is grpc_native.aio_server
+
+
+def test_python_m_interpose_bad_input_is_one_line():
+    for args, message in (([], "usage: python -m notnets_rpc.interpose"),
+                          (["/no/such/program.py"], "interpose: /no/such/program.py: no such file"),
+                          (["-m"], "interpose: -m needs a module name"),
+                          (["-m", "no_such_module_here"], "interpose: no module named 'no_such_module_here'")):
+        out = subprocess.run([sys.executable, "-m", "notnets_rpc.interpose", *args], capture_output=True, text=True,
+                             timeout=60, env=host_env("ha", interpose=False))
+        assert out.returncode == 2, (args, out.stderr)
+        assert out.stderr.startswith(message) and "Traceback" not in out.stderr, (args, out.stderr)

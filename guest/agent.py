@@ -61,6 +61,8 @@ def command_env(config: dict[str, Any], devices: list[PoolDevice]) -> dict[str, 
         "NOTNETS_HOST_ID": str(config["host_id"]),
         "NOTNETS_STATE_DIR": config["state_dir"],
     })
+    if config.get("interpose") and devices:
+        env["NOTNETS_INTERPOSE"] = "1"  # unmodified grpc programs use the pool (notnets_rpc/interpose.py)
     if devices:
         env["NOTNETS_POOL"] = devices[0].device
         env["NOTNETS_POOL_SIZE"] = str(devices[0].size)

@@ -62,6 +62,7 @@ def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, A
         "state_dir": str(state),
         "host_dir": str(state / "hosts" / host.name),
         "network": {"address": network_address(host)} if topology.network else None,
+        "interpose": topology.interpose,
         "agent_ports": int(load_template()["agent_ports"]),
         "env": {str(k): str(v) for k, v in (load_template().get("guest_env") or {}).items()},
     }

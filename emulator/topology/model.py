@@ -6,6 +6,7 @@ behind. Every error names the file, the line and the field.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import re
@@ -23,7 +24,7 @@ BACKINGS = ("hugetlbfs", "shm")
 QEMU_POOL_ALIGN = 256 * MiB
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
-TOP_KEYS = ("name", "backend", "pools", "hosts", "network", "run")
+TOP_KEYS = ("name", "backend", "pools", "hosts", "network", "interpose", "run")
 POOL_KEYS = ("name", "size", "backing", "latency_ns", "bandwidth_gbps")
 HOST_KEYS = ("name", "cpus", "memory", "pools")
 STEP_KEYS = ("on", "cmd", "background", "wait_for", "timeout")
@@ -91,6 +92,8 @@ class Topology:
     network: bool = False
     run: tuple[Step, ...] = ()
     source: Optional[str] = None
+    # unmodified grpc programs in the hosts use the pool (NOTNETS_INTERPOSE=1, docs/interpose.md)
+    interpose: bool = True
 
     def pool(self, name: str) -> Pool:
         for pool in self.pools:
@@ -115,7 +118,7 @@ class Topology:
         if backend == "qemu":
             for pool in self.pools:
                 _check_qemu_pool_size(pool.size, f"{self.source or 'topology'}: pools.{pool.name}.size")
-        return Topology(self.name, backend, self.pools, self.hosts, self.network, self.run, self.source)
+        return dataclasses.replace(self, backend=backend)
 
 
 MemoryProbe = Callable[[], Optional[int]]
@@ -232,6 +235,7 @@ def _validate(doc: LocatedDocument, memory_probe: MemoryProbe) -> Topology:
     if backend not in BACKENDS:
         c.fail(("backend",), f"unknown backend {backend!r} (expected one of: {', '.join(BACKENDS)})")
     network = c.boolean(top.get("network", False), ("network",))
+    interpose = c.boolean(top.get("interpose", True), ("interpose",))
 
     pools: list[Pool] = []
     raw_pools = c.sequence(top.get("pools", []), ("pools",), "pools")
@@ -325,7 +329,7 @@ def _validate(doc: LocatedDocument, memory_probe: MemoryProbe) -> Topology:
             )
         )
 
-    topology = Topology(name, backend, tuple(pools), tuple(hosts), network, tuple(steps), doc.source)
+    topology = Topology(name, backend, tuple(pools), tuple(hosts), network, tuple(steps), doc.source, interpose)
     _check_memory(c, topology, memory_probe)
     return topology
 

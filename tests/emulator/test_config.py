@@ -54,6 +54,21 @@ def test_command_env_lays_the_host_over_the_template_env(tmp_path: Path):
     assert env["NOTNETS_HOST"] == "h0", "what the host says about itself wins"
 
 
+def test_commands_are_interposed_unless_the_topology_says_no(tmp_path: Path):
+    from guest.agent import command_env
+    from guest.pools import PoolDevice
+
+    device = [PoolDevice("pool-a", "/dev/dax0.0", 256 << 20, 0, "region0")]
+    t = topo()
+    assert t.interpose is True
+    data = config.guest_config(t, t.host("h0"), tmp_path)
+    assert command_env(data, device)["NOTNETS_INTERPOSE"] == "1"
+    assert "NOTNETS_INTERPOSE" not in command_env(data, []), "no pool yet: nothing to interpose with"
+    off = topo(TOPOLOGY.replace("network: true", "network: true\ninterpose: false"))
+    assert off.interpose is False and off.with_backend("sim").interpose is False
+    assert "NOTNETS_INTERPOSE" not in command_env(config.guest_config(off, off.host("h0"), tmp_path), device)
+
+
 def test_second_host_gets_its_own_address_and_pools(tmp_path: Path):
     t = topo()
     data = config.guest_config(t, t.host("h1"), tmp_path)

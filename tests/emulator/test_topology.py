@@ -148,6 +148,7 @@ def test_backing_path_and_errors():
 def test_wrong_types():
     assert "expected a whole number" in error_of(GOOD.replace("cpus: 1", "cpus: many"))
     assert "expected true or false" in error_of(GOOD.replace("network: true", "network: sure"))
+    assert "expected true or false" in error_of(GOOD.replace("network: true", "network: true\ninterpose: 0"))
     assert "expected a list" in error_of(GOOD.replace("pools: [pool0]\n  - name: host1", "pools: pool0\n  - name: host1"))
 
 

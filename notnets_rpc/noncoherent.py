@@ -106,44 +106,51 @@ class HostCache:
         if len(self.writers) * LINE < self.size:
             raise ValueError(f"writers table holds {len(self.writers)} lines, the pool has {self.size} bytes")
         self.peers = [(h, memoryview(v).cast("B"), memoryview(b).cast("B")) for h, v, b in peers]
-        self._vw = self.view.cast("Q")
-        self._bw = self.base.cast("Q")
 
     # -- the three operations -------------------------------------------------------------
     def write_back(self, off: int, n: int) -> List[Conflict]:
         """CLWB of every line in [off, off+n): dirty lines go to the device."""
+        return self._sync(off, n, False)
+
+    def invalidate(self, off: int, n: int) -> List[Conflict]:
+        """CLFLUSHOPT of every line in [off, off+n): write back what is dirty, then refetch."""
+        return self._sync(off, n, True)
+
+    def _sync(self, off: int, n: int, refetch: bool) -> List[Conflict]:
         start, end = _line_range(self.size, off, n)
         conflicts: List[Conflict] = []
         for a, b in _chunks(start, end):
             view = bytes(self.view[a:b])
             base = bytes(self.base[a:b])
-            if view == base:
-                continue
             device = bytes(self.device[a:b])
-            dirty = [i for i in range(0, b - a, LINE) if view[i : i + LINE] != base[i : i + LINE]]
-            if device != base:
-                for i in dirty:
-                    if device[i : i + LINE] != base[i : i + LINE]:
-                        conflicts.append(self._overwrite(a + i, view[i : i + LINE], base[i : i + LINE],
-                                                         device[i : i + LINE]))
-            conflicts.extend(self._both_dirty(a, b, view, base, dirty))
-            # The snapshot goes out whole: on clean lines it equals base and device already.
-            self.device[a:b] = view
-            self.base[a:b] = view
-            mark = self.host + 1
-            for i in dirty:
-                self.writers[(a + i) // LINE] = mark
+            if view != base:
+                conflicts.extend(self._write_back(a, b, view, base, device))
+                if not refetch:
+                    continue
+                base, device = bytes(self.base[a:b]), bytes(self.device[a:b])
+            if refetch and device != base:
+                self._refetch(a, b, device, base)
         return conflicts
 
-    def invalidate(self, off: int, n: int) -> List[Conflict]:
-        """CLFLUSHOPT of every line in [off, off+n): write back what is dirty, then refetch."""
-        conflicts = self.write_back(off, n)
-        start, end = _line_range(self.size, off, n)
-        for a, b in _chunks(start, end):
-            device = bytes(self.device[a:b])
-            base = bytes(self.base[a:b])
-            if device != base:
-                self._refetch(a, b, device, base)
+    def _write_back(self, a: int, b: int, view: bytes, base: bytes, device: bytes) -> List[Conflict]:
+        conflicts: List[Conflict] = []
+        dirty = [i for i in range(0, b - a, LINE) if view[i : i + LINE] != base[i : i + LINE]]
+        if device != base:
+            for i in dirty:
+                if device[i : i + LINE] != base[i : i + LINE]:
+                    conflicts.append(self._overwrite(a + i, view[i : i + LINE], base[i : i + LINE],
+                                                     device[i : i + LINE]))
+        conflicts.extend(self._both_dirty(a, b, view, base, dirty))
+        if device == base:  # nothing stale here: the snapshot goes out in one piece
+            self.device[a:b] = view
+            self.base[a:b] = view
+        else:  # only dirty lines go: a clean stale line must not revert another host's write
+            for i in dirty:
+                self.device[a + i : a + i + LINE] = view[i : i + LINE]
+                self.base[a + i : a + i + LINE] = view[i : i + LINE]
+        mark = self.host + 1
+        for i in dirty:
+            self.writers[(a + i) // LINE] = mark
         return conflicts
 
     def evict(self, line: int) -> List[Conflict]:
@@ -170,18 +177,20 @@ class HostCache:
         return out
 
     def _refetch(self, a: int, b: int, device: bytes, base: bytes) -> None:
-        """Take the words the device changed since the last sync (see the module docstring)."""
-        vw, bw = self._vw, self._bw
-        for i in range(0, b - a, LINE):
-            d, s = device[i : i + LINE], base[i : i + LINE]
-            if d == s:
-                continue
-            for w in _WORDS:
-                if d[w : w + WORD] != s[w : w + WORD]:
-                    value = int.from_bytes(d[w : w + WORD], "little")
-                    k = (a + i + w) // WORD
-                    vw[k] = value   # one aligned store each: readers of this host never see half a word
-                    bw[k] = value
+        """Take the words the device changed since the last sync (see the module docstring):
+        runs of changed words are copied in one piece, each word by an aligned store."""
+        dq = memoryview(device).cast("Q").tolist()
+        changed = [k for k, (d, s) in enumerate(zip(dq, memoryview(base).cast("Q").tolist())) if d != s]
+        view, basev = self.view, self.base
+        i = 0
+        while i < len(changed):
+            j = i
+            while j + 1 < len(changed) and changed[j + 1] == changed[j] + 1:
+                j += 1
+            lo, hi = changed[i] * WORD, (changed[j] + 1) * WORD
+            view[a + lo : a + hi] = device[lo:hi]
+            basev[a + lo : a + hi] = device[lo:hi]
+            i = j + 1
 
     def _overwrite(self, at: int, view: bytes, base: bytes, device: bytes) -> Conflict:
         theirs = _diff_words(device, base, at)

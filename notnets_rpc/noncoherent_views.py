@@ -9,8 +9,8 @@ A model directory holds, for a pool file (the "device") and the hosts that share
     device.lock       flock: one write-back or refetch at a time on the device
     reports.jsonl     one JSON line per conflict the model saw (noncoherent.Conflict)
 
-Processes of host N serialise their operations with a flock on host-N.base (their
-caches are one cache). ``open_view`` recognises a view path, so that
+Every operation holds a flock on device.lock, so a host's processes act as one cache
+and a write-back or refetch is atomic for every host. ``open_view`` recognises a view path, so that
 ``cxl.map_pool(view)`` and notnets_rpc's pools apply the model by themselves; the sim
 backend creates the directory (``create_model``) and runs one evictor per host
 (``Evictor``), at seedable random times.
@@ -26,9 +26,8 @@ import random
 import re
 import shutil
 import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from .noncoherent import LINE, Conflict, HostCache
 
@@ -157,7 +156,7 @@ class _Mapped:
 class HostView:
     """Host ``host``'s side of a model directory: flush, invalidate, fence, evict.
 
-    Thread-safe, and serialised with the host's other processes (flock on its base)."""
+    Thread-safe, and serialised with every other process of the model (device.lock)."""
 
     kind = "model"
 
@@ -179,7 +178,6 @@ class HostView:
                       self._map(base_path(directory, h), size, False).mm)
                      for h in self.model["hosts"] if h != host]
             self.cache = HostCache(host, device.mm, view.mm, base.mm, writers.mm, peers)
-            self._host_fd = base.fd
             self._dev_fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CLOEXEC)
         except BaseException:
             self._close_files()
@@ -192,38 +190,37 @@ class HostView:
         self._files.append(m)
         return m
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, op: Any, *args: int) -> Any:
+        """Run ``op`` alone on the device, among all hosts' processes (so also among this
+        host's: its processes act as one cache) and this process's threads."""
         with self._thread_lock:
-            fcntl.flock(self._host_fd, fcntl.LOCK_EX)
+            fcntl.flock(self._dev_fd, fcntl.LOCK_EX)
             try:
-                fcntl.flock(self._dev_fd, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(self._dev_fd, fcntl.LOCK_UN)
+                return op(*args)
             finally:
-                fcntl.flock(self._host_fd, fcntl.LOCK_UN)
+                fcntl.flock(self._dev_fd, fcntl.LOCK_UN)
 
     # -- the cxl.py interface ------------------------------------------------------------------
     def flush(self, off: int, n: int) -> None:
-        with self._locked():
-            self._report(self.cache.write_back(off, n))
+        conflicts = self._locked(self.cache.write_back, off, n)
+        if conflicts:
+            self._report(conflicts)
 
     def invalidate(self, off: int, n: int) -> None:
-        with self._locked():
-            self._report(self.cache.invalidate(off, n))
+        conflicts = self._locked(self.cache.invalidate, off, n)
+        if conflicts:
+            self._report(conflicts)
 
     def fence(self) -> None:
         """Nothing to order: every write-back and refetch is complete when its call returns."""
 
     def evict(self, line: int) -> None:
-        with self._locked():
-            self._report(self.cache.evict(line))
+        conflicts = self._locked(self.cache.evict, line)
+        if conflicts:
+            self._report(conflicts)
 
     def dirty_lines(self) -> List[int]:
-        with self._locked():
-            return self.cache.dirty_lines()
+        return self._locked(self.cache.dirty_lines)
 
     def close(self) -> None:
         self.cache = None  # type: ignore[assignment]
@@ -239,9 +236,7 @@ class HostView:
 
     # -- reports -------------------------------------------------------------------------------
     def _report(self, conflicts: List[Conflict]) -> None:
-        """Append the conflicts to reports.jsonl (the device lock is held)."""
-        if not conflicts:
-            return
+        """Append the conflicts to reports.jsonl (one O_APPEND write: lines never mix)."""
         path = os.path.join(self.directory, REPORTS_FILE)
         try:
             if os.path.getsize(path) > MAX_REPORTS * 400:

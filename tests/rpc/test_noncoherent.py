@@ -88,7 +88,7 @@ ops = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.lists(ops, max_size=40))
 def test_the_model_moves_bytes_as_the_line_by_line_reference_does(program):
     pool, ref = Pool(), Reference()
@@ -197,3 +197,14 @@ def test_ranges_are_checked_and_rounded_out_to_lines():
             assert "outside the pool" in str(exc)
         else:
             raise AssertionError(f"{bad} accepted")
+
+
+def test_a_write_back_leaves_a_stale_line_of_another_host_alone():
+    """Host 0 writes back a range whose chunk holds a line host 1 wrote meanwhile."""
+    pool = Pool()
+    pool.store(1, CHUNK, 1)
+    pool.caches[1].write_back(CHUNK, 8)
+    pool.store(0, CHUNK + LINE, 2)
+    assert pool.caches[0].write_back(0, 2 * CHUNK) == []
+    assert int.from_bytes(pool.device[CHUNK : CHUNK + 8], "little") == 1
+    assert int.from_bytes(pool.device[CHUNK + LINE : CHUNK + LINE + 8], "little") == 2

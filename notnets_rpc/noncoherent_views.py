@@ -13,7 +13,7 @@ Every operation holds a flock on device.lock, so a host's processes act as one c
 and a write-back or refetch is atomic for every host. ``open_view`` recognises a view path, so that
 ``cxl.map_pool(view)`` and notnets_rpc's pools apply the model by themselves; the sim
 backend creates the directory (``create_model``) and runs one evictor per host
-(``Evictor``), at seedable random times.
+(noncoherent_evictor.py), at seedable random times.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import fcntl
 import json
 import mmap
 import os
-import random
 import re
 import shutil
 import threading
@@ -37,6 +36,31 @@ LOCK_FILE = "device.lock"
 REPORTS_FILE = "reports.jsonl"
 MAX_REPORTS = 10_000  # a program that conflicts in a loop stops adding lines here
 _VIEW_RE = re.compile(r"^host-(\d+)\.view$")
+MODEL_DIR_SUFFIX = ".coherence"
+SHM = "/dev/shm"
+
+
+def model_dir_for(device: str) -> str:
+    """Where the model of the pool file ``device`` lives: next to it on /dev/shm, else in
+    /dev/shm under its name (hugetlbfs holds no regular files)."""
+    name = os.path.basename(device) + MODEL_DIR_SUFFIX
+    parent = os.path.dirname(os.path.abspath(device))
+    return os.path.join(parent if parent == SHM else SHM, name)
+
+
+def find_model(path: os.PathLike | str) -> Optional[tuple[str, Optional[int]]]:
+    """(model directory, host id or None) when ``path`` is a host's view or a device that
+    has a model; None for a pool the model does not run."""
+    view = model_dir_of(path)
+    if view is not None:
+        return view
+    directory = model_dir_for(os.fspath(path))
+    try:
+        if read_model(directory)["device"] == os.path.realpath(path):
+            return directory, None
+    except ModelError:
+        pass
+    return None
 
 
 class ModelError(Exception):
@@ -254,42 +278,3 @@ class HostView:
         from . import pool_regions
 
         return pool_regions.describe(self.cache.device, offset)
-
-
-class Evictor:
-    """Evicts ``rate`` random lines a second from one host's view, as a cache does on its
-    own: a dirty line is written back, a stale one refetched. Seeded, so a run repeats
-    its eviction order (not its timing: the processes' stores interleave as they will)."""
-
-    def __init__(self, view: HostView, rate: float, seed: int, tick: float = 0.01) -> None:
-        self.view = view
-        self.rate = rate
-        self.rng = random.Random(f"{seed}/{view.host}")
-        self.tick = tick
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self.evicted = 0
-
-    def step(self, count: int) -> None:
-        lines = self.view.size // LINE
-        for _ in range(count):
-            self.view.evict(self.rng.randrange(lines))
-        self.evicted += count
-
-    def run(self) -> None:
-        owed = 0.0
-        while not self._stop.wait(self.tick):
-            owed += self.rate * self.tick
-            count, owed = int(owed), owed - int(owed)
-            if count:
-                self.step(count)
-
-    def start(self) -> "Evictor":
-        self._thread = threading.Thread(target=self.run, name=f"evictor-host{self.view.host}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)

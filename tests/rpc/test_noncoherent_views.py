@@ -15,6 +15,7 @@ import notnets_rpc
 from notnets_rpc import cxl
 from notnets_rpc import layout as L
 from notnets_rpc import noncoherent_views as V
+from notnets_rpc.noncoherent_evictor import Evictor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ def model(tmp_path):
     """A 4 MiB NotNets pool file in /dev/shm and a model for hosts 0 and 1."""
     device = Path("/dev/shm") / f"notnets-test-nc-{uuid.uuid4().hex[:12]}"
     notnets_rpc.create_pool(str(device), 4 << 20, max_hosts=2, channels=2, dir_slots=2)
-    directory = Path("/dev/shm") / f"{device.name}.coherence"
+    directory = Path(V.model_dir_for(str(device)))
     try:
         V.create_model(directory, str(device), [0, 1], seed=7)
         yield directory, device
@@ -86,7 +87,7 @@ def test_the_evictor_writes_back_dirty_lines_on_its_own(model, tmp_path):
     with cxl.map_pool(V.view_path(directory, 0)) as h0:
         for at in range(0, size, 4096):
             h0[at + 4000 : at + 4008] = b"evictme!"
-    evictor = V.Evictor(view, rate=20_000, seed=1).start()
+    evictor = Evictor(view, rate=20_000, seed=1).start()
     try:
         deadline = time.monotonic() + 20
         while device.read_bytes().count(b"evictme!") < 3:
@@ -111,7 +112,7 @@ def test_the_evictor_is_seeded():
     runs = []
     for _ in range(2):
         rec = Recorder()
-        V.Evictor(rec, rate=1, seed=3).step(50)  # type: ignore[arg-type]
+        Evictor(rec, rate=1, seed=3).step(50)  # type: ignore[arg-type]
         runs.append(rec.lines)
     assert runs[0] == runs[1] and len(set(runs[0])) > 10
 
@@ -124,3 +125,21 @@ def test_a_broken_model_directory_is_a_one_line_error(tmp_path):
     (tmp_path / V.MODEL_FILE).write_text(json.dumps({"device": "/nonexistent", "size": 4096, "hosts": [1]}))
     with pytest.raises(V.ModelError, match="host 0 is not in the model"):
         cxl.map_pool(tmp_path / "host-0.view")
+
+
+def test_a_model_is_found_from_a_view_or_from_its_device(model, tmp_path):
+    directory, device = model
+    assert V.model_dir_for("/dev/hugepages/notnets-r-p") == "/dev/shm/notnets-r-p.coherence"
+    assert V.find_model(V.view_path(directory, 1)) == (str(directory), 1)
+    assert V.find_model(device) == (str(directory), None)
+    other = tmp_path / "pool"
+    other.write_bytes(bytes(4096))
+    assert V.find_model(other) is None
+
+
+def test_the_evictor_command_says_in_one_line_what_is_wrong(tmp_path):
+    for argv, message in (([], "usage:"), ([str(tmp_path), "0", "10", "1"], "model.json"),
+                          ([str(tmp_path), "x", "10", "1"], "invalid literal")):
+        out = subprocess.run([sys.executable, "-m", "notnets_rpc.noncoherent_evictor", *argv], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and message in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr

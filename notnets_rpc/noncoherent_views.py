@@ -23,7 +23,6 @@ import json
 import mmap
 import os
 import re
-import shutil
 import threading
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
@@ -75,10 +74,20 @@ def base_path(directory: os.PathLike | str, host: int) -> str:
     return os.path.join(os.fspath(directory), f"host-{host}.base")
 
 
-def _copy(src: str, dst: str, size: int) -> None:
+def _copy(src: str, dst: str, size: int, step: int = 1 << 20) -> None:
+    """Copy ``size`` bytes, leaving holes where the source is zero: a fresh pool costs
+    its views and bases no memory until it is used."""
     tmp = dst + ".tmp"
-    shutil.copyfile(src, tmp)
-    os.truncate(tmp, size)
+    zero = bytes(step)
+    with open(src, "rb") as fin, open(tmp, "wb") as fout:
+        fout.truncate(size)
+        for at in range(0, size, step):
+            chunk = fin.read(min(step, size - at))
+            if not chunk:
+                break
+            if chunk != zero[: len(chunk)]:
+                fout.seek(at)
+                fout.write(chunk)
     os.replace(tmp, dst)
 
 

@@ -157,6 +157,15 @@ class HostCache:
         """The cache drops line number ``line`` on its own (written back if dirty)."""
         return self.invalidate(line * LINE, LINE)
 
+    def reset(self) -> None:
+        """The host starts again (a reboot): its caches hold nothing, so view and base become
+        what the device holds. Stores it had not written back are lost, as on hardware."""
+        for a, b in _chunks(0, self.size):
+            device = bytes(self.device[a:b])
+            if bytes(self.view[a:b]) != device or bytes(self.base[a:b]) != device:
+                self.view[a:b] = device
+                self.base[a:b] = device
+
     # -- what a view holds -------------------------------------------------------------------
     def dirty_lines(self, off: int = 0, n: Optional[int] = None) -> List[int]:
         """Offsets of lines with stores not written back."""

@@ -3,13 +3,15 @@
 Real caches write back and drop lines when they need the room, at moments no program
 chooses; so a line may reach the device before the program writes it back, and a stale
 line may be refetched before the program invalidates it. The sim backend runs one
-evictor per host of a ``coherence: none`` pool:
+evictor per host of a ``coherence: none`` pool, each time the host starts:
 
     python -m notnets_rpc.noncoherent_evictor MODEL_DIR HOST_ID RATE SEED
 
-It evicts RATE lines a second, chosen uniformly over the pool by a generator seeded
-with SEED and the host id (the order repeats; the timing against the programs' stores
-does not). It runs until killed (the host's end takes it along).
+First it empties the host's caches (a host that starts again has lost what it had not
+written back) and prints "ready"; the host starts its programs only then. Then it
+evicts RATE lines a second, chosen uniformly over the pool by a generator seeded with
+SEED and the host id (the order repeats; the timing against the programs' stores does
+not), until killed (the host's end takes it along). With RATE 0 it exits after "ready".
 """
 
 from __future__ import annotations
@@ -72,7 +74,10 @@ def main(argv: list[str]) -> int:
     except (ValueError, ModelError) as exc:
         sys.stderr.write(f"noncoherent_evictor: {exc}\n")
         return 2
-    Evictor(view, rate, seed).run()
+    view.reset()
+    print("ready", flush=True)
+    if rate > 0:
+        Evictor(view, rate, seed).run()
     return 0
 
 

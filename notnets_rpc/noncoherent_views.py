@@ -252,6 +252,10 @@ class HostView:
         if conflicts:
             self._report(conflicts)
 
+    def reset(self) -> None:
+        """The host (re)starts with empty caches (noncoherent.HostCache.reset)."""
+        self._locked(self.cache.reset)
+
     def dirty_lines(self) -> List[int]:
         return self._locked(self.cache.dirty_lines)
 

@@ -208,3 +208,13 @@ def test_a_write_back_leaves_a_stale_line_of_another_host_alone():
     assert pool.caches[0].write_back(0, 2 * CHUNK) == []
     assert int.from_bytes(pool.device[CHUNK : CHUNK + 8], "little") == 1
     assert int.from_bytes(pool.device[CHUNK + LINE : CHUNK + LINE + 8], "little") == 2
+
+
+def test_a_restarted_host_loses_what_it_had_not_written_back():
+    pool = Pool()
+    pool.store(0, 0, 1)
+    pool.store(1, 64, 2)
+    pool.caches[1].write_back(64, 8)
+    pool.caches[0].reset()
+    assert pool.load(0, 0) == 0 and pool.load(0, 64) == 2
+    assert pool.caches[0].dirty_lines() == [] and pool.caches[0].stale_lines() == []

@@ -143,3 +143,13 @@ def test_the_evictor_command_says_in_one_line_what_is_wrong(tmp_path):
         out = subprocess.run([sys.executable, "-m", "notnets_rpc.noncoherent_evictor", *argv], cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and message in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
+
+
+def test_the_evictor_command_empties_the_hosts_caches_then_says_ready(model):
+    directory, device = model
+    with cxl.map_pool(V.view_path(directory, 0)) as h0:
+        h0[3 << 20 : (3 << 20) + 4] = b"lost"
+        out = subprocess.run([sys.executable, "-m", "notnets_rpc.noncoherent_evictor", str(directory), "0", "0", "1"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout == "ready\n", out.stderr
+        assert bytes(h0[3 << 20 : (3 << 20) + 4]) == bytes(4)

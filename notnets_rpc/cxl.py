@@ -19,7 +19,8 @@ What they do depends on what the path is (``m.kind``):
               (notnets_rpc.noncoherent_views): the model's write-back and refetch
     coherent  any other file (/dev/shm, hugetlbfs on one machine): nothing to do; the calls
               only check their range
-``mode="native"`` asks for the instructions on any file (to measure them on the host).
+``mode="native"`` asks for the instructions on any file (to measure them on the host);
+$NOTNETS_CXL_MODE gives the mode when the caller gives none (notnets_rpc's pools).
 Ranges are rounded out to whole 64-byte lines, as the hardware does.
 """
 
@@ -33,6 +34,7 @@ from .mapping import Mapping, PathLike, is_char_device
 
 LINE = 64
 NATIVE_ENV = "NOTNETS_CXL_NATIVE"  # "0": use the pure-Python fallback although the extension is built
+MODE_ENV = "NOTNETS_CXL_MODE"  # auto | native | coherent, when the caller gives no mode
 MODES = ("auto", "native", "coherent")
 
 try:
@@ -114,7 +116,7 @@ class Native:
 
 def ops_for(path: PathLike, buf: Any, mode: Optional[str] = None) -> Any:
     """The flush/invalidate/fence implementation for ``buf``, the mapping of ``path``."""
-    mode = mode or "auto"
+    mode = mode or os.environ.get(MODE_ENV) or "auto"
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     size = len(memoryview(buf))

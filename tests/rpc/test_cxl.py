@@ -135,3 +135,14 @@ def test_bad_mode_and_missing_pool_are_one_line_errors(pool_file, tmp_path):
 
     with pytest.raises(NotAPoolError, match="no such file"):
         cxl.map_pool(tmp_path / "nope")
+
+
+def test_the_environment_gives_the_mode_when_the_caller_does_not(pool_file, monkeypatch):
+    monkeypatch.setenv(cxl.MODE_ENV, "native")
+    with cxl.map_pool(pool_file) as m:
+        assert m.kind in ("native", "fallback")
+    with cxl.map_pool(pool_file, mode="coherent") as m:
+        assert m.kind == "coherent"
+    monkeypatch.setenv(cxl.MODE_ENV, "fast")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        cxl.map_pool(pool_file)

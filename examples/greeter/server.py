@@ -17,8 +17,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from examples.protos import load_generated  # noqa: E402
-from examples.serving import serve_until_stopped  # noqa: E402
+from notnets_bench.protos import load_generated  # noqa: E402
+from notnets_bench.serving import serve_until_stopped  # noqa: E402
 
 
 def load_protos():

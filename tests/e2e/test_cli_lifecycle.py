@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cli_harness import EMU, REPO, Emu, pool_files, qemu_available, running_under, wait_until
+from harness.cli import EMU, REPO, Emu, pool_files, qemu_available, running_under, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -178,9 +178,9 @@ def test_name_is_required_with_two_runs(cluster):
 
 def test_zy_a_killed_host_restarts_with_its_pools(cluster):
     """The backend seam's restart (used by `fault HOST restart`): same pools, ready again."""
-    from emulator.backends import get_backend
+    from emulator.backends.by_name import get_backend
     from emulator.progress import Progress
-    from emulator.run_state import resolve_run
+    from emulator.runs.state import resolve_run
 
     emu, name, _ = cluster
     mapped = "import mmap, os; m = mmap.mmap(os.open(os.environ['NOTNETS_POOL'], os.O_RDWR), 2 << 20); "

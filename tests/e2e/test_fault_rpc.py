@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_harness import Emu, pool_files, qemu_available, running_under, wait_until
+from harness.cli import Emu, pool_files, qemu_available, running_under, wait_until
 
 pytestmark = [pytest.mark.timeout(900)]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from emulator.sim_config import FARMEM_ENV, SIM_SOCKETS, sim_config
-from emulator.topology import parse_topology
+from emulator.backends.sim.config import FARMEM_ENV, SIM_SOCKETS, sim_config
+from emulator.topology.model import parse_topology
 
 TOPOLOGY = """\
 name: cfg

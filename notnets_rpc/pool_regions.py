@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from . import layout as L
+from .wire import layout as L
 from .errors import PoolError
 from .memory import Memory
 

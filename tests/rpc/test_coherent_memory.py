@@ -13,7 +13,7 @@ from notnets_rpc import noncoherent_views as V
 from notnets_rpc.coherent_memory import SoftwareCoherent
 from notnets_rpc.errors import ProtocolError
 from notnets_rpc.memory import Memory
-from notnets_rpc.ring import RingReader, RingWriter
+from notnets_rpc.wire.ring import RingReader, RingWriter
 
 SIZE = 64 << 10
 HEAD, TAIL, DATA, RING = 0, 64, 4096, 8192

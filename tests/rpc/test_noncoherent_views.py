@@ -13,7 +13,7 @@ import pytest
 
 import notnets_rpc
 from notnets_rpc import cxl
-from notnets_rpc import layout as L
+from notnets_rpc.wire import layout as L
 from notnets_rpc import noncoherent_views as V
 from notnets_rpc.noncoherent_evictor import Evictor
 

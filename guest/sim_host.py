@@ -6,7 +6,9 @@ it is pid 1 of its PID namespace, so its death ends every process the host start
 its network namespace has only a loopback, which it brings up). It reuses the guest
 agent unchanged (guest/agent.py: exec, spawn, signal, poll, status over the same JSON-line
 protocol), so emulator/backends/agent_client.py drives a sim host exactly like a VM. There is no
-CXL setup: each pool is the run's backing file, mapped directly by whoever opens it.
+CXL setup: each pool is the run's backing file, mapped directly by whoever opens it (or,
+for a pool with coherence none, this host's view of it, with an evictor process that
+start_evictors runs first: docs/coherence.md).
 
 Stdlib and guest.* only, and ``-S``: it must start in a few tens of milliseconds.
 """

@@ -192,3 +192,19 @@ def test_a_server_that_takes_a_channel_line_over_without_invalidating_is_reporte
         for r in taken:
             assert (r["kind"], r["host"], r["other"]) == ("overwrite", 1, 0), r
             assert r["region"].startswith(server_lines[r["offset"]]), r
+
+
+def test_inspect_says_how_the_pool_is_formatted_and_which_model_runs_it(model, blank_path):
+    from notnets_rpc.inspect import format_inspection, inspect_pool
+
+    snap = inspect_pool(model.view(1))
+    assert snap["coherence"]["formatted"] == "software"
+    assert {k: snap["coherence"]["model"][k] for k in ("dir", "hosts", "view_of_host", "reports")} == \
+        {"dir": model.directory, "hosts": [0, 1], "view_of_host": 1, "reports": 0}
+    assert inspect_pool(model.device)["coherence"]["model"]["view_of_host"] is None
+    text = format_inspection(snap)
+    assert "coherence: formatted software; non-coherent model in" in text and "this is host 1's view" in text
+    notnets_rpc.create_pool(blank_path, 8 << 20)
+    plain = inspect_pool(blank_path)["coherence"]
+    assert plain == {"formatted": "coherent", "model": None}
+    assert "hardware-coherent (no model runs it)" in format_inspection(inspect_pool(blank_path))

@@ -108,3 +108,4 @@ def test_every_call_shape_across_hosts_with_evictions_and_a_restarted_server(tmp
         assert "non-coherent model in" in text and "0 lost-update report(s)" in text, text
     finally:
         _down(emu, name, pool["model_dir"])
+

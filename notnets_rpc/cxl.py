@@ -116,9 +116,10 @@ class Native:
 
 def ops_for(path: PathLike, buf: Any, mode: Optional[str] = None) -> Any:
     """The flush/invalidate/fence implementation for ``buf``, the mapping of ``path``."""
+    source = "mode" if mode else MODE_ENV
     mode = mode or os.environ.get(MODE_ENV) or "auto"
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise ValueError(f"{source} must be one of {', '.join(MODES)}, got {mode!r}")
     size = len(memoryview(buf))
     if mode == "coherent":
         return Coherent(size)

@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
+from .errors import PoolError
 from .noncoherent import LINE, Conflict, HostCache
 
 MODEL_FILE = "model.json"
@@ -62,8 +63,9 @@ def find_model(path: os.PathLike | str) -> Optional[tuple[str, Optional[int]]]:
     return None
 
 
-class ModelError(Exception):
-    """A model directory that is missing or inconsistent; the message names the file."""
+class ModelError(PoolError):
+    """A model directory that is missing or inconsistent; the message names the file
+    (a PoolError: programs that map a view see it where they see other pool problems)."""
 
 
 def view_path(directory: os.PathLike | str, host: int) -> str:

@@ -107,6 +107,14 @@ def wanted_coherence(path: str, ops_kind: str) -> str:
     return wanted
 
 
+def _cache_ops(path: str, buf: Buffer) -> object:
+    """cxl.ops_for the mapping; a bad $NOTNETS_CXL_MODE is a pool problem for the caller."""
+    try:
+        return cxl.ops_for(path, buf)
+    except ValueError as err:
+        raise PoolError(str(err)) from None
+
+
 class _FarSoftwareCoherent(SoftwareCoherent, farmem.FarMemory):
     """Both at once: the write-back rule, and each access charged its far-memory cost."""
 
@@ -154,7 +162,7 @@ def create_pool(path: PathLike, size: Optional[int] = None, overwrite: bool = Fa
     mapping = Mapping(path, writable=True)
     ops = None
     try:
-        ops = cxl.ops_for(path, mapping.mm)
+        ops = _cache_ops(path, mapping.mm)
         if ops.kind == "model" and coherence != "software":
             raise PoolError(f"{path} is a host's view of a non-coherent pool: format it with coherence='software'")
         mem = SoftwareCoherent(mapping.mm, True, ops)
@@ -208,7 +216,7 @@ class Pool:
     def __init__(self, path: str, mapping: Mapping, host_id: int, ops: object = None) -> None:
         self.path = path
         self.mapping = mapping
-        self.ops = ops if ops is not None else cxl.ops_for(path, mapping.mm)
+        self.ops = ops if ops is not None else _cache_ops(path, mapping.mm)
         boot = SoftwareCoherent(mapping.mm, mapping.writable, self.ops)  # the flag is not known yet
         try:
             layout = L.parse_superblock(boot)
@@ -247,7 +255,7 @@ class Pool:
                 mapping = Mapping(path, writable=True)
                 ops = None
                 try:
-                    ops = cxl.ops_for(path, mapping.mm)
+                    ops = _cache_ops(path, mapping.mm)
                     mem = SoftwareCoherent(mapping.mm, True, ops)  # reads the superblock fresh
                     try:
                         ready = L.is_formatted(mem)

@@ -144,5 +144,5 @@ def test_the_environment_gives_the_mode_when_the_caller_does_not(pool_file, monk
     with cxl.map_pool(pool_file, mode="coherent") as m:
         assert m.kind == "coherent"
     monkeypatch.setenv(cxl.MODE_ENV, "fast")
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(ValueError, match="NOTNETS_CXL_MODE must be one of"):
         cxl.map_pool(pool_file)

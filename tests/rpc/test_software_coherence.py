@@ -208,3 +208,16 @@ def test_inspect_says_how_the_pool_is_formatted_and_which_model_runs_it(model, b
     plain = inspect_pool(blank_path)["coherence"]
     assert plain == {"formatted": "coherent", "model": None}
     assert "hardware-coherent (no model runs it)" in format_inspection(inspect_pool(blank_path))
+
+
+def test_a_bad_cache_mode_or_a_broken_model_is_a_pool_error(blank_path, model, monkeypatch):
+    notnets_rpc.create_pool(blank_path, 8 << 20)
+    monkeypatch.setenv("NOTNETS_CXL_MODE", "fast")
+    with pytest.raises(PoolError, match="NOTNETS_CXL_MODE must be one of"):
+        Pool.acquire(blank_path, 0)
+    monkeypatch.delenv("NOTNETS_CXL_MODE")
+    from pathlib import Path
+
+    (Path(model.directory) / "model.json").write_text("{broken")
+    with pytest.raises(PoolError, match="model.json: not a readable model description"):
+        Pool.acquire(model.view(1), 1)

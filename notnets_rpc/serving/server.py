@@ -16,6 +16,7 @@ load per host every few polls); a channel whose claim word changes is dropped.
 from __future__ import annotations
 
 import collections
+import ctypes
 import enum
 import logging
 import os
@@ -57,6 +58,7 @@ IDLE_NAP = 0.05  # how long the monitor sleeps between looks while the server is
 # looks every 40 ms, and PROMOTE_AFTER after seeing a handler run (see _maybe_promote).
 BUSY_NAP = 0.04 if ONE_CPU else 0.002
 CLIENT_CHECK_PERIOD = 0.5
+TRIM_AFTER = 2.0  # seconds of idling after traffic before freed memory goes back to the system
 IDLE_SLEEP = float(os.environ.get("NOTNETS_IDLE_SLEEP_US", "1000")) / 1e6
 KERNEL_SLEEP_FACTOR = 10  # an idle server asleep in the kernel wakes every 10 x IDLE_SLEEP to look around
 _UNAVAILABLE_SHUTDOWN = "Cancelling all calls"
@@ -67,6 +69,15 @@ _STATUS = F.STATUS
 _CALL = F.CALL
 _BIG = 16384  # requests from this size on are handed to buffer-taking parsers as a view
 _BARE = F.F_BARE
+
+
+def release_free_memory() -> None:
+    """Give freed heap memory back to the system (glibc's malloc keeps it otherwise: after
+    a burst of 1 MiB messages a server's RSS stayed ~30 MiB above its start)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 class Stage(enum.Enum):
@@ -784,6 +795,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         Sleeps ``IDLE_NAP`` or ``BUSY_NAP`` between looks, less when a deadline or a
         running handler's promotion is due sooner."""
         last_clients = 0.0
+        idle_since, trimmed = None, True
         while not self._stopped.is_set():
             now = _monotonic()
             nap = self._maybe_promote(now)
@@ -792,6 +804,13 @@ class Server(ChannelTable, Replies, grpc.Server):
             if now - last_clients >= CLIENT_CHECK_PERIOD:
                 last_clients = now
                 self._check_clients(now)
+            if not self._idle:
+                idle_since, trimmed = None, False
+            elif idle_since is None:
+                idle_since = now
+            elif not trimmed and now - idle_since > TRIM_AFTER:
+                trimmed = True
+                release_free_memory()
             self._stopped.wait(nap)
 
     def _expire_deadlines(self, now: float) -> float:

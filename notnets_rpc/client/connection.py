@@ -5,12 +5,14 @@ that waits for its call takes the *reader* token (a non-blocking lock), polls th
 response ring and hands frames to whichever call they belong to; other waiting threads
 block on a private lock until their call is ready or the token is free. Calls that
 nobody waits for (futures, streams, callbacks) are served by the channel's pump thread
-(channel.py), which takes the token only when no caller wants it.
+(channel.py), which takes the token only when no caller wants it. A thread waiting for
+request-ring room holds no lock and reads responses meanwhile (docs/rpc.md, "Concurrency").
 
 Liveness: while waiting, the reader watches the server's directory entry; a changed
-generation, a dead pid (same host) or a heartbeat that stands still for
-NOTNETS_STALE_MS ends every call with UNAVAILABLE. The connection is then "broken"
-and the channel opens a new one on the next call.
+generation, a dead pid (same host), a heartbeat that stands still for NOTNETS_STALE_MS,
+the server's drop verdict or someone else's claim on our slot ends every call with
+UNAVAILABLE. The connection is then BROKEN and the channel opens a new one on the next
+call.
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ Threads:
   the thread pool;
 - a monitor promotes a new leader when a handler has held the current one for more
   than PROMOTE_AFTER seconds (so a slow or blocking handler never stalls the others),
-  enforces deadlines, publishes heartbeats and counters, and reclaims the channels of
-  clients that died.
+  enforces deadlines and reclaims the channels of clients that died;
+- the process's beat thread (liveness.BEATER) publishes heartbeats and counters.
+None of them waits for ring room: answers that do not fit go to the channel's outbox
+(outbox.py). docs/rpc.md, "Concurrency", has the whole picture.
 
 New channels are found through the per-host doorbell words in the host table (one
 load per host every few polls); a channel whose claim word changes is dropped.
@@ -628,9 +630,14 @@ class Server(ChannelTable, Replies, grpc.Server):
             if timeout_us:
                 self._deadlines.pop(id(call), None)
             outbox = ch.outbox
-            if not ch.dropped and outbox.put_bare(_STATUS, _BARE, cid, payload) and outbox.frames:
-                self._backlog[ch] = True
-            ch.bytes_out += len(payload)
+            with outbox.lock:  # straight to the ring unless something is queued before it (outbox.py)
+                sent = not outbox.frames and not ch.dropped and ch.tx.put(_STATUS, _BARE, cid, 0, payload)
+            if not sent:
+                self._write(ch, _STATUS, _BARE, cid, 0, (payload,), len(payload), None)
+            else:
+                ch.bytes_out += len(payload)
+                if ch.same_host and ch.tx.mem.load(ch.client_sleep):
+                    ch.tx.mem.wake_word(ch.tx.head_off)
             ch.calls_done += 1
         finally:
             if not _take_back(box):  # the monitor took the box: a new leader reads the rings now

@@ -96,8 +96,6 @@ def test_no_import_cycles():
     assert not cycle, " -> ".join(cycle)
 
 
-@pytest.mark.xfail(strict=True, reason="notnets_rpc.memory imports farmem lazily and farmem imports memory; "
-                                       "notnets_rpc's internals are issue 11's (drop this mark when it is gone)")
 def test_no_import_cycles_within_notnets_rpc():
     graph = {name: {d for d in deps if _within_rpc(name, d)} for name, deps in project_graph().items()}
     cycle = find_cycle(graph)

@@ -102,8 +102,12 @@ if [ -n "$NOTNETS_NET_ADDR" ]; then
 fi
 
 # The console: an interactive shell inside the new root, again whenever it exits. Its
-# $ENV script (guest/console.sh) picks up the environment the agent gives commands. As
-# PID 1, this shell also reaps orphans while it waits.
+# $ENV script (guest/console.sh) picks up the environment the agent gives commands, so
+# the first shell waits until the agent has written it (ready or failed; at most
+# CONSOLE_ENV_WAIT tenths of a second). As PID 1, this shell also reaps orphans.
+CONSOLE_ENV_WAIT=1800
+i=0
+while [ ! -e "$NEWROOT/run/notnets/env.sh" ] && [ $i -lt $CONSOLE_ENV_WAIT ]; do usleep 100000; i=$((i + 1)); done
 while true; do
     setsid cttyhack env -i PATH="$NOTNETS_PATH" HOME=/root TERM=linux LANG=C.UTF-8 \
         ENV="$NOTNETS_PROJECT/guest/console.sh" chroot "$NEWROOT" /bin/sh -i

@@ -39,7 +39,7 @@ def status_data(run: RunState, backend: Backend) -> dict[str, Any]:
     }
 
 
-def _table(rows: list[list[str]]) -> list[str]:
+def table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
@@ -51,11 +51,11 @@ def status_text(data: dict[str, Any]) -> str:
     for h in data["hosts"]:
         pools = ", ".join(f"{name}={dev}" for name, dev in h["pools"].items()) or "-"
         hosts.append([h["name"], h["state"], str(h["pid"] or "-"), h["accel"] or "-", pools])
-    lines += _table(hosts)
+    lines += table(hosts)
     if data["pools"]:
         lines.append("")
         pools = [["POOL", "SIZE", "KIND", "BACKING", "NOTE"]]
         for p in data["pools"]:
             pools.append([p["name"], format_size(p["size"]), p["kind"], p["backing"], p.get("note") or ""])
-        lines += _table(pools)
+        lines += table(pools)
     return "\n".join(lines)

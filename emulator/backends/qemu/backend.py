@@ -91,6 +91,9 @@ class QemuBackend(Backend):
     name = "qemu"
 
     # -- up ---------------------------------------------------------------------------
+    def preflight(self, topology: Topology) -> None:
+        find_kernel()
+
     def start_hosts(self, topology: Topology, run: RunState, accel: str, progress: Progress) -> None:
         kernel = find_kernel()
         initrd = build_initramfs(kernel)
@@ -271,47 +274,21 @@ class QemuBackend(Backend):
             return "ready"
         return "ready" if status == "running" else status
 
-    def _require_running(self, run: RunState, host: HostState) -> None:
+    def agent(self, run: RunState, host: HostState) -> Any:
+        """Refuse at once a host whose QEMU is gone, that is frozen (`fault freeze`: QEMU
+        would accept the connection and nothing would ever answer) or not ready."""
         if not qemu_process.is_alive(host.pid, host.qmp_socket):
             raise UserError(f"host {host.name} of run {run.name} is not running (its QEMU is gone); "
+                            f"`notnets-emu fault {host.name} restart` boots it again, "
                             f"`notnets-emu down --name {run.name}` cleans up")
         if host.state != "ready":
             raise UserError(f"host {host.name} is {host.state}, not ready")
-
-    # -- commands -----------------------------------------------------------------------
-    def _client(self, run: RunState, host: HostState) -> Any:
-        self._require_running(run, host)
+        state = self.host_state(run, host)
+        if state == "paused":
+            raise UserError(f"host {host.name} is frozen (`notnets-emu fault {host.name} thaw` resumes it)")
+        if state not in ("ready", "dead"):
+            raise UserError(f"host {host.name} is {state} (QEMU), not running")
         return agent_client.AgentClient.connect(host.agent_sockets, timeout=AGENT_CONNECT_TIMEOUT)
-
-    def exec(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
-             env: Mapping[str, str], timeout: Optional[float], stdout: BinaryIO, stderr: BinaryIO) -> int:
-        client = self._client(run, host)
-        try:
-            return client.exec(command, cwd=cwd, env=env, timeout=timeout, stdout=stdout, stderr=stderr)
-        finally:
-            client.close()
-
-    def spawn(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
-              env: Mapping[str, str], log_path: str) -> int:
-        client = self._client(run, host)
-        try:
-            return client.spawn(command, cwd=cwd, env=env, log_path=log_path)
-        finally:
-            client.close()
-
-    def signal(self, run: RunState, host: HostState, pid: int, sig: int) -> None:
-        client = self._client(run, host)
-        try:
-            client.signal(pid, sig)
-        finally:
-            client.close()
-
-    def poll(self, run: RunState, host: HostState, pid: int) -> Optional[int]:
-        client = self._client(run, host)
-        try:
-            return client.poll(pid)
-        finally:
-            client.close()
 
     def restart_host(self, run: RunState, host: HostState, progress: Progress) -> None:
         """Boot a killed host again with the argv it had (same pools, label files, config).

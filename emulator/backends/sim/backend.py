@@ -217,7 +217,7 @@ class SimBackend(Backend):
             return "paused"
         return "ready"
 
-    def _client(self, run: RunState, host: HostState) -> Any:
+    def agent(self, run: RunState, host: HostState) -> Any:
         from emulator.backends.agent_client import AgentClient
 
         state = self.host_state(run, host)
@@ -230,25 +230,6 @@ class SimBackend(Backend):
         if state != "ready":
             raise UserError(f"host {host.name} is {state}, not ready")
         return AgentClient.connect(host.agent_sockets, timeout=AGENT_CONNECT_TIMEOUT)
-
-    # -- commands -----------------------------------------------------------------------
-    def exec(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
-             env: Mapping[str, str], timeout: Optional[float], stdout: BinaryIO, stderr: BinaryIO) -> int:
-        with self._client(run, host) as client:
-            return client.exec(command, cwd=cwd, env=env, timeout=timeout, stdout=stdout, stderr=stderr)
-
-    def spawn(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
-              env: Mapping[str, str], log_path: str) -> int:
-        with self._client(run, host) as client:
-            return client.spawn(command, cwd=cwd, env=env, log_path=log_path)
-
-    def signal(self, run: RunState, host: HostState, pid: int, sig: int) -> None:
-        with self._client(run, host) as client:
-            client.signal(pid, sig)
-
-    def poll(self, run: RunState, host: HostState, pid: int) -> Optional[int]:
-        with self._client(run, host) as client:
-            return client.poll(pid)
 
     # -- faults ---------------------------------------------------------------------------
     def fault(self, run: RunState, host: HostState, action: str) -> None:

@@ -94,7 +94,7 @@ def merge_reports(tree: ET.ElementTree, artifacts: Path) -> list[Path]:
         try:
             suites = _suites(path)
         except (ET.ParseError, ValueError, OSError) as err:
-            suite = ET.Element("testsuite", name=f"{host}: {path.name}", tests="1", failures="0", errors="1",
+            suite = ET.Element("testsuite", name=path.name, tests="1", failures="0", errors="1",
                                skipped="0")
             case = ET.SubElement(suite, "testcase", classname=host, name=path.name)
             ET.SubElement(case, "error", message=f"not a JUnit XML file: {err}").text = str(path)

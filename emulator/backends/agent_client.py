@@ -156,16 +156,16 @@ class AgentClient:
                 last = self._call("status", deadline)
             except TimeoutError:
                 if last is None:
-                    raise TimeoutError(f"the guest agent did not answer within {timeout:g} s "
+                    raise TimeoutError("the guest agent did not answer "
                                        "(still booting? see the console log)") from None
-                raise TimeoutError(f"the guest agent was still '{last.get('phase')}' after {timeout:g} s") from None
+                raise TimeoutError(f"the guest agent was still '{last.get('phase')}'") from None
             if last.get("state") == "ready":
                 return last
             if last.get("state") == "failed":
                 raise AgentError(f"host {last.get('host')}: {last.get('error')}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"the guest agent was still '{last.get('phase')}' after {timeout:g} s")
+                raise TimeoutError(f"the guest agent was still '{last.get('phase')}'")
             time.sleep(min(STATUS_POLL, remaining))
 
     def exec(self, command: str, *, cwd: str | None, env: Mapping[str, str],

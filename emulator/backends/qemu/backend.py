@@ -137,7 +137,8 @@ class QemuBackend(Backend):
         self._wait_ready(run, run.hosts, wanted, procs, started, boot_timeout(accel_name), progress)
 
     def _wait_ready(self, run: RunState, hosts: list[HostState], wanted: dict[str, set[str]], procs: dict,
-                    started: float, timeout: float, progress: Progress) -> None:
+                    started: float, timeout: float, progress: Progress,
+                    log_offsets: Optional[dict[str, int]] = None) -> None:
         agent = agent_client
         deadline = started + timeout
         results: dict[str, Any] = {}
@@ -157,7 +158,7 @@ class QemuBackend(Backend):
         for t in threads:
             t.start()
         pending = {hs.name for hs in hosts}
-        watches = {hs.name: BootWatch(hs.console_log) for hs in hosts}
+        watches = {hs.name: BootWatch(hs.console_log, (log_offsets or {}).get(hs.name, 0)) for hs in hosts}
         while pending:
             for hs in hosts:
                 if hs.name not in pending:
@@ -175,13 +176,15 @@ class QemuBackend(Backend):
                 if outcome is None and proc.poll() is not None:
                     outcome = ("error", RuntimeError(self._exit_reason(hs, proc.returncode)))
                 if outcome is None and time.monotonic() > deadline:
-                    outcome = ("error", TimeoutError(f"not ready after {timeout:.0f} s" + _agent_says(hs)))
+                    outcome = ("error", TimeoutError(_agent_says(hs).lstrip("; ")))
                 if outcome is None:
                     continue
                 kind, value = outcome
                 if kind == "error":
-                    if isinstance(value, TimeoutError) and "agent log" not in str(value):
-                        value = TimeoutError(f"{value}{_agent_says(hs)}")
+                    if isinstance(value, TimeoutError):  # the agent's own words name a remaining time
+                        said = _agent_says(hs) if "agent log" not in str(value) else ""
+                        value = TimeoutError(f"not ready after {timeout:g} s (NOTNETS_BOOT_TIMEOUT=SECONDS waits "
+                                             f"longer): {value}{said}".rstrip(": "))
                     if proc.poll() is not None and not isinstance(value, TimeoutError):
                         value = RuntimeError(self._exit_reason(hs, proc.returncode))
                     hs.state, hs.error = "failed", _reason(value)
@@ -303,13 +306,17 @@ class QemuBackend(Backend):
         for sock in [host.qmp_socket, host.console_socket, *host.agent_sockets]:
             Path(sock).unlink(missing_ok=True)
         started = time.monotonic()
+        try:  # the console log is appended to: this boot's lines start at its current end
+            offset = Path(host.console_log).stat().st_size
+        except OSError:
+            offset = 0
         proc = qemu_process.start_detached(host.argv, Path(host.dir) / "qemu.log")
         host.pid, host.state, host.pools, host.error = proc.pid, "booting", {}, None
         wanted = {lsa.stem for lsa in Path(host.dir).glob("*.lsa")}  # one label file per attached pool
         run.save()
         progress.say(f"restarting ({host.accel}, pid {proc.pid})...", host=host.name)
         self._wait_ready(run, [host], {host.name: wanted}, {host.name: proc}, started,
-                         boot_timeout(host.accel or "tcg"), progress)
+                         boot_timeout(host.accel or "tcg"), progress, log_offsets={host.name: offset})
 
     def fault(self, run: RunState, host: HostState, action: str) -> None:
         if not qemu_process.is_alive(host.pid, host.qmp_socket):

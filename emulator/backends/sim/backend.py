@@ -143,6 +143,8 @@ class SimBackend(Backend):
                 client.close()
         except (RuntimeError, AgentError, TimeoutError) as err:
             hs.state, hs.error = "failed", str(err) or type(err).__name__
+            if isinstance(err, TimeoutError):
+                hs.error = f"not ready after {READY_TIMEOUT:g} s: {hs.error}"
             run.save()
             raise BootError(hs.name, hs.error, hs.console_log) from None
         hs.pools = dict(info.get("pools") or {})

@@ -34,10 +34,10 @@ READY_TIMEOUT = 20.0  # seconds; a sim host is normally ready in well under one
 STOP_GRACE = 2.0  # after SIGTERM, before SIGKILL
 AGENT_CONNECT_TIMEOUT = 15.0
 ISOLATION_ENV = "NOTNETS_SIM_ISOLATION"  # "none" forces plain processes (tests, debugging)
-UNSHARE_FLAGS = ["--mount", "--pid", "--fork", "--mount-proc", "--kill-child"]
+UNSHARE_FLAGS = ["--mount", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child"]
 NOTES = {
-    "netns": "sim: each host in its own network (loopback only), mount and PID namespace",
-    "pidns": "sim: each host in its own mount and PID namespace, on the machine's network (network: true)",
+    "netns": "sim: each host in its own network (loopback only), mount, UTS and PID namespace",
+    "pidns": "sim: each host in its own mount, UTS and PID namespace, on the machine's network (network: true)",
 }
 
 

@@ -24,8 +24,10 @@ BACKINGS = ("hugetlbfs", "shm")
 QEMU_POOL_ALIGN = 256 * MiB
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
-TOP_KEYS = ("name", "backend", "pools", "hosts", "network", "run")
-POOL_KEYS = ("name", "size", "backing", "latency_ns", "bandwidth_gbps")
+TOP_KEYS = ("name", "backend", "pools", "hosts", "network", "interpose", "run")
+POOL_KEYS = ("name", "size", "backing", "latency_ns", "bandwidth_gbps", "coherence", "evictions_per_s", "seed")
+COHERENCE = ("coherent", "software", "none")  # docs/coherence.md
+DEFAULT_EVICTIONS_PER_S = 200.0
 HOST_KEYS = ("name", "cpus", "memory", "pools")
 STEP_KEYS = ("on", "cmd", "background", "wait_for", "timeout", "env", "workdir", "continue_on_error")
 PARALLEL_KEYS = ("parallel",)
@@ -46,6 +48,12 @@ class Pool:
     latency_ns: Optional[float] = None  # far-memory model (sim backend)
     bandwidth_gbps: Optional[float] = None
     index: int = 0
+    # coherent: hardware keeps hosts coherent (as QEMU and /dev/shm do); software: the same,
+    # but notnets_rpc formats the pool for software coherence and follows the write-back
+    # rule; none: the sim backend runs the non-coherent model (each host its own view)
+    coherence: str = "coherent"
+    evictions_per_s: float = DEFAULT_EVICTIONS_PER_S  # coherence none: per host, at random
+    seed: int = 0  # coherence none: seeds the evictions
 
     @property
     def uuid(self) -> str:
@@ -104,6 +112,8 @@ class Topology:
     network: bool = False
     run: tuple[Step, ...] = ()
     source: Optional[str] = None
+    # unmodified grpc programs in the hosts use the pool (NOTNETS_INTERPOSE=1, docs/interpose.md)
+    interpose: bool = True
 
     def pool(self, name: str) -> Pool:
         for pool in self.pools:
@@ -152,6 +162,24 @@ def load_topology(path: Path | str, memory_probe: MemoryProbe = available_memory
     """Read, parse and validate a topology file; ``backend`` and ``name`` override the
     file's (``--backend``, ``-p``) before the checks that depend on them."""
     return _validate(load_file(Path(path)), memory_probe, backend, name)
+
+
+def _coherence(c: "_Checker", p: dict[str, Any], path: Key, backend: str) -> tuple[str, float, int]:
+    """(coherence, evictions_per_s, seed) of a pool; the last two only with coherence none."""
+    coherence = p.get("coherence", "coherent")
+    if coherence not in COHERENCE:
+        c.fail(path + ("coherence",), f"expected one of {', '.join(COHERENCE)}, got {coherence!r}")
+    if coherence == "none" and backend != "sim":
+        c.fail(path + ("coherence",), "none is a model that only the sim backend runs (QEMU's CXL device is "
+                                      "coherent); use software to run the write-back rule on QEMU")
+    for key in ("evictions_per_s", "seed"):
+        if key in p and coherence != "none":
+            c.fail(path + (key,), f"{key} only applies to a pool with coherence: none")
+    evictions = p.get("evictions_per_s", DEFAULT_EVICTIONS_PER_S)
+    if isinstance(evictions, bool) or not isinstance(evictions, (int, float)) or evictions < 0:
+        c.fail(path + ("evictions_per_s",), f"expected a number >= 0, got {evictions!r}")
+    seed = c.integer(p.get("seed", 0), path + ("seed",), 0, 2**63 - 1)
+    return coherence, float(evictions), seed
 
 
 def parse_topology(text: str, source: str = "<string>", memory_probe: MemoryProbe = available_memory,
@@ -259,6 +287,7 @@ def _validate(doc: LocatedDocument, memory_probe: MemoryProbe, backend_override:
             raise TopologyError(f"--backend {backend_override!r}: expected one of: {', '.join(BACKENDS)}")
         backend = backend_override
     network = c.boolean(top.get("network", False), ("network",))
+    interpose = c.boolean(top.get("interpose", True), ("interpose",))
 
     pools: list[Pool] = []
     raw_pools = c.sequence(top.get("pools", []), ("pools",), "pools")
@@ -277,6 +306,7 @@ def _validate(doc: LocatedDocument, memory_probe: MemoryProbe, backend_override:
             c.fail(path + ("size",), too_small)
         backing_raw = p.get("backing", "hugetlbfs")
         backing, backing_path = _backing(c, backing_raw, path + ("backing",))
+        coherence, evictions, seed = _coherence(c, p, path, backend)
         pools.append(
             Pool(
                 name=c.name(p["name"], path + ("name",)),
@@ -286,6 +316,9 @@ def _validate(doc: LocatedDocument, memory_probe: MemoryProbe, backend_override:
                 latency_ns=c.number(p["latency_ns"], path + ("latency_ns",)) if "latency_ns" in p else None,
                 bandwidth_gbps=c.number(p["bandwidth_gbps"], path + ("bandwidth_gbps",)) if "bandwidth_gbps" in p else None,
                 index=i,
+                coherence=coherence,
+                evictions_per_s=evictions,
+                seed=seed,
             )
         )
     c.unique([(pool.name, ("pools", i, "name")) for i, pool in enumerate(pools)], "pool")
@@ -341,7 +374,7 @@ def _validate(doc: LocatedDocument, memory_probe: MemoryProbe, backend_override:
         else:
             steps += _steps(c, doc, raw, path, host_names, i, str(i + 1))
 
-    topology = Topology(name, backend, tuple(pools), tuple(hosts), network, tuple(steps), doc.source)
+    topology = Topology(name, backend, tuple(pools), tuple(hosts), network, tuple(steps), doc.source, interpose)
     _check_memory(c, topology, memory_probe)
     return topology
 
@@ -413,7 +446,7 @@ def _env_text(value: Any) -> str:
 def _pool_too_small(size: int) -> Optional[str]:
     """Why a pool of ``size`` bytes cannot hold a NotNets pool, or None."""
     from notnets_rpc.errors import PoolTooSmallError
-    from notnets_rpc.layout import plan_layout
+    from notnets_rpc.wire.layout import plan_layout
 
     try:
         plan_layout(size)

@@ -72,6 +72,7 @@ def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, A
         "interpose": topology.interpose,
         "agent_ports": int(load_template()["agent_ports"]),
         "env": {str(k): str(v) for k, v in (load_template().get("guest_env") or {}).items()},
+        "hostroot_cache": str(load_template().get("hostroot_cache", "mmap")),
     }
 
 
@@ -85,6 +86,7 @@ def guest_env(config: dict[str, Any]) -> str:
         "NOTNETS_PYTHON": config["python"],
         "NOTNETS_PATH": config["path"],
         "NOTNETS_NET_ADDR": (config["network"] or {}).get("address", ""),
+        "NOTNETS_HOSTROOT_CACHE": config.get("hostroot_cache", "mmap"),
     }
     lines = ["# Written by the host (emulator/image/guest_config.py) for the guest's init.sh; do not edit."]
     lines += [f"{key}={shlex.quote(value)}" for key, value in values.items()]
@@ -102,6 +104,9 @@ def write_guest_config(host_dir: Path, topology: Topology, host: Host, state_dir
     path = host_dir / "guest.json"
     _write_atomically(path, json.dumps(config, indent=2) + "\n")
     _write_atomically(host_dir / "guest.env", guest_env(config))
+    agent_log = host_dir / "agent.log"  # the guest appends to it; private like the rest
+    os.close(os.open(agent_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(agent_log, 0o600)
     return path
 
 

@@ -52,7 +52,7 @@ def host_addresses(run: RunState, host: HostState) -> list[str]:
     return [] if host.accel == "netns" else ["127.0.0.1"]
 
 
-def _table(rows: list[list[str]]) -> list[str]:
+def table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
@@ -65,7 +65,7 @@ def status_text(data: dict[str, Any]) -> str:
         pools = ", ".join(f"{name}={dev}" for name, dev in h["pools"].items()) or "-"
         hosts.append([h["name"], h["state"], str(h["pid"] or "-"), h["accel"] or "-",
                       ", ".join(h.get("addresses") or []) or "-", pools])
-    lines += _table(hosts)
+    lines += table(hosts)
     if data["pools"]:
         lines.append("")
         pools = [["POOL", "SIZE", "KIND", "BACKING", "COHERENCE", "NOTE"]]
@@ -74,5 +74,5 @@ def status_text(data: dict[str, Any]) -> str:
             if coherence == "none":
                 coherence = "none (model, views in %s)" % p.get("model_dir")
             pools.append([p["name"], format_size(p["size"]), p["kind"], p["backing"], coherence, p.get("note") or ""])
-        lines += _table(pools)
+        lines += table(pools)
     return "\n".join(lines)

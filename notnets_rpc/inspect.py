@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any, Dict, List
 
-from . import layout as L
+from .wire import layout as L
 from .mapping import Mapping, PathLike
 from .memory import Memory
 from .pool import now_ms

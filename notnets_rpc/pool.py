@@ -18,11 +18,12 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Dict, Iterator, Optional, Tuple
 
-from . import layout as L
+from .wire import layout as L
 from .errors import EndpointInUseError, NotAPoolError, PoolError, PoolExistsError, PoolFullError
-from .mapping import Mapping, PathLike, create_backing
-from .memory import Memory, pool_memory
-from .ring import RingReader, RingWriter
+from .mapping import Mapping, PathLike, create_backing, is_char_device
+from . import farmem
+from .memory import Buffer, Memory
+from .wire.ring import RingReader, RingWriter
 
 POOL_ENV = "NOTNETS_POOL"
 HOST_ID_ENV = "NOTNETS_HOST_ID"
@@ -78,6 +79,24 @@ def pid_alive(pid: int) -> bool:
             return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except (OSError, IndexError):
         return True
+
+
+def pool_memory(buf: Buffer, path: str, writable: bool = True) -> Memory:
+    """The accessor for the pool mapped from ``path``: plain, or charging the far-memory
+    model that $NOTNETS_FARMEM sets for it (notnets_rpc/farmem.py; off unless set).
+
+    No futex on a device (a /dev/daxX.Y of a CXL pool): FUTEX_WAIT on a device-dax page
+    oopses Linux 6.1 (get_futex_key -> put_page -> free_zone_device_page, seen in our
+    QEMU guests); the kernel kills the waiting thread, a server's poller vanishes and
+    its clients time out. Waiters on such a pool poll and sleep instead."""
+    model = farmem.model_for(path)
+    if model is None:
+        mem = Memory(buf, writable)
+    else:
+        mem = farmem.FarMemory(buf, writable, farmem.account_for(os.path.realpath(path), model))
+    if is_char_device(path):
+        mem.can_wait = False
+    return mem
 
 
 def create_pool(path: PathLike, size: Optional[int] = None, overwrite: bool = False, *,

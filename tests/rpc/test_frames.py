@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from notnets_rpc import frames
+from notnets_rpc.wire import frames
 from notnets_rpc.errors import ProtocolError
 
 keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=20)
@@ -68,7 +68,7 @@ class _Holder:
 @given(st.binary(max_size=5000), st.lists(st.integers(1, 1500), max_size=20), st.booleans())
 def test_chunk_reassembly(message, cuts, via_sink):
     """Any chunking of a message reassembles to it, by copy or through the sink."""
-    from notnets_rpc.messages import on_chunk, sink_slot
+    from notnets_rpc.wire.messages import on_chunk, sink_slot
 
     holder = _Holder()
     pieces, at = [], 0
@@ -95,7 +95,7 @@ def test_chunk_reassembly(message, cuts, via_sink):
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 100), st.binary(max_size=120)), max_size=8))
 def test_chunk_garbage_is_a_protocol_error(frames_):
-    from notnets_rpc.messages import on_chunk
+    from notnets_rpc.wire.messages import on_chunk
 
     holder = _Holder()
     for more, aux, body in frames_:

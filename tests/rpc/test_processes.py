@@ -29,12 +29,12 @@ class Peers:
     def __init__(self) -> None:
         self.procs: list = []
 
-    def start(self, *args: str, host: int = 0, **env: str) -> subprocess.Popen:
+    def start(self, *args: str, host: int = 0, module: str = "rpc.peer", **env: str) -> subprocess.Popen:
         from .conftest import python_env
 
         environment = python_env(NOTNETS_HOST_ID=str(host), **env)
         environment["PYTHONPATH"] = str(TESTS) + ":" + environment["PYTHONPATH"]
-        proc = subprocess.Popen([sys.executable, "-m", "rpc.peer", *args], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=environment)
         self.procs.append(proc)
         return proc

@@ -250,6 +250,7 @@ def test_many_threads_on_one_channel(channel):
         t.start()
     for t in threads:
         t.join(60)
+    assert not any(t.is_alive() for t in threads), "a worker did not end"
     assert not errors
 
 
@@ -287,7 +288,8 @@ def test_no_server_is_unavailable_and_wait_for_ready(pool_path):
             assert ch.unary_unary("/test.T/Echo")(b"hi", timeout=10, wait_for_ready=True) == b"hi"
             assert grpc.channel_ready_future(ch).result(timeout=5) is None
         finally:
-            t.join()
+            t.join(10)
+            assert not t.is_alive()
             for server in holder:
                 server.stop(None).wait(5)
 
@@ -404,6 +406,7 @@ def test_slow_unary_handler_does_not_stall_other_calls(channel):
         t.start()
     for t in threads:
         t.join(10)
+    assert not any(t.is_alive() for t in threads)
     assert results == [b"slept"] * 4
     assert time.monotonic() - start < 1.4  # in parallel, not 4 x 0.4 s one after the other
     assert slow.result(10) == b"slept"

@@ -172,12 +172,12 @@ class QemuBackend(Backend):
                 if outcome is None and proc.poll() is not None:
                     outcome = ("error", RuntimeError(self._exit_reason(hs, proc.returncode)))
                 if outcome is None and time.monotonic() > deadline:
-                    outcome = ("error", TimeoutError(f"not ready after {timeout:.0f} s" + _agent_says(hs)))
+                    outcome = ("error", TimeoutError(f"not ready after {timeout:.0f} s"))
                 if outcome is None:
                     continue
                 kind, value = outcome
                 if kind == "error":
-                    if isinstance(value, TimeoutError) and "agent log" not in str(value):
+                    if isinstance(value, TimeoutError):  # the deadline's, or the agent wait's
                         value = TimeoutError(f"{value}{_agent_says(hs)}")
                     if proc.poll() is not None and not isinstance(value, TimeoutError):
                         value = RuntimeError(self._exit_reason(hs, proc.returncode))

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 
 import grpc
 
-from .status import as_metadata
+from ..status import as_metadata
 
 END_OF_REQUESTS = object()
 CANCELLED = object()
@@ -39,6 +39,7 @@ class ServerCall:
     requests: Optional[queue.SimpleQueue] = None
     partial: Any = None  # messages.Partial of a message that spans several frames
     request_done = False
+    queued = 0  # bytes of this call in its channel's outbox (outbox.py)
     touched = False  # the handler set a code, details, metadata or a callback: no bare reply
 
     def __init__(self, server: Any, channel: Any, call_id: int, method: str, metadata: tuple,

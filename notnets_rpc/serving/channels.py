@@ -14,11 +14,12 @@ from typing import Dict, Optional
 
 import grpc
 
-from . import frames as F
-from . import layout as L
-from .messages import sink_slot
-from .pool import Pool, now_ms, pid_alive, stale_ms
-from .server_call import ServerCall
+from ..wire import frames as F
+from ..wire import layout as L
+from ..wire.messages import sink_slot
+from ..pool import Pool, now_ms, pid_alive, stale_ms
+from .call import ServerCall
+from .outbox import Outbox
 
 _log = logging.getLogger("notnets_rpc.server")
 _monotonic = time.monotonic
@@ -27,12 +28,12 @@ _monotonic = time.monotonic
 class ServerChannel:
     """A client's channel as the server holds it."""
 
-    __slots__ = ("host", "slot", "generation", "ctl", "claim_off", "claim_word", "rx", "tx", "tx_lock", "calls", "peer",
+    __slots__ = ("host", "slot", "generation", "ctl", "claim_off", "claim_word", "rx", "tx", "outbox", "calls", "peer",
                  "client_pid", "beat", "beat_seen", "dropped", "released", "calls_done", "errors", "bytes_in",
                  "bytes_out", "same_process", "same_host", "client_sleep")
 
     def __init__(self, pool: Pool, host: int, slot: int, generation: int, claim_word: int, client_pid: int,
-                 max_receive: int) -> None:
+                 max_receive: int, window: int) -> None:
         self.host, self.slot, self.generation = host, slot, generation
         self.ctl = pool.layout.channel(host, slot)
         self.claim_off = self.ctl + L.CH_CLAIM
@@ -46,7 +47,7 @@ class ServerChannel:
             return None if call is None or call.request_done else sink_slot(call, aux, n, max_receive)
 
         self.rx.sink = sink
-        self.tx_lock = threading.Lock()
+        self.outbox = Outbox(self.tx, window, self._wake_client)
         self.client_pid = client_pid
         self.peer = f"notnets:host{host}/pid{client_pid}"
         self.beat = pool.mem.load(self.ctl + L.CH_CLIENT_HEARTBEAT)
@@ -57,6 +58,13 @@ class ServerChannel:
         self.same_process = host == pool.host_id and client_pid == os.getpid()
         self.same_host = host == pool.host_id and pool.mem.can_wait
         self.client_sleep = self.ctl + L.CH_CLIENT_SLEEP  # the client's "asleep in the kernel" word
+
+    def _wake_client(self) -> None:
+        """After writing a frame: a same-host client asleep in the kernel on the ring head."""
+        if self.same_host:
+            tx = self.tx
+            if tx.mem.load(self.client_sleep):
+                tx.mem.wake_word(tx.head_off)
 
 
 class ChannelTable:
@@ -115,7 +123,8 @@ class ChannelTable:
         for field in (L.CH_CALLS_DONE, L.CH_ERRORS, L.CH_BYTES_IN, L.CH_BYTES_OUT):
             mem.store(off + field, 0)
         mem.store(off + L.CH_SERVER_PID, os.getpid())
-        ch = ServerChannel(self._pool, host, slot, gen, claim, mem.load(off + L.CH_CLIENT_PID), self._max_receive)
+        ch = ServerChannel(self._pool, host, slot, gen, claim, mem.load(off + L.CH_CLIENT_PID), self._max_receive,
+                           self._window)
         with self._state_lock:
             self._channels[(host, slot)] = ch
             self._active = tuple(self._channels.values())
@@ -131,6 +140,8 @@ class ChannelTable:
                 return
             ch.released = True
             ch.dropped = True
+            ch.outbox.close()
+            self._backlog.pop(ch, None)
             if self._channels.get((ch.host, ch.slot)) is ch:
                 del self._channels[(ch.host, ch.slot)]
                 self._active = tuple(self._channels.values())
@@ -150,6 +161,29 @@ class ChannelTable:
             self._totals[1] += ch.errors
             self._totals[2] += ch.bytes_in
             self._totals[3] += ch.bytes_out
+
+    def _beat(self) -> None:
+        """(the process's beat thread) Heartbeat and counters into our directory entries.
+
+        Only stores words of our own entries: no lock, no ring, nothing a channel can
+        hold. An entry someone overwrote (another name, pid or state) is written again."""
+        pool = self._pool
+        if pool is None:
+            return
+        mem = pool.mem
+        pid = os.getpid()
+        state = L.DIR_DRAINING if self._draining else L.DIR_LIVE
+        for ep in list(self._endpoints.values()):
+            off = pool.layout.dir_entry(ep.host, ep.slot)
+            if (mem.load(off + L.DIR_STATE) != L.pack_state(ep.generation, state) or mem.load(off + L.DIR_PID) != pid
+                    or L.read_name(mem, off) != ep.name):
+                if self._stopped.is_set():
+                    continue
+                _log.warning("directory entry %d of %r was overwritten; publishing it again", ep.index, ep.name)
+                L.write_name(mem, off, ep.name)
+                mem.store(off + L.DIR_PID, pid)
+                mem.store(off + L.DIR_STATE, L.pack_state(ep.generation, state))
+        self._publish_counters()
 
     def _publish_counters(self) -> None:
         pool = self._pool

@@ -27,17 +27,18 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import grpc
 
-from . import frames as F
-from . import layout as L
-from .backoff import ONE_CPU, Backoff
-from .channel import message_limits
-from .errors import EndpointInUseError, ProtocolError
-from .messages import on_chunk, takes_buffers
-from .pool import Endpoint, Pool, stale_ms
-from .server_call import END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
-from .server_channels import ChannelTable, ServerChannel
-from .server_replies import Replies
-from .status import as_metadata
+from ..wire import frames as F
+from ..wire import layout as L
+from ..backoff import ONE_CPU, Backoff
+from ..options import message_limits
+from ..errors import EndpointInUseError, ProtocolError
+from ..wire.messages import on_chunk, takes_buffers
+from ..pool import Endpoint, Pool, stale_ms
+from .call import END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
+from .channels import ChannelTable, ServerChannel
+from .replies import Replies
+from ..liveness import BEATER
+from ..status import as_metadata
 
 try:
     from grpc._utilities import DictionaryGenericHandler
@@ -48,7 +49,6 @@ except ImportError:  # older grpcio: nothing is cacheable
 _log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 PROMOTE_AFTER = 0.005
-HEARTBEAT_PERIOD = 0.1
 IDLE_NAP = 0.05  # how long the monitor sleeps between looks while the server is idle
 # ... and while it serves. On a one-CPU host every wake of the monitor preempts the poller
 # and forces it to hand over the GIL: at 2 ms it took ~14% of a TCG guest's CPU. There it
@@ -56,7 +56,6 @@ IDLE_NAP = 0.05  # how long the monitor sleeps between looks while the server is
 BUSY_NAP = 0.04 if ONE_CPU else 0.002
 CLIENT_CHECK_PERIOD = 0.5
 IDLE_SLEEP = float(os.environ.get("NOTNETS_IDLE_SLEEP_US", "1000")) / 1e6
-MAX_POLLER_CRASHES = 10
 KERNEL_SLEEP_FACTOR = 10  # an idle server asleep in the kernel wakes every 10 x IDLE_SLEEP to look around
 _UNAVAILABLE_SHUTDOWN = "Cancelling all calls"
 _CALL_HEAD_SIZE = F.CALL_HEAD.size
@@ -137,6 +136,9 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._idle = False
         self._bare_limit = 0
         self._totals = [0, 0, 0, 0]
+        self._backlog: Dict[ServerChannel, bool] = {}  # channels whose outbox holds frames
+        self._beat_key: Optional[int] = None
+        self._chunk = self._frame_limit = self._window = self._call_window = 0
         if handlers:
             self.add_generic_rpc_handlers(handlers)
 
@@ -188,28 +190,36 @@ class Server(ChannelTable, Replies, grpc.Server):
         if self._started:
             raise ValueError("Cannot start an already-started server")
         if self._names:
-            self._pool = Pool.acquire(self._pool_path, self._host_id, format_if_empty=True)
-            self._bells = [None] * self._pool.layout.max_hosts
-            self._bare_limit = self._pool.layout.chunk_bytes
-            self._futex_ok = self._pool.mem.can_wait
+            self._attach_pool()
             for name in self._names:
                 self._publish(name)
         self._started = True
         if self._pool is not None:
-            self._spawn_poller()
-            threading.Thread(target=self._monitor, name="notnets-monitor", daemon=True).start()
+            self._start_threads()
         if self._tcp is not None:
             self._tcp.start()
 
+    def _attach_pool(self) -> None:
+        pool = self._pool = Pool.acquire(self._pool_path, self._host_id, format_if_empty=True)
+        lay = pool.layout
+        self._bells = [None] * lay.max_hosts
+        self._chunk = self._bare_limit = self._frame_limit = lay.chunk_bytes
+        self._window = 2 * lay.ring_bytes    # a channel's outbox before its requests wait (outbox.py)
+        self._call_window = lay.chunk_bytes  # a streaming call's queued bytes before its handler waits
+        self._futex_ok = pool.mem.can_wait
+
+    def _start_threads(self) -> None:
+        """The poller, the monitor, and the heartbeat (on the process's beat thread, which
+        only stores words: no channel, lock or ring can hold it up)."""
+        self._beat_key = BEATER.register(self._beat)
+        self._spawn_poller()
+        threading.Thread(target=self._monitor, name="notnets-monitor", daemon=True).start()
+
     def _publish(self, name: str) -> None:
         if self._pool is None:
-            self._pool = Pool.acquire(self._pool_path, self._host_id, format_if_empty=True)
-            self._bells = [None] * self._pool.layout.max_hosts
-            self._bare_limit = self._pool.layout.chunk_bytes
-            self._futex_ok = self._pool.mem.can_wait
+            self._attach_pool()
             if self._started:
-                self._spawn_poller()
-                threading.Thread(target=self._monitor, name="notnets-monitor", daemon=True).start()
+                self._start_threads()
         limit = _monotonic() + stale_ms() / 1000 + 1.0
         first = next(iter(self._endpoints.values()), None)
         while True:
@@ -271,6 +281,9 @@ class Server(ChannelTable, Replies, grpc.Server):
                 deadline = _monotonic() + 1.0
                 while self._pollers and _monotonic() < deadline:
                     time.sleep(0.002)
+                if self._beat_key is not None:
+                    BEATER.unregister(self._beat_key)
+                    self._beat_key = None
                 self._publish_counters()
                 self._pool = None
                 pool.release()
@@ -307,9 +320,11 @@ class Server(ChannelTable, Replies, grpc.Server):
             load = mem.load
             while self._leader == me:
                 worked = False
+                if self._backlog:
+                    self._flush_backlog()
                 for ch in self._active:
                     rx = ch.rx
-                    if rx._head != rx.tail or load(rx.head_off) != rx.tail:
+                    if (rx._head != rx.tail or load(rx.head_off) != rx.tail) and not ch.outbox.full:
                         worked = True
                         if not self._drain(ch, me):
                             return
@@ -326,17 +341,17 @@ class Server(ChannelTable, Replies, grpc.Server):
                 elif backoff.pause():
                     self._idle = backoff.sleeping
         except Exception:
+            # a bug of ours (what a peer sends ends in _drain): serve on, but a bug that
+            # crashes every poll must not spin
             _log.exception("NotNets poller crashed")
             with self._leader_lock:
                 if self._leader == me:
                     self._leader = None
                 self._crashes += 1
-                again = self._crashes <= MAX_POLLER_CRASHES and not self._stopped.is_set()
+                again = not self._stopped.is_set()
             if again:
-                time.sleep(0.1 * self._crashes)  # a bug that crashes every poll must not spin
+                time.sleep(min(1.0, 0.05 * self._crashes))
                 self._spawn_poller()
-            else:
-                _log.error("NotNets poller crashed %d times; this server no longer serves the pool", self._crashes)
         finally:
             with self._leader_lock:
                 self._pollers -= 1
@@ -356,7 +371,9 @@ class Server(ChannelTable, Replies, grpc.Server):
                 break
         else:
             self._idle = True
-            if self._futex_ok:  # clients wake us; the timeout only bounds a lost wake or a new host
+            if self._backlog:  # waiting for clients to read: they do not wake us, look again soon
+                time.sleep(min(seconds, 100e-6))
+            elif self._futex_ok:  # clients wake us; the timeout only bounds a lost wake or a new host
                 mem.wait_word(self._kick_off, kick, seconds * KERNEL_SLEEP_FACTOR)
             else:  # a client on another host could not wake us
                 time.sleep(min(seconds, self._poll_sleep))
@@ -407,6 +424,9 @@ class Server(ChannelTable, Replies, grpc.Server):
             self._drop_channel(ch, L.ACC_REJECTED)
         except _Demoted:
             return False
+        except Exception:  # whatever a peer's bytes provoke costs that peer's channel only
+            _log.exception("dropping channel host%d/%d after an internal error", ch.host, ch.slot)
+            self._drop_channel(ch, L.ACC_REJECTED)
         if ch.dropped and not ch.released:  # a response ring failed its checks
             self._drop_channel(ch, L.ACC_REJECTED)
         return self._leader == me
@@ -434,6 +454,8 @@ class Server(ChannelTable, Replies, grpc.Server):
         elif kind == F.CANCEL:
             if call is not None:
                 self._cancel_call(call, grpc.StatusCode.CANCELLED, "Cancelled by the client", notify_client=False)
+            elif ch.outbox.frames:  # answered already, but not all written: stop sending it
+                ch.outbox.purge(cid)
         else:
             raise ProtocolError(f"unexpected {F.KIND_NAMES.get(kind, kind)} frame from a client")
 
@@ -532,12 +554,9 @@ class Server(ChannelTable, Replies, grpc.Server):
             call.finished = True
             if timeout_us:
                 self._deadlines.pop(id(call), None)
-            with ch.tx_lock:
-                sent = not ch.dropped and ch.tx.put(_STATUS, _BARE, cid, 0, payload)
-            if not sent:
-                self._write(ch, _STATUS, _BARE, cid, 0, (payload,), len(payload), None)
-            elif ch.same_host and ch.tx.mem.load(ch.client_sleep):
-                ch.tx.mem.wake_word(ch.tx.head_off)
+            outbox = ch.outbox
+            if not ch.dropped and outbox.put_bare(_STATUS, _BARE, cid, payload) and outbox.frames:
+                self._backlog[ch] = True
             ch.bytes_out += len(payload)
             ch.calls_done += 1
         finally:
@@ -697,22 +716,17 @@ class Server(ChannelTable, Replies, grpc.Server):
 
     # -- monitor ----------------------------------------------------------------------------------------------
     def _monitor(self) -> None:
-        """Promotions, deadlines, heartbeats and dead clients, each looked at when due.
+        """Promotions, deadlines and dead clients, each looked at when due (never waits on
+        a ring: what it sends goes through the outboxes).
 
         Sleeps ``IDLE_NAP`` or ``BUSY_NAP`` between looks, less when a deadline or a
         running handler's promotion is due sooner."""
-        last_beat = last_clients = 0.0
+        last_clients = 0.0
         while not self._stopped.is_set():
             now = _monotonic()
             nap = self._maybe_promote(now)
             if self._deadlines:
                 nap = min(nap, self._expire_deadlines(now))
-            if now - last_beat >= HEARTBEAT_PERIOD:
-                last_beat = now
-                try:
-                    self._publish_counters()
-                except Exception:
-                    _log.debug("publishing counters failed", exc_info=True)
             if now - last_clients >= CLIENT_CHECK_PERIOD:
                 last_clients = now
                 self._check_clients(now)

@@ -18,30 +18,20 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 import grpc
 
-from . import frames as F
-from .client_call import WAIT_DONE, CallState, ClientCall
+from ..wire import frames as F
+from .call import WAIT_DONE, CallState, ClientCall
 from .connection import Connection, ConnectionBroken
-from .errors import NotAPoolError, PoolError
-from .liveness import BEATER
-from .pool import Pool, default_pool_path, stale_ms
-from .status import OK
+from ..errors import NotAPoolError, PoolError
+from ..liveness import BEATER
+from ..pool import Pool, default_pool_path, stale_ms
+from ..options import message_limits
+from ..status import OK
 
 _log = logging.getLogger(__name__)
 _monotonic = time.monotonic
-DEFAULT_MAX_MESSAGE = 128 << 20
 SCHEME = "notnets:"
 
 
-def message_limits(options: Optional[Sequence[Tuple[str, Any]]]) -> Tuple[int, int]:
-    """(max receive, max send) from grpc-style options; -1 means unlimited."""
-    receive, send = DEFAULT_MAX_MESSAGE, DEFAULT_MAX_MESSAGE
-    for key, value in options or ():
-        if key == "grpc.max_receive_message_length":
-            receive = int(value)
-        elif key == "grpc.max_send_message_length":
-            send = int(value)
-    unlimited = (1 << 32) - 1
-    return (unlimited if receive < 0 else receive), (unlimited if send < 0 else send)
 
 
 class _DeadConnection:

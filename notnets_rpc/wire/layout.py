@@ -17,10 +17,12 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, asdict
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from .errors import LayoutVersionError, NotAPoolError, PoolCorruptError, PoolTooSmallError
-from .memory import Memory
+if TYPE_CHECKING:  # any object with Memory's methods will do; wire/ imports no I/O
+    from ..memory import Memory
+
+from ..errors import LayoutVersionError, NotAPoolError, PoolCorruptError, PoolTooSmallError
 
 MAGIC = b"NNETPOOL"
 MAGIC_WORD = int.from_bytes(MAGIC, "little")

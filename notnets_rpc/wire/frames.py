@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from typing import Iterable, Optional, Sequence, Tuple, Union
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 HEADER = struct.Struct("<IBBHII")
 HEADER_BYTES = HEADER.size  # 16

@@ -24,15 +24,15 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import grpc
 
-from . import frames as F
-from . import layout as L
-from .backoff import Backoff
-from .client_call import WAIT_DONE, CallState, _NOTHING
-from .errors import ProtocolError
-from .messages import on_chunk, sink_slot, takes_buffers
-from .pool import Endpoint, Pool, pid_alive, stale_ms
-from .ring import SMALL_FRAME
-from .status import OK, code_from_wire
+from ..wire import frames as F
+from ..wire import layout as L
+from ..backoff import Backoff
+from .call import WAIT_DONE, CallState, _NOTHING
+from ..errors import ProtocolError
+from ..wire.messages import on_chunk, sink_slot, takes_buffers
+from ..pool import Endpoint, Pool, pid_alive, stale_ms
+from ..wire.ring import SMALL_FRAME
+from ..status import OK, code_from_wire
 
 _allocate_lock = threading.Lock
 _monotonic = time.monotonic
@@ -76,6 +76,7 @@ class Connection:
         self.broken: Optional[str] = None
         self.calls_started = 0
         self.unattended = 0
+        self._cancels: deque = deque()  # ids of calls that ended here, CANCEL not written yet
         self.senders = 0  # threads streaming requests: they need the GIL, so readers yield instead of spinning
         self._on_callback = on_callback
         self.same_process = endpoint.host == pool.host_id and endpoint.pid == os.getpid()
@@ -85,6 +86,8 @@ class Connection:
         entry = pool.server_wake_entry(endpoint) if self.futex else None
         self.server_sleep = None if entry is None else entry + L.DIR_SLEEP
         self.server_kick = None if entry is None else entry + L.DIR_KICK
+        self._claim = L.pack_state(generation, L.CH_OPEN)
+        self._accepted = L.pack_state(generation, L.ACC_ACCEPTED)
         self._backoff = self._new_backoff()
         self._peer_beat = (endpoint.heartbeat_ms, _monotonic())
         self._last_check = _monotonic()
@@ -177,16 +180,25 @@ class Connection:
             return self._unary_shared(prefix, payload, deserializer), None
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
         self.calls_started += 1
-        try:
-            with self.tx_lock:
+        sent = False
+        tx_lock = self.tx_lock
+        if tx_lock.acquire(False):  # never wait for the request lock while holding the reader token
+            try:
+                if self._cancels:
+                    self._flush_cancels()
                 if len(payload) <= SMALL_FRAME:  # joined: one copy into the ring
                     sent = self.tx.put(_CALL, _UNARY, cid, 0, prefix + payload)
                 else:  # written part by part: no extra copy of a large message
                     sent = self.tx.try_write(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload))
-        except ProtocolError as exc:
-            self._release_reader()
-            self.break_(f"corrupted request ring: {exc}")
-            raise ConnectionBroken(self.broken) from None
+            except ProtocolError as exc:
+                self._release_reader()
+                self.break_(f"corrupted request ring: {exc}")
+                raise ConnectionBroken(self.broken) from None
+            except BaseException:
+                self._release_reader()
+                raise
+            finally:
+                tx_lock.release()
         if not sent:  # a full request ring: wait for room without the token (the server may need us to read)
             state = self._register(cid, deserializer)
             self._release_reader()
@@ -274,44 +286,87 @@ class Connection:
 
     def send(self, kind: int, flags: int, cid: int, aux: int, parts: Sequence[Any], n: int,
              state: Optional[CallState]) -> None:
-        """Write one frame, waiting for room; gives up if the call ends or the server dies."""
-        with self.tx_lock:
-            try:
-                if self.tx.try_write(kind, flags, cid, aux, parts, n):
-                    self.wake_server()
-                    return
-                self.wake_server()  # it may be asleep with a full ring to drain
-                backoff = self._new_backoff()
-                while True:
-                    if self.broken is not None:
-                        raise ConnectionBroken(self.broken)
-                    if state is not None and state.done:
-                        return
-                    if backoff.pause():
-                        now = _monotonic()
-                        if state is not None and state.deadline is not None and now >= state.deadline:
-                            self.fail_locally(state, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        """Write one frame, waiting for room; gives up if the call ends or the server dies.
+
+        While it waits it holds nothing: the request lock is taken for one attempt at a
+        time, and between attempts this thread reads responses whenever nobody else does
+        (the server may be waiting for us to read before it takes more requests)."""
+        tx_lock = self.tx_lock
+        backoff = None
+        try:
+            while True:
+                if tx_lock.acquire(False):
+                    try:
+                        if self._cancels:
+                            self._flush_cancels()
+                        if self.tx.try_write(kind, flags, cid, aux, parts, n):
+                            self.wake_server()
                             return
-                        if now - self._last_check > LIVENESS_PERIOD:
-                            self._check_peer(now)
-                    if self.tx.try_write(kind, flags, cid, aux, parts, n):
-                        self.wake_server()
+                    finally:
+                        tx_lock.release()
+                    self.wake_server()  # it may be asleep with a full ring to drain
+                if backoff is None:
+                    backoff = self._new_backoff()
+                    backoff.skip_spin()
+                if self.broken is not None:
+                    raise ConnectionBroken(self.broken)
+                if state is not None and state.done:
+                    return
+                self._read_some()
+                if backoff.pause():
+                    now = _monotonic()
+                    if state is not None and state.deadline is not None and now >= state.deadline:
+                        self.fail_locally(state, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", cancel=True)
                         return
-            except ProtocolError as exc:
-                self.break_(f"corrupted request ring: {exc}")
-                raise ConnectionBroken(self.broken) from None
+                    if now - self._last_check > LIVENESS_PERIOD:
+                        self._check_peer(now)
+        except ProtocolError as exc:
+            self.break_(f"corrupted request ring: {exc}")
+            raise ConnectionBroken(self.broken) from None
+
+    def _read_some(self) -> None:
+        """Read what the response ring holds now, if no other thread is reading it."""
+        reader = self.reader
+        if not reader.acquire(False):
+            return
+        try:
+            read = self.rx.read
+            for _ in range(64):
+                frame = read()
+                if frame is None:
+                    break
+                self._dispatch(frame)
+        except ProtocolError as exc:
+            self.break_(f"corrupted response ring: {exc}")
+        finally:
+            reader.release()
+            if self.want_reader:
+                self._hand_over()
 
     def try_send_cancel(self, cid: int) -> None:
+        """Tell the server a call ended here; never waits (a full ring: the CANCEL is sent
+        by the next thread that writes or reads)."""
         if self.broken is not None:
             return
-        if self.tx_lock.acquire(timeout=0.05):
+        self._cancels.append(cid)
+        if self.tx_lock.acquire(False):
             try:
-                if self.tx.try_write(F.CANCEL, 0, cid, 0, (), 0):
-                    self.wake_server()
-            except ProtocolError:
-                pass
+                self._flush_cancels()
             finally:
                 self.tx_lock.release()
+
+    def _flush_cancels(self) -> None:
+        """(request lock held) CANCEL frames for the calls that ended here, while they fit."""
+        cancels = self._cancels
+        try:
+            while cancels:
+                if not self.tx.try_write(F.CANCEL, 0, cancels[0], 0, (), 0):
+                    return
+                cancels.popleft()
+            self.wake_server()
+        except ProtocolError as exc:
+            cancels.clear()
+            self.broken = self.broken or f"corrupted request ring: {exc}"
 
     # -- waiting and reading ------------------------------------------------------------------------------
     def wait(self, state: CallState, what: int, until: Optional[float]) -> bool:
@@ -631,9 +686,15 @@ class Connection:
             elif (now - seen) * 1000 > stale_ms():
                 reason = f"server heartbeat stopped {now - seen:.1f} s ago"
         if reason is None:
-            gen, verdict = L.unpack_state(self.mem.load(self.ctl + L.CH_ACCEPT))
-            if gen == self.generation and verdict in (L.ACC_RECLAIMED, L.ACC_REJECTED, L.ACC_RELEASED):
-                reason = f"server dropped this channel ({L.ACC_NAMES[verdict]})"
+            word = self.mem.load(self.ctl + L.CH_ACCEPT)
+            gen, verdict = L.unpack_state(word)
+            if word != self._accepted:
+                # any other verdict (or generation) means the server no longer serves this
+                # claim: dropped it, or someone overwrote the slot
+                name = L.ACC_NAMES.get(verdict, str(verdict)) if gen == self.generation else "overwritten"
+                reason = f"server dropped this channel ({name})"
+            elif self.mem.load(self.ctl + L.CH_CLAIM) != self._claim:
+                reason = "this channel's slot was taken over by another claim"
         if reason is not None:
             self.break_(reason)
             raise ConnectionBroken(reason)

@@ -5,7 +5,7 @@ stored only by the producer) and ``tail`` (bytes ever consumed, stored only by t
 consumer). The producer copies a whole frame and only then stores ``head``; the
 consumer copies the frame out and only then stores ``tail``. Nothing here waits or
 sleeps: ``try_write`` says False when there is no room and ``read`` says None when
-there is nothing; callers decide how to wait (see poller.py).
+there is nothing; callers decide how to wait (backoff.py).
 
 A frame never wraps. When it does not fit before the end of the ring, the producer
 fills the rest with a PAD frame (or, when fewer than 16 bytes remain, with nothing:
@@ -14,11 +14,13 @@ the consumer skips such a stub by rule) and starts again at offset 0.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
-from .errors import ProtocolError
+if TYPE_CHECKING:  # any object with Memory's methods will do; wire/ imports no I/O
+    from ..memory import Memory
+
+from ..errors import ProtocolError
 from .frames import ALIGN, FRAME_MAGIC, HEADER, HEADER_BYTES, PAD
-from .memory import Memory
 
 MAX_KIND = PAD
 _pack_header = HEADER.pack

@@ -11,12 +11,12 @@ from typing import Any, Optional, Sequence
 
 import grpc
 
-from . import frames as F
-from .backoff import Backoff
-from .errors import ProtocolError
-from .server_call import CANCELLED, ServerCall
-from .server_channels import ServerChannel
-from .status import OK, code_to_wire
+from ..wire import frames as F
+from ..backoff import Backoff
+from ..errors import ProtocolError
+from .call import CANCELLED, ServerCall
+from .channels import ServerChannel
+from ..status import OK, code_to_wire
 
 _log = logging.getLogger("notnets_rpc.server")
 
@@ -26,40 +26,53 @@ class Replies:
 
     def _write(self, ch: ServerChannel, kind: int, flags: int, cid: int, aux: int, parts: Sequence[Any], n: int,
                call: Optional[ServerCall]) -> bool:
-        """One frame to the response ring; waits for room; False if the channel went away."""
-        with ch.tx_lock:
-            try:
-                if ch.dropped:
-                    return False
-                if ch.tx.try_write(kind, flags, cid, aux, parts, n):
-                    ch.bytes_out += n
-                    if ch.same_host and ch.tx.mem.load(ch.client_sleep):
-                        ch.tx.mem.wake_word(ch.tx.head_off)
-                    return True
-                if ch.same_host:
-                    ch.tx.mem.wake_word(ch.tx.head_off)  # it may be asleep with a full ring to drain
-                backoff = Backoff(spin=0) if ch.same_process else Backoff()
-                while True:
-                    if ch.dropped or self._stopped.is_set():
-                        return False
-                    if call is not None and not call.active and kind != F.STATUS:
-                        return False
-                    backoff.pause()
-                    if ch.tx.try_write(kind, flags, cid, aux, parts, n):
-                        ch.bytes_out += n
-                        if ch.same_host:
-                            ch.tx.mem.wake_word(ch.tx.head_off)
-                        return True
-            except ProtocolError as exc:
-                _log.warning("dropping channel host%d/%d: %s", ch.host, ch.slot, exc)
-                ch.dropped = True
+        """One frame to the response ring, or to the channel's outbox when the ring is full
+        (never waits: see outbox.py). False if the channel went away."""
+        if ch.dropped:
+            return False
+        if ch.outbox.send(kind, flags, cid, aux, parts, n, call):
+            ch.bytes_out += n
+            if ch.outbox.frames:
+                self._backlog[ch] = True
+            return True
+        if ch.outbox.broken is not None and not ch.dropped:
+            _log.warning("dropping channel host%d/%d: %s", ch.host, ch.slot, ch.outbox.broken)
+            ch.dropped = True
+        return False
+
+    def _await_window(self, call: ServerCall) -> bool:
+        """(a streaming handler's thread, no lock held) Wait until the call's queued bytes
+        fit its window again; False if the call ended meanwhile (stop sending)."""
+        ch = call.channel
+        window = self._call_window
+        if call.queued <= window:
+            return call.active
+        backoff = Backoff(spin=0, max_sleep=0.002)
+        while call.queued > window:
+            if not call.active or ch.dropped or self._stopped.is_set():
                 return False
+            ch.outbox.flush()
+            backoff.pause()
+        return call.active
+
+    def _flush_backlog(self) -> None:
+        """(poller) Write what the outboxes hold, as far as the rings have room."""
+        for ch in list(self._backlog):
+            if ch.outbox.flush() or ch.dropped:
+                self._backlog.pop(ch, None)
+            elif ch.outbox.broken is not None and not ch.dropped:
+                _log.warning("dropping channel host%d/%d: %s", ch.host, ch.slot, ch.outbox.broken)
+                ch.dropped = True
 
     def _send_headers(self, call: ServerCall) -> None:
         if call.headers_sent or not call.active:
             return
         call.headers_sent = True
         raw = F.encode_metadata(call.initial)
+        if len(raw) > self._frame_limit:
+            self._fail(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                       f"initial metadata of {len(raw)} bytes exceeds the limit of {self._frame_limit}")
+            return
         self._write(call.channel, F.HEADERS, 0, call.call_id, 0, (raw,), len(raw), call)
 
     def _send_message(self, call: ServerCall, payload: bytes) -> None:
@@ -69,16 +82,23 @@ class Replies:
             return
         if not call.headers_sent:
             self._send_headers(call)
+        if not self._await_window(call):
+            return
+        self._write_message(call, payload, call)
+
+    def _write_message(self, call: ServerCall, payload: bytes, owner: Optional[ServerCall]) -> None:
+        """A message as one MESSAGE frame, or as chunks when it is larger than a chunk."""
         ch = call.channel
-        chunk = self._pool.layout.chunk_bytes
+        n = len(payload)
+        chunk = self._chunk
         if n <= chunk:
-            self._write(ch, F.MESSAGE, 0, call.call_id, n, (payload,), n, call)
+            self._write(ch, F.MESSAGE, 0, call.call_id, n, (payload,), n, owner)
             return
         view = memoryview(payload)
         for start in range(0, n, chunk):
             piece = view[start : start + chunk]
             more = F.F_MORE if start + chunk < n else 0
-            if not self._write(ch, F.MESSAGE, more, call.call_id, n, (piece,), len(piece), call):
+            if not self._write(ch, F.MESSAGE, more, call.call_id, n, (piece,), len(piece), owner):
                 return
 
     def _finish(self, call: ServerCall, message: Optional[bytes]) -> None:
@@ -121,14 +141,19 @@ class Replies:
                 initial = F.encode_metadata(call.initial)
                 call.headers_sent = True
                 flags |= F.F_HAS_HEADERS
-            chunk = self._pool.layout.chunk_bytes if self._pool else 0
+            chunk = self._chunk
+            meta = len(trailing) + len(detail_raw) + (len(initial) if initial else 0) + F.STATUS_HEAD.size
+            if meta > self._frame_limit:  # grpcio: RESOURCE_EXHAUSTED for metadata over its limit
+                code, message, trailing, initial = grpc.StatusCode.RESOURCE_EXHAUSTED, None, b"", b"" if initial is not None else None
+                detail_raw = (f"status details and metadata of {meta} bytes exceed the limit of "
+                              f"{self._frame_limit}").encode()
             inline = message is not None and (len(message) + len(trailing) + len(detail_raw)
                                               + (len(initial) if initial else 0) + F.STATUS_HEAD.size) <= chunk
             if message is not None and not inline:
                 if initial is not None:
                     self._write(ch, F.HEADERS, 0, call.call_id, 0, (initial,), len(initial), None)
                     initial, flags = None, flags & ~F.F_HAS_HEADERS
-                self._send_large(call, message)
+                self._write_message(call, message, None)
             if inline:
                 flags |= F.F_HAS_MESSAGE
             parts = F.status_parts(detail_raw, trailing, initial, message if inline else None)
@@ -140,19 +165,8 @@ class Replies:
         if call.callbacks is not None:
             self._run_callbacks(call)
 
-    def _send_large(self, call: ServerCall, message: bytes) -> None:
-        ch = call.channel
-        chunk = self._pool.layout.chunk_bytes
-        n = len(message)
-        view = memoryview(message)
-        for start in range(0, n, chunk):
-            piece = view[start : start + chunk]
-            more = F.F_MORE if start + chunk < n else 0
-            if not self._write(ch, F.MESSAGE, more, call.call_id, n, (piece,), len(piece), None):
-                return
-
     def _reject(self, ch: ServerChannel, cid: int, code: grpc.StatusCode, details: str) -> None:
-        parts = F.status_parts(details.encode("utf-8"), b"", b"", None)
+        parts = F.status_parts(details.encode("utf-8")[:1024], b"", b"", None)
         n = sum(len(p) for p in parts)
         self._write(ch, F.STATUS, F.F_HAS_HEADERS, cid, code_to_wire(code), parts, n, None)
         ch.calls_done += 1
@@ -175,6 +189,8 @@ class Replies:
             self._forget(call)
         if call.requests is not None:
             call.requests.put(CANCELLED)
+        if call.queued:
+            call.channel.outbox.purge(call.call_id)  # a cancelled call stops sending at once
         if notify_client and not call.channel.dropped:
             parts = F.status_parts(details.encode("utf-8"), b"", b"" if not call.headers_sent else None, None)
             flags = 0 if call.headers_sent else F.F_HAS_HEADERS

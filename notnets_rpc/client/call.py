@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 import grpc
 
-from .status import OK, as_metadata, format_status
+from ..status import OK, as_metadata, format_status
 
 WAIT_DONE, WAIT_MESSAGE, WAIT_HEADERS = 0, 1, 2
 _NOTHING = object()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Union
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 try:
     from google.protobuf.message import Message as _ProtobufMessage

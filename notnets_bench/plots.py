@@ -5,6 +5,7 @@ imported only here so that the rest of `bench` does not pay for it.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +147,12 @@ def plot_mesh(rows: list[dict], backend: str, out_dir: Path) -> list[Path]:
         hosts, grid = mesh_matrix([r for r in mesh if r["transport"] == transport and r["shape"] == "pair"])
         values = [v for line in grid for v in line if v == v]
         image = ax.imshow(grid, cmap="viridis", norm=LogNorm(vmin=min(values), vmax=max(max(values), min(values) * 1.01)))
+        middle = math.sqrt(min(values) * max(values))
         for i, line in enumerate(grid):
             for j, value in enumerate(line):
                 if value == value:
                     ax.text(j, i, f"{value:.0f}" if value >= 100 else f"{value:.1f}", ha="center", va="center",
-                            fontsize=7 if len(hosts) <= 8 else 5, color="white")
+                            fontsize=7 if len(hosts) <= 8 else 5, color="black" if value > middle else "white")
         ax.set_xticks(range(len(hosts)))
         ax.set_xticklabels(hosts, rotation=90, fontsize=7)
         ax.set_yticks(range(len(hosts)))

@@ -59,6 +59,36 @@ def test_quick_bench_on_sim(tmp_path: Path):
     assert "echo notnets unary 64 B: p50" in result.stderr  # progress while it runs
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(_sim_missing() is not None, reason=str(_sim_missing()))
+def test_mesh_on_sim(tmp_path: Path):
+    """Every host of bench.yaml calls every other at once, over both transports."""
+    name = f"mesh{os.getpid()}"
+    out = tmp_path / "out"
+    emu = Emu(tmp_path / "state", REPO)
+    try:
+        result = emu("bench", "--backend", "sim", "--quick", "--workloads", "mesh", "--seconds", "0.3",
+                     "--out", str(out), env={"NOTNETS_BENCH_RUN": name}, timeout=240)
+        assert result.returncode == 0, result.stderr[-3000:]
+    finally:
+        emu.cleanup()
+    assert running_under(str(emu.state)) == [], "processes outlived the bench"
+    assert pool_files(name) == [], "pool files left behind"
+
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    hosts = ("host0", "host1", "host2")
+    for transport in ("grpc-tcp", "notnets"):
+        pairs = {(r["client"], r["server"]): r for r in rows if r["transport"] == transport and r["shape"] == "pair"}
+        assert set(pairs) == {(c, s) for c in hosts for s in hosts if c != s}
+        assert all(r["calls"] > 0 and r["p50_us"] > 0 and r["size"] == 64 for r in pairs.values())
+        mesh = [r for r in rows if r["transport"] == transport and r["shape"] == "mesh"]
+        assert len(mesh) == 1 and mesh[0]["hosts"] == 3 and mesh[0]["pairs"] == 6
+        assert mesh[0]["calls"] == sum(r["calls"] for r in pairs.values()) and mesh[0]["rps"] > 0
+    assert (out / "sim-mesh.png").read_bytes()[:4] == b"\x89PNG"
+    assert "sim mesh 3 hosts 64 B" in result.stdout
+
+
 def test_bench_bad_option_is_one_line(tmp_path: Path):
     done = subprocess.run([sys.executable, "-m", "emulator.cli", "bench", "--sizes", "64,lots"],
                           capture_output=True, text=True, cwd=REPO, timeout=60,

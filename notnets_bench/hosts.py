@@ -84,8 +84,10 @@ class HostRunner:
     def __init__(self, run: RunState, backend: Backend, extra_env: Optional[Mapping[str, str]] = None) -> None:
         self.run = run
         self.backend = backend
+        # the bench picks each transport itself: interposition (on in hosts by default) must
+        # not carry its gRPC baseline over the pool, whatever the caller's environment says
         self.env = {**forwarded_env(os.environ, run.name, run.state_dir),
-                    **(extra_env or {})}
+                    **(extra_env or {}), "NOTNETS_INTERPOSE": "0"}
         self.log_dir = Path(run.state_dir) / "bench"
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.started: list[GuestProcess] = []

@@ -52,7 +52,8 @@ def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, A
         "host": host.name,
         "host_id": host.index,
         "pools": [
-            {"name": pool.name, "uuid": pool.uuid, "serial": pool.serial, "size": pool.size}
+            {"name": pool.name, "uuid": pool.uuid, "serial": pool.serial, "size": pool.size,
+             "coherence": pool.coherence}
             for pool in topology.host_pools(host)
         ],
         "project": str(REPO_ROOT),
@@ -62,6 +63,7 @@ def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, A
         "state_dir": str(state),
         "host_dir": str(state / "hosts" / host.name),
         "network": {"address": network_address(host)} if topology.network else None,
+        "interpose": topology.interpose,
         "agent_ports": int(load_template()["agent_ports"]),
         "env": {str(k): str(v) for k, v in (load_template().get("guest_env") or {}).items()},
     }

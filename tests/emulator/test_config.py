@@ -35,7 +35,7 @@ def test_guest_json_lists_the_hosts_pools_in_order(tmp_path: Path):
     assert data["host"] == "h0" and data["host_id"] == 0
     assert [p["name"] for p in data["pools"]] == ["pool-a", "poolB"]
     assert data["pools"][1] == {"name": "poolB", "uuid": t.pool("poolB").uuid,
-                                "serial": t.pool("poolB").serial, "size": 512 << 20}
+                                "serial": t.pool("poolB").serial, "size": 512 << 20, "coherence": "coherent"}
     assert data["state_dir"] == str(tmp_path)
     assert data["network"] == {"address": "169.254.100.1/24"}
     assert data["path"].startswith(data["venv"] + "/bin:")
@@ -52,6 +52,21 @@ def test_command_env_lays_the_host_over_the_template_env(tmp_path: Path):
     env = command_env(data, [])
     assert env["GLIBC_TUNABLES"] == data["env"]["GLIBC_TUNABLES"] and env["EXTRA"] == "1"
     assert env["NOTNETS_HOST"] == "h0", "what the host says about itself wins"
+
+
+def test_commands_are_interposed_unless_the_topology_says_no(tmp_path: Path):
+    from guest.agent import command_env
+    from guest.pools import PoolDevice
+
+    device = [PoolDevice("pool-a", "/dev/dax0.0", 256 << 20, 0, "region0")]
+    t = topo()
+    assert t.interpose is True
+    data = config.guest_config(t, t.host("h0"), tmp_path)
+    assert command_env(data, device)["NOTNETS_INTERPOSE"] == "1"
+    assert "NOTNETS_INTERPOSE" not in command_env(data, []), "no pool yet: nothing to interpose with"
+    off = topo(TOPOLOGY.replace("network: true", "network: true\ninterpose: false"))
+    assert off.interpose is False and off.with_backend("sim").interpose is False
+    assert "NOTNETS_INTERPOSE" not in command_env(config.guest_config(off, off.host("h0"), tmp_path), device)
 
 
 def test_second_host_gets_its_own_address_and_pools(tmp_path: Path):

@@ -12,8 +12,8 @@ from typing import Optional
 
 import click
 
-from . import __version__
-from .errors import UserError
+from emulator import __version__
+from emulator.errors import UserError
 
 
 
@@ -35,17 +35,17 @@ def cli() -> None:
 @click.option("--dry-run", is_flag=True, help="Print each host's QEMU command line and start nothing.")
 def up(file: Path, backend: Optional[str], accel: str, dry_run: bool) -> None:
     """Boot every host of FILE and return once all are ready."""
-    from .topology import load_topology
+    from emulator.topology.model import load_topology
 
     topology = load_topology(file)
     if backend:
         topology = topology.with_backend(backend)
     if dry_run:
-        from .dry_run import print_dry_run
+        from emulator.backends.qemu.dry_run import print_dry_run
 
         print_dry_run(topology, accel="kvm" if accel == "kvm" else "tcg")
         return
-    from . import commands
+    from emulator import commands
 
     commands.up(topology, accel=accel)
 
@@ -55,7 +55,7 @@ def up(file: Path, backend: Optional[str], accel: str, dry_run: bool) -> None:
 @click.option("--keep-pools", is_flag=True, help="Keep the pools' backing files (and their huge pages).")
 def down(name: Optional[str], keep_pools: bool) -> None:
     """Stop every host of a run and release its pools."""
-    from . import commands
+    from emulator import commands
 
     commands.down(name, keep_pools=keep_pools)
 
@@ -65,7 +65,7 @@ def down(name: Optional[str], keep_pools: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(name: Optional[str], as_json: bool) -> None:
     """Show the hosts and pools of a run."""
-    from . import commands
+    from emulator import commands
 
     commands.status(name, as_json=as_json)
 
@@ -83,7 +83,7 @@ def exec_(name: Optional[str], detach: bool, timeout: Optional[float], host: str
     directory, with the project's .venv first on PATH and NOTNETS_* set. The exit code
     passes through.
     """
-    from . import commands
+    from emulator import commands
 
     if words and words[0] == "--":  # click keeps the separator once HOST was taken
         words = words[1:]
@@ -97,7 +97,7 @@ def exec_(name: Optional[str], detach: bool, timeout: Optional[float], host: str
 @click.argument("host")
 def console(name: Optional[str], host: str) -> None:
     """Attach to HOST's serial console (Ctrl-] to leave)."""
-    from . import commands
+    from emulator import commands
 
     commands.console(name, host)
 
@@ -108,7 +108,7 @@ def console(name: Optional[str], host: str) -> None:
 @click.argument("host")
 def logs(name: Optional[str], follow: bool, host: str) -> None:
     """Print HOST's console log."""
-    from . import commands
+    from emulator import commands
 
     commands.logs(name, host, follow=follow)
 
@@ -120,12 +120,12 @@ def logs(name: Optional[str], follow: bool, host: str) -> None:
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write a JUnit XML report here.")
 def run(file: Path, backend: Optional[str], accel: str, junit: Optional[Path]) -> None:
     """Bring FILE up, run its `run:` steps, bring it down; non-zero if a step failed."""
-    from .topology import load_topology
+    from emulator.topology.model import load_topology
 
     topology = load_topology(file)
     if backend:
         topology = topology.with_backend(backend)
-    from . import commands
+    from emulator import commands
 
     sys.exit(commands.run(topology, accel=accel, junit=junit))
 
@@ -135,7 +135,7 @@ def run(file: Path, backend: Optional[str], accel: str, junit: Optional[Path]) -
 @click.pass_context
 def bench(ctx: click.Context) -> None:
     """Benchmark NotNets against gRPC over the network, with plots."""
-    from . import commands
+    from emulator import commands
 
     commands.bench(ctx.args)
 
@@ -148,7 +148,7 @@ def doctor(file: Optional[Path], no_probe: bool) -> None:
 
     With FILE, also check that this machine has the memory the topology needs.
     """
-    from .doctor import run_doctor
+    from emulator.doctor import run_doctor
 
     sys.exit(run_doctor(file, probe_kvm=not no_probe))
 
@@ -162,11 +162,13 @@ def pool() -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--size", default="64M", show_default=True, help="Size of a new file (K/M/G suffixes).")
 @click.option("--overwrite", is_flag=True, help="Format even if PATH already holds a pool.")
-def pool_create(path: Path, size: str, overwrite: bool) -> None:
+@click.option("--coherence", type=click.Choice(["coherent", "software"]), default="coherent", show_default=True,
+              help="software: every user writes back and invalidates (docs/coherence.md).")
+def pool_create(path: Path, size: str, overwrite: bool, coherence: str) -> None:
     """Format PATH as an empty pool."""
-    from . import commands
+    from emulator import commands
 
-    commands.pool_create(path, size, overwrite=overwrite)
+    commands.pool_create(path, size, overwrite=overwrite, coherence=coherence)
 
 
 @pool.command("inspect")
@@ -174,7 +176,7 @@ def pool_create(path: Path, size: str, overwrite: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def pool_inspect(path: Path, as_json: bool) -> None:
     """Show a pool's header, services, channels and counters (read-only)."""
-    from . import commands
+    from emulator import commands
 
     commands.pool_inspect(path, as_json=as_json)
 
@@ -186,7 +188,7 @@ def pool_inspect(path: Path, as_json: bool) -> None:
 @click.option("--value", default=0xFF, show_default=True, type=int, help="The byte written.")
 def pool_poison(path: Path, offset: int, length: int, value: int) -> None:
     """Overwrite a byte range of a pool (fault injection)."""
-    from . import commands
+    from emulator import commands
 
     commands.pool_poison(path, offset, length, value)
 
@@ -197,7 +199,7 @@ def pool_poison(path: Path, offset: int, length: int, value: int) -> None:
 @click.argument("action", type=click.Choice(["kill", "freeze", "thaw", "restart"]))
 def fault(name: Optional[str], host: str, action: str) -> None:
     """Inject a failure into HOST: kill it, freeze it, thaw it, or restart it (after a kill)."""
-    from . import commands
+    from emulator import commands
 
     commands.fault(name, host, action)
 

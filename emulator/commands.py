@@ -1,8 +1,4 @@
-"""What each CLI verb does, one function per verb; cli.py only parses arguments.
-
-Verbs whose machinery has not landed yet raise a UserError with exit code 2, so that
-scripts can tell "not built" from "failed".
-"""
+"""What each CLI verb does, one function per verb; cli.py only parses arguments."""
 
 from __future__ import annotations
 
@@ -12,35 +8,28 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
 
-from .errors import UserError
-from .progress import Progress
-from .run_state import STATE_FILE, RunState, list_runs, resolve_run, run_dir
-from .topology import Topology
+from emulator.errors import UserError
+from emulator.progress import Progress
+from emulator.runs.state import STATE_FILE, RunState, list_runs, resolve_run, run_dir
+from emulator.topology.model import Topology
 
 if TYPE_CHECKING:
-    from .backends.base import Backend
-    from .run_state import HostState
-
-EXIT_NOT_BUILT = 2
-
-
-def _not_built(verb: str, issue: int) -> NoReturn:
-    raise UserError(f"`notnets-emu {verb}` is not built yet (tracked in issue #{issue})", exit_code=EXIT_NOT_BUILT)
-
+    from emulator.backends.base import Backend
+    from emulator.runs.state import HostState
 
 def _backend_of(run: RunState) -> "Backend":
-    from .backends import get_backend
+    from emulator.backends.by_name import get_backend
 
     return get_backend(run.backend)
 
 
 def up(topology: Topology, accel: str) -> None:
     """Boot every host; return once all are ready (the VMs keep running after we exit)."""
-    from .lifecycle import bring_up
+    from emulator.runs.lifecycle import bring_up
 
     started = time.monotonic()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a killed `up` still tears down
@@ -54,7 +43,7 @@ def up(topology: Topology, accel: str) -> None:
 
 def down(name: Optional[str], keep_pools: bool) -> None:
     """Stop every host of the run and release its pools; nothing up is not an error."""
-    from .lifecycle import tear_down
+    from emulator.runs.lifecycle import tear_down
 
     progress = Progress()
     try:
@@ -78,7 +67,7 @@ def down(name: Optional[str], keep_pools: bool) -> None:
 
 
 def status(name: Optional[str], as_json: bool) -> None:
-    from .status_view import status_data, status_text
+    from emulator.runs.status_view import status_data, status_text
 
     run = resolve_run(name)
     data = status_data(run, _backend_of(run))
@@ -87,7 +76,7 @@ def status(name: Optional[str], as_json: bool) -> None:
 
 def exec_(name: Optional[str], host: str, command: str, detach: bool, timeout: Optional[float]) -> int:
     """Run ``command`` in HOST like ssh would; the exit code passes through."""
-    from .guest_env import forwarded_env, guest_cwd
+    from emulator.runs.guest_env import forwarded_env, guest_cwd
 
     run = resolve_run(name)
     backend = _backend_of(run)
@@ -107,7 +96,7 @@ def exec_(name: Optional[str], host: str, command: str, detach: bool, timeout: O
 
 
 def console(name: Optional[str], host: str) -> None:
-    from .console import attach
+    from emulator.runs.console import attach
 
     run = resolve_run(name)
     target = run.host(host)
@@ -120,7 +109,7 @@ def console(name: Optional[str], host: str) -> None:
 
 
 def logs(name: Optional[str], host: str, follow: bool) -> None:
-    from .log_follow import print_log
+    from emulator.runs.log_follow import print_log
 
     try:
         run = resolve_run(name)
@@ -138,7 +127,7 @@ def logs(name: Optional[str], host: str, follow: bool) -> None:
 
 def _kept_console_log(name: Optional[str], host: str) -> Optional[Path]:
     """After `down` (or a failed `up`) the console logs stay: find HOST's, if unambiguous."""
-    from .paths import state_root
+    from emulator.paths import state_root
 
     root = state_root().absolute()
     candidates = [root / name] if name else ([p for p in root.iterdir() if p.is_dir()] if root.is_dir() else [])
@@ -148,10 +137,10 @@ def _kept_console_log(name: Optional[str], host: str) -> Optional[Path]:
 
 def run(topology: Topology, accel: str, junit: Optional[Path]) -> int:
     """up, the steps, down (always, even on Ctrl-C or SIGTERM); non-zero if a step failed."""
-    from .junit import build_report, write_report
-    from .kernel_faults import describe, run_kernel_faults
-    from .lifecycle import bring_up, tear_down
-    from .steps import StepRunner, summary
+    from emulator.runs.junit import build_report, write_report
+    from emulator.runs.kernel_faults import describe, run_kernel_faults
+    from emulator.runs.lifecycle import bring_up, tear_down
+    from emulator.runs.steps import StepRunner, summary
 
     progress = Progress()
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -199,9 +188,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def bench(args: list[str]) -> int:
-    """Echo and a microservice chain over gRPC and NotNets; see emulator/bench_run.py."""
-    from .bench_options import parse_bench_args
-    from .bench_run import run_bench
+    """Echo and a microservice chain over gRPC and NotNets; see notnets_bench/run.py."""
+    from notnets_bench.options import parse_bench_args
+    from notnets_bench.run import run_bench
 
     options = parse_bench_args(args)
     if options is None:  # --help was printed
@@ -213,19 +202,19 @@ def bench(args: list[str]) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def pool_create(path: Path, size: str, overwrite: bool) -> None:
+def pool_create(path: Path, size: str, overwrite: bool, coherence: str = "coherent") -> None:
     from notnets_rpc import PoolError, create_pool
     from notnets_rpc.mapping import is_char_device
 
-    from .sizes import format_size, parse_size
+    from emulator.sizes import format_size, parse_size
 
     try:
         nbytes = None if is_char_device(path) else parse_size(size)  # a DAX device: all of it
-        layout = create_pool(path, nbytes, overwrite=overwrite)
+        layout = create_pool(path, nbytes, overwrite=overwrite, coherence=coherence)
     except (PoolError, ValueError) as exc:
         raise UserError(f"pool create: {exc}") from None
     print(f"formatted {path}: {format_size(layout.pool_bytes)}, {layout.max_hosts} hosts x "
-          f"{layout.channels} channels, {format_size(layout.ring_bytes)} rings")
+          f"{layout.channels} channels, {format_size(layout.ring_bytes)} rings, {layout.coherence} coherence")
 
 
 def pool_inspect(path: Path, as_json: bool) -> None:
@@ -241,7 +230,7 @@ def pool_inspect(path: Path, as_json: bool) -> None:
 
 def pool_poison(path: Path, offset: int, length: int, value: int) -> None:
     """Overwrite ``length`` bytes of a pool at ``offset`` with ``value`` (fault injection)."""
-    from .pool_poison import poison
+    from emulator.pools.poison import poison
 
     written = poison(path, offset, length, value)
     Progress().say(f"{path}: wrote {written} byte(s) of {value:#04x} at offset {offset:#x}")

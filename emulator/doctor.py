@@ -17,9 +17,9 @@ from typing import Callable, Optional
 
 import click
 
-from .errors import UserError
-from .paths import Kernel, find_kernel
-from .sizes import MiB
+from emulator.errors import UserError
+from emulator.paths import Kernel, find_kernel
+from emulator.sizes import MiB
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 MIN_QEMU = (7, 2)
@@ -149,10 +149,8 @@ def check_accel(kernel: Optional[Kernel], probe: bool) -> Check:
         return Check("accelerator", WARN, "/dev/kvm not accessible: TCG will be used", "add yourself to group kvm")
     if not probe or kernel is None:
         return Check("accelerator", WARN, "/dev/kvm present, not probed (--no-probe): `up --accel auto` will probe")
-    try:
-        from .accel import probe_kvm
-    except ImportError:
-        return Check("accelerator", WARN, "/dev/kvm present; KVM probe not available yet")
+    from emulator.backends.qemu.accel import probe_kvm
+
     works, detail = probe_kvm(kernel)
     if works:
         return Check("accelerator", OK, f"KVM works ({detail})")
@@ -163,7 +161,7 @@ def check_memory(topology_file: Optional[Path]) -> Check:
     available = _meminfo().get("MemAvailable", 0) * 1024
     if topology_file is None:
         return Check("memory", OK, f"{available // MiB} MiB available (give a topology file to check it)")
-    from .topology import load_topology, memory_needed
+    from emulator.topology.model import load_topology, memory_needed
 
     try:
         topology = load_topology(topology_file, memory_probe=lambda: None)

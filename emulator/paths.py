@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from emulator.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

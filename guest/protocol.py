@@ -1,6 +1,6 @@
 """The agent protocol: JSON objects, one per line, binary payloads in base64.
 
-Both ends (guest/agent.py in the guest, emulator/agent_client.py on the host) use this
+Both ends (guest/agent.py in the guest, emulator/backends/agent_client.py on the host) use this
 module, so it stays stdlib-only and cheap to import. Every frame is a whole JSON line and
 command output travels base64-encoded inside it, so nothing a command prints (a fake
 prompt, a stray newline, a JSON-looking line) can be mistaken for protocol. Replies

@@ -11,6 +11,7 @@ of a process; ``release`` unmaps it when the last user is gone.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -18,6 +19,8 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
+from . import cxl
+from .coherent_memory import SoftwareCoherent
 from .wire import layout as L
 from .liveness import BEATER
 from .errors import EndpointInUseError, PoolError, PoolNotReadyError, PoolExistsError, PoolFullError
@@ -29,6 +32,7 @@ from .wire.ring import RingReader, RingWriter
 POOL_ENV = "NOTNETS_POOL"
 HOST_ID_ENV = "NOTNETS_HOST_ID"
 STALE_ENV = "NOTNETS_STALE_MS"
+COHERENCE_ENV = "NOTNETS_COHERENCE"  # "software", or JSON {pool path: "software" | "coherent"}
 
 
 def now_ms() -> int:
@@ -82,19 +86,58 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def pool_memory(buf: Buffer, path: str, writable: bool = True) -> Memory:
+def wanted_coherence(path: str, ops_kind: str) -> str:
+    """How a pool that this process formats should be: 'software' on a host's view of a
+    non-coherent model, or where $NOTNETS_COHERENCE asks for it (set by the emulator
+    from the topology's ``pools[].coherence``); else 'coherent'."""
+    if ops_kind == "model":
+        return "software"
+    raw = os.environ.get(COHERENCE_ENV, "").strip()
+    if not raw.startswith("{"):
+        wanted = raw or "coherent"
+    else:
+        try:
+            table = json.loads(raw)
+        except ValueError as err:
+            raise PoolError(f"{COHERENCE_ENV}: not JSON ({err})") from None
+        real = os.path.realpath(path)
+        wanted = next((v for k, v in table.items() if os.path.realpath(k) == real), "coherent") \
+            if isinstance(table, dict) else None
+    if wanted not in L.COHERENCE:
+        raise PoolError(f"{COHERENCE_ENV}: expected {' or '.join(L.COHERENCE)}, got {raw!r}")
+    return wanted
+
+
+def _cache_ops(path: str, buf: Buffer) -> object:
+    """cxl.ops_for the mapping; a bad $NOTNETS_CXL_MODE is a pool problem for the caller."""
+    try:
+        return cxl.ops_for(path, buf)
+    except ValueError as err:
+        raise PoolError(str(err)) from None
+
+
+class _FarSoftwareCoherent(SoftwareCoherent, farmem.FarMemory):
+    """Both at once: the write-back rule, and each access charged its far-memory cost."""
+
+
+def pool_memory(buf: Buffer, path: str, writable: bool = True, ops: object = None) -> Memory:
     """The accessor for the pool mapped from ``path``: plain, or charging the far-memory
-    model that $NOTNETS_FARMEM sets for it (notnets_rpc/farmem.py; off unless set).
+    model that $NOTNETS_FARMEM sets for it (notnets_rpc/farmem.py; off unless set); with
+    ``ops`` (cxl.ops_for the mapping) for a pool formatted for software coherence, one
+    that keeps the write-back rule (coherent_memory.py).
 
     No futex on a device (a /dev/daxX.Y of a CXL pool): FUTEX_WAIT on a device-dax page
     oopses Linux 6.1 (get_futex_key -> put_page -> free_zone_device_page, seen in our
     QEMU guests); the kernel kills the waiting thread, a server's poller vanishes and
     its clients time out. Waiters on such a pool poll and sleep instead."""
     model = farmem.model_for(path)
-    if model is None:
+    account = () if model is None else (farmem.account_for(os.path.realpath(path), model),)
+    if ops is not None:
+        mem: Memory = (SoftwareCoherent if model is None else _FarSoftwareCoherent)(buf, writable, ops, *account)
+    elif model is None:
         mem = Memory(buf, writable)
     else:
-        mem = farmem.FarMemory(buf, writable, farmem.account_for(os.path.realpath(path), model))
+        mem = farmem.FarMemory(buf, writable, *account)
     if is_char_device(path):
         mem.can_wait = False
     return mem
@@ -103,7 +146,7 @@ def pool_memory(buf: Buffer, path: str, writable: bool = True) -> Memory:
 def create_pool(path: PathLike, size: Optional[int] = None, overwrite: bool = False, *,
                 max_hosts: int = L.DEFAULT_MAX_HOSTS, dir_slots: int = L.DEFAULT_DIR_SLOTS,
                 channels: int = L.DEFAULT_CHANNELS, ring_bytes: Optional[int] = None,
-                frame_checksums: bool = False) -> L.Layout:
+                coherence: str = "coherent", frame_checksums: bool = False) -> L.Layout:
     """Format a file or DAX device as an empty pool and return its layout.
 
     ``frame_checksums``: every frame carries a CRC-32 (a format option every process
@@ -112,26 +155,41 @@ def create_pool(path: PathLike, size: Optional[int] = None, overwrite: bool = Fa
 
     Refuses (``PoolExistsError``) to format over a pool unless ``overwrite``; a file
     that holds something else is formatted. ``size`` may be omitted for an existing
-    file or a device (their whole size is used).
+    file or a device (their whole size is used). ``coherence="software"`` formats it
+    for hosts that hardware does not keep coherent: every user then writes back and
+    invalidates (docs/pool-layout.md, "Software coherence").
     """
     if size is not None and size <= 0:
         raise ValueError(f"pool size must be positive, got {size}")
+    if coherence not in L.COHERENCE:
+        raise ValueError(f"coherence must be {' or '.join(L.COHERENCE)}, got {coherence!r}")
     usable = create_backing(path, size)
     mapping = Mapping(path, writable=True)
-    mem = Memory(mapping.mm)
+    ops = None
     try:
-        with mapping.host_lock():
-            if L.is_formatted(mem) and not overwrite:
-                raise PoolExistsError(f"{path} already holds a NotNets pool (use overwrite=True / --overwrite)")
-            return _format(mem, min(usable, mapping.size), max_hosts, dir_slots, channels, ring_bytes,
-                           L.FLAG_FRAME_CRC if frame_checksums else 0)
+        ops = _cache_ops(path, mapping.mm)
+        if ops.kind == "model" and coherence != "software":
+            raise PoolError(f"{path} is a host's view of a non-coherent pool: format it with coherence='software'")
+        mem = SoftwareCoherent(mapping.mm, True, ops)
+        try:
+            with mapping.host_lock():
+                if L.is_formatted(mem) and not overwrite:
+                    raise PoolExistsError(f"{path} already holds a NotNets pool (use overwrite=True / --overwrite)")
+                flags = ((L.FLAG_SOFTWARE_COHERENCE if coherence == "software" else 0)
+                         | (L.FLAG_FRAME_CRC if frame_checksums else 0))
+                return _format(mem, min(usable, mapping.size), max_hosts, dir_slots, channels, ring_bytes, flags)
+        finally:
+            mem.release()
     finally:
-        mem.release()
+        if ops is not None:
+            ops.close()
         mapping.close()
 
 
 def _format(mem: Memory, size: int, max_hosts: int, dir_slots: int, channels: int,
             ring_bytes: Optional[int], flags: int = 0) -> L.Layout:
+    """Unpublish, zero the control regions, publish the superblock, the magic last. On a
+    SoftwareCoherent ``mem`` each step is written back before the next."""
     plan = L.plan_layout(size, max_hosts=max_hosts, dir_slots=dir_slots, channels=channels, ring_bytes=ring_bytes)
     plan = L.Layout(**{**plan.__dict__, "uuid": uuidlib.uuid4().bytes, "created_ms": now_ms(), "flags": flags})
     mem.store(0, 0)  # unpublish first: nobody may use a half-formatted pool
@@ -192,11 +250,21 @@ class Pool:
     _registry: Dict[Tuple[str, int], "Pool"] = {}
     _registry_lock = threading.Lock()
 
-    def __init__(self, path: str, mapping: Mapping, host_id: int) -> None:
+    def __init__(self, path: str, mapping: Mapping, host_id: int, ops: object = None) -> None:
         self.path = path
         self.mapping = mapping
-        self.mem = pool_memory(mapping.mm, path, writable=mapping.writable)
-        self.layout = L.parse_superblock(self.mem)
+        self.ops = ops if ops is not None else _cache_ops(path, mapping.mm)
+        boot = SoftwareCoherent(mapping.mm, mapping.writable, self.ops)  # the flag is not known yet
+        try:
+            layout = L.parse_superblock(boot)
+        finally:
+            boot.release()
+        if layout.coherence == "coherent" and self.ops.kind == "model":
+            raise PoolError(f"{path}: the pool was formatted for coherent hardware, but this host's view of it "
+                            "is not coherent (coherence: none); format it with coherence='software'")
+        software = self.ops if layout.coherence == "software" else None
+        self.mem = pool_memory(mapping.mm, path, writable=mapping.writable, ops=software)
+        self.layout = layout
         if host_id >= self.layout.max_hosts:
             raise PoolError(f"host id {host_id} ({HOST_ID_ENV}) is outside this pool's {self.layout.max_hosts} host partitions")
         self.host_id = host_id
@@ -227,8 +295,10 @@ class Pool:
                     existing.users += 1
                     return existing
                 mapping = Mapping(path, writable=True)
+                ops = None
                 try:
-                    mem = Memory(mapping.mm)
+                    ops = _cache_ops(path, mapping.mm)
+                    mem = SoftwareCoherent(mapping.mm, True, ops)  # reads the superblock fresh
                     try:
                         ready = L.is_formatted(mem)
                         if not ready and L.looks_empty(mem):
@@ -236,7 +306,9 @@ class Pool:
                                 with mapping.host_lock():
                                     if L.looks_empty(mem):
                                         _format(mem, mapping.size, L.DEFAULT_MAX_HOSTS, L.DEFAULT_DIR_SLOTS,
-                                                L.DEFAULT_CHANNELS, None)
+                                                L.DEFAULT_CHANNELS, None,
+                                                L.FLAG_SOFTWARE_COHERENCE
+                                                if wanted_coherence(path, ops.kind) == "software" else 0)
                                 ready = True
                             elif time.monotonic() >= deadline:
                                 raise PoolNotReadyError(f"{path}: not formatted yet (all zero); start a server "
@@ -246,15 +318,18 @@ class Pool:
                     finally:
                         mem.release()
                     if ready:
-                        pool_obj = cls(path, mapping, hid)
+                        pool_obj = cls(path, mapping, hid, ops)
                         pool_obj.users = 1
                         cls._registry[key] = pool_obj
                         if not mapping.is_device:  # a device cannot shrink; a file can be truncated
                             pool_obj._size_key = BEATER.register(pool_obj.check_size)
                         return pool_obj
                 except BaseException:
+                    if ops is not None:
+                        ops.close()
                     mapping.close()
                     raise
+                ops.close()
                 mapping.close()
             time.sleep(0.05)
 
@@ -270,6 +345,7 @@ class Pool:
             BEATER.unregister(self._size_key)
             self._size_key = None
         self.mem.release()
+        self.ops.close()
         self.mapping.close()
 
     # -- a file that shrinks under us ----------------------------------------------------

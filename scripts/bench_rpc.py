@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Local comparison: NotNets (pool on /dev/shm) vs grpcio over loopback TCP.
 
-Client and server are separate processes (examples/echo/server.py and client.py), both
+Client and server are separate processes (notnets_bench/echo/server.py and client.py), both
 transports are measured in the same run, interleaved, and the table reports ratios:
 
     .venv/bin/python scripts/bench_rpc.py --out bench-out [--quick]
@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 def start_server(target: str, pool: str, env: dict) -> subprocess.Popen:
-    proc = subprocess.Popen([PY, "-m", "examples.echo.server", "--target", target, "--pool", pool],
+    proc = subprocess.Popen([PY, "-m", "notnets_bench.echo.server", "--target", target, "--pool", pool],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     end = time.monotonic() + 60
     while time.monotonic() < end:
@@ -55,7 +55,7 @@ def start_server(target: str, pool: str, env: dict) -> subprocess.Popen:
 
 
 def run_client(target: str, pool: str, size: int, calls: int, mode: str, env: dict, warmup: int) -> dict:
-    out = subprocess.run([PY, "-m", "examples.echo.client", "--target", target, "--pool", pool, "--size", str(size),
+    out = subprocess.run([PY, "-m", "notnets_bench.echo.client", "--target", target, "--pool", pool, "--size", str(size),
                           "--calls", str(calls), "--mode", mode, "--warmup", str(warmup)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate Python gRPC code for every examples/**/*.proto, next to the .proto.
+"""Generate Python gRPC code for every examples/**/*.proto and notnets_bench/**/*.proto, next to the .proto.
 
 Idempotent: a .proto is compiled only when its outputs are missing or older than it.
 The generated *_pb2.py / *_pb2_grpc.py files are not committed (each example
@@ -40,9 +40,11 @@ def generate(proto: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
-    parser.add_argument("--root", type=Path, default=ROOT / "examples", help="where to look for .proto files")
+    parser.add_argument("--root", type=Path, action="append",
+                        help="where to look for .proto files (repeatable)  [default: examples/ and notnets_bench/]")
     args = parser.parse_args(argv)
-    protos = sorted(args.root.rglob("*.proto"))
+    roots = args.root or [ROOT / "examples", ROOT / "notnets_bench"]
+    protos = sorted(p for root in roots for p in root.rglob("*.proto"))
     done = 0
     for proto in protos:
         if args.force or stale(proto):

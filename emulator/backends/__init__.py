@@ -1,21 +1,4 @@
-"""Backends run the hosts of a topology: QEMU VMs, or (later) simulated process trees."""
+"""Backends run the hosts of a topology: QEMU VMs (qemu/) or process trees (sim/).
 
-from __future__ import annotations
-
-from ..errors import UserError
-from .base import Backend
-
-
-def get_backend(name: str) -> Backend:
-    """The backend called ``name``; a clear error for one that is not built."""
-    if name == "qemu":
-        from .qemu import QemuBackend
-
-        return QemuBackend()
-    if name == "sim":
-        try:
-            from .sim import SimBackend  # type: ignore[import-not-found]
-        except ImportError:
-            raise UserError("the sim backend is not built yet; use --backend qemu", exit_code=2) from None
-        return SimBackend()
-    raise UserError(f"unknown backend {name!r} (expected qemu or sim)")
+base.py is what both implement, by_name.py picks one, agent_client.py talks to the
+guest agent in either kind of host."""

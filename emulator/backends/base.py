@@ -1,9 +1,9 @@
 """What a backend does: start and stop the hosts of a run, run commands in them, hurt them.
 
 The run's lifecycle around the hosts (state dir, pools' backing files, stale runs,
-tear-down on failure) is shared by every backend and lives in ``emulator/lifecycle.py``;
+tear-down on failure) is shared by every backend and lives in ``emulator/runs/lifecycle.py``;
 a backend only handles its hosts. Everything it must remember goes into the
-:class:`~emulator.run_state.RunState` it is handed (and saved), because the next verb
+:class:`~emulator.runs.state.RunState` it is handed (and saved), because the next verb
 is another process.
 """
 
@@ -13,9 +13,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import BinaryIO, Mapping, Optional
 
-from ..progress import Progress
-from ..run_state import HostState, RunState
-from ..topology import Topology
+from emulator.progress import Progress
+from emulator.runs.state import HostState, RunState
+from emulator.topology.model import Topology
 
 
 class BootError(Exception):
@@ -72,11 +72,9 @@ class Backend(ABC):
     def fault(self, run: RunState, host: HostState, action: str) -> None:
         """kill (the host dies at once), freeze (stops, memory kept) or thaw."""
 
+    @abstractmethod
     def restart_host(self, run: RunState, host: HostState, progress: Progress) -> None:
         """Start HOST again (after a kill), with the same config, and wait until it is ready."""
-        from ..errors import UserError
-
-        raise UserError(f"the {self.name} backend cannot restart a host yet", exit_code=2)
 
     def console_log(self, run: RunState, host: HostState) -> Path:
         """The file that holds what the host wrote on its console."""

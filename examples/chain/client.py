@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE))
 from services import shop_pb2, shop_pb2_grpc  # noqa: E402
 
 import notnets_rpc  # noqa: E402
-from emulator.bench_stats import summarize  # noqa: E402
+from notnets_bench.stats import summarize  # noqa: E402
 
 CLOCK = time.perf_counter_ns
 WAIT_FOR_SERVER = 120.0

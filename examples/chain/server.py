@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE))
 
 from services import ROLES, servicer  # noqa: E402  (puts the checkout on sys.path)
 
-from examples.serving import serve_until_stopped  # noqa: E402
+from notnets_bench.serving import serve_until_stopped  # noqa: E402
 
 import notnets_rpc  # noqa: E402
 

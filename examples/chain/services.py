@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent.parent))
 
-from examples.protos import load_generated  # noqa: E402
+from notnets_bench.protos import load_generated  # noqa: E402
 
 DOWNSTREAM_TIMEOUT = 30.0  # seconds; a TCG guest can stall for a while under load
 

@@ -94,9 +94,11 @@ ACC_NONE, ACC_ACCEPTED, ACC_REJECTED, ACC_RECLAIMED, ACC_RELEASED = 0, 1, 2, 3, 
 ACC_NAMES = {ACC_NONE: "none", ACC_ACCEPTED: "accepted", ACC_REJECTED: "rejected",
              ACC_RECLAIMED: "reclaimed", ACC_RELEASED: "released"}
 
-# superblock flags (pool format options)
-FLAG_FRAME_CRC = 0x1  # every frame carries a CRC-32 of its header and body (ring.py)
-KNOWN_FLAGS = FLAG_FRAME_CRC
+# superblock flags (pool format options; every process on the pool follows them)
+FLAG_SOFTWARE_COHERENCE = 0x1  # every user keeps the write-back rule (docs/pool-layout.md)
+FLAG_FRAME_CRC = 0x2  # every frame carries a CRC-32 of its header and body (ring.py)
+KNOWN_FLAGS = FLAG_SOFTWARE_COHERENCE | FLAG_FRAME_CRC
+COHERENCE = ("coherent", "software")  # what create_pool(coherence=...) takes
 
 GEN_MASK = (1 << 56) - 1
 DIR_GEN_MASK = (1 << 48) - 1
@@ -144,6 +146,11 @@ class Layout:
     def frame_crc(self) -> bool:
         return bool(self.flags & FLAG_FRAME_CRC)
 
+    @property
+    def coherence(self) -> str:
+        """'software' when every user must write back and invalidate (docs/pool-layout.md)."""
+        return "software" if self.flags & FLAG_SOFTWARE_COHERENCE else "coherent"
+
     # -- addresses -------------------------------------------------------------------
     def host_entry(self, host: int) -> int:
         return self.hosts_offset + host * HOST_ENTRY_BYTES
@@ -181,6 +188,7 @@ class Layout:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["uuid"] = format_uuid(self.uuid)
+        d["coherence"] = self.coherence
         return d
 
 
@@ -279,12 +287,12 @@ def parse_superblock(mem: Memory) -> Layout:
         raise PoolCorruptError("pool superblock checksum mismatch (corrupted or half-written superblock)")
     if sb_bytes != SUPERBLOCK_BYTES or dir_entry_bytes != DIR_ENTRY_BYTES or chan_ctl_bytes != CHANNEL_CTL_BYTES:
         raise PoolCorruptError("pool superblock: unexpected record sizes")
+    if flags & ~KNOWN_FLAGS:
+        raise LayoutVersionError(f"pool superblock: flags {flags:#x} ask for features this code does not know")
     try:
         _check_params(max_hosts, dir_slots, channels)
     except ValueError as exc:
         raise PoolCorruptError(f"pool superblock: {exc}") from None
-    if flags & ~KNOWN_FLAGS:
-        raise LayoutVersionError(f"pool uses format options this code does not know (flags {flags:#x})")
     if ring_bytes % PAGE or not MIN_RING_BYTES <= ring_bytes <= MAX_RING_BYTES:
         raise PoolCorruptError(f"pool superblock: bad ring size {ring_bytes}")
     expected = _regions(max_hosts, dir_slots, channels)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from emulator.bench_options import BUDGETS, options_from, parse_bench_args, parse_sizes
-from emulator.bench_plots import plot_all
-from emulator.bench_results import pairs, ratio_table, read_results, summary_line, write_results
-from emulator.bench_stats import percentile, pool_rounds, summarize
+from notnets_bench.options import BUDGETS, options_from, parse_bench_args, parse_sizes
+from notnets_bench.plots import plot_all
+from notnets_bench.results import pairs, ratio_table, read_results, summary_line, write_results
+from notnets_bench.stats import percentile, pool_rounds, summarize
 from emulator.errors import UserError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -148,8 +148,8 @@ def test_help_returns_no_options(capsys):
 
 def test_a_silent_agent_is_a_user_error_not_a_traceback(tmp_path: Path):
     """A guest that stops answering (a soft lockup under TCG) fails the workload, one line."""
-    from emulator.bench_guest import HostRunner
-    from emulator.run_state import HostState, RunState
+    from notnets_bench.hosts import HostRunner
+    from emulator.runs.state import HostState, RunState
 
     class SilentBackend:
         name = "qemu"
@@ -162,6 +162,7 @@ def test_a_silent_agent_is_a_user_error_not_a_traceback(tmp_path: Path):
     run = RunState(name="t", backend="qemu", state_dir=str(tmp_path), hosts=[HostState(name="host0", index=0)])
     runner = HostRunner(run, SilentBackend())  # type: ignore[arg-type]
     assert "GLIBC_TUNABLES" not in runner.env, "the guest agent sets it for every command now"
+    assert runner.env["NOTNETS_INTERPOSE"] == "0", "the gRPC baseline stays on the network"
     with pytest.raises(UserError, match="did not answer"):
         runner.exec_lines("host0", "true", 5.0, print, print)
     with pytest.raises(UserError, match="did not start it"):

@@ -13,18 +13,15 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-E2E = str(REPO / "tests" / "e2e")
-if E2E not in sys.path:
-    sys.path.insert(0, E2E)
+from harness.cli import Emu, pool_files, running_under
 
-from cli_harness import Emu, pool_files, running_under  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 
 def _sim_missing() -> str | None:
     try:
-        from emulator.backends.sim import SimBackend  # noqa: F401
+        from emulator.backends.sim.backend import SimBackend  # noqa: F401
     except ImportError:
         return "the sim backend is not built"
     return None

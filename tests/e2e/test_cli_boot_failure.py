@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from cli_harness import Emu, pool_files, qemu_available, running_under
+from harness.cli import Emu, pool_files, qemu_available, running_under
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

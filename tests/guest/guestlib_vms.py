@@ -1,7 +1,7 @@
 """Boot a topology's hosts as real QEMU VMs for the guest e2e tests, without `notnets-emu up`.
 
 The guest side is tested on its own: the same argv builder and file layout as the host
-runtime (emulator.qemu_cmd), pools backed by /dev/shm files named after this process, a
+runtime (emulator.backends.qemu.command), pools backed by /dev/shm files named after this process, a
 short state dir under /tmp (unix socket paths are limited to 108 bytes). ``close()``
 kills every process it started and removes every file it made.
 """
@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from emulator.agent_client import AgentClient
+from emulator.backends.agent_client import AgentClient
 from emulator.paths import find_kernel
-from emulator.qemu_cmd import HostPaths, build_qemu_argv, load_template
+from emulator.backends.qemu.command import HostPaths, build_qemu_argv, load_template
 from emulator.sizes import parse_size
-from emulator.topology import Topology, parse_topology
-from guest.config import write_guest_config
-from guest.initramfs import build_initramfs
-from guest.kernel_image import boot_image
+from emulator.topology.model import Topology, parse_topology
+from emulator.image.guest_config import write_guest_config
+from emulator.image.initramfs import build_initramfs
+from emulator.image.kernel_image import boot_image
 
 SCRIPTS = Path(__file__).resolve().parent / "guest_scripts"
 
@@ -37,7 +37,7 @@ class Cluster:
     def __init__(self, topology_yaml: str, lsa_size: Optional[str] = None, pvh: bool = True) -> None:
         self.topology: Topology = parse_topology(topology_yaml, memory_probe=lambda: None)
         self.lsa_size = lsa_size  # None: the template's
-        self.pvh = pvh  # boot the uncompressed vmlinux (guest.kernel_image) rather than the bzImage
+        self.pvh = pvh  # boot the uncompressed vmlinux (emulator.image.kernel_image) rather than the bzImage
         self.state = Path(tempfile.mkdtemp(prefix="nn-e2e-"))
         self.backing = {p.name: Path(f"/dev/shm/notnets-guest-e2e-{os.getpid()}-{p.name}") for p in self.topology.pools}
         self.procs: dict[str, subprocess.Popen] = {}

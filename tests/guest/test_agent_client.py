@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.agent_client import AgentClient, AgentError
+from emulator.backends.agent_client import AgentClient, AgentError
 from guest import protocol
 from guestlib_fakeport import FakePorts, make_agent
 

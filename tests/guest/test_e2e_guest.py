@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.agent_client import AgentError
+from emulator.backends.agent_client import AgentError
 from emulator.errors import UserError
 from guestlib_vms import Cluster
 

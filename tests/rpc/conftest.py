@@ -75,7 +75,7 @@ def channel(serve, pool_path):
 def echo_protos():
     """The generated echo modules (generated if missing)."""
     subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py")], check=True, capture_output=True)
-    sys.path.insert(0, str(ROOT / "examples" / "echo"))
+    sys.path.insert(0, str(ROOT / "notnets_bench" / "echo"))
     import echo_pb2
     import echo_pb2_grpc
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from cli_harness import EMU, Emu, pool_files, running_under, wait_until
+from harness.cli import EMU, Emu, pool_files, running_under, wait_until
 from test_cli_lifecycle import (  # noqa: F401 - collected here, against the sim `cluster` below
     test_exec_ctrl_c_stops_the_guest_command,
     test_exec_detach_returns_at_once_and_keeps_running,
@@ -114,7 +114,7 @@ def test_each_host_has_its_own_pid_namespace(cluster):
         pytest.skip("needs root for PID namespaces")
     emu, _, _ = cluster
     result = emu("exec", "host0", "--", "ps -e -o pid= -o args= | head -1", timeout=30)
-    assert result.returncode == 0 and "emulator.sim_host" in result.stdout and result.stdout.split()[0] == "1"
+    assert result.returncode == 0 and "guest.sim_host" in result.stdout and result.stdout.split()[0] == "1"
 
 
 def test_console_is_refused_clearly(cluster):

@@ -6,7 +6,7 @@ import pytest
 
 from emulator.cli import main
 from emulator.errors import UserError
-from emulator.pool_poison import poison
+from emulator.pools.poison import poison
 
 
 def test_poison_writes_exactly_the_range(tmp_path):

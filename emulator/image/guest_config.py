@@ -1,0 +1,105 @@
+"""What a guest needs to know about itself, written by the host before the VM boots.
+
+Two files in STATE/hosts/HOST/, read through the writable 9p share:
+- guest.env: a few shell assignments for init.sh (busybox sh cannot parse JSON): where
+  to mount the state dir, which Python runs the agent, the network address;
+- guest.json: everything the agent needs: host name and id, the pools with uuid,
+  serial and size, project paths, the state dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from emulator.errors import UserError
+from emulator.paths import REPO_ROOT
+from emulator.backends.qemu.command import load_template
+from emulator.topology.model import Host, Topology
+
+CONFIG_VERSION = 1
+NETWORK_PREFIX = "169.254.100."
+NETWORK_BITS = 24
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def network_address(host: Host) -> str:
+    """The guest's static link-local address: 169.254.100.<host id + 1>/24."""
+    if not 0 <= host.index <= 253:
+        raise UserError(f"host {host.name}: host id {host.index} does not fit the /24 guest network (254 hosts at most)")
+    return f"{NETWORK_PREFIX}{host.index + 1}/{NETWORK_BITS}"
+
+
+def guest_python(project: Path = REPO_ROOT) -> Path:
+    """The interpreter the guest runs: the project's .venv, as on the host."""
+    venv_python = project / ".venv" / "bin" / "python"
+    if venv_python.exists():
+        return venv_python
+    return Path(sys.executable)
+
+
+def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, Any]:
+    """The content of guest.json (a pure function, so tests can check it)."""
+    state = Path(os.path.abspath(state_dir))
+    python = guest_python()
+    venv = python.parent.parent
+    return {
+        "version": CONFIG_VERSION,
+        "host": host.name,
+        "host_id": host.index,
+        "pools": [
+            {"name": pool.name, "uuid": pool.uuid, "serial": pool.serial, "size": pool.size,
+             "coherence": pool.coherence}
+            for pool in topology.host_pools(host)
+        ],
+        "project": str(REPO_ROOT),
+        "venv": str(venv),
+        "python": str(python),
+        "path": f"{venv / 'bin'}:{BASE_PATH}",
+        "state_dir": str(state),
+        "host_dir": str(state / "hosts" / host.name),
+        "network": {"address": network_address(host)} if topology.network else None,
+        "interpose": topology.interpose,
+        "agent_ports": int(load_template()["agent_ports"]),
+        "env": {str(k): str(v) for k, v in (load_template().get("guest_env") or {}).items()},
+    }
+
+
+def guest_env(config: dict[str, Any]) -> str:
+    """guest.env for init.sh: shell assignments, every value quoted."""
+    values = {
+        "NOTNETS_HOST": config["host"],
+        "NOTNETS_HOST_ID": str(config["host_id"]),
+        "NOTNETS_STATE_DIR": config["state_dir"],
+        "NOTNETS_PROJECT": config["project"],
+        "NOTNETS_PYTHON": config["python"],
+        "NOTNETS_PATH": config["path"],
+        "NOTNETS_NET_ADDR": (config["network"] or {}).get("address", ""),
+    }
+    lines = ["# Written by the host (emulator/image/guest_config.py) for the guest's init.sh; do not edit."]
+    lines += [f"{key}={shlex.quote(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_guest_config(host_dir: Path, topology: Topology, host: Host, state_dir: Path) -> Path:
+    """Write guest.json and guest.env into ``host_dir``; return the guest.json path."""
+    config = guest_config(topology, host, state_dir)
+    host_dir = Path(host_dir)
+    expected = Path(config["host_dir"])
+    if host_dir.resolve() != expected.resolve():
+        raise UserError(f"host {host.name}: its files must be in {expected} (the guest looks there), not {host_dir}")
+    host_dir.mkdir(parents=True, exist_ok=True)
+    path = host_dir / "guest.json"
+    _write_atomically(path, json.dumps(config, indent=2) + "\n")
+    _write_atomically(host_dir / "guest.env", guest_env(config))
+    return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

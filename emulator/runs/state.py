@@ -1,0 +1,191 @@
+"""The record of one run: a backend-neutral JSON file in the run's state dir.
+
+Every verb after `up` (status, exec, down, ...) works from this file alone, in another
+process, maybe after the machine lost some of the run's processes. So it holds
+everything needed to find and tear down what `up` made: pids, sockets, backing files
+and the huge pages it reserved. Backends other than QEMU (the simulator) write the
+same format; fields a backend has no use for stay empty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from emulator.errors import UserError
+from emulator.paths import state_root
+
+STATE_FILE = "run.json"
+FORMAT_VERSION = 1
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+@dataclass
+class HostState:
+    """One host as the run knows it; ``pools`` maps pool name -> device path in the guest."""
+
+    name: str
+    index: int
+    state: str = "created"  # created | booting | ready | failed | stopped
+    pid: Optional[int] = None
+    accel: Optional[str] = None
+    pools: dict[str, str] = field(default_factory=dict)
+    dir: str = ""
+    console_log: str = ""
+    console_socket: str = ""
+    qmp_socket: str = ""
+    agent_sockets: list[str] = field(default_factory=list)
+    boot_seconds: Optional[float] = None
+    error: Optional[str] = None
+    argv: list[str] = field(default_factory=list)  # how the host was started (to restart it)
+
+
+@dataclass
+class PoolState:
+    """One pool's backing file on this machine and who must clean it up."""
+
+    name: str
+    size: int
+    kind: str  # hugetlbfs | shm | path
+    backing: str
+    created: bool = True  # made by this run, so removed by `down` (unless --keep-pools)
+    note: Optional[str] = None  # e.g. why it is on /dev/shm and not on huge pages
+    coherence: str = "coherent"  # coherent | software | none (docs/coherence.md)
+    model_dir: Optional[str] = None  # coherence none: the model's files (removed by `down`)
+
+
+@dataclass
+class RunState:
+    """Everything a later process needs to drive or tear down a run."""
+
+    name: str
+    backend: str
+    state_dir: str
+    source: Optional[str] = None
+    topology: Optional[str] = None  # the topology file's text, so the run is self-contained
+    created_at: float = field(default_factory=time.time)
+    state: str = "starting"  # starting | up | failed
+    accel: Optional[str] = None
+    accel_note: Optional[str] = None
+    network: bool = False
+    vde_pid: Optional[int] = None
+    vde_socket: Optional[str] = None
+    hugepages_raised: int = 0  # added to /proc/sys/vm/nr_hugepages by this run
+    hosts: list[HostState] = field(default_factory=list)
+    pools: list[PoolState] = field(default_factory=list)
+    version: int = FORMAT_VERSION
+
+    @property
+    def path(self) -> Path:
+        return Path(self.state_dir) / STATE_FILE
+
+    def host(self, name: str) -> HostState:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        known = ", ".join(h.name for h in self.hosts)
+        raise UserError(f"run {self.name!r} has no host {name!r} (hosts: {known})")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunState":
+        data = dict(data)
+        hosts = [HostState(**h) for h in data.pop("hosts", [])]
+        pools = [PoolState(**p) for p in data.pop("pools", [])]
+        known = set(cls.__dataclass_fields__)
+        return cls(hosts=hosts, pools=pools, **{k: v for k, v in data.items() if k in known})
+
+    def save(self) -> None:
+        """Write atomically (temp file + rename) so a reader never sees half a file."""
+        directory = Path(self.state_dir)
+        fd, tmp = tempfile.mkstemp(prefix=".run.", suffix=".json", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_json(), f, indent=2, sort_keys=True)
+                f.write("\n")
+            os.chmod(tmp, FILE_MODE)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def run_dir(name: str, root: Optional[Path] = None) -> Path:
+    """The absolute state dir of run ``name`` (absolute: the guest mounts it at this path)."""
+    return ((root or state_root()) / name).absolute()
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) readable by the owner only: it holds sockets to the VMs."""
+    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    os.chmod(path, DIR_MODE)
+    return path
+
+
+def load_run(directory: Path) -> RunState:
+    """Read a run's state file; a damaged one is a clear error naming the file."""
+    path = directory / STATE_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return RunState.from_json(data)
+    except FileNotFoundError:
+        raise UserError(f"no run in {directory} (no {STATE_FILE})") from None
+    except (OSError, ValueError, TypeError) as err:
+        raise UserError(f"{path}: damaged run state ({err}); remove {directory} by hand") from None
+
+
+def list_runs(root: Optional[Path] = None) -> list[str]:
+    """Names of the runs that have a state file under ``root`` (sorted)."""
+    base = root or state_root()
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if (p / STATE_FILE).is_file())
+
+
+def resolve_run(name: Optional[str], root: Optional[Path] = None) -> RunState:
+    """The run called ``name``, or the only one there is; otherwise a clear error."""
+    base = (root or state_root()).absolute()
+    if name is not None:
+        directory = base / name
+        if not (directory / STATE_FILE).is_file():
+            runs = list_runs(base)
+            known = f" (runs: {', '.join(runs)})" if runs else ""
+            raise UserError(f"no run named {name!r} is up in {base}{known}")
+        return load_run(directory)
+    runs = list_runs(base)
+    if not runs:
+        raise UserError(f"no run is up (looked in {base}; set NOTNETS_STATE or cd where you ran `up`)")
+    if len(runs) > 1:
+        raise UserError(f"several runs are up: {', '.join(runs)}; pick one with --name")
+    return load_run(base / runs[0])
+
+
+def forget_run(run: RunState, keep_logs: bool = True) -> None:
+    """Remove the run's state so it is no longer "up"; keep its logs for a post-mortem.
+
+    Sockets, label files and the state file go; ``*.log`` files stay so that a failed
+    boot can still be read after everything was torn down.
+    """
+    directory = Path(run.state_dir)
+    if not directory.is_dir():
+        return
+    if not keep_logs:
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    for path in sorted(directory.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            try:
+                path.rmdir()  # only empty dirs
+            except OSError:
+                pass
+        elif not path.name.endswith(".log"):
+            path.unlink(missing_ok=True)

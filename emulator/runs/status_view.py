@@ -1,0 +1,65 @@
+"""`status`: a run's hosts and pools, as a table for people or JSON for scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emulator.backends.base import Backend
+from emulator.runs.state import RunState
+from emulator.sizes import format_size
+
+
+def status_data(run: RunState, backend: Backend) -> dict[str, Any]:
+    """The stable, documented JSON shape of `status --json` (see docs/cli.md)."""
+    return {
+        "name": run.name,
+        "backend": run.backend,
+        "state_dir": run.state_dir,
+        "source": run.source,
+        "accel": run.accel,
+        "accel_note": run.accel_note,
+        "network": run.network,
+        "hosts": [
+            {
+                "name": h.name,
+                "id": h.index,
+                "state": backend.host_state(run, h),
+                "pid": h.pid,
+                "accel": h.accel,
+                "pools": dict(h.pools),
+                "console_log": h.console_log,
+                "boot_seconds": h.boot_seconds,
+            }
+            for h in run.hosts
+        ],
+        "pools": [
+            {"name": p.name, "size": p.size, "kind": p.kind, "backing": p.backing, "note": p.note,
+             "coherence": p.coherence, "model_dir": p.model_dir}
+            for p in run.pools
+        ],
+    }
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def status_text(data: dict[str, Any]) -> str:
+    lines = [f"run {data['name']} ({data['backend']}"
+             + (f", {data['accel']}" if data.get("accel") else "") + f")  state dir {data['state_dir']}"]
+    hosts = [["HOST", "STATE", "PID", "ACCEL", "POOLS"]]
+    for h in data["hosts"]:
+        pools = ", ".join(f"{name}={dev}" for name, dev in h["pools"].items()) or "-"
+        hosts.append([h["name"], h["state"], str(h["pid"] or "-"), h["accel"] or "-", pools])
+    lines += _table(hosts)
+    if data["pools"]:
+        lines.append("")
+        pools = [["POOL", "SIZE", "KIND", "BACKING", "COHERENCE", "NOTE"]]
+        for p in data["pools"]:
+            coherence = p.get("coherence") or "coherent"
+            if coherence == "none":
+                coherence = "none (model, views in %s)" % p.get("model_dir")
+            pools.append([p["name"], format_size(p["size"]), p["kind"], p["backing"], coherence, p.get("note") or ""])
+        lines += _table(pools)
+    return "\n".join(lines)

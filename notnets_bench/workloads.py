@@ -1,0 +1,151 @@
+"""The two workloads of `notnets-emu bench`, each run once per transport on an up run.
+
+echo: the echo server (notnets_bench/echo) on host0, the benchmark client
+(notnets_bench/client.py) on host1, every (shape, size) point in one client process.
+chain: the shop (examples/chain) with its frontend on host1, catalog on host2 and
+inventory on host0, and the load generator on host0, so that every hop crosses hosts.
+
+Transports differ only in the targets: ``notnets:NAME`` in the shared pool, or
+``ADDRESS:PORT`` where ADDRESS is the serving host's address on the hosts' network
+(169.254.100.<id+1> between QEMU guests; 127.0.0.1 between sim hosts, which share the
+machine's loopback when the topology has ``network: true``). Servers bind port 0 and
+print the port they got, so concurrent runs never collide.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Callable
+
+from notnets_bench.hosts import HostRunner
+from notnets_bench.options import BenchOptions
+from notnets_bench.results import human_size
+from emulator.errors import UserError
+from emulator.progress import Progress
+from emulator.topology.model import Topology
+
+SERVER_READY = r"serving on (?:tcp (\S+)|(notnets:\S+))"
+SERVER_START_TIMEOUT = 180.0  # a server in a loaded TCG guest takes a while to import grpc
+CLIENT_SLACK = 240.0  # seconds on top of the points' own budget before a client is killed
+ECHO_SERVER, ECHO_CLIENT = "host0", "host1"
+CHAIN_PLACEMENT = {"inventory": "host0", "catalog": "host2", "frontend": "host1"}
+CHAIN_CLIENT = "host0"
+
+
+def grpc_address(topology: Topology, host: str) -> str:
+    """Where a gRPC server in ``host`` listens: its address on the hosts' network."""
+    if topology.backend == "sim":
+        return "127.0.0.1"
+    from emulator.image.guest_config import network_address
+
+    return network_address(topology.host(host)).split("/", 1)[0]
+
+
+def listen_target(topology: Topology, transport: str, host: str, name: str) -> str:
+    return f"notnets:{name}" if transport == "notnets" else f"{grpc_address(topology, host)}:0"
+
+
+@dataclass
+class Workload:
+    """What both workloads need: the run, the options, and where rows and progress go."""
+
+    topology: Topology
+    runner: HostRunner
+    options: BenchOptions
+    progress: Progress
+    on_row: Callable[[dict], None]
+
+    def start_server(self, host: str, command: str, label: str) -> tuple[object, str]:
+        """Start a server in ``host``; return it and the target clients should dial."""
+        self.progress.say(f"starting {label}...", host=host)
+        proc = self.runner.start(host, command, SERVER_READY, SERVER_START_TIMEOUT, label)
+        return proc, proc.ready.group(1) or proc.ready.group(2)
+
+    def client(self, host: str, command: str, timeout: float, label: str, make_row: Callable[[dict], dict],
+               describe: Callable[[dict], str]) -> None:
+        """Run a client whose stdout is JSON lines; each line becomes a row as it arrives."""
+        errors: list[str] = []
+
+        def on_stdout(line: str) -> None:
+            try:
+                data = json.loads(line)
+            except ValueError:
+                data = None
+            if not isinstance(data, dict):
+                if line.strip():
+                    self.progress.say(f"{label}: {line}", host=host)
+                return
+            row = make_row(data)
+            self.on_row(row)
+            self.progress.say(f"{label} {describe(row)}: p50 {row['p50_us']:.1f} us, p99 {row['p99_us']:.1f} us, "
+                              f"{row['rps']:.0f} rps, {row['calls']} calls")
+
+        def on_stderr(line: str) -> None:
+            if line.strip():
+                errors.append(line.strip())
+                self.progress.say(f"{label}: {line.strip()}", host=host)
+
+        code = self.runner.exec_lines(host, command, timeout, on_stdout, on_stderr)
+        if code != 0:
+            last = next((e for e in reversed(errors) if "starting" not in e), "no message")
+            why = f"timed out after {timeout:g} s" if code == 124 else f"exit code {code}"
+            raise UserError(f"{label} client on {host} failed ({why}): {last}")
+
+
+def run_echo(w: Workload, transport: str) -> None:
+    """One round of echo over ``transport``; with several rounds each gets its share of
+    the point's budget and the client prints its samples for pooling (bench_stats)."""
+    budget = w.options.budget
+    rounds = w.options.rounds
+    calls, seconds = -(-budget.calls // rounds), budget.seconds / rounds
+    min_calls = -(-budget.min_calls // rounds)
+    server, target = w.start_server(
+        ECHO_SERVER, f"python -m notnets_bench.echo.server --target {listen_target(w.topology, transport, ECHO_SERVER, 'echo')}",
+        f"echo-{transport}")
+    try:
+        points = len(w.options.shapes) * len(budget.sizes)
+        command = ("python -m notnets_bench.client "
+                   f"--target {shlex.quote(target)} --shapes {','.join(w.options.shapes)} "
+                   f"--sizes {','.join(str(s) for s in budget.sizes)} --calls {calls} "
+                   f"--seconds {seconds:g} --min-calls {min_calls}" + (" --samples" if rounds > 1 else ""))
+        w.progress.say(f"echo over {transport}: {points} points, {ECHO_CLIENT} -> {ECHO_SERVER} ({target})")
+        w.client(ECHO_CLIENT, command, CLIENT_SLACK + points * (3 * seconds + 30), f"echo {transport}",
+                 lambda data: {"workload": "echo", "transport": transport, "backend": w.topology.backend, **data},
+                 lambda row: f"{row['shape']} {human_size(row['size'])}")
+    finally:
+        w.runner.stop(server)  # type: ignore[arg-type]
+
+
+def run_chain(w: Workload, transport: str) -> None:
+    budget = w.options.budget
+    started = []
+    try:
+        downstream = None
+        for role in ("inventory", "catalog", "frontend"):  # leaves first: each tier dials the next
+            host = CHAIN_PLACEMENT[role]
+            command = (f"python -m examples.chain.server --role {role} "
+                       f"--listen {listen_target(w.topology, transport, host, role)}")
+            if downstream:
+                command += f" --downstream {shlex.quote(downstream)}"
+            server, downstream = w.start_server(host, command, f"shop-{role}-{transport}")
+            started.append(server)
+        depths = budget.chain_depths
+        command = (f"python -m examples.chain.client --target {shlex.quote(downstream or '')} "
+                   f"--depths {','.join(map(str, depths))} --calls {budget.chain_calls} "
+                   f"--seconds {budget.chain_seconds:g} --min-calls {budget.min_calls}")
+        w.progress.say(f"shop chain over {transport}: client on {CHAIN_CLIENT} -> frontend on "
+                       f"{CHAIN_PLACEMENT['frontend']} -> catalog on {CHAIN_PLACEMENT['catalog']} -> "
+                       f"inventory on {CHAIN_PLACEMENT['inventory']}")
+        w.client(CHAIN_CLIENT, command, CLIENT_SLACK + len(depths) * (3 * budget.chain_seconds + 30),
+                 f"chain {transport}",
+                 lambda data: {"workload": "chain", "transport": transport, "backend": w.topology.backend,
+                               "shape": "chain", **data},
+                 lambda row: f"depth {row['depth']} ({' -> '.join(row.get('served_by', []))})")
+    finally:
+        for server in reversed(started):
+            w.runner.stop(server)  # type: ignore[arg-type]
+
+
+WORKLOADS = {"echo": run_echo, "chain": run_chain}

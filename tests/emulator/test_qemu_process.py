@@ -1,0 +1,63 @@
+"""Process bookkeeping that `down` relies on: alive means "still the process we started"."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from emulator.backends.qemu import process as qemu_process
+from emulator.backends.qemu.backend import _console_reason
+
+
+def test_alive_checks_the_marker_and_dead_after_kill(tmp_path):
+    marker = str(tmp_path / "qmp.sock")
+    proc = qemu_process.start_detached([sys.executable, "-c", "import time; time.sleep(60)", marker],
+                                       tmp_path / "log")
+    try:
+        assert qemu_process.is_alive(proc.pid, marker)
+        assert not qemu_process.is_alive(proc.pid, str(tmp_path / "other.sock")), "pid reuse guard"
+        qemu_process.kill(proc.pid, marker)
+        assert qemu_process.wait_dead(proc.pid, marker, 60.0)  # generous: the machine is shared
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not qemu_process.is_alive(proc.pid, marker)
+    assert not qemu_process.is_alive(None) and not qemu_process.is_alive(0)
+
+
+def test_detached_process_has_its_own_session(tmp_path):
+    proc = qemu_process.start_detached([sys.executable, "-c", "import os; print(os.getsid(0) == os.getpid())"],
+                                       tmp_path / "log")
+    proc.wait(10)
+    assert (tmp_path / "log").read_text().strip() == "True"
+    assert (tmp_path / "log").stat().st_mode & 0o777 == 0o600
+
+
+def test_zombie_counts_as_dead(tmp_path):
+    import os
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+    assert not qemu_process.is_alive(proc.pid)
+    proc.wait()
+
+
+def test_console_reason_picks_the_guest_last_words(tmp_path):
+    log = tmp_path / "console.log"
+    log.write_text("ACPI BIOS Error (bug): noise\nnotnets-init: FATAL: cannot mount /proc\nreboot: Power down\n")
+    assert _console_reason(log) == "notnets-init: FATAL: cannot mount /proc"
+    assert _console_reason(tmp_path / "missing") == ""
+
+
+def test_boot_watch_reports_new_milestones_once(tmp_path):
+    from emulator.backends.qemu.boot_watch import BootWatch
+
+    log = tmp_path / "console.log"
+    watch = BootWatch(str(log))
+    assert watch.poll() == []
+    log.write_bytes(b"[ 1.0] ACPI noise\nnotnets-init: loading mod")
+    assert watch.poll() == ["kernel running"]
+    with open(log, "ab") as f:
+        f.write(b"ules\nnotnets-init: FATAL: x\n")
+    assert watch.poll() == ["loading modules", "FATAL: x"]
+    assert watch.poll() == []

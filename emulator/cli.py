@@ -162,11 +162,13 @@ def pool() -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--size", default="64M", show_default=True, help="Size of a new file (K/M/G suffixes).")
 @click.option("--overwrite", is_flag=True, help="Format even if PATH already holds a pool.")
-def pool_create(path: Path, size: str, overwrite: bool) -> None:
+@click.option("--coherence", type=click.Choice(["coherent", "software"]), default="coherent", show_default=True,
+              help="software: every user writes back and invalidates (docs/coherence.md).")
+def pool_create(path: Path, size: str, overwrite: bool, coherence: str) -> None:
     """Format PATH as an empty pool."""
     from emulator import commands
 
-    commands.pool_create(path, size, overwrite=overwrite)
+    commands.pool_create(path, size, overwrite=overwrite, coherence=coherence)
 
 
 @pool.command("inspect")

@@ -202,7 +202,7 @@ def bench(args: list[str]) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def pool_create(path: Path, size: str, overwrite: bool) -> None:
+def pool_create(path: Path, size: str, overwrite: bool, coherence: str = "coherent") -> None:
     from notnets_rpc import PoolError, create_pool
     from notnets_rpc.mapping import is_char_device
 
@@ -210,11 +210,11 @@ def pool_create(path: Path, size: str, overwrite: bool) -> None:
 
     try:
         nbytes = None if is_char_device(path) else parse_size(size)  # a DAX device: all of it
-        layout = create_pool(path, nbytes, overwrite=overwrite)
+        layout = create_pool(path, nbytes, overwrite=overwrite, coherence=coherence)
     except (PoolError, ValueError) as exc:
         raise UserError(f"pool create: {exc}") from None
     print(f"formatted {path}: {format_size(layout.pool_bytes)}, {layout.max_hosts} hosts x "
-          f"{layout.channels} channels, {format_size(layout.ring_bytes)} rings")
+          f"{layout.channels} channels, {format_size(layout.ring_bytes)} rings, {layout.coherence} coherence")
 
 
 def pool_inspect(path: Path, as_json: bool) -> None:

@@ -88,6 +88,12 @@ def command_env(config: dict[str, Any], devices: list[PoolDevice]) -> dict[str, 
     for device in devices:
         env[env_name(device.name)] = device.device
         env[env_name(device.name) + "_SIZE"] = str(device.size)
+    # pools the topology runs without hardware coherence: notnets_rpc formats them for
+    # software coherence (NOTNETS_COHERENCE, read by notnets_rpc.pool; docs/coherence.md)
+    coherence = {pool["name"]: pool.get("coherence", "coherent") for pool in config.get("pools", [])}
+    software = {d.device: "software" for d in devices if coherence.get(d.name, "coherent") != "coherent"}
+    if software:
+        env["NOTNETS_COHERENCE"] = json.dumps(software, sort_keys=True)
     return env
 
 

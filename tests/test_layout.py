@@ -51,7 +51,8 @@ def project_graph() -> dict[str, set[str]]:
     own children is how packages work, not a cycle."""
     files = {module_name(p): p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")
              if "__pycache__" not in p.parts and not p.name.endswith(("_pb2.py", "_pb2_grpc.py"))}
-    names = frozenset(files)
+    native = {module_name(p) for pkg in PACKAGES for p in (REPO / pkg).rglob("*.c")}  # C extensions' sources
+    names = frozenset(files) | native
     return {name: {n for n in imported_names(path, names) if n in files and n != name}
             for name, path in files.items()}
 

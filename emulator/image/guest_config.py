@@ -57,7 +57,8 @@ def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, A
         "host": host.name,
         "host_id": host.index,
         "pools": [
-            {"name": pool.name, "uuid": pool.uuid, "serial": pool.serial, "size": pool.size}
+            {"name": pool.name, "uuid": pool.uuid, "serial": pool.serial, "size": pool.size,
+             "coherence": pool.coherence}
             for pool in topology.host_pools(host)
         ],
         "project": str(REPO_ROOT),

@@ -57,6 +57,8 @@ class PoolState:
     backing: str
     created: bool = True  # made by this run, so removed by `down` (unless --keep-pools)
     note: Optional[str] = None  # e.g. why it is on /dev/shm and not on huge pages
+    coherence: str = "coherent"  # coherent | software | none (docs/coherence.md)
+    model_dir: Optional[str] = None  # coherence none: the model's files (removed by `down`)
 
 
 @dataclass

@@ -35,7 +35,8 @@ def status_data(run: RunState, backend: Backend) -> dict[str, Any]:
             for h in run.hosts
         ],
         "pools": [
-            {"name": p.name, "size": p.size, "kind": p.kind, "backing": p.backing, "note": p.note}
+            {"name": p.name, "size": p.size, "kind": p.kind, "backing": p.backing, "note": p.note,
+             "coherence": p.coherence, "model_dir": p.model_dir}
             for p in run.pools
         ],
     }
@@ -67,8 +68,11 @@ def status_text(data: dict[str, Any]) -> str:
     lines += _table(hosts)
     if data["pools"]:
         lines.append("")
-        pools = [["POOL", "SIZE", "KIND", "BACKING", "NOTE"]]
+        pools = [["POOL", "SIZE", "KIND", "BACKING", "COHERENCE", "NOTE"]]
         for p in data["pools"]:
-            pools.append([p["name"], format_size(p["size"]), p["kind"], p["backing"], p.get("note") or ""])
+            coherence = p.get("coherence") or "coherent"
+            if coherence == "none":
+                coherence = "none (model, views in %s)" % p.get("model_dir")
+            pools.append([p["name"], format_size(p["size"]), p["kind"], p["backing"], coherence, p.get("note") or ""])
         lines += _table(pools)
     return "\n".join(lines)

@@ -25,7 +25,9 @@ QEMU_POOL_ALIGN = 256 * MiB
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 TOP_KEYS = ("name", "backend", "pools", "hosts", "network", "interpose", "run")
-POOL_KEYS = ("name", "size", "backing", "latency_ns", "bandwidth_gbps")
+POOL_KEYS = ("name", "size", "backing", "latency_ns", "bandwidth_gbps", "coherence", "evictions_per_s", "seed")
+COHERENCE = ("coherent", "software", "none")  # docs/coherence.md
+DEFAULT_EVICTIONS_PER_S = 200.0
 HOST_KEYS = ("name", "cpus", "memory", "pools")
 STEP_KEYS = ("on", "cmd", "background", "wait_for", "timeout")
 
@@ -45,6 +47,12 @@ class Pool:
     latency_ns: Optional[float] = None  # far-memory model (sim backend)
     bandwidth_gbps: Optional[float] = None
     index: int = 0
+    # coherent: hardware keeps hosts coherent (as QEMU and /dev/shm do); software: the same,
+    # but notnets_rpc formats the pool for software coherence and follows the write-back
+    # rule; none: the sim backend runs the non-coherent model (each host its own view)
+    coherence: str = "coherent"
+    evictions_per_s: float = DEFAULT_EVICTIONS_PER_S  # coherence none: per host, at random
+    seed: int = 0  # coherence none: seeds the evictions
 
     @property
     def uuid(self) -> str:
@@ -139,6 +147,24 @@ def available_memory() -> Optional[int]:
 def load_topology(path: Path | str, memory_probe: MemoryProbe = available_memory) -> Topology:
     """Read, parse and validate a topology file."""
     return _validate(load_file(Path(path)), memory_probe)
+
+
+def _coherence(c: "_Checker", p: dict[str, Any], path: Key, backend: str) -> tuple[str, float, int]:
+    """(coherence, evictions_per_s, seed) of a pool; the last two only with coherence none."""
+    coherence = p.get("coherence", "coherent")
+    if coherence not in COHERENCE:
+        c.fail(path + ("coherence",), f"expected one of {', '.join(COHERENCE)}, got {coherence!r}")
+    if coherence == "none" and backend != "sim":
+        c.fail(path + ("coherence",), "none is a model that only the sim backend runs (QEMU's CXL device is "
+                                      "coherent); use software to run the write-back rule on QEMU")
+    for key in ("evictions_per_s", "seed"):
+        if key in p and coherence != "none":
+            c.fail(path + (key,), f"{key} only applies to a pool with coherence: none")
+    evictions = p.get("evictions_per_s", DEFAULT_EVICTIONS_PER_S)
+    if isinstance(evictions, bool) or not isinstance(evictions, (int, float)) or evictions < 0:
+        c.fail(path + ("evictions_per_s",), f"expected a number >= 0, got {evictions!r}")
+    seed = c.integer(p.get("seed", 0), path + ("seed",), 0, 2**63 - 1)
+    return coherence, float(evictions), seed
 
 
 def parse_topology(text: str, source: str = "<string>", memory_probe: MemoryProbe = available_memory) -> Topology:
@@ -250,6 +276,7 @@ def _validate(doc: LocatedDocument, memory_probe: MemoryProbe) -> Topology:
             c.fail(path + ("size",), f"{format_size(size)} is not a multiple of 256M, which QEMU's CXL Type-3 device needs")
         backing_raw = p.get("backing", "hugetlbfs")
         backing, backing_path = _backing(c, backing_raw, path + ("backing",))
+        coherence, evictions, seed = _coherence(c, p, path, backend)
         pools.append(
             Pool(
                 name=c.name(p["name"], path + ("name",)),
@@ -259,6 +286,9 @@ def _validate(doc: LocatedDocument, memory_probe: MemoryProbe) -> Topology:
                 latency_ns=c.number(p["latency_ns"], path + ("latency_ns",)) if "latency_ns" in p else None,
                 bandwidth_gbps=c.number(p["bandwidth_gbps"], path + ("bandwidth_gbps",)) if "bandwidth_gbps" in p else None,
                 index=i,
+                coherence=coherence,
+                evictions_per_s=evictions,
+                seed=seed,
             )
         )
     c.unique([(pool.name, ("pools", i, "name")) for i, pool in enumerate(pools)], "pool")

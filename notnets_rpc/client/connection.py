@@ -28,7 +28,7 @@ from ..wire import frames as F
 from ..wire import layout as L
 from ..backoff import Backoff
 from .call import WAIT_DONE, CallState, _NOTHING
-from ..errors import ProtocolError
+from ..errors import ChecksumError, ProtocolError
 from ..wire.messages import on_chunk, sink_slot, takes_buffers
 from ..pool import Endpoint, Pool, pid_alive, stale_ms
 from ..wire.ring import SMALL_FRAME
@@ -87,9 +87,9 @@ class Connection:
         self.server_sleep = None if entry is None else entry + L.DIR_SLEEP
         self.server_kick = None if entry is None else entry + L.DIR_KICK
         self._claim = L.pack_state(generation, L.CH_OPEN)
-        self._accepted = L.pack_state(generation, L.ACC_ACCEPTED)
         self._backoff = self._new_backoff()
         self._peer_beat = (endpoint.heartbeat_ms, _monotonic())
+        self._lost_key = pool.on_lost(self.break_)  # the pool file shrank: stop touching it
         self._last_check = _monotonic()
 
     def _new_backoff(self) -> Backoff:
@@ -232,6 +232,12 @@ class Connection:
                 backoff.n = spin  # spun already: go on yielding, then sleeping
             self._read_until(state, WAIT_DONE, None, False, fresh=False)
             return state, None
+        except ChecksumError as exc:
+            if state is None:
+                state = self._register(cid, deserializer)
+            self._on_bad_frame(exc)
+            self._read_until(state, WAIT_DONE, None, False, fresh=False)
+            return state, None
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
             if state is None:
@@ -336,6 +342,8 @@ class Connection:
                 if frame is None:
                     break
                 self._dispatch(frame)
+        except ChecksumError as exc:
+            self._on_bad_frame(exc)
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
         finally:
@@ -432,6 +440,23 @@ class Connection:
 
     def _read_until(self, state: Optional[CallState], what: int, until: Optional[float], pumping: bool,
                     fresh: bool = True) -> None:
+        """(reader token held) Read and dispatch until ``state`` is ready for ``what``,
+        ``until`` passes, the connection breaks or (pumping) a caller wants the token."""
+        while True:
+            try:
+                return self._read_loop(state, what, until, pumping, fresh)
+            except ChecksumError as exc:
+                self._on_bad_frame(exc)
+                fresh = False
+
+    def _on_bad_frame(self, exc: ChecksumError) -> None:
+        """A frame failed its checksum: its call (if it names one of ours) ends DATA_LOSS."""
+        state = self.calls.get(exc.call_id)
+        if state is not None:
+            self.fail_locally(state, grpc.StatusCode.DATA_LOSS, f"Response data corrupted: {exc}", cancel=True)
+
+    def _read_loop(self, state: Optional[CallState], what: int, until: Optional[float], pumping: bool,
+                   fresh: bool) -> None:
         read = self.rx.read
         dispatch = self._dispatch
         if pumping:
@@ -474,6 +499,8 @@ class Connection:
                         return
                     if state is not None and self.want_reader and (backoff.sleeping or self.futex):
                         return  # let a waiting thread have a turn
+        except ChecksumError:
+            raise
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
         except ConnectionBroken:
@@ -485,6 +512,10 @@ class Connection:
         if state is None:
             return  # a late frame for a call that already ended (cancelled, deadline)
         if kind == _STATUS and flags & _BARE:
+            if len(body) > self.max_receive:
+                self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"Received message larger than max ({len(body)} vs. {self.max_receive})", cancel=True)
+                return
             with self.lock:
                 if state.done:
                     return
@@ -512,6 +543,11 @@ class Connection:
             if kind == _STATUS:
                 initial, details, trailing, at = F.parse_status(body)
                 message = body[at:] if flags & _HAS_MESSAGE else None
+                if message is not None and len(message) > self.max_receive:
+                    self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                      f"Received message larger than max ({len(message)} vs. {self.max_receive})",
+                                      cancel=True)
+                    return
                 self._complete(state, code_from_wire(aux), details.decode("utf-8", "replace"),
                                F.decode_metadata(trailing),
                                F.decode_metadata(initial) if flags & F.F_HAS_HEADERS else None, message)
@@ -673,6 +709,9 @@ class Connection:
         self._last_check = now
         if self.broken is not None:
             raise ConnectionBroken(self.broken)
+        if self.pool.lost is not None:
+            self.break_(self.pool.lost)
+            raise ConnectionBroken(self.pool.lost)
         same, pid, beat = self.pool.endpoint_current(self.endpoint.index, self.endpoint.generation)
         reason = None
         if not same:
@@ -686,14 +725,12 @@ class Connection:
             elif (now - seen) * 1000 > stale_ms():
                 reason = f"server heartbeat stopped {now - seen:.1f} s ago"
         if reason is None:
-            word = self.mem.load(self.ctl + L.CH_ACCEPT)
-            gen, verdict = L.unpack_state(word)
-            if word != self._accepted:
-                # any other verdict (or generation) means the server no longer serves this
-                # claim: dropped it, or someone overwrote the slot
-                name = L.ACC_NAMES.get(verdict, str(verdict)) if gen == self.generation else "overwritten"
-                reason = f"server dropped this channel ({name})"
+            gen, verdict = L.unpack_state(self.mem.load(self.ctl + L.CH_ACCEPT))
+            if gen == self.generation and verdict != L.ACC_ACCEPTED:
+                reason = f"server dropped this channel ({L.ACC_NAMES.get(verdict, verdict)})"
             elif self.mem.load(self.ctl + L.CH_CLAIM) != self._claim:
+                # someone else wrote our claim word: the server drops the channel, but can
+                # only say so under a generation that is no longer ours
                 reason = "this channel's slot was taken over by another claim"
         if reason is not None:
             self.break_(reason)
@@ -709,6 +746,8 @@ class Connection:
             self.fail_locally(state, UNAVAILABLE, f"NotNets server unavailable: {reason}")
 
     def heartbeat(self) -> None:
+        if self.pool.lost is not None:
+            return
         mem = self.mem
         mem.store(self.ctl + L.CH_CLIENT_HEARTBEAT, int(time.time() * 1000))
         mem.store(self.ctl + L.CH_CALLS_STARTED, self.calls_started)
@@ -720,4 +759,5 @@ class Connection:
                 self.broken = details
         for state in calls:
             self.fail_locally(state, code, details, cancel=True)
+        self.pool.forget_lost(self._lost_key)
         self.pool.close_channel(self.slot, self.generation)

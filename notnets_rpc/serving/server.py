@@ -31,10 +31,11 @@ from ..wire import frames as F
 from ..wire import layout as L
 from ..backoff import ONE_CPU, Backoff
 from ..options import message_limits
-from ..errors import EndpointInUseError, ProtocolError
+from ..errors import ChecksumError, EndpointInUseError, ProtocolError
 from ..wire.messages import on_chunk, takes_buffers
 from ..pool import Endpoint, Pool, stale_ms
-from .call import END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
+from .budget import DEFAULT_LIMIT as DEFAULT_BUDGET, OPTION as BUDGET_OPTION, Budget
+from .call import ANSWERED, END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
 from .channels import ChannelTable, ServerChannel
 from .replies import Replies
 from ..liveness import BEATER
@@ -97,6 +98,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._host_id = host_id
         self._options = list(options or ())
         self._max_receive, self._max_send = message_limits(options)
+        self._budget = Budget(dict(self._options).get(BUDGET_OPTION, DEFAULT_BUDGET))
         self._max_concurrent = maximum_concurrent_rpcs
         self._interceptors = list(interceptors or ())
         self._compression = compression
@@ -207,6 +209,25 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._window = 2 * lay.ring_bytes    # a channel's outbox before its requests wait (outbox.py)
         self._call_window = lay.chunk_bytes  # a streaming call's queued bytes before its handler waits
         self._futex_ok = pool.mem.can_wait
+        pool.on_lost(self._abandon)
+
+    def _abandon(self, reason: str) -> None:
+        """(beat thread) The pool file shrank under us: stop touching it at once. Calls end
+        (handlers see them inactive), no status can be written; the server is terminated."""
+        _log.error("NotNets server stops serving: %s", reason)
+        self._draining = True
+        self._stopped.set()
+        with self._leader_lock:
+            self._leader = None
+        for ch in list(self._channels.values()):
+            ch.dropped = True
+            ch.outbox.close()
+            for call in list(ch.calls.values()):
+                self._cancel_call(call, grpc.StatusCode.UNAVAILABLE, reason, notify_client=False)
+        if self._beat_key is not None:
+            BEATER.unregister(self._beat_key)
+            self._beat_key = None
+        self._terminated.set()
 
     def _start_threads(self) -> None:
         """The poller, the monitor, and the heartbeat (on the process's beat thread, which
@@ -405,7 +426,7 @@ class Server(ChannelTable, Replies, grpc.Server):
                     at = _CALL_HEAD_SIZE + mlen
                     cached = (resolved.get(body[_CALL_HEAD_SIZE:at])
                               if flags == _UNARY_CALL and not timeout_us and not mdlen and at <= len(body) else None)
-                    if cached is not None and cached[2] and self._inline_ok:
+                    if cached is not None and cached[2] and self._inline_ok and len(body) - at <= self._max_receive:
                         n = len(body)
                         ch.bytes_in += n
                         # a large request is parsed where it lies in ``body``: no copy for the slice
@@ -419,6 +440,12 @@ class Server(ChannelTable, Replies, grpc.Server):
                     return False
                 if ch.dropped or rx._head == rx.tail:  # nothing more that we know of: back to the poll loop
                     break
+        except ChecksumError as exc:  # one frame is bad, the ring is fine: only its call ends
+            call = ch.calls.get(exc.call_id)
+            if call is not None:
+                self._fail(call, grpc.StatusCode.DATA_LOSS, f"Request data corrupted: {exc}")
+            elif exc.kind == _CALL:
+                self._reject(ch, exc.call_id, grpc.StatusCode.DATA_LOSS, f"Request data corrupted: {exc}")
         except (ProtocolError, struct.error) as exc:
             _log.warning("dropping channel host%d/%d: %s", ch.host, ch.slot, exc)
             self._drop_channel(ch, L.ACC_REJECTED)
@@ -445,8 +472,14 @@ class Server(ChannelTable, Replies, grpc.Server):
                 self._fail(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"Received message larger than max ({aux} vs. {self._max_receive})")
                 return
+            if call.partial is None and flags & F.F_MORE and not self._reserve(call, aux):
+                self._fail(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"Server out of buffer space for partly received messages ({self._budget.limit} bytes)")
+                return
             whole = on_chunk(call, flags & F.F_MORE, aux, body, takes_buffers(call.handler.request_deserializer))
             if whole is not None:
+                if call.reserved:
+                    self._unreserve(call)
                 self._on_request(call, whole, flags & F.F_END_STREAM)
         elif kind == F.HALF_CLOSE:
             if call is not None:
@@ -459,6 +492,18 @@ class Server(ChannelTable, Replies, grpc.Server):
         else:
             raise ProtocolError(f"unexpected {F.KIND_NAMES.get(kind, kind)} frame from a client")
 
+    def _reserve(self, call: ServerCall, n: int) -> bool:
+        """Charge a partly received message of ``n`` bytes to the server's budget (budget.py)."""
+        if not self._budget.take(n):
+            return False
+        call.reserved = n
+        return True
+
+    def _unreserve(self, call: ServerCall) -> None:
+        n, call.reserved = call.reserved, 0
+        call.partial = None
+        self._budget.give(n)
+
     def _on_call(self, ch: ServerChannel, flags: int, cid: int, body: bytes) -> None:
         if len(body) < _CALL_HEAD_SIZE:
             raise ProtocolError("CALL: body shorter than its header")
@@ -467,6 +512,10 @@ class Server(ChannelTable, Replies, grpc.Server):
         if mlen == 0 or at > len(body):
             raise ProtocolError("CALL: method or metadata overruns the body")
         ch.bytes_in += len(body)
+        if flags & F.F_HAS_MESSAGE and len(body) - at > self._max_receive:
+            self._reject(ch, cid, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"Received message larger than max ({len(body) - at} vs. {self._max_receive})")
+            return
         method_raw = body[_CALL_HEAD_SIZE : _CALL_HEAD_SIZE + mlen]
         cached = self._resolved.get(method_raw)
         if cached is not None and not mdlen:
@@ -550,8 +599,7 @@ class Server(ChannelTable, Replies, grpc.Server):
             # popping the call is the claim: a concurrent cancel finds it gone, and vice versa
             if calls.pop(cid, None) is None:
                 return
-            call.active = False
-            call.finished = True
+            call.stage = ANSWERED
             if timeout_us:
                 self._deadlines.pop(id(call), None)
             outbox = ch.outbox

@@ -12,16 +12,12 @@ length, offset and counter read through it is untrusted and checked before use.
     messages.py  reassembly of a message that travels in several MESSAGE frames
 
 Software coherence (a CXL pool shared by hosts whose caches the device does not keep
-coherent; see docs/rpc.md): the hooks belong in ``ring.py``, and only there, because
-the rings are where one host publishes bytes that another reads:
-- write back before publish: in ``RingWriter.put``/``try_write``/``_make_room``, after
-  the frame (or pad) bytes are copied and before the store of ``head`` (and after that
-  store, the line holding ``head``);
-- invalidate before read: in ``RingReader.read``/``_read_any``, before loading ``head``
-  (its line) and before copying a frame's header and body (their lines); the writer
-  likewise invalidates the line holding the consumer's ``tail`` before loading it.
-Directory and channel control words (layout.py offsets, written by pool.py) need the
-same pair: write back after each store, invalidate before each load of a word another
-host writes. ``Memory`` is the one class through which every access goes, so a
-flushing ``Memory`` subclass can implement both without touching the protocol.
+coherent; docs/coherence.md): on a pool whose superblock says so (layout.py flags),
+pool.py hands these modules a ``coherent_memory.SoftwareCoherent`` instead of a plain
+``Memory``. It invalidates the lines of every load and read (and of a partial-line
+write) and writes back the lines of every store and write, so the rings' publish order
+(frame, then ``head``; copy out, then ``tail``) carries over to hardware that is not
+coherent with no change here. Defining those methods turns off the rings' direct
+indexing (``Memory.views``), so no access escapes. The rule for other implementations
+is in docs/pool-layout.md, "Software coherence".
 """

@@ -43,7 +43,7 @@ DEFAULT_RING_CAP = 4 << 20
 
 # superblock: magic(8) version(4) sb_bytes(4) pool_bytes(8) uuid(16) created_ms(8)
 # max_hosts dir_slots channels ring_bytes (4 each) hosts_off dir_off chan_off rings_off
-# (8 each) dir_entry_bytes chan_ctl_bytes (4 each) reserved(4) crc32(4)
+# (8 each) dir_entry_bytes chan_ctl_bytes (4 each) flags(4) crc32(4)
 _SB = struct.Struct("<8sIIQ16sQIIIIQQQQIIII")
 _CRC_START, _CRC_END = 8, _SB.size - 4  # crc covers everything after the magic
 
@@ -94,6 +94,12 @@ ACC_NONE, ACC_ACCEPTED, ACC_REJECTED, ACC_RECLAIMED, ACC_RELEASED = 0, 1, 2, 3, 
 ACC_NAMES = {ACC_NONE: "none", ACC_ACCEPTED: "accepted", ACC_REJECTED: "rejected",
              ACC_RECLAIMED: "reclaimed", ACC_RELEASED: "released"}
 
+# superblock flags (pool format options; every process on the pool follows them)
+FLAG_SOFTWARE_COHERENCE = 0x1  # every user keeps the write-back rule (docs/pool-layout.md)
+FLAG_FRAME_CRC = 0x2  # every frame carries a CRC-32 of its header and body (ring.py)
+KNOWN_FLAGS = FLAG_SOFTWARE_COHERENCE | FLAG_FRAME_CRC
+COHERENCE = ("coherent", "software")  # what create_pool(coherence=...) takes
+
 GEN_MASK = (1 << 56) - 1
 DIR_GEN_MASK = (1 << 48) - 1
 
@@ -134,6 +140,16 @@ class Layout:
     rings_offset: int
     uuid: bytes = b"\0" * 16
     created_ms: int = 0
+    flags: int = 0
+
+    @property
+    def frame_crc(self) -> bool:
+        return bool(self.flags & FLAG_FRAME_CRC)
+
+    @property
+    def coherence(self) -> str:
+        """'software' when every user must write back and invalidate (docs/pool-layout.md)."""
+        return "software" if self.flags & FLAG_SOFTWARE_COHERENCE else "coherent"
 
     # -- addresses -------------------------------------------------------------------
     def host_entry(self, host: int) -> int:
@@ -172,6 +188,7 @@ class Layout:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["uuid"] = format_uuid(self.uuid)
+        d["coherence"] = self.coherence
         return d
 
 
@@ -229,7 +246,7 @@ def encode_superblock(layout: Layout, with_magic: bool = True) -> bytes:
         MAGIC if with_magic else b"\0" * 8, LAYOUT_VERSION, SUPERBLOCK_BYTES, layout.pool_bytes, layout.uuid,
         layout.created_ms, layout.max_hosts, layout.dir_slots, layout.channels, layout.ring_bytes,
         layout.hosts_offset, layout.dir_offset, layout.channels_offset, layout.rings_offset,
-        DIR_ENTRY_BYTES, CHANNEL_CTL_BYTES, 0, 0))
+        DIR_ENTRY_BYTES, CHANNEL_CTL_BYTES, layout.flags, 0))
     crc = zlib.crc32(bytes(raw[_CRC_START:_CRC_END]))
     struct.pack_into("<I", raw, _CRC_END, crc)
     return bytes(raw)
@@ -260,7 +277,7 @@ def parse_superblock(mem: Memory) -> Layout:
         raise NotAPoolError(f"not a NotNets pool: only {mem.size} bytes")
     fields = mem.unpack(_SB, 0)
     (magic, version, sb_bytes, pool_bytes, uuid, created_ms, max_hosts, dir_slots, channels, ring_bytes,
-     hosts_off, dir_off, chan_off, rings_off, dir_entry_bytes, chan_ctl_bytes, _reserved, crc) = fields
+     hosts_off, dir_off, chan_off, rings_off, dir_entry_bytes, chan_ctl_bytes, flags, crc) = fields
     if magic != MAGIC:
         raise NotAPoolError("not a NotNets pool (no NNETPOOL magic in the first 8 bytes)")
     if version != LAYOUT_VERSION:
@@ -270,10 +287,14 @@ def parse_superblock(mem: Memory) -> Layout:
         raise PoolCorruptError("pool superblock checksum mismatch (corrupted or half-written superblock)")
     if sb_bytes != SUPERBLOCK_BYTES or dir_entry_bytes != DIR_ENTRY_BYTES or chan_ctl_bytes != CHANNEL_CTL_BYTES:
         raise PoolCorruptError("pool superblock: unexpected record sizes")
+    if flags & ~KNOWN_FLAGS:
+        raise LayoutVersionError(f"pool superblock: flags {flags:#x} ask for features this code does not know")
     try:
         _check_params(max_hosts, dir_slots, channels)
     except ValueError as exc:
         raise PoolCorruptError(f"pool superblock: {exc}") from None
+    if flags & ~KNOWN_FLAGS:
+        raise LayoutVersionError(f"pool uses format options this code does not know (flags {flags:#x})")
     if ring_bytes % PAGE or not MIN_RING_BYTES <= ring_bytes <= MAX_RING_BYTES:
         raise PoolCorruptError(f"pool superblock: bad ring size {ring_bytes}")
     expected = _regions(max_hosts, dir_slots, channels)
@@ -286,7 +307,7 @@ def parse_superblock(mem: Memory) -> Layout:
         raise PoolTooSmallError(f"pool formatted for {pool_bytes} bytes but only {mem.size} are mapped")
     return Layout(pool_bytes=pool_bytes, max_hosts=max_hosts, dir_slots=dir_slots, channels=channels,
                   ring_bytes=ring_bytes, hosts_offset=hosts_off, dir_offset=dir_off, channels_offset=chan_off,
-                  rings_offset=rings_off, uuid=uuid, created_ms=created_ms)
+                  rings_offset=rings_off, uuid=uuid, created_ms=created_ms, flags=flags)
 
 
 # -- directory entries -------------------------------------------------------------------

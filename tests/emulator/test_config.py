@@ -35,7 +35,7 @@ def test_guest_json_lists_the_hosts_pools_in_order(tmp_path: Path):
     assert data["host"] == "h0" and data["host_id"] == 0
     assert [p["name"] for p in data["pools"]] == ["pool-a", "poolB"]
     assert data["pools"][1] == {"name": "poolB", "uuid": t.pool("poolB").uuid,
-                                "serial": t.pool("poolB").serial, "size": 512 << 20}
+                                "serial": t.pool("poolB").serial, "size": 512 << 20, "coherence": "coherent"}
     assert data["state_dir"] == str(tmp_path)
     assert data["network"] == {"address": "169.254.100.1/24",
                                "hosts": {"h0": "169.254.100.1", "h1": "169.254.100.2"}}

@@ -9,7 +9,9 @@ def _run():
     run = RunState(name="r", backend="qemu", state_dir="/s", accel="tcg")
     run.hosts = [HostState(name="host0", index=0, state="ready", pid=42, accel="tcg", pools={"pool0": "/dev/dax0.0"})]
     run.pools = [PoolState(name="pool0", size=256 << 20, kind="shm", backing="/dev/shm/notnets-r-pool0",
-                           note="/dev/hugepages is not a hugetlbfs mount")]
+                           note="/dev/hugepages is not a hugetlbfs mount"),
+                 PoolState(name="pool1", size=64 << 20, kind="shm", backing="/dev/shm/notnets-r-pool1",
+                           coherence="none", model_dir="/dev/shm/notnets-r-pool1.coherence")]
     return run
 
 
@@ -21,7 +23,10 @@ def test_json_shape():
                               "pools": {"pool0": "/dev/dax0.0"}, "addresses": [], "console_log": "",
                               "boot_seconds": None}]
     assert data["pools"] == [{"name": "pool0", "size": 256 << 20, "kind": "shm",
-                              "backing": "/dev/shm/notnets-r-pool0", "note": "/dev/hugepages is not a hugetlbfs mount"}]
+                              "backing": "/dev/shm/notnets-r-pool0", "note": "/dev/hugepages is not a hugetlbfs mount",
+                              "coherence": "coherent", "model_dir": None},
+                             {"name": "pool1", "size": 64 << 20, "kind": "shm", "backing": "/dev/shm/notnets-r-pool1",
+                              "note": None, "coherence": "none", "model_dir": "/dev/shm/notnets-r-pool1.coherence"}]
 
 
 def test_dead_host_and_table():
@@ -30,6 +35,7 @@ def test_dead_host_and_table():
     text = status_text(data)
     assert "host0  dead   42   tcg    -          pool0=/dev/dax0.0" in text
     assert "256M" in text and "not a hugetlbfs mount" in text
+    assert "COHERENCE" in text and "none (model, views in /dev/shm/notnets-r-pool1.coherence)" in text
 
 
 def test_addresses_say_how_other_hosts_reach_a_host():

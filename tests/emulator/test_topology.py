@@ -162,3 +162,36 @@ def test_sizes_round_trip():
         assert format_size(parse_size(text)) == text
     assert parse_size(4096) == 4096
     assert parse_size("2GiB") == 2 * GiB
+
+
+COHERENCE = """\
+name: t
+backend: {backend}
+pools:
+  - {{name: p, size: 256M, {extra}}}
+hosts:
+  - {{name: h, pools: [p]}}
+"""
+
+
+def test_coherence_defaults_and_values():
+    topo = parse_topology(COHERENCE.format(backend="sim", extra="backing: shm"), memory_probe=lambda: None)
+    assert (topo.pool("p").coherence, topo.pool("p").seed) == ("coherent", 0)
+    topo = parse_topology(COHERENCE.format(backend="sim", extra="coherence: none, evictions_per_s: 0, seed: 3"),
+                          memory_probe=lambda: None)
+    assert (topo.pool("p").coherence, topo.pool("p").evictions_per_s, topo.pool("p").seed) == ("none", 0.0, 3)
+    assert parse_topology(COHERENCE.format(backend="qemu", extra="coherence: software"),
+                          memory_probe=lambda: None).pool("p").coherence == "software"
+
+
+@pytest.mark.parametrize("backend, extra, fragment", [
+    ("sim", "coherence: weak", "expected one of coherent, software, none, got 'weak'"),
+    ("qemu", "coherence: none", "none is a model that only the sim backend runs"),
+    ("sim", "coherence: software, seed: 1", "seed only applies to a pool with coherence: none"),
+    ("sim", "coherence: none, evictions_per_s: -1", "evictions_per_s: expected a number >= 0"),
+    ("sim", "coherence: none, seed: x", "expected a whole number"),
+])
+def test_bad_coherence_is_named_with_its_line(backend, extra, fragment):
+    with pytest.raises(TopologyError, match=r":4: pools\[0\]\.") as err:
+        parse_topology(COHERENCE.format(backend=backend, extra=extra), memory_probe=lambda: None)
+    assert fragment in str(err.value)

@@ -84,10 +84,13 @@ class Tally:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.counts: Dict[str, int] = collections.Counter()
+        self.details: Dict[str, str] = {}  # the first details seen per unexpected code
 
-    def add(self, outcome: str) -> None:
+    def add(self, outcome: str, details: str = "") -> None:
         with self.lock:
             self.counts[outcome] += 1
+            if details and outcome not in self.details:
+                self.details[outcome] = details
 
     def snapshot(self) -> Dict[str, int]:
         with self.lock:
@@ -130,7 +133,8 @@ def one_call(channel: grpc.Channel, rng: random.Random, tally: Tally) -> None:
             stream.cancel()
             tally.add("CANCELLED")
     except grpc.RpcError as exc:
-        tally.add(exc.code().name)
+        code = exc.code().name
+        tally.add(code, "" if code in ("OK", "CANCELLED", "DEADLINE_EXCEEDED") else str(exc.details()))
 
 
 def run_threads(channel: grpc.Channel, threads: int, seconds: float, seed: int, tally: Tally) -> bool:
@@ -155,7 +159,7 @@ def client(pool: str, name: str, threads: str, seconds: str, seed: str) -> int:
     with notnets_rpc.insecure_channel(f"notnets:{name}", pool=pool) as channel:
         ended = run_threads(channel, int(threads), float(seconds), int(seed), tally)
     counts = tally.snapshot()
-    print(json.dumps({"outcomes": counts, "ended": ended}), flush=True)
+    print(json.dumps({"outcomes": counts, "details": tally.details, "ended": ended}), flush=True)
     return 0 if ended else 1
 
 

@@ -91,9 +91,10 @@ class SimBackend(Backend):
         state_dir = Path(run.state_dir)
         make_private_dir(state_dir / "hosts")
         backing = {p.name: p.backing for p in run.pools}
+        model_dirs = self._coherence_models(topology, run, progress)
         for host in topology.hosts:
             host_dir = make_private_dir(state_dir / "hosts" / host.name)
-            config = sim_config(topology, host, state_dir, backing, isolation)
+            config = sim_config(topology, host, state_dir, backing, isolation, model_dirs)
             write_sim_config(host_dir, config)
             run.hosts.append(HostState(
                 name=host.name, index=host.index, state="created", accel=isolation, dir=str(host_dir),
@@ -104,6 +105,31 @@ class SimBackend(Backend):
         procs = {hs.name: self._launch(run, hs, progress) for hs in run.hosts}
         for hs in run.hosts:
             self._wait_ready(run, hs, procs[hs.name], started, progress)
+
+    def _coherence_models(self, topology: Topology, run: RunState, progress: Progress) -> dict[str, str]:
+        """A non-coherent model (docs/coherence.md) for each pool with coherence none:
+        pool name -> its directory, where each attached host gets its own view."""
+        wanted = [p for p in topology.pools if p.coherence == "none"]
+        if not wanted:
+            return {}
+        from notnets_rpc import noncoherent_views  # pulls in grpc: only for runs that need it
+
+        states = {p.name: p for p in run.pools}
+        dirs: dict[str, str] = {}
+        for pool in wanted:
+            state = states[pool.name]
+            hosts = [h.index for h in topology.hosts if pool.name in h.pools]
+            directory = noncoherent_views.model_dir_for(state.backing)
+            state.model_dir = directory
+            run.save()
+            try:
+                noncoherent_views.create_model(directory, state.backing, hosts, pool.seed, pool.evictions_per_s)
+            except (OSError, noncoherent_views.ModelError) as err:
+                raise UserError(f"pool {pool.name}: cannot lay out its non-coherent model in {directory}: {err}") from None
+            dirs[pool.name] = directory
+            progress.say(f"pool {pool.name}: coherence none: one view per host in {directory}, "
+                         f"{pool.evictions_per_s:g} evictions/s per host, seed {pool.seed}")
+        return dirs
 
     def _launch(self, run: RunState, hs: HostState, progress: Progress) -> subprocess.Popen:
         for path in hs.agent_sockets:

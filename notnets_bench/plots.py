@@ -13,7 +13,15 @@ from notnets_bench.results import BASELINE, NOTNETS, human_size
 
 COLORS = {BASELINE: "#d62728", NOTNETS: "#1f77b4"}
 LABELS = {BASELINE: "gRPC over the network", NOTNETS: "NotNets (shared CXL pool)"}
+BASELINE_LABELS = {"sim": "gRPC over loopback", "qemu": "gRPC over the virtual L2"}  # what the title says
 BACKEND_NAMES = {"sim": "sim hosts (gRPC over loopback)", "qemu": "QEMU TCG hosts (gRPC over a virtual L2)"}
+
+
+def label(transport: str, backend: str) -> str:
+    """The legend's name of a transport, saying what the baseline ran over on this backend."""
+    if transport == BASELINE:
+        return BASELINE_LABELS.get(backend, LABELS[BASELINE])
+    return LABELS[transport]
 
 
 def _pyplot() -> Any:
@@ -54,7 +62,7 @@ def plot_echo(rows: list[dict], backend: str, out_dir: Path) -> list[Path]:
             for field, style, tag in (("p50_us", "-o", "p50"), ("p99_us", "--", "p99")):
                 xs, ys = _series(echo, transport, shape, field)
                 if xs:
-                    ax.plot(xs, ys, style, color=COLORS[transport], label=f"{LABELS[transport]} {tag}",
+                    ax.plot(xs, ys, style, color=COLORS[transport], label=f"{label(transport, backend)} {tag}",
                             markersize=4, alpha=1.0 if tag == "p50" else 0.6)
         ax.set_yscale("log")
         ax.set_ylabel("round-trip latency (us, log)")
@@ -66,16 +74,16 @@ def plot_echo(rows: list[dict], backend: str, out_dir: Path) -> list[Path]:
     written.append(_save(fig, out_dir / f"{backend}-latency.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, field, label in ((axes[0], "rps", "calls (messages) per second, one client"),
-                             (axes[1], "mbps", "payload MB/s, one client")):
+    for ax, field, axis_label in ((axes[0], "rps", "calls (messages) per second, one client"),
+                                  (axes[1], "mbps", "payload MB/s, one client")):
         for transport in (BASELINE, NOTNETS):
             for shape, style in (("unary", "-o"), ("stream", "--s")):
                 xs, ys = _series(echo, transport, shape, field)
                 if xs:
-                    ax.plot(xs, ys, style, color=COLORS[transport], label=f"{LABELS[transport]}, {shape}",
+                    ax.plot(xs, ys, style, color=COLORS[transport], label=f"{label(transport, backend)}, {shape}",
                             markersize=4)
         ax.set_yscale("log")
-        ax.set_ylabel(label)
+        ax.set_ylabel(axis_label)
         _size_axis(ax, sizes)
         ax.legend(fontsize=7)
     fig.suptitle(f"Echo throughput (closed loop, one call at a time): {BACKEND_NAMES.get(backend, backend)}")
@@ -100,7 +108,7 @@ def plot_chain(rows: list[dict], backend: str, out_dir: Path) -> list[Path]:
         depths = sorted(points)
         if depths:
             ax.plot(depths, [points[d]["p50_us"] / 1000 for d in depths], "-o", color=COLORS[transport],
-                    label=f"{LABELS[transport]} p50")
+                    label=f"{label(transport, backend)} p50")
             ax.fill_between(depths, [points[d]["p50_us"] / 1000 for d in depths],
                             [points[d]["p99_us"] / 1000 for d in depths], color=COLORS[transport], alpha=0.12)
     base, nn = by_transport.get(BASELINE, {}), by_transport.get(NOTNETS, {})
@@ -114,6 +122,7 @@ def plot_chain(rows: list[dict], backend: str, out_dir: Path) -> list[Path]:
     ax.set_xlabel("call depth (client -> frontend -> catalog -> inventory)")
     ax.set_ylabel("end-to-end latency (ms; band up to p99)")
     ax.set_ylim(bottom=0)
+    ax.margins(y=0.18)  # room above the highest point for its "saves ..." label, below the frame
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"Shop chain over 3 hosts: {BACKEND_NAMES.get(backend, backend)}", fontsize=10)

@@ -92,4 +92,4 @@ def test_bench_bad_option_is_one_line(tmp_path: Path):
                           capture_output=True, text=True, cwd=REPO, timeout=60,
                           env={**os.environ, "NOTNETS_STATE": str(tmp_path)})
     assert done.returncode == 1
-    assert done.stderr.strip() == "notnets-emu: error: --sizes: expected a size like 256M or 1G, got 'lots'"
+    assert done.stderr.strip() == "notnets-emu: error: --sizes: expected a size like 256M, 256Mi or 256MiB, got 'lots'"

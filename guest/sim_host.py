@@ -6,7 +6,9 @@ it is pid 1 of its PID namespace, so its death ends every process the host start
 its network namespace has only a loopback, which it brings up). It reuses the guest
 agent unchanged (guest/agent.py: exec, spawn, signal, poll, status over the same JSON-line
 protocol), so emulator/backends/agent_client.py drives a sim host exactly like a VM. There is no
-CXL setup: each pool is the run's backing file, mapped directly by whoever opens it.
+CXL setup: each pool is the run's backing file, mapped directly by whoever opens it (or,
+for a pool with coherence none, this host's view of it, with an evictor process that
+start_evictors runs first: docs/coherence.md).
 
 Stdlib and guest.* only, and ``-S``: it must start in a few tens of milliseconds.
 """
@@ -16,9 +18,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import select
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 READ_SIZE = 64 * 1024
+EVICTOR_READY_TIMEOUT = 60.0  # seconds; emptying a host's caches of a 256 MiB pool takes well under one
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
@@ -128,6 +133,36 @@ def become_init() -> None:
             os._exit(code if code >= 0 else 128 - code)
 
 
+def start_evictors(config: dict[str, Any], timeout: float = EVICTOR_READY_TIMEOUT) -> list[subprocess.Popen]:
+    """One evictor per pool with coherence none (notnets_rpc/noncoherent_evictor.py): it
+    empties this host's caches of the pool (a host that starts again has lost what it had
+    not written back), says "ready", then evicts lines at random. Returns once each is
+    ready, so no command of the host sees the caches of its previous life."""
+    env = {"PATH": config["path"], "LANG": "C.UTF-8", "PYTHONPATH": config["project"],
+           "NOTNETS_HOST": config["host"], "NOTNETS_STATE_DIR": config["state_dir"]}  # `down` finds it by these
+    procs: list[subprocess.Popen] = []
+    try:
+        for model in config.get("coherence_models", []):
+            argv = [config["python"], "-m", "notnets_rpc.noncoherent_evictor", model["dir"], str(config["host_id"]),
+                    str(model["evictions_per_s"]), str(model["seed"])]
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, cwd=config["project"],
+                                    env=env, close_fds=True)
+            procs.append(proc)
+            ready, _, _ = select.select([proc.stdout], [], [], timeout)
+            line = proc.stdout.readline().decode(errors="replace").strip() if ready else ""
+            if line != "ready":
+                raise OSError(f"pool {model['pool']}: the cache evictor of the non-coherent model did not start "
+                              f"({'exit code %s' % proc.poll() if proc.poll() is not None else 'no answer'}; "
+                              "see the console log)")
+            guest_agent.log(f"pool {model['pool']}: caches empty, evicting {model['evictions_per_s']}/s "
+                            f"(seed {model['seed']}, pid {proc.pid})")
+    except BaseException:
+        for proc in procs:
+            proc.kill()
+        raise
+    return procs
+
+
 def main(argv: list[str]) -> int:
     if os.getpid() == 1:
         become_init()
@@ -144,8 +179,15 @@ def main(argv: list[str]) -> int:
             loopback_up()
         except OSError as err:
             log(f"cannot bring the loopback up: {err}")
+    if config["isolation"] != "none":  # its own UTS namespace: named like a VM is
+        try:
+            socket.sethostname(config["host"])
+        except OSError as err:
+            log(f"cannot set the hostname: {err}")
     agent = guest_agent.Agent(config, env_script=config["env_script"])
+    evictors: list[subprocess.Popen] = []
     try:
+        evictors = start_evictors(config)
         devices = pool_devices(config)
     except OSError as err:
         agent.settle([], str(err))
@@ -157,6 +199,8 @@ def main(argv: list[str]) -> int:
     def terminate(signum: int, _frame: object) -> None:
         log(f"signal {signum}: ending the host's commands")
         agent.processes.terminate_all(grace=1.0)
+        for proc in evictors:
+            proc.kill()
         os._exit(0)
 
     signal.signal(signal.SIGTERM, terminate)

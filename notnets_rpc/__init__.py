@@ -17,16 +17,16 @@ from typing import Any, Optional, Sequence, Tuple
 
 import grpc
 
-from .channel import SCHEME, Channel
+from .client.channel import SCHEME, Channel
 from .errors import (EndpointInUseError, LayoutVersionError, NotAPoolError, PoolCorruptError, PoolError,
-                     PoolExistsError, PoolFullError, PoolTooSmallError, ProtocolError)
+                     PoolExistsError, PoolFullError, PoolNotReadyError, PoolTooSmallError, ProtocolError)
 from .pool import HOST_ID_ENV, POOL_ENV, create_pool
-from .server import Server
+from .serving.server import Server
 
 __all__ = [
     "create_pool", "server", "insecure_channel", "Channel", "Server", "SCHEME", "POOL_ENV", "HOST_ID_ENV",
     "PoolError", "NotAPoolError", "PoolTooSmallError", "LayoutVersionError", "PoolCorruptError", "PoolExistsError",
-    "PoolFullError", "EndpointInUseError", "ProtocolError",
+    "PoolFullError", "EndpointInUseError", "ProtocolError", "PoolNotReadyError",
 ]
 
 

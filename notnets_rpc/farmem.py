@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
+from .memory import Buffer, Memory
+
 ENV = "NOTNETS_FARMEM"
 # Published CXL Type-3 measurements (docs/farmem.md): load latency about 2-5x local DRAM,
 # i.e. roughly 170-400 ns; tens of GB/s per device (a PCIe 5.0 x8 link carries 32 GB/s).
@@ -188,7 +190,6 @@ def model_for(path: Optional[str], environ: Mapping[str, str] = os.environ) -> O
 
 
 # -- the accessor that applies a model ------------------------------------------------------
-from .memory import Buffer, Memory  # noqa: E402 - memory.py imports this module lazily
 
 _accounts: dict[str, Account] = {}
 _accounts_lock = threading.Lock()

@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any, Dict, List
 
-from . import layout as L
+from .wire import layout as L
 from .mapping import Mapping, PathLike
 from .memory import Memory
 from .pool import now_ms
@@ -77,6 +77,7 @@ def inspect_pool(path: PathLike) -> Dict[str, Any]:
                 "offsets": {"hosts": lay.hosts_offset, "directory": lay.dir_offset,
                             "channels": lay.channels_offset, "rings": lay.rings_offset},
             },
+            "coherence": _coherence(path, lay),
             "hosts": [{"host": h, "channel_bell": mem.load(lay.host_entry(h) + L.HOST_CHANNEL_BELL),
                        "directory_bell": mem.load(lay.host_entry(h) + L.HOST_DIR_BELL)}
                       for h in range(lay.max_hosts)
@@ -88,6 +89,24 @@ def inspect_pool(path: PathLike) -> Dict[str, Any]:
         mem.release()
         window.release()
         mapping.close()
+
+
+def _coherence(path: PathLike, lay: L.Layout) -> Dict[str, Any]:
+    """How the pool was formatted, and the non-coherent model that runs it, if any
+    (docs/coherence.md). A host's view shows that host's caches; the device shows what
+    the hosts have written back."""
+    from . import noncoherent_views as V
+
+    out: Dict[str, Any] = {"formatted": lay.coherence, "model": None}
+    found = V.find_model(path)
+    if found is not None:
+        directory, host = found
+        model = V.read_model(directory)
+        reports = V.read_reports(directory)
+        out["model"] = {"dir": directory, "hosts": model["hosts"], "evictions_per_s": model.get("evictions_per_s"),
+                        "seed": model.get("seed"), "view_of_host": host, "reports": len(reports),
+                        "last_report": reports[-1]["message"] if reports else None}
+    return out
 
 
 def _services(mem: Memory, lay: L.Layout) -> List[Dict[str, Any]]:
@@ -161,6 +180,17 @@ def format_inspection(snap: Dict[str, Any]) -> str:
         f"  {hd['max_hosts']} hosts x ({hd['dir_slots_per_host']} directory slots, {hd['channels_per_host']} channels), "
         f"rings of {hd['ring_bytes']} bytes",
     ]
+    co = snap["coherence"]
+    model = co["model"]
+    if model is None:
+        lines.append(f"coherence: formatted {co['formatted']}; hardware-coherent (no model runs it)")
+    else:
+        seen = f"host {model['view_of_host']}'s view" if model["view_of_host"] is not None else "the device"
+        lines.append(f"coherence: formatted {co['formatted']}; non-coherent model in {model['dir']} (hosts "
+                     f"{', '.join(map(str, model['hosts']))}, {model['evictions_per_s']} evictions/s, seed "
+                     f"{model['seed']}); this is {seen}; {model['reports']} lost-update report(s)")
+        if model["last_report"]:
+            lines.append(f"  last: {model['last_report']}")
     services = snap["services"]
     lines.append(f"services ({len(services)}):")
     for s in services:

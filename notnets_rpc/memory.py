@@ -23,7 +23,6 @@ import time
 from typing import Any, Optional, Union
 
 from .errors import ProtocolError
-from .mapping import is_char_device
 
 Buffer = Union[bytearray, memoryview, Any]
 
@@ -214,22 +213,3 @@ class Memory:
         self._words.release()
         self._bytes.release()
 
-
-def pool_memory(buf: Buffer, path: str, writable: bool = True) -> Memory:
-    """The accessor for the pool mapped from ``path``: plain, or charging the far-memory
-    model that $NOTNETS_FARMEM sets for it (notnets_rpc/farmem.py; off unless set).
-
-    No futex on a device (a /dev/daxX.Y of a CXL pool): FUTEX_WAIT on a device-dax page
-    oopses Linux 6.1 (get_futex_key -> put_page -> free_zone_device_page, seen in our
-    QEMU guests); the kernel kills the waiting thread, a server's poller vanishes and
-    its clients time out. Waiters on such a pool poll and sleep instead."""
-    from . import farmem
-
-    model = farmem.model_for(path)
-    if model is None:
-        mem = Memory(buf, writable)
-    else:
-        mem = farmem.FarMemory(buf, writable, farmem.account_for(os.path.realpath(path), model))
-    if is_char_device(path):
-        mem.can_wait = False
-    return mem

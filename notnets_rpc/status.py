@@ -7,7 +7,7 @@ from typing import Optional
 
 import grpc
 
-from .frames import Metadata
+from .wire.frames import Metadata
 
 CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 OK = grpc.StatusCode.OK

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make setup: everything a fresh Debian 12 machine needs to run NotNets. Idempotent:
 # each step checks first and does nothing when it is already done.
-#   1. Debian packages (QEMU 7.2, busybox, ndctl/cxl, daxctl, kmod, cpio, vde2)
-#   2. the virtualenv .venv with the project installed editable (+ dev extras)
+#   1. Debian packages (QEMU 7.2, busybox, ndctl/cxl, daxctl, kmod, cpio, vde2, gcc, python3-dev)
+#   2. the virtualenv .venv with the project installed editable (+ dev extras), and the
+#      cache-line extension notnets_rpc/_native built in place (scripts/build_native.sh)
 #   3. the guest kernel (Debian's linux-image-amd64, unpacked into .cache/, not installed)
 #   4. huge pages and a hugetlbfs mount, when the machine allows (else pools use /dev/shm)
 set -euo pipefail
@@ -13,7 +14,7 @@ say() { printf '==> %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 # --- 1. Debian packages -------------------------------------------------------------
-PACKAGES=(qemu-system-x86 busybox-static ndctl daxctl kmod cpio vde2 iproute2 util-linux)
+PACKAGES=(qemu-system-x86 busybox-static ndctl daxctl kmod cpio vde2 iproute2 util-linux gcc python3-dev)
 # The virtualenv is built on Debian's own Python: it is compiled with PGO and LTO, and an
 # RPC round trip (pure Python on both ends) is about a third faster than on a plain source
 # build such as pyenv's, which may come first on PATH. NOTNETS_PYTHON picks another one.
@@ -52,7 +53,10 @@ else
   say "virtualenv .venv: up to date"
 fi
 
+bash scripts/build_native.sh .venv/bin/python
 .venv/bin/python scripts/gen_protos.py  # example gRPC code (examples/*/*_pb2*.py, not committed)
+# interposition's import hook: a .pth line that does nothing unless NOTNETS_INTERPOSE is set
+.venv/bin/python -m notnets_rpc.interpose --install-hook >/dev/null
 
 # --- 3. guest kernel ------------------------------------------------------------------
 bash scripts/fetch-kernel.sh

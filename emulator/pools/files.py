@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -160,10 +161,12 @@ class PoolAllocator:
         """Backing files for every pool of ``topology``, each said aloud."""
         for pool in topology.pools:
             try:
-                self.made.append(self._one(pool))
+                state = self._one(pool)
             except OSError as err:
                 where = f" {err.filename}" if err.filename else ""
                 raise UserError(f"pool {pool.name}: cannot create its backing file{where}: {err.strerror or err}") from None
+            state.coherence = pool.coherence
+            self.made.append(state)
         return self.made
 
     def _one(self, pool: Pool) -> PoolState:
@@ -235,6 +238,9 @@ def release_pools(pools: list[PoolState], hugepages_raised: int, keep: bool) -> 
     if keep:
         return removed
     for pool in pools:
+        if pool.model_dir:  # the non-coherent model's views: made by this run whatever the backing
+            shutil.rmtree(pool.model_dir, ignore_errors=True)
+            removed.append(pool.model_dir)
         if not pool.created:
             continue
         path = Path(pool.backing)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness.cli import EMU, REPO, Emu, pool_files, qemu_available, running_under
+from harness.cli import EMU, REPO, Emu, pool_files, qemu_available, running_under, wait_until
 from harness.cli_scenarios import (  # noqa: F401 - collected here, against the QEMU `cluster` below
     test_exec_ctrl_c_stops_the_guest_command,
     test_exec_detach_returns_at_once_and_keeps_running,
@@ -120,6 +120,66 @@ def test_console_attaches_and_ctrl_bracket_leaves(cluster):
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def test_a_frozen_host_is_refused_at_once(cluster):
+    """QEMU accepts an agent connection of a stopped VM and nothing ever answers: exec,
+    exec --timeout and exec -d must say so at once, not wait for a thaw."""
+    emu, _, _ = cluster
+    assert emu("fault", "host0", "freeze", timeout=60).returncode == 0
+    try:
+        for args in (["exec", "host0", "--", "true"], ["exec", "--timeout", "3", "host0", "--", "true"],
+                     ["exec", "-d", "host0", "--", "true"]):
+            started = time.monotonic()
+            result = emu(*args, timeout=60)
+            assert result.returncode == 1 and "host0 is frozen" in result.stderr, result.stderr
+            assert time.monotonic() - started < 15, f"{args} took {time.monotonic() - started:.1f} s"
+    finally:
+        assert emu("fault", "host0", "thaw", timeout=60).returncode == 0
+
+
+def test_a_host_runs_the_current_version_of_a_file(cluster):
+    """Code edited on this machine after `up` is what the next command in a host runs
+    (the host root's 9p cache mode, qemu-configs: hostroot_cache)."""
+    emu, _, _ = cluster
+    module = emu.cwd / "edited_after_up.py"
+    module.write_text("VERSION = 'first'\n")
+    read = ["exec", "host1", "--", "python -c 'import edited_after_up as m; print(m.VERSION)'"]
+    assert emu(*read, timeout=120).stdout == "first\n"
+    module.write_text("VERSION = 'again'\n")  # same size, written in place
+    assert emu(*read, timeout=120).stdout == "again\n"
+    replacement = emu.cwd / "edited_after_up.py.new"
+    replacement.write_text("VERSION = 'renamed over, longer'\n")
+    os.replace(replacement, module)  # as editors and git do
+    assert emu(*read, timeout=120).stdout == "renamed over, longer\n"
+
+
+def test_the_console_shell_has_the_notnets_environment(cluster):
+    import pexpect
+
+    emu, _, _ = cluster
+    child = pexpect.spawn(EMU[0], EMU[1:] + ["console", "host1"], cwd=str(emu.cwd), env=emu.env, timeout=30)
+    try:
+        child.expect("Ctrl-] leaves")
+        child.sendline("echo host=$NOTNETS_HOST pool=${NOTNETS_POOL_POOL1:-none} end")
+        child.expect(r"host=host1 pool=/dev/dax\S+ end")
+        child.send("\x1d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+
+
+def test_exec_stdin_env_workdir_and_private_logs(cluster):
+    emu, _, _ = cluster
+    piped = emu("exec", "-i", "-e", "GREETING=hi", "-w", "/tmp", "host0", "--", "echo $GREETING $(pwd); cat",
+                input="from stdin\n", timeout=60)
+    assert (piped.returncode, piped.stdout) == (0, "hi /tmp\nfrom stdin\n"), piped.stderr
+    started = emu("exec", "-d", "host0", "--", "echo detached", timeout=60)
+    pid = int(started.stdout)
+    assert wait_until(lambda: f"host0[{pid}] | detached" in emu("logs", "host0", timeout=30).stdout, 30)
+    state = emu.status()["state_dir"]
+    for log in [f"{state}/hosts/host0/agent.log"] + [str(p) for p in (emu.state.glob("*/hosts/host0/exec/*.log"))]:
+        assert os.stat(log).st_mode & 0o777 == 0o600, log
 
 
 def test_zy_a_killed_host_restarts_with_its_pools(cluster):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from notnets_rpc import frames
+from notnets_rpc.wire import frames
 from notnets_rpc.errors import ProtocolError
 
 keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=20)
-text_items = st.tuples(keys.filter(lambda k: not k.endswith("-bin")), st.text(max_size=40))
+printable = st.text(alphabet=[chr(c) for c in range(0x20, 0x7F)], max_size=40)
+text_items = st.tuples(keys.filter(lambda k: not k.endswith("-bin")), printable)
 bin_items = st.tuples(keys.map(lambda k: k + "-bin"), st.binary(max_size=40))
 metadata = st.lists(st.one_of(text_items, bin_items), max_size=8).map(tuple)
 
@@ -68,7 +69,7 @@ class _Holder:
 @given(st.binary(max_size=5000), st.lists(st.integers(1, 1500), max_size=20), st.booleans())
 def test_chunk_reassembly(message, cuts, via_sink):
     """Any chunking of a message reassembles to it, by copy or through the sink."""
-    from notnets_rpc.messages import on_chunk, sink_slot
+    from notnets_rpc.wire.messages import on_chunk, sink_slot
 
     holder = _Holder()
     pieces, at = [], 0
@@ -95,7 +96,7 @@ def test_chunk_reassembly(message, cuts, via_sink):
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 100), st.binary(max_size=120)), max_size=8))
 def test_chunk_garbage_is_a_protocol_error(frames_):
-    from notnets_rpc.messages import on_chunk
+    from notnets_rpc.wire.messages import on_chunk
 
     holder = _Holder()
     for more, aux, body in frames_:
@@ -103,3 +104,18 @@ def test_chunk_garbage_is_a_protocol_error(frames_):
             on_chunk(holder, more, aux, body, as_buffer=True)
         except ProtocolError:
             holder.partial = None
+
+
+@pytest.mark.parametrize("item", [("Foo", "x"), ("a b", "x"), ("", "x"), ("k", "a\nb"), ("k", "é"), ("k", b"\x00"),
+                                  ("k", 3), ("k-bin", 3)])
+def test_metadata_refused_like_grpcio(item):
+    """grpcio refuses these keys and values (INTERNAL "Invalid metadata" on a call)."""
+    with pytest.raises(ValueError):
+        frames.encode_metadata((item,))
+
+
+@pytest.mark.parametrize("key,value", [(b"Foo", b"x"), (b"a b", b"x"), (b"k", b"a\nb"), (b"k", "é".encode())])
+def test_illegal_metadata_from_a_peer_is_a_protocol_error(key, value):
+    raw = frames.MD_ITEM.pack(len(key), len(value)) + key + value
+    with pytest.raises(ProtocolError):
+        frames.decode_metadata(raw)

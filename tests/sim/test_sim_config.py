@@ -42,3 +42,30 @@ def test_far_memory_model_only_for_pools_that_set_one(tmp_path):
     assert json.loads(a["extra_env"][FARMEM_ENV]) == {"/dev/shm/x-far": {"latency_ns": 400.0}}
     assert _config("b", tmp_path)["extra_env"] == {}, "off unless configured"
     assert _config("b", tmp_path)["env"] == {}, "sim hosts run natively: no TCG workarounds"
+
+
+NONCOHERENT = """\
+name: nc
+backend: sim
+pools:
+  - {name: plain, size: 16M}
+  - {name: soft, size: 16M, coherence: software}
+  - {name: model, size: 16M, coherence: none, evictions_per_s: 50, seed: 9}
+hosts:
+  - {name: a, pools: [plain, soft, model]}
+  - {name: b, pools: [model]}
+"""
+
+
+def test_a_non_coherent_pool_is_seen_through_the_hosts_own_view(tmp_path):
+    topo = parse_topology(NONCOHERENT, memory_probe=lambda: None)
+    backing = {"plain": "/dev/shm/x-plain", "soft": "/dev/shm/x-soft", "model": "/dev/shm/x-model"}
+    dirs = {"model": "/dev/shm/x-model.coherence"}
+    a = sim_config(topo, topo.host("a"), tmp_path / "state", backing, "netns", dirs)
+    b = sim_config(topo, topo.host("b"), tmp_path / "state", backing, "netns", dirs)
+    assert a["pool_files"] == {"plain": "/dev/shm/x-plain", "soft": "/dev/shm/x-soft",
+                               "model": "/dev/shm/x-model.coherence/host-0.view"}
+    assert b["pool_files"] == {"model": "/dev/shm/x-model.coherence/host-1.view"}
+    assert b["coherence_models"] == [{"pool": "model", "dir": "/dev/shm/x-model.coherence", "evictions_per_s": 50.0,
+                                      "seed": 9}]
+    assert [p["coherence"] for p in a["pools"]] == ["coherent", "software", "none"]

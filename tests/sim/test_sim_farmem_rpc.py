@@ -61,7 +61,7 @@ def test_model_charges_words_and_bytes_and_waits_them_off(pool, monkeypatch):
 
 def test_without_model_the_accessor_is_plain(pool, monkeypatch):
     monkeypatch.delenv(farmem.ENV, raising=False)
-    from notnets_rpc.memory import pool_memory
+    from notnets_rpc.pool import pool_memory
 
     buf = bytearray(64)
     assert type(pool_memory(buf, pool)) is Memory

@@ -34,10 +34,10 @@ READY_TIMEOUT = 20.0  # seconds; a sim host is normally ready in well under one
 STOP_GRACE = 2.0  # after SIGTERM, before SIGKILL
 AGENT_CONNECT_TIMEOUT = 15.0
 ISOLATION_ENV = "NOTNETS_SIM_ISOLATION"  # "none" forces plain processes (tests, debugging)
-UNSHARE_FLAGS = ["--mount", "--pid", "--fork", "--mount-proc", "--kill-child"]
+UNSHARE_FLAGS = ["--mount", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child"]
 NOTES = {
-    "netns": "sim: each host in its own network (loopback only), mount and PID namespace",
-    "pidns": "sim: each host in its own mount and PID namespace, on the machine's network (network: true)",
+    "netns": "sim: each host in its own network (loopback only), mount, UTS and PID namespace",
+    "pidns": "sim: each host in its own mount, UTS and PID namespace, on the machine's network (network: true)",
 }
 
 
@@ -91,9 +91,10 @@ class SimBackend(Backend):
         state_dir = Path(run.state_dir)
         make_private_dir(state_dir / "hosts")
         backing = {p.name: p.backing for p in run.pools}
+        model_dirs = self._coherence_models(topology, run, progress)
         for host in topology.hosts:
             host_dir = make_private_dir(state_dir / "hosts" / host.name)
-            config = sim_config(topology, host, state_dir, backing, isolation)
+            config = sim_config(topology, host, state_dir, backing, isolation, model_dirs)
             write_sim_config(host_dir, config)
             run.hosts.append(HostState(
                 name=host.name, index=host.index, state="created", accel=isolation, dir=str(host_dir),
@@ -104,6 +105,31 @@ class SimBackend(Backend):
         procs = {hs.name: self._launch(run, hs, progress) for hs in run.hosts}
         for hs in run.hosts:
             self._wait_ready(run, hs, procs[hs.name], started, progress)
+
+    def _coherence_models(self, topology: Topology, run: RunState, progress: Progress) -> dict[str, str]:
+        """A non-coherent model (docs/coherence.md) for each pool with coherence none:
+        pool name -> its directory, where each attached host gets its own view."""
+        wanted = [p for p in topology.pools if p.coherence == "none"]
+        if not wanted:
+            return {}
+        from notnets_rpc import noncoherent_views  # pulls in grpc: only for runs that need it
+
+        states = {p.name: p for p in run.pools}
+        dirs: dict[str, str] = {}
+        for pool in wanted:
+            state = states[pool.name]
+            hosts = [h.index for h in topology.hosts if pool.name in h.pools]
+            directory = noncoherent_views.model_dir_for(state.backing)
+            state.model_dir = directory
+            run.save()
+            try:
+                noncoherent_views.create_model(directory, state.backing, hosts, pool.seed, pool.evictions_per_s)
+            except (OSError, noncoherent_views.ModelError) as err:
+                raise UserError(f"pool {pool.name}: cannot lay out its non-coherent model in {directory}: {err}") from None
+            dirs[pool.name] = directory
+            progress.say(f"pool {pool.name}: coherence none: one view per host in {directory}, "
+                         f"{pool.evictions_per_s:g} evictions/s per host, seed {pool.seed}")
+        return dirs
 
     def _launch(self, run: RunState, hs: HostState, progress: Progress) -> subprocess.Popen:
         for path in hs.agent_sockets:
@@ -143,6 +169,8 @@ class SimBackend(Backend):
                 client.close()
         except (RuntimeError, AgentError, TimeoutError) as err:
             hs.state, hs.error = "failed", str(err) or type(err).__name__
+            if isinstance(err, TimeoutError):
+                hs.error = f"not ready after {READY_TIMEOUT:g} s: {hs.error}"
             run.save()
             raise BootError(hs.name, hs.error, hs.console_log) from None
         hs.pools = dict(info.get("pools") or {})
@@ -217,7 +245,7 @@ class SimBackend(Backend):
             return "paused"
         return "ready"
 
-    def _client(self, run: RunState, host: HostState) -> Any:
+    def agent(self, run: RunState, host: HostState) -> Any:
         from emulator.backends.agent_client import AgentClient
 
         state = self.host_state(run, host)
@@ -230,25 +258,6 @@ class SimBackend(Backend):
         if state != "ready":
             raise UserError(f"host {host.name} is {state}, not ready")
         return AgentClient.connect(host.agent_sockets, timeout=AGENT_CONNECT_TIMEOUT)
-
-    # -- commands -----------------------------------------------------------------------
-    def exec(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
-             env: Mapping[str, str], timeout: Optional[float], stdout: BinaryIO, stderr: BinaryIO) -> int:
-        with self._client(run, host) as client:
-            return client.exec(command, cwd=cwd, env=env, timeout=timeout, stdout=stdout, stderr=stderr)
-
-    def spawn(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
-              env: Mapping[str, str], log_path: str) -> int:
-        with self._client(run, host) as client:
-            return client.spawn(command, cwd=cwd, env=env, log_path=log_path)
-
-    def signal(self, run: RunState, host: HostState, pid: int, sig: int) -> None:
-        with self._client(run, host) as client:
-            client.signal(pid, sig)
-
-    def poll(self, run: RunState, host: HostState, pid: int) -> Optional[int]:
-        with self._client(run, host) as client:
-            return client.poll(pid)
 
     # -- faults ---------------------------------------------------------------------------
     def fault(self, run: RunState, host: HostState, action: str) -> None:

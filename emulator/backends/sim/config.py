@@ -9,7 +9,10 @@ content (emulator/image/guest_config.py), with what differs for a process tree a
 - ``isolation``: netns (own network, mount and PID namespaces), pidns (own mount and PID
   namespaces, the machine's network: topologies with ``network: true``) or none;
 - ``extra_env``: the far-memory model of the host's pools (NOTNETS_FARMEM), when the
-  topology gives one.
+  topology gives one;
+- ``coherence_models``: for each pool with ``coherence: none``, the model directory,
+  eviction rate and seed: the host maps its own view of the pool (``pool_files`` names
+  it) and runs an evictor (notnets_rpc/noncoherent_evictor.py; docs/coherence.md).
 """
 
 from __future__ import annotations
@@ -42,12 +45,23 @@ def farmem_spec(topology: Topology, host: Host, backing: Mapping[str, str]) -> d
     return spec
 
 
+def view_path(model_dir: str, host: Host) -> str:
+    """The host's view of a non-coherent pool (the name notnets_rpc.noncoherent_views reads)."""
+    return str(Path(model_dir) / f"host-{host.index}.view")
+
+
 def sim_config(topology: Topology, host: Host, state_dir: Path, backing: Mapping[str, str],
-               isolation: str) -> dict[str, Any]:
-    """The content of STATE/hosts/HOST/sim.json (pure, so tests can check it)."""
+               isolation: str, model_dirs: Mapping[str, str] = {}) -> dict[str, Any]:
+    """The content of STATE/hosts/HOST/sim.json (pure, so tests can check it).
+
+    ``model_dirs``: pool name -> model directory, for the pools with coherence none."""
     config = guest_config(topology, host, state_dir)
     host_dir = Path(config["host_dir"])
-    config["pool_files"] = {pool.name: backing[pool.name] for pool in topology.host_pools(host)}
+    config["pool_files"] = {pool.name: view_path(model_dirs[pool.name], host) if pool.name in model_dirs
+                            else backing[pool.name] for pool in topology.host_pools(host)}
+    config["coherence_models"] = [
+        {"pool": pool.name, "dir": model_dirs[pool.name], "evictions_per_s": pool.evictions_per_s, "seed": pool.seed}
+        for pool in topology.host_pools(host) if pool.name in model_dirs]
     config["sockets"] = [str(host_dir / f"agent{i}.sock") for i in range(SIM_SOCKETS)]
     config["env_script"] = str(host_dir / "env.sh")
     config["isolation"] = isolation

@@ -1,0 +1,499 @@
+"""``grpc.Channel`` over a NotNets pool: the object ``insecure_channel("notnets:NAME")`` returns.
+
+Generated stubs call ``unary_unary``/``unary_stream``/``stream_unary``/``stream_stream``
+and get multicallables with grpcio's signatures. The channel connects lazily (first
+call) and reconnects after the server went away, like a grpc channel in
+TRANSIENT_FAILURE: a call without ``wait_for_ready`` fails fast with UNAVAILABLE, a call
+with it waits for a server until its deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
+
+import grpc
+
+from ..wire import frames as F
+from .call import WAIT_DONE, CallState, ClientCall
+from .connection import Connection, ConnectionBroken
+from ..errors import PoolError, PoolNotReadyError
+from ..liveness import BEATER
+from ..pool import Pool, default_pool_path, stale_ms
+from ..options import message_limits
+from ..status import OK
+
+_log = logging.getLogger(__name__)
+_monotonic = time.monotonic
+SCHEME = "notnets:"
+ACCEPT_TRY = 1.0  # seconds a directory entry gets to accept a channel while others remain
+
+
+
+
+class _DeadConnection:
+    """Stands in for a connection behind a call that failed before it started."""
+
+    broken = "not connected"
+
+    def wait(self, state: CallState, what: int, until: Optional[float]) -> bool:
+        return True
+
+    def add_callback(self, state: CallState, callback: Callable[[], None]) -> bool:
+        return False
+
+    def add_done_callback(self, state: CallState, fn: Callable[[Any], None]) -> None:
+        fn(state.handle)
+
+    def unary_value(self, state: CallState) -> None:
+        return None
+
+    def fail_locally(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def unattend(self, state: CallState) -> None:
+        pass
+
+
+_DEAD = _DeadConnection()
+
+
+def failed_call(code: grpc.StatusCode, details: str) -> Tuple[Any, CallState]:
+    state = CallState(0, None, None, True)
+    state.done, state.code, state.details, state.initial = True, code, details, ()
+    return _DEAD, state
+
+
+class Channel(grpc.Channel):
+    def __init__(self, target: str, pool: Optional[str] = None, options: Optional[Sequence[Tuple[str, Any]]] = None) -> None:
+        name = target[len(SCHEME):] if target.startswith(SCHEME) else target
+        name = name.lstrip("/")
+        if not name:
+            raise ValueError(f"{target!r}: expected notnets:NAME")
+        self._name = name
+        self._pool_path = default_pool_path(pool)
+        self._max_receive, self._max_send = message_limits(options)
+        self._pool: Optional[Pool] = None
+        self._conn: Optional[Connection] = None
+        self._beat_key: Optional[int] = None
+        self._lock = threading.RLock()
+        self._closed = False
+        self._callbacks: deque = deque()
+        self._pump_event = threading.Event()
+        self._pump_thread: Optional[threading.Thread] = None
+        self._subscriptions: dict = {}
+        self._probe_pool()
+
+    def _probe_pool(self) -> None:
+        """Fail early on a file that is not a pool; an absent or all-zero one may come later."""
+        if not os.path.exists(self._pool_path):
+            return
+        try:
+            self._pool = Pool.acquire(self._pool_path)
+        except PoolNotReadyError:
+            pass  # a server may create or format it before the first call
+
+    # -- connecting ---------------------------------------------------------------------------
+    def _connection(self, deadline: Optional[float], wait_for_ready: Optional[bool]) -> Connection:
+        conn = self._conn
+        if conn is not None and conn.broken is None:
+            return conn
+        with self._lock:
+            if self._closed:
+                raise ValueError("Cannot invoke RPC on closed channel!")
+            conn = self._conn
+            if conn is not None and conn.broken is None:
+                return conn
+            self._drop_connection()
+            end = deadline if deadline is not None else _monotonic() + (3600.0 if wait_for_ready else 0.0)
+            while True:
+                try:
+                    return self._connect(deadline)
+                except (ConnectionBroken, PoolError) as exc:
+                    if not wait_for_ready or _monotonic() >= end or self._closed:
+                        raise ConnectionBroken(str(exc)) from None
+                time.sleep(0.05)
+
+    def _connect(self, deadline: Optional[float]) -> Connection:
+        if self._pool is not None and self._pool.lost is not None:  # truncated: map it afresh (or fail)
+            lost, self._pool = self._pool, None
+            lost.release()
+        if self._pool is None:
+            self._pool = Pool.acquire(self._pool_path)
+        pool = self._pool
+        found = pool.candidates(self._name)
+        if not found:
+            raise ConnectionBroken(f"no live server publishes {self._name!r} in {self._pool_path}")
+        failure = None
+        for i, endpoint in enumerate(found):
+            # one entry may be a leftover or a forgery: give each a short handshake while
+            # others remain to be tried, the last one the full stale interval
+            wait = ACCEPT_TRY if i + 1 < len(found) else stale_ms() / 1000 + 1.0
+            limit = _monotonic() + wait
+            if deadline is not None:
+                limit = min(limit, max(deadline, _monotonic() + 0.5))
+            slot, generation = pool.claim_channel(endpoint, os.getpid())
+            conn = Connection(pool, endpoint, slot, generation, self._max_receive, self._max_send,
+                              self._queue_callbacks)
+            try:
+                conn.await_accept(limit)
+            except ConnectionBroken as exc:
+                pool.close_channel(slot, generation)
+                pool.refused(endpoint)
+                failure = exc
+                continue
+            except BaseException:
+                pool.close_channel(slot, generation)
+                raise
+            self._beat_key = BEATER.register(conn.heartbeat)
+            self._conn = conn
+            return conn
+        raise failure
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if self._beat_key is not None:
+            BEATER.unregister(self._beat_key)
+            self._beat_key = None
+        if conn is not None:
+            try:
+                conn.close(grpc.StatusCode.UNAVAILABLE, conn.broken or "connection dropped")
+            except Exception:
+                _log.debug("closing a broken connection failed", exc_info=True)
+
+    # -- calls ----------------------------------------------------------------------------------
+    def _start(self, method: bytes, request: Any, serializer: Optional[Callable], deserializer: Optional[Callable],
+               timeout: Optional[float], metadata: Any, wait_for_ready: Optional[bool], unary_request: bool,
+               unary_response: bool) -> Tuple[Any, CallState]:
+        deadline = None if timeout is None else _monotonic() + timeout
+        payload = None
+        if unary_request:
+            if serializer is None:
+                if request is None:  # grpcio: its serializing step fails
+                    return failed_call(grpc.StatusCode.INTERNAL, "Exception serializing request!")
+                if not isinstance(request, (bytes, bytearray, memoryview)):
+                    raise TypeError(f"Argument 'message' has incorrect type (expected bytes, got "
+                                    f"{type(request).__name__})")
+                payload = request
+            else:
+                try:
+                    payload = serializer(request)
+                    if not isinstance(payload, (bytes, bytearray, memoryview)):
+                        raise TypeError(f"serializer returned {type(payload).__name__}, not bytes")
+                except Exception:
+                    return failed_call(grpc.StatusCode.INTERNAL, "Exception serializing request!")
+            if len(payload) > self._max_send:
+                return failed_call(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   f"Sent message larger than max ({len(payload)} vs. {self._max_send})")
+        try:
+            md = F.encode_metadata(metadata) if metadata else b""
+        except ValueError:
+            return failed_call(grpc.StatusCode.INTERNAL, "Invalid metadata")
+        for attempt in (0, 1):
+            try:
+                conn = self._connection(deadline, wait_for_ready)
+                return conn, conn.start_call(method, deadline, md, payload, unary_request, deserializer,
+                                             unary_response)
+            except ConnectionBroken as exc:
+                if attempt or (deadline is not None and _monotonic() >= deadline):
+                    code = grpc.StatusCode.UNAVAILABLE
+                    if deadline is not None and _monotonic() >= deadline:
+                        code = grpc.StatusCode.DEADLINE_EXCEEDED
+                    return failed_call(code, f"NotNets: {exc}" if code is grpc.StatusCode.UNAVAILABLE
+                                       else "Deadline Exceeded")
+        raise AssertionError("unreachable")
+
+    def _unattended(self, conn: Any, state: CallState) -> ClientCall:
+        call = ClientCall(conn, state)
+        if not state.done:
+            conn.unattend(state)
+            self._ensure_pump()
+        return call
+
+    def _stream_requests(self, conn: Any, state: CallState, requests: Iterator, serializer: Optional[Callable]) -> None:
+        if state.done:
+            return
+        threading.Thread(target=_consume_requests, args=(conn, state, requests, serializer),
+                         name="notnets-requests", daemon=True).start()
+
+    # -- pump: unattended calls and callbacks --------------------------------------------------------
+    def _queue_callbacks(self, callbacks: list) -> None:
+        self._callbacks.extend(callbacks)
+        self._ensure_pump()
+        self._pump_event.set()
+
+    def _ensure_pump(self) -> None:
+        if self._pump_thread is None or not self._pump_thread.is_alive():
+            with self._lock:
+                if self._pump_thread is None or not self._pump_thread.is_alive():
+                    self._pump_thread = threading.Thread(target=self._pump_loop, name="notnets-pump", daemon=True)
+                    self._pump_thread.start()
+        self._pump_event.set()
+
+    def _pump_loop(self) -> None:
+        while True:
+            while self._callbacks:
+                callback = self._callbacks.popleft()
+                try:
+                    callback()
+                except Exception:
+                    _log.exception("NotNets call callback raised")
+            if self._closed and not self._callbacks:
+                return
+            conn = self._conn
+            if conn is not None and conn.unattended and conn.broken is None:
+                conn.expire_deadlines(_monotonic())
+                if not conn.reader.locked() and not conn.want_reader:
+                    conn.pump(_monotonic() + 0.05)
+                else:
+                    self._pump_event.wait(0.002)
+                    self._pump_event.clear()
+            else:
+                self._pump_event.wait(0.1)
+                self._pump_event.clear()
+
+    # -- grpc.Channel -------------------------------------------------------------------------------
+    def unary_unary(self, method: str, request_serializer: Optional[Callable] = None,
+                    response_deserializer: Optional[Callable] = None, _registered_method: Optional[bool] = False
+                    ) -> "UnaryUnary":
+        return UnaryUnary(self, method, request_serializer, response_deserializer)
+
+    def unary_stream(self, method: str, request_serializer: Optional[Callable] = None,
+                     response_deserializer: Optional[Callable] = None, _registered_method: Optional[bool] = False
+                     ) -> "UnaryStream":
+        return UnaryStream(self, method, request_serializer, response_deserializer)
+
+    def stream_unary(self, method: str, request_serializer: Optional[Callable] = None,
+                     response_deserializer: Optional[Callable] = None, _registered_method: Optional[bool] = False
+                     ) -> "StreamUnary":
+        return StreamUnary(self, method, request_serializer, response_deserializer)
+
+    def stream_stream(self, method: str, request_serializer: Optional[Callable] = None,
+                      response_deserializer: Optional[Callable] = None, _registered_method: Optional[bool] = False
+                      ) -> "StreamStream":
+        return StreamStream(self, method, request_serializer, response_deserializer)
+
+    def subscribe(self, callback: Callable[[grpc.ChannelConnectivity], None], try_to_connect: bool = False) -> None:
+        stop = threading.Event()
+        self._subscriptions[callback] = stop
+        threading.Thread(target=self._watch, args=(callback, try_to_connect, stop), name="notnets-connectivity",
+                         daemon=True).start()
+
+    def unsubscribe(self, callback: Callable[[grpc.ChannelConnectivity], None]) -> None:
+        stop = self._subscriptions.pop(callback, None)
+        if stop is not None:
+            stop.set()
+
+    def _watch(self, callback: Callable, try_to_connect: bool, stop: threading.Event) -> None:
+        last = None
+        while not stop.is_set() and not self._closed:
+            conn = self._conn
+            if conn is not None and conn.broken is None:
+                state = grpc.ChannelConnectivity.READY
+            elif try_to_connect:
+                try:
+                    self._connection(None, False)
+                    state = grpc.ChannelConnectivity.READY
+                except (ConnectionBroken, ValueError):
+                    state = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+            else:
+                state = grpc.ChannelConnectivity.IDLE
+            if state != last:
+                last = state
+                try:
+                    callback(state)
+                except Exception:
+                    _log.exception("connectivity callback raised")
+            stop.wait(0.1)
+        if self._closed and last is not grpc.ChannelConnectivity.SHUTDOWN and not stop.is_set():
+            callback(grpc.ChannelConnectivity.SHUTDOWN)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if self._beat_key is not None:
+                BEATER.unregister(self._beat_key)
+                self._beat_key = None
+        if conn is not None:
+            conn.close(grpc.StatusCode.CANCELLED, "Channel closed!")
+        self._pump_event.set()
+        if self._pump_thread is not None and self._pump_thread is not threading.current_thread():
+            self._pump_thread.join(timeout=1.0)
+        for stop in list(self._subscriptions.values()):
+            stop.set()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.release()
+
+    def __enter__(self) -> "Channel":
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        self.close()
+        return False
+
+    def __del__(self) -> None:
+        try:
+            if not self._closed and self._conn is not None:
+                self.close()
+        except Exception:
+            pass
+
+
+def _consume_requests(conn: Connection, state: CallState, requests: Iterator, serializer: Optional[Callable]) -> None:
+    with conn.lock:
+        conn.senders += 1
+    try:
+        for request in requests:
+            if state.done:
+                return
+            try:
+                payload = request if serializer is None else serializer(request)
+            except Exception:
+                conn.fail_locally(state, grpc.StatusCode.INTERNAL, "Exception serializing request!", cancel=True)
+                return
+            conn.send_message(state, payload, False)
+        if not state.done:
+            conn.send_half_close(state)
+    except ConnectionBroken:
+        pass
+    except Exception:
+        _log.exception("Exception iterating requests!")
+        conn.fail_locally(state, grpc.StatusCode.UNKNOWN, "Exception iterating requests!", cancel=True)
+    finally:
+        with conn.lock:
+            conn.senders -= 1
+
+
+class _MultiCallable:
+    __slots__ = ("_channel", "_method", "_serializer", "_deserializer", "_prefix")
+
+    def __init__(self, channel: Channel, method: str, serializer: Optional[Callable],
+                 deserializer: Optional[Callable]) -> None:
+        self._channel = channel
+        self._method = method.encode("utf-8") if isinstance(method, str) else bytes(method)
+        self._serializer = serializer
+        self._deserializer = deserializer
+        # CALL body up to the message, for calls without deadline and metadata
+        self._prefix = F.CALL_HEAD.pack(0, len(self._method), 0) + self._method
+
+
+def _outcome(conn: Any, state: CallState) -> Any:
+    """Wait for a unary-response call; its value, or raise it as a grpc.RpcError."""
+    if not state.done:
+        conn.wait(state, WAIT_DONE, None)
+    if state.code is OK:
+        value = conn.unary_value(state)
+        if state.code is OK:
+            return value
+    raise ClientCall(conn, state)
+
+
+class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
+    __slots__ = ()
+
+    def __call__(self, request: Any, timeout: Optional[float] = None, metadata: Any = None, credentials: Any = None,
+                 wait_for_ready: Optional[bool] = None, compression: Any = None) -> Any:
+        conn = self._channel._conn
+        if conn is not None and timeout is None and not metadata and conn.broken is None:
+            serializer = self._serializer
+            if serializer is None:
+                payload = request if type(request) is bytes else None  # anything else: checked on the general path
+            else:
+                try:
+                    payload = serializer(request)
+                except Exception:
+                    payload = None
+                if type(payload) is not bytes:
+                    payload = None
+            if payload is not None and len(payload) + len(self._prefix) <= conn.chunk and len(payload) <= conn.max_send:
+                try:
+                    state, raw = conn.unary_fast(self._prefix, payload, self._deserializer)
+                except ConnectionBroken:
+                    state = raw = None
+                if raw is not None:
+                    if len(raw) > conn.max_receive:
+                        raise ClientCall(conn, failed_call(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                            f"Received message larger than max ({len(raw)} vs. {conn.max_receive})"))[1])
+                    deserializer = self._deserializer
+                    if deserializer is None:
+                        return raw
+                    try:
+                        return deserializer(raw)
+                    except Exception:
+                        state = failed_call(grpc.StatusCode.INTERNAL, "Exception deserializing response!")[1]
+                        raise ClientCall(conn, state) from None
+                if state is not None:
+                    return _outcome(conn, state)
+            elif payload is not None and len(payload) <= conn.max_send:  # too large for one frame: the general path, without serializing again
+                conn, state = self._channel._start(self._method, payload, None, self._deserializer, None, None,
+                                                   wait_for_ready, True, True)
+                return _outcome(conn, state)
+        conn, state = self._channel._start(self._method, request, self._serializer, self._deserializer, timeout,
+                                           metadata, wait_for_ready, True, True)
+        return _outcome(conn, state)
+
+    def with_call(self, request: Any, timeout: Optional[float] = None, metadata: Any = None, credentials: Any = None,
+                  wait_for_ready: Optional[bool] = None, compression: Any = None) -> Tuple[Any, ClientCall]:
+        conn, state = self._channel._start(self._method, request, self._serializer, self._deserializer, timeout,
+                                           metadata, wait_for_ready, True, True)
+        return _outcome(conn, state), ClientCall(conn, state)
+
+    def future(self, request: Any, timeout: Optional[float] = None, metadata: Any = None, credentials: Any = None,
+               wait_for_ready: Optional[bool] = None, compression: Any = None) -> ClientCall:
+        conn, state = self._channel._start(self._method, request, self._serializer, self._deserializer, timeout,
+                                           metadata, wait_for_ready, True, True)
+        return self._channel._unattended(conn, state)
+
+
+class UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable):
+    __slots__ = ()
+
+    def __call__(self, request: Any, timeout: Optional[float] = None, metadata: Any = None, credentials: Any = None,
+                 wait_for_ready: Optional[bool] = None, compression: Any = None) -> ClientCall:
+        conn, state = self._channel._start(self._method, request, self._serializer, self._deserializer, timeout,
+                                           metadata, wait_for_ready, True, False)
+        return self._channel._unattended(conn, state)
+
+
+class StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable):
+    __slots__ = ()
+
+    def _begin(self, requests: Iterator, timeout: Optional[float], metadata: Any, wait_for_ready: Optional[bool]
+               ) -> Tuple[Any, CallState]:
+        conn, state = self._channel._start(self._method, None, None, self._deserializer, timeout, metadata,
+                                           wait_for_ready, False, True)
+        self._channel._stream_requests(conn, state, requests, self._serializer)
+        return conn, state
+
+    def __call__(self, request_iterator: Iterator, timeout: Optional[float] = None, metadata: Any = None,
+                 credentials: Any = None, wait_for_ready: Optional[bool] = None, compression: Any = None) -> Any:
+        return _outcome(*self._begin(request_iterator, timeout, metadata, wait_for_ready))
+
+    def with_call(self, request_iterator: Iterator, timeout: Optional[float] = None, metadata: Any = None,
+                  credentials: Any = None, wait_for_ready: Optional[bool] = None, compression: Any = None
+                  ) -> Tuple[Any, ClientCall]:
+        conn, state = self._begin(request_iterator, timeout, metadata, wait_for_ready)
+        return _outcome(conn, state), ClientCall(conn, state)
+
+    def future(self, request_iterator: Iterator, timeout: Optional[float] = None, metadata: Any = None,
+               credentials: Any = None, wait_for_ready: Optional[bool] = None, compression: Any = None) -> ClientCall:
+        return self._channel._unattended(*self._begin(request_iterator, timeout, metadata, wait_for_ready))
+
+
+class StreamStream(_MultiCallable, grpc.StreamStreamMultiCallable):
+    __slots__ = ()
+
+    def __call__(self, request_iterator: Iterator, timeout: Optional[float] = None, metadata: Any = None,
+                 credentials: Any = None, wait_for_ready: Optional[bool] = None, compression: Any = None) -> ClientCall:
+        conn, state = self._channel._start(self._method, None, None, self._deserializer, timeout, metadata,
+                                           wait_for_ready, False, False)
+        self._channel._stream_requests(conn, state, request_iterator, self._serializer)
+        return self._channel._unattended(conn, state)

@@ -1,0 +1,781 @@
+"""The client end of one channel slot: send frames, read replies, wake waiting calls.
+
+Threads share a connection. There is no receiver thread on the fast path: a thread
+that waits for its call takes the *reader* token (a non-blocking lock), polls the
+response ring and hands frames to whichever call they belong to; other waiting threads
+block on a private lock until their call is ready or the token is free. Calls that
+nobody waits for (futures, streams, callbacks) are served by the channel's pump thread
+(channel.py), which takes the token only when no caller wants it. A thread waiting for
+request-ring room holds no lock and reads responses meanwhile (docs/rpc.md, "Concurrency").
+
+Liveness: while waiting, the reader watches the server's directory entry; a changed
+generation, a dead pid (same host), a heartbeat that stands still for NOTNETS_STALE_MS,
+the server's drop verdict or someone else's claim on our slot ends every call with
+UNAVAILABLE. The connection is then BROKEN and the channel opens a new one on the next
+call.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import os
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import grpc
+
+from ..wire import frames as F
+from ..wire import layout as L
+from ..backoff import Backoff
+from .call import WAIT_DONE, CallState, _NOTHING
+from ..errors import ChecksumError, ProtocolError
+from ..wire.messages import on_chunk, sink_slot, takes_buffers
+from ..pool import Endpoint, Pool, pid_alive, stale_ms
+from ..wire.ring import SMALL_FRAME
+from ..status import OK, code_from_wire
+
+_allocate_lock = threading.Lock
+_monotonic = time.monotonic
+LIVENESS_PERIOD = 0.1
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+_CALL = F.CALL
+_STATUS = F.STATUS
+_MESSAGE = F.MESSAGE
+_BARE = F.F_BARE
+_MORE = F.F_MORE
+_HAS_MESSAGE = F.F_HAS_MESSAGE
+_END = F.F_END_STREAM
+_CALL_HEAD = F.CALL_HEAD
+_UNARY = _HAS_MESSAGE | _END
+
+
+class Stage(enum.Enum):
+    """Where a connection is; it only moves forward (``Connection._end``)."""
+
+    OPEN = "open"        # calls may start
+    BROKEN = "broken"    # the server is gone (or a ring failed a check): calls end UNAVAILABLE
+    CLOSED = "closed"    # the channel let go of it; its slot is free again
+
+
+class ConnectionBroken(Exception):
+    """The server behind this connection is gone; carries the details for UNAVAILABLE."""
+
+
+class Connection:
+    def __init__(self, pool: Pool, endpoint: Endpoint, slot: int, generation: int, max_receive: int,
+                 max_send: int, on_callback: Callable[[list], None]) -> None:
+        self.pool = pool
+        self.endpoint = endpoint
+        self.slot = slot
+        self.generation = generation
+        self.mem = pool.mem
+        self.ctl = pool.layout.channel(pool.host_id, slot)
+        self.tx, self.rx = pool.client_rings(slot)
+        self.rx.sink = self._sink
+        self.chunk = pool.layout.chunk_bytes
+        self.max_receive = max_receive
+        self.max_send = max_send
+        self.lock = threading.Lock()
+        self.tx_lock = threading.Lock()
+        self.reader = threading.Lock()  # held by the thread that polls the response ring
+        self.calls: Dict[int, CallState] = {}
+        self._ids = itertools.count(1)
+        self.want_reader = 0
+        self.broken: Optional[str] = None  # why the connection left OPEN (checked on every call)
+        self.stage = Stage.OPEN
+        self.released = False
+        self.calls_started = 0
+        self.unattended = 0
+        self._cancels: deque = deque()  # ids of calls that ended here, CANCEL not written yet
+        self.senders = 0  # threads streaming requests: they need the GIL, so readers yield instead of spinning
+        self._on_callback = on_callback
+        self.same_process = endpoint.host == pool.host_id and endpoint.pid == os.getpid()
+        # same host: sleep in the kernel after spinning and let the server wake us (and we it)
+        self.futex = self.mem.can_wait and endpoint.host == pool.host_id
+        self.sleep_off = self.ctl + L.CH_CLIENT_SLEEP
+        entry = pool.server_wake_entry(endpoint) if self.futex else None
+        self.server_sleep = None if entry is None else entry + L.DIR_SLEEP
+        self.server_kick = None if entry is None else entry + L.DIR_KICK
+        self._claim = L.pack_state(generation, L.CH_OPEN)
+        self._backoff = self._new_backoff()
+        self._peer_beat = (endpoint.heartbeat_ms, _monotonic())
+        self._lost_key = pool.on_lost(self.break_)  # the pool file shrank: stop touching it
+        self._last_check = _monotonic()
+
+    def _new_backoff(self) -> Backoff:
+        # a server in this very process needs the GIL to answer: do not spin
+        sleeper = self._sleep if self.futex else None
+        if self.same_process:
+            return Backoff(spin=0, sleeper=sleeper)
+        return Backoff(sleeper=sleeper, learn=not Backoff.remote_peer(self.endpoint.host != self.pool.host_id))
+
+    def wake_server(self) -> None:
+        """After writing a frame: if the server's poller sleeps in the kernel, kick and wake it."""
+        off = self.server_sleep
+        if off is not None and self.mem.load(off):
+            kick = self.server_kick
+            self.mem.store(kick, self.mem.load(kick) + 1)
+            self.mem.wake_word(kick)
+
+    def _sleep(self, timeout: float) -> None:
+        """Sleep in the kernel on the response ring's head until the server moves it (and,
+        seeing our sleep word, wakes us), or ``timeout``."""
+        mem = self.mem
+        rx = self.rx
+        mem.store(self.sleep_off, 1)
+        head = mem.load(rx.head_off)
+        if head == rx.tail:
+            mem.wait_word(rx.head_off, head, timeout)
+        mem.store(self.sleep_off, 0)
+
+    # -- handshake -------------------------------------------------------------------------------
+    def await_accept(self, deadline: float) -> None:
+        """Wait for the server to accept this slot (it polls its doorbells)."""
+        want = L.pack_state(self.generation, L.ACC_ACCEPTED)
+        self.wake_server()
+        backoff = self._new_backoff()
+        off = self.ctl + L.CH_ACCEPT
+        while True:
+            word = self.mem.load(off)
+            if word == want:
+                return
+            gen, verdict = L.unpack_state(word)
+            if gen == self.generation and verdict != L.ACC_NONE:
+                raise ConnectionBroken(f"server refused the channel ({L.ACC_NAMES.get(verdict, verdict)})")
+            if backoff.pause():
+                now = _monotonic()
+                if now >= deadline:
+                    raise ConnectionBroken("server did not accept the channel in time")
+                if now - self._last_check > LIVENESS_PERIOD:
+                    self._check_peer(now)
+
+    # -- sending ------------------------------------------------------------------------------------
+    def start_call(self, method: bytes, deadline: Optional[float], metadata: bytes, payload: Optional[bytes],
+                   end_stream: bool, deserializer: Optional[Callable], unary_response: bool) -> CallState:
+        """Register a call and send its CALL frame (plus the first message if it fits)."""
+        if self.broken is not None:
+            raise ConnectionBroken(self.broken)
+        cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
+        state = CallState(cid, deadline, deserializer, unary_response)
+        self.calls[cid] = state
+        self.calls_started += 1
+        timeout_us = 0 if deadline is None else max(1, int((deadline - _monotonic()) * 1e6))
+        n = _CALL_HEAD.size + len(method) + len(metadata)
+        if payload is not None and n + len(payload) <= self.chunk:
+            flags = _HAS_MESSAGE | _END if end_stream else _HAS_MESSAGE
+            self.send(_CALL, flags, cid, 0, (_CALL_HEAD.pack(timeout_us, len(method), len(metadata)), method,
+                                             metadata, payload), n + len(payload), state)
+        else:
+            self.send(_CALL, 0, cid, 0, (_CALL_HEAD.pack(timeout_us, len(method), len(metadata)), method, metadata),
+                      n, state)
+            if payload is not None:
+                self.send_message(state, payload, end_stream)
+        return state
+
+    def unary_fast(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable]
+                   ) -> "tuple[Optional[CallState], Optional[bytes]]":
+        """A blocking unary call without deadline or metadata, in as few steps as possible.
+
+        Returns (None, raw response) when the answer came back as a bare STATUS frame
+        while this thread held the reader token and spun; otherwise (state, None) and the
+        caller finishes the call through ``wait`` like any other. On the fast path the
+        call is never registered: only this thread reads the response ring meanwhile, so
+        nobody else needs to find it. It is registered the moment it leaves that path
+        (another frame, a slow answer, a full ring, a broken connection).
+        """
+        if self.broken is not None:
+            raise ConnectionBroken(self.broken)
+        reader = self.reader
+        if not reader.acquire(False):
+            return self._unary_shared(prefix, payload, deserializer), None
+        cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
+        self.calls_started += 1
+        sent = False
+        tx_lock = self.tx_lock
+        if tx_lock.acquire(False):  # never wait for the request lock while holding the reader token
+            try:
+                if self._cancels:
+                    self._flush_cancels()
+                if len(payload) <= SMALL_FRAME:  # joined: one copy into the ring
+                    sent = self.tx.put(_CALL, _UNARY, cid, 0, prefix + payload)
+                else:  # written part by part: no extra copy of a large message
+                    sent = self.tx.try_write(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload))
+            except ProtocolError as exc:
+                self._release_reader()
+                self.break_(f"corrupted request ring: {exc}")
+                raise ConnectionBroken(self.broken) from None
+            except BaseException:
+                self._release_reader()
+                raise
+            finally:
+                tx_lock.release()
+        if not sent:  # a full request ring: wait for room without the token (the server may need us to read)
+            state = self._register(cid, deserializer)
+            self._release_reader()
+            self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
+            return state, None
+        state = None
+        try:
+            if self.server_sleep is not None and self.mem.load(self.server_sleep):
+                self.wake_server()
+            read = self.rx.read
+            backoff = self._backoff
+            spin = backoff.spin
+            for _ in range(spin):
+                frame = read()
+                if frame is not None:
+                    if frame[2] == cid and frame[0] == _STATUS and frame[1] & _BARE:
+                        if spin < backoff.spin_max:  # the answer came while spinning: spinning pays
+                            backoff.spin = min(backoff.spin_max, spin * 2)
+                        return None, frame[4]
+                    break
+            else:
+                frame = None
+            state = self._register(cid, deserializer)
+            if frame is not None:
+                self._dispatch(frame)
+                if state.done:
+                    return state, None
+                backoff.restart()
+            else:
+                backoff.restart()
+                backoff.n = spin  # spun already: go on yielding, then sleeping
+            self._read_until(state, WAIT_DONE, None, False, fresh=False)
+            return state, None
+        except ChecksumError as exc:
+            if state is None:
+                state = self._register(cid, deserializer)
+            self._on_bad_frame(exc)
+            self._read_until(state, WAIT_DONE, None, False, fresh=False)
+            return state, None
+        except ProtocolError as exc:
+            self.break_(f"corrupted response ring: {exc}")
+            if state is None:
+                state = self._register(cid, deserializer)
+            return state, None
+        finally:
+            self._release_reader()
+
+    def _release_reader(self) -> None:
+        self.reader.release()
+        if self.want_reader:
+            self._hand_over()
+
+    def _register(self, cid: int, deserializer: Optional[Callable]) -> CallState:
+        """Make a fast-path call visible to the reader, or end it if the connection broke."""
+        state = CallState(cid, None, deserializer, True)
+        self.calls[cid] = state
+        if self.broken is not None:
+            self.fail_locally(state, UNAVAILABLE, f"NotNets server unavailable: {self.broken}")
+        return state
+
+    def _unary_shared(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable]) -> CallState:
+        """Another thread reads the response ring: register, send, and wait like any call."""
+        cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
+        state = CallState(cid, None, deserializer, True)
+        self.calls[cid] = state
+        self.calls_started += 1
+        self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
+        return state
+
+    def send_message(self, state: CallState, payload: bytes, end_stream: bool) -> None:
+        n = len(payload)
+        if n > self.max_send:
+            self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"Sent message larger than max ({n} vs. {self.max_send})", cancel=True)
+            return
+        chunk = self.chunk
+        end = _END if end_stream else 0
+        if n <= chunk:
+            self.send(_MESSAGE, end, state.id, n, (payload,), n, state)
+            return
+        view = memoryview(payload)
+        for start in range(0, n, chunk):
+            piece = view[start : start + chunk]
+            last = start + chunk >= n
+            self.send(_MESSAGE, end if last else _MORE, state.id, n, (piece,), len(piece), state)
+            if state.done:
+                return
+
+    def send_half_close(self, state: CallState) -> None:
+        self.send(F.HALF_CLOSE, 0, state.id, 0, (), 0, state)
+
+    def send(self, kind: int, flags: int, cid: int, aux: int, parts: Sequence[Any], n: int,
+             state: Optional[CallState]) -> None:
+        """Write one frame, waiting for room; gives up if the call ends or the server dies.
+
+        While it waits it holds nothing: the request lock is taken for one attempt at a
+        time, and between attempts this thread reads responses whenever nobody else does
+        (the server may be waiting for us to read before it takes more requests)."""
+        tx_lock = self.tx_lock
+        backoff = None
+        try:
+            while True:
+                if tx_lock.acquire(False):
+                    try:
+                        if self._cancels:
+                            self._flush_cancels()
+                        if self.tx.try_write(kind, flags, cid, aux, parts, n):
+                            self.wake_server()
+                            return
+                    finally:
+                        tx_lock.release()
+                    self.wake_server()  # it may be asleep with a full ring to drain
+                if backoff is None:
+                    backoff = self._new_backoff()
+                    backoff.skip_spin()
+                if self.broken is not None:
+                    raise ConnectionBroken(self.broken)
+                if state is not None and state.done:
+                    return
+                self._read_some()
+                if backoff.pause():
+                    now = _monotonic()
+                    if state is not None and state.deadline is not None and now >= state.deadline:
+                        self.fail_locally(state, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", cancel=True)
+                        return
+                    if now - self._last_check > LIVENESS_PERIOD:
+                        self._check_peer(now)
+        except ProtocolError as exc:
+            self.break_(f"corrupted request ring: {exc}")
+            raise ConnectionBroken(self.broken) from None
+
+    def _read_some(self) -> None:
+        """Read what the response ring holds now, if no other thread is reading it."""
+        reader = self.reader
+        if not reader.acquire(False):
+            return
+        try:
+            read = self.rx.read
+            for _ in range(64):
+                frame = read()
+                if frame is None:
+                    break
+                self._dispatch(frame)
+        except ChecksumError as exc:
+            self._on_bad_frame(exc)
+        except ProtocolError as exc:
+            self.break_(f"corrupted response ring: {exc}")
+        finally:
+            reader.release()
+            if self.want_reader:
+                self._hand_over()
+
+    def try_send_cancel(self, cid: int) -> None:
+        """Tell the server a call ended here; never waits (a full ring: the CANCEL is sent
+        by the next thread that writes or reads)."""
+        if self.broken is not None:
+            return
+        self._cancels.append(cid)
+        if self.tx_lock.acquire(False):
+            try:
+                self._flush_cancels()
+            finally:
+                self.tx_lock.release()
+
+    def _flush_cancels(self) -> None:
+        """(request lock held) CANCEL frames for the calls that ended here, while they fit."""
+        cancels = self._cancels
+        try:
+            while cancels:
+                if not self.tx.try_write(F.CANCEL, 0, cancels[0], 0, (), 0):
+                    return
+                cancels.popleft()
+            self.wake_server()
+        except ProtocolError as exc:
+            cancels.clear()
+            self.break_(f"corrupted request ring: {exc}")
+
+    # -- waiting and reading ------------------------------------------------------------------------------
+    def wait(self, state: CallState, what: int, until: Optional[float]) -> bool:
+        """Block until ``state`` is ready for ``what``; False if ``until`` passed first."""
+        reader = self.reader
+        while True:
+            if state.ready(what):
+                return True
+            if reader.acquire(False):
+                try:
+                    self._read_until(state, what, until, False)
+                finally:
+                    reader.release()
+                    if self.want_reader:
+                        self._hand_over()
+            else:
+                waiter = _allocate_lock()
+                waiter.acquire()
+                with self.lock:
+                    if state.ready(what):
+                        return True
+                    state.waiter = waiter
+                    self.want_reader += 1
+                if self.futex:
+                    self.mem.wake_word(self.rx.head_off)  # a pump asleep in the kernel: hand over
+                limit = 0.02
+                if until is not None:
+                    limit = min(limit, max(0.0, until - _monotonic()))
+                waiter.acquire(timeout=limit)
+                with self.lock:
+                    if state.waiter is waiter:
+                        state.waiter = None
+                    self.want_reader -= 1
+            if state.ready(what):
+                return True
+            now = _monotonic()
+            if state.deadline is not None and now >= state.deadline:
+                self.fail_locally(state, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", cancel=True)
+                return True
+            if until is not None and now >= until:
+                return False
+
+    def _hand_over(self) -> None:
+        """Wake one thread that waits, so that it can take the reader token."""
+        with self.lock:
+            for other in self.calls.values():
+                w = other.waiter
+                if w is not None:
+                    other.waiter = None
+                    w.release()
+                    return
+
+    def pump(self, until: float) -> None:
+        """Read for unattended calls until ``until`` or until a caller wants the token."""
+        if not self.reader.acquire(False):
+            return
+        try:
+            self._read_until(None, WAIT_DONE, until, True)
+        finally:
+            self.reader.release()
+            if self.want_reader:
+                self._hand_over()
+
+    def _read_until(self, state: Optional[CallState], what: int, until: Optional[float], pumping: bool,
+                    fresh: bool = True) -> None:
+        """(reader token held) Read and dispatch until ``state`` is ready for ``what``,
+        ``until`` passes, the connection breaks or (pumping) a caller wants the token."""
+        while True:
+            try:
+                return self._read_loop(state, what, until, pumping, fresh)
+            except ChecksumError as exc:
+                self._on_bad_frame(exc)
+                fresh = False
+
+    def _on_bad_frame(self, exc: ChecksumError) -> None:
+        """A frame failed its checksum: its call (if it names one of ours) ends DATA_LOSS."""
+        state = self.calls.get(exc.call_id)
+        if state is not None:
+            self.fail_locally(state, grpc.StatusCode.DATA_LOSS, f"Response data corrupted: {exc}", cancel=True)
+
+    def _read_loop(self, state: Optional[CallState], what: int, until: Optional[float], pumping: bool,
+                   fresh: bool) -> None:
+        read = self.rx.read
+        dispatch = self._dispatch
+        if pumping:
+            backoff = Backoff(spin=0, yield_time=0.001, sleeper=self._sleep if self.futex else None)
+        else:
+            backoff = self._backoff
+            if fresh:
+                backoff.restart()
+            if self.senders:
+                backoff.skip_spin()
+        deadline = state.deadline if state is not None else None
+        if until is not None and (deadline is None or until < deadline):
+            deadline = until
+        if state is not None and state.ready(what):
+            return
+        try:
+            while True:
+                frame = read()
+                if frame is not None:
+                    dispatch(frame)
+                    backoff.reset()
+                    if state is not None and state.ready(what):
+                        return
+                    if self.senders:
+                        backoff.skip_spin()
+                    continue
+                if self.broken is not None:
+                    return
+                if backoff.pause():
+                    now = _monotonic()
+                    if now - self._last_check > LIVENESS_PERIOD:  # first: whoever reads must watch the server
+                        self._check_peer(now)
+                        if pumping:
+                            self.expire_deadlines(now)
+                    if deadline is not None and now >= deadline:
+                        return
+                    if state is not None and state.ready(what):
+                        return
+                    if pumping and (self.want_reader or not self.unattended):
+                        return
+                    if state is not None and self.want_reader and (backoff.sleeping or self.futex):
+                        return  # let a waiting thread have a turn
+        except ChecksumError:
+            raise
+        except ProtocolError as exc:
+            self.break_(f"corrupted response ring: {exc}")
+        except ConnectionBroken:
+            pass
+
+    def _dispatch(self, frame: tuple) -> None:
+        kind, flags, cid, aux, body = frame
+        state = self.calls.get(cid)
+        if state is None:
+            return  # a late frame for a call that already ended (cancelled, deadline)
+        if kind == _STATUS and flags & _BARE:
+            if len(body) > self.max_receive:
+                self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"Received message larger than max ({len(body)} vs. {self.max_receive})", cancel=True)
+                return
+            with self.lock:
+                if state.done:
+                    return
+                if state.messages is None:
+                    state.messages = deque((body,))
+                else:
+                    state.messages.append(body)
+                if state.initial is None:
+                    state.initial = ()
+                state.code = OK
+                state.done = True
+                del self.calls[cid]
+                if not state.attended:
+                    self.unattended -= 1
+                w = state.waiter
+                if w is not None:
+                    state.waiter = None
+                    w.release()
+                if state.callbacks is None and state.done_callbacks is None:
+                    return
+                callbacks = self._take_callbacks(state)
+            self._on_callback(callbacks)
+            return
+        try:
+            if kind == _STATUS:
+                initial, details, trailing, at = F.parse_status(body)
+                message = body[at:] if flags & _HAS_MESSAGE else None
+                if message is not None and len(message) > self.max_receive:
+                    self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                      f"Received message larger than max ({len(message)} vs. {self.max_receive})",
+                                      cancel=True)
+                    return
+                self._complete(state, code_from_wire(aux), details.decode("utf-8", "replace"),
+                               F.decode_metadata(trailing),
+                               F.decode_metadata(initial) if flags & F.F_HAS_HEADERS else None, message)
+            elif kind == _MESSAGE:
+                self._on_message(state, flags, aux, body)
+            elif kind == F.HEADERS:
+                md = F.decode_metadata(body)
+                with self.lock:
+                    if state.initial is None:
+                        state.initial = md
+                    self._wake(state)
+            else:
+                raise ProtocolError(f"unexpected {F.KIND_NAMES.get(kind, kind)} frame from the server")
+        except ProtocolError as exc:
+            self.fail_locally(state, grpc.StatusCode.INTERNAL, f"Malformed frame from the server: {exc}", cancel=True)
+
+    def _on_message(self, state: CallState, flags: int, aux: int, body: Optional[bytes]) -> None:
+        if aux > self.max_receive:
+            self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"Received message larger than max ({aux} vs. {self.max_receive})", cancel=True)
+            return
+        whole = on_chunk(state, flags & _MORE, aux, body, takes_buffers(state.deserializer))
+        if whole is not None:
+            self._deliver(state, whole)
+
+    def _sink(self, kind: int, flags: int, cid: int, aux: int, n: int) -> Optional[memoryview]:
+        """Ring sink: large chunks go straight into their call's message buffer."""
+        if kind != _MESSAGE:
+            return None
+        state = self.calls.get(cid)
+        if state is None:
+            return None
+        return sink_slot(state, aux, n, self.max_receive)
+
+    def _deliver(self, state: CallState, message: bytes) -> None:
+        with self.lock:
+            if state.messages is None:
+                state.messages = deque()
+            state.messages.append(message)
+            if state.initial is None:
+                state.initial = ()
+            self._wake(state)
+
+    @staticmethod
+    def _wake(state: CallState) -> None:
+        w = state.waiter
+        if w is not None:
+            state.waiter = None
+            w.release()
+
+    def _complete(self, state: CallState, code: grpc.StatusCode, details: Optional[str], trailing: tuple,
+                  initial: Optional[tuple], message: Optional[bytes]) -> None:
+        """(reader) the server's STATUS ended the call."""
+        self._end_call(state, code, details, trailing, initial, message, False)
+
+    @staticmethod
+    def _take_callbacks(state: CallState) -> list:
+        todo = []
+        if state.callbacks:
+            todo.extend(state.callbacks)
+            state.callbacks = None
+        if state.done_callbacks:
+            handle = state.handle
+            todo.extend((lambda fn=fn: fn(handle)) for fn in state.done_callbacks)
+            state.done_callbacks = None
+        return todo
+
+    def unary_value(self, state: CallState) -> Any:
+        """The single response of a finished unary call (INTERNAL if it is missing or bad)."""
+        if state.response is not _NOTHING:
+            return state.response
+        if not state.messages:
+            state.code, state.details = grpc.StatusCode.INTERNAL, "No response message received"
+            return None
+        raw = state.messages.popleft()
+        if state.deserializer is None:
+            state.response = raw
+        else:
+            try:
+                state.response = state.deserializer(raw)
+            except Exception:
+                state.code, state.details = grpc.StatusCode.INTERNAL, "Exception deserializing response!"
+                return None
+        return state.response
+
+    def fail_locally(self, state: CallState, code: grpc.StatusCode, details: str, cancel: bool = False) -> None:
+        """End a call from the client side (cancel, deadline, local error, lost server)."""
+        self._end_call(state, code, details, (), None, None, cancel)
+
+    def _end_call(self, state: CallState, code: grpc.StatusCode, details: Optional[str], trailing: tuple,
+                  initial: Optional[tuple], message: Optional[bytes], cancel: bool) -> None:
+        """The one way a client call ends (the bare-STATUS branch of ``_dispatch`` does the
+        same steps inline, on the hot path): done once, under the lock; its waiter woken,
+        its callbacks queued; the server told when we ended it (cancel, deadline)."""
+        with self.lock:
+            if state.done:
+                return
+            if message is not None:
+                if state.messages is None:
+                    state.messages = deque()
+                state.messages.append(message)
+            if state.initial is None:
+                state.initial = initial if initial is not None else ()
+            state.code = code
+            state.details = details
+            state.trailing = trailing
+            if code is grpc.StatusCode.CANCELLED and cancel:
+                state.cancelled = True
+            state.done = True
+            self.calls.pop(state.id, None)
+            if not state.attended:
+                self.unattended -= 1
+            self._wake(state)
+            callbacks = self._take_callbacks(state)
+        if cancel or code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            self.try_send_cancel(state.id)
+        if callbacks:
+            self._on_callback(callbacks)
+
+    def add_callback(self, state: CallState, callback: Callable[[], None]) -> bool:
+        with self.lock:
+            if state.done:
+                return False
+            if state.callbacks is None:
+                state.callbacks = []
+            state.callbacks.append(callback)
+            return True
+
+    def add_done_callback(self, state: CallState, fn: Callable[[Any], None]) -> None:
+        with self.lock:
+            if not state.done:
+                if state.done_callbacks is None:
+                    state.done_callbacks = []
+                state.done_callbacks.append(fn)
+                return
+        fn(state.handle)
+
+    def unattend(self, state: CallState) -> None:
+        """Mark a call that no thread may be waiting for: the pump serves it."""
+        with self.lock:
+            if state.attended and not state.done:
+                state.attended = False
+                self.unattended += 1
+
+    def expire_deadlines(self, now: float) -> None:
+        expired = [c for c in list(self.calls.values()) if c.deadline is not None and now >= c.deadline]
+        for c in expired:
+            self.fail_locally(c, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", cancel=True)
+
+    # -- liveness and teardown ----------------------------------------------------------------------
+    def _check_peer(self, now: float) -> None:
+        self._last_check = now
+        if self.broken is not None:
+            raise ConnectionBroken(self.broken)
+        if self.pool.lost is not None:
+            self.break_(self.pool.lost)
+            raise ConnectionBroken(self.pool.lost)
+        same, pid, beat = self.pool.endpoint_current(self.endpoint.index, self.endpoint.generation)
+        reason = None
+        if not same:
+            reason = "server closed or restarted"
+        elif self.endpoint.host == self.pool.host_id and not pid_alive(pid):
+            reason = f"server process {pid} is gone"
+        else:
+            last_beat, seen = self._peer_beat
+            if beat != last_beat:
+                self._peer_beat = (beat, now)
+            elif (now - seen) * 1000 > stale_ms():
+                reason = f"server heartbeat stopped {now - seen:.1f} s ago"
+        if reason is None:
+            gen, verdict = L.unpack_state(self.mem.load(self.ctl + L.CH_ACCEPT))
+            if gen == self.generation and verdict != L.ACC_ACCEPTED:
+                reason = f"server dropped this channel ({L.ACC_NAMES.get(verdict, verdict)})"
+            elif self.mem.load(self.ctl + L.CH_CLAIM) != self._claim:
+                # someone else wrote our claim word: the server drops the channel, but can
+                # only say so under a generation that is no longer ours
+                reason = "this channel's slot was taken over by another claim"
+        if reason is not None:
+            self.break_(reason)
+            raise ConnectionBroken(reason)
+
+    def break_(self, reason: str) -> None:
+        """The server is gone, a ring is corrupt or the pool was lost: every call ends
+        UNAVAILABLE and no new one starts (the channel opens a new connection)."""
+        self._end(Stage.BROKEN, UNAVAILABLE, f"NotNets server unavailable: {reason}", False, reason)
+
+    def heartbeat(self) -> None:
+        if self.pool.lost is not None:
+            return
+        mem = self.mem
+        mem.store(self.ctl + L.CH_CLIENT_HEARTBEAT, int(time.time() * 1000))
+        mem.store(self.ctl + L.CH_CALLS_STARTED, self.calls_started)
+
+    def close(self, code: grpc.StatusCode, details: str) -> None:
+        """The channel lets go of this connection: calls end with ``code``, the slot is freed."""
+        self._end(Stage.CLOSED, code, details, True, details)
+
+    def _end(self, stage: "Stage", code: grpc.StatusCode, details: str, cancel: bool, reason: str) -> None:
+        """The one way a connection ends: OPEN -> BROKEN -> CLOSED (or OPEN -> CLOSED).
+
+        ``broken`` (the reason) is set with the first step, so that no new call starts;
+        every call still registered ends; CLOSED also gives the slot back, once."""
+        with self.lock:
+            if self.stage is Stage.OPEN:
+                self.stage, self.broken = stage, reason
+            elif stage is Stage.CLOSED and self.stage is Stage.BROKEN:
+                self.stage = stage
+            elif stage is not Stage.CLOSED or self.released:
+                stage = None  # nothing more to do
+            calls = list(self.calls.values())
+            release = stage is Stage.CLOSED and not self.released
+            if release:
+                self.released = True
+        for state in calls:
+            self.fail_locally(state, code, details, cancel=cancel)
+        if release:
+            self.pool.forget_lost(self._lost_key)
+            self.pool.close_channel(self.slot, self.generation)

@@ -1,0 +1,334 @@
+"""The pool layout: superblock, host table, service directory, channel table, rings.
+
+Pure functions over a ``Memory``: no files, no threads, no clocks. docs/pool-layout.md
+describes the same bytes for other implementations; keep the two in step.
+
+    0                      superblock (4 KiB)
+    hosts_offset           host table: max_hosts x 64 B (per-host doorbells)
+    dir_offset             directory: max_hosts x dir_slots x 256 B
+    channels_offset        channel control blocks: max_hosts x channels x 384 B
+    rings_offset           ring data: max_hosts x channels x 2 x ring_bytes
+
+Each region is partitioned by host id, so that every control word has one writer.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, asdict
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:  # any object with Memory's methods will do; wire/ imports no I/O
+    from ..memory import Memory
+
+from ..errors import LayoutVersionError, NotAPoolError, PoolCorruptError, PoolTooSmallError
+
+MAGIC = b"NNETPOOL"
+MAGIC_WORD = int.from_bytes(MAGIC, "little")
+LAYOUT_VERSION = 1
+SUPERBLOCK_BYTES = 4096
+CACHE_LINE = 64
+PAGE = 4096
+HOST_ENTRY_BYTES = 64
+DIR_ENTRY_BYTES = 256
+CHANNEL_CTL_BYTES = 384
+MAX_NAME_BYTES = 128
+MIN_RING_BYTES = 4096
+MAX_RING_BYTES = 1 << 30
+DEFAULT_MAX_HOSTS = 8
+DEFAULT_DIR_SLOTS = 16
+DEFAULT_CHANNELS = 16
+DEFAULT_RING_CAP = 4 << 20
+
+# superblock: magic(8) version(4) sb_bytes(4) pool_bytes(8) uuid(16) created_ms(8)
+# max_hosts dir_slots channels ring_bytes (4 each) hosts_off dir_off chan_off rings_off
+# (8 each) dir_entry_bytes chan_ctl_bytes (4 each) flags(4) crc32(4)
+_SB = struct.Struct("<8sIIQ16sQIIIIQQQQIIII")
+_CRC_START, _CRC_END = 8, _SB.size - 4  # crc covers everything after the magic
+
+# host table entry (words)
+HOST_CHANNEL_BELL = 0   # bumped by this host's clients when they claim or close a channel
+HOST_DIR_BELL = 8       # bumped by this host's servers when they publish or close an endpoint
+
+# directory entry (written only by the server that owns the slot)
+DIR_STATE = 0           # generation << 8 | state
+DIR_PID = 8
+DIR_HEARTBEAT = 16      # wall-clock ms, bumped every ~100 ms
+DIR_STARTED = 24
+DIR_CALLS = 32
+DIR_ERRORS = 40
+DIR_BYTES_IN = 48
+DIR_BYTES_OUT = 56
+DIR_NAME_LEN = 64
+DIR_NAME = 72
+DIR_SLEEP = 200         # 1 while the server's poller sleeps in the kernel, else 0
+DIR_WAKE = 208          # directory index of the entry whose DIR_SLEEP / DIR_KICK the poller uses
+DIR_KICK = 216          # the poller sleeps on this word; same-host clients bump it, then wake it (a
+                        # hint with several writers: only "it changed" matters, never its value)
+DIR_FREE, DIR_LIVE, DIR_DRAINING, DIR_CLOSED = 0, 1, 2, 3
+DIR_STATE_NAMES = {DIR_FREE: "free", DIR_LIVE: "live", DIR_DRAINING: "draining", DIR_CLOSED: "closed"}
+
+# channel control block: line 0 written by the client, line 1 by the server,
+# lines 2..5 one ring counter each.
+CH_CLAIM = 0            # generation << 8 | state
+CH_TARGET = 8           # dir index (16 bits) | dir generation << 16
+CH_CLIENT_PID = 16
+CH_CLIENT_HEARTBEAT = 24
+CH_CALLS_STARTED = 32
+CH_OPENED = 40
+CH_CLIENT_SLEEP = 48    # 1 while a client thread sleeps in the kernel on the response ring head, else 0
+CH_ACCEPT = 64          # generation << 8 | verdict (server)
+CH_SERVER_PID = 72
+CH_CALLS_DONE = 80
+CH_ERRORS = 88
+CH_BYTES_IN = 96
+CH_BYTES_OUT = 104
+CH_REQ_HEAD = 128       # client: bytes ever written to the request ring
+CH_REQ_TAIL = 192       # server: bytes ever consumed from it
+CH_RESP_HEAD = 256      # server: bytes ever written to the response ring
+CH_RESP_TAIL = 320      # client: bytes ever consumed from it
+CH_FREE, CH_OPEN, CH_CLOSED = 0, 1, 2
+CH_STATE_NAMES = {CH_FREE: "free", CH_OPEN: "open", CH_CLOSED: "closed"}
+ACC_NONE, ACC_ACCEPTED, ACC_REJECTED, ACC_RECLAIMED, ACC_RELEASED = 0, 1, 2, 3, 4
+ACC_NAMES = {ACC_NONE: "none", ACC_ACCEPTED: "accepted", ACC_REJECTED: "rejected",
+             ACC_RECLAIMED: "reclaimed", ACC_RELEASED: "released"}
+
+# superblock flags (pool format options; every process on the pool follows them)
+FLAG_SOFTWARE_COHERENCE = 0x1  # every user keeps the write-back rule (docs/pool-layout.md)
+FLAG_FRAME_CRC = 0x2  # every frame carries a CRC-32 of its header and body (ring.py)
+KNOWN_FLAGS = FLAG_SOFTWARE_COHERENCE | FLAG_FRAME_CRC
+COHERENCE = ("coherent", "software")  # what create_pool(coherence=...) takes
+
+GEN_MASK = (1 << 56) - 1
+DIR_GEN_MASK = (1 << 48) - 1
+
+
+def pack_state(generation: int, state: int) -> int:
+    return ((generation & GEN_MASK) << 8) | (state & 0xFF)
+
+
+def unpack_state(word: int) -> tuple[int, int]:
+    """(generation, state) of a state/claim/accept word."""
+    return word >> 8, word & 0xFF
+
+
+def pack_target(dir_index: int, dir_generation: int) -> int:
+    return (dir_index & 0xFFFF) | ((dir_generation & DIR_GEN_MASK) << 16)
+
+
+def unpack_target(word: int) -> tuple[int, int]:
+    return word & 0xFFFF, word >> 16
+
+
+def _align(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where everything is in a pool; derived from four parameters and the size."""
+
+    pool_bytes: int
+    max_hosts: int
+    dir_slots: int
+    channels: int
+    ring_bytes: int
+    hosts_offset: int
+    dir_offset: int
+    channels_offset: int
+    rings_offset: int
+    uuid: bytes = b"\0" * 16
+    created_ms: int = 0
+    flags: int = 0
+
+    @property
+    def frame_crc(self) -> bool:
+        return bool(self.flags & FLAG_FRAME_CRC)
+
+    @property
+    def coherence(self) -> str:
+        """'software' when every user must write back and invalidate (docs/pool-layout.md)."""
+        return "software" if self.flags & FLAG_SOFTWARE_COHERENCE else "coherent"
+
+    # -- addresses -------------------------------------------------------------------
+    def host_entry(self, host: int) -> int:
+        return self.hosts_offset + host * HOST_ENTRY_BYTES
+
+    def dir_entry(self, host: int, slot: int) -> int:
+        return self.dir_offset + (host * self.dir_slots + slot) * DIR_ENTRY_BYTES
+
+    def dir_index(self, host: int, slot: int) -> int:
+        return host * self.dir_slots + slot
+
+    def dir_entry_at(self, index: int) -> int:
+        return self.dir_offset + index * DIR_ENTRY_BYTES
+
+    def channel(self, host: int, slot: int) -> int:
+        return self.channels_offset + (host * self.channels + slot) * CHANNEL_CTL_BYTES
+
+    def request_ring(self, host: int, slot: int) -> int:
+        return self.rings_offset + ((host * self.channels + slot) * 2) * self.ring_bytes
+
+    def response_ring(self, host: int, slot: int) -> int:
+        return self.rings_offset + ((host * self.channels + slot) * 2 + 1) * self.ring_bytes
+
+    @property
+    def chunk_bytes(self) -> int:
+        """Largest frame body a sender writes in one piece: half a ring (minus the frame
+        header), so that a message up to that size travels as one frame, read with one
+        copy, while two such frames can still be in a ring at once. Larger messages are
+        chunked. Not part of the wire format: a reader accepts any frame that fits."""
+        return self.ring_bytes // 2 - 16
+
+    @property
+    def dir_entries(self) -> int:
+        return self.max_hosts * self.dir_slots
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["uuid"] = format_uuid(self.uuid)
+        d["coherence"] = self.coherence
+        return d
+
+
+def format_uuid(raw: bytes) -> str:
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _regions(max_hosts: int, dir_slots: int, channels: int) -> tuple[int, int, int, int]:
+    hosts_offset = SUPERBLOCK_BYTES
+    dir_offset = _align(hosts_offset + max_hosts * HOST_ENTRY_BYTES, PAGE)
+    channels_offset = _align(dir_offset + max_hosts * dir_slots * DIR_ENTRY_BYTES, PAGE)
+    rings_offset = _align(channels_offset + max_hosts * channels * CHANNEL_CTL_BYTES, PAGE)
+    return hosts_offset, dir_offset, channels_offset, rings_offset
+
+
+def _check_params(max_hosts: int, dir_slots: int, channels: int) -> None:
+    if not 1 <= max_hosts <= 256:
+        raise ValueError(f"max_hosts must be 1..256, got {max_hosts}")
+    if not 1 <= dir_slots <= 1024:
+        raise ValueError(f"dir_slots must be 1..1024, got {dir_slots}")
+    if not 1 <= channels <= 4096:
+        raise ValueError(f"channels must be 1..4096, got {channels}")
+    if max_hosts * dir_slots > 0xFFFF:
+        raise ValueError("max_hosts x dir_slots must stay below 65536")
+
+
+def plan_layout(size: int, max_hosts: int = DEFAULT_MAX_HOSTS, dir_slots: int = DEFAULT_DIR_SLOTS,
+                channels: int = DEFAULT_CHANNELS, ring_bytes: Optional[int] = None) -> Layout:
+    """The layout for a pool of ``size`` bytes; ring size fills the space (capped at 4 MiB).
+
+    Raises ``PoolTooSmallError`` when even the smallest rings do not fit.
+    """
+    _check_params(max_hosts, dir_slots, channels)
+    hosts_offset, dir_offset, channels_offset, rings_offset = _regions(max_hosts, dir_slots, channels)
+    n_rings = max_hosts * channels * 2
+    if ring_bytes is None:
+        fit = (size - rings_offset) // n_rings if size > rings_offset else 0
+        ring_bytes = min(DEFAULT_RING_CAP, fit // PAGE * PAGE)
+    elif ring_bytes % PAGE or not MIN_RING_BYTES <= ring_bytes <= MAX_RING_BYTES:
+        raise ValueError(f"ring_bytes must be a multiple of 4096 in [4096, 1 GiB], got {ring_bytes}")
+    needed = rings_offset + n_rings * max(ring_bytes, MIN_RING_BYTES)
+    if ring_bytes < MIN_RING_BYTES or needed > size:
+        raise PoolTooSmallError(
+            f"pool too small: {size} bytes, the layout ({max_hosts} hosts x {channels} channels, "
+            f"{max(ring_bytes, MIN_RING_BYTES)}-byte rings) needs {needed}")
+    return Layout(pool_bytes=rings_offset + n_rings * ring_bytes, max_hosts=max_hosts, dir_slots=dir_slots,
+                  channels=channels, ring_bytes=ring_bytes, hosts_offset=hosts_offset, dir_offset=dir_offset,
+                  channels_offset=channels_offset, rings_offset=rings_offset)
+
+
+def encode_superblock(layout: Layout, with_magic: bool = True) -> bytes:
+    """The superblock bytes; formatters write them with the magic zeroed, then the magic."""
+    raw = bytearray(_SB.pack(
+        MAGIC if with_magic else b"\0" * 8, LAYOUT_VERSION, SUPERBLOCK_BYTES, layout.pool_bytes, layout.uuid,
+        layout.created_ms, layout.max_hosts, layout.dir_slots, layout.channels, layout.ring_bytes,
+        layout.hosts_offset, layout.dir_offset, layout.channels_offset, layout.rings_offset,
+        DIR_ENTRY_BYTES, CHANNEL_CTL_BYTES, layout.flags, 0))
+    crc = zlib.crc32(bytes(raw[_CRC_START:_CRC_END]))
+    struct.pack_into("<I", raw, _CRC_END, crc)
+    return bytes(raw)
+
+
+def write_superblock(mem: Memory, layout: Layout) -> None:
+    """Publish a layout: every byte but the magic first, then the magic in one store."""
+    raw = encode_superblock(layout)
+    mem.store(0, 0)
+    mem.write(8, raw[8:])
+    mem.store(0, MAGIC_WORD)
+
+
+def is_formatted(mem: Memory) -> bool:
+    """True once the magic is in place (the format is complete)."""
+    return mem.size >= 8 and mem.load(0) == MAGIC_WORD
+
+
+def looks_empty(mem: Memory) -> bool:
+    """True if the superblock area is all zero: nobody has formatted this pool yet."""
+    n = min(SUPERBLOCK_BYTES, mem.size)
+    return mem.read(0, n) == bytes(n)
+
+
+def parse_superblock(mem: Memory) -> Layout:
+    """Validate the superblock against the buffer; every offset is checked before use."""
+    if mem.size < _SB.size:
+        raise NotAPoolError(f"not a NotNets pool: only {mem.size} bytes")
+    fields = mem.unpack(_SB, 0)
+    (magic, version, sb_bytes, pool_bytes, uuid, created_ms, max_hosts, dir_slots, channels, ring_bytes,
+     hosts_off, dir_off, chan_off, rings_off, dir_entry_bytes, chan_ctl_bytes, flags, crc) = fields
+    if magic != MAGIC:
+        raise NotAPoolError("not a NotNets pool (no NNETPOOL magic in the first 8 bytes)")
+    if version != LAYOUT_VERSION:
+        raise LayoutVersionError(f"pool layout version {version}, this code speaks version {LAYOUT_VERSION}")
+    raw = mem.read(_CRC_START, _CRC_END - _CRC_START)
+    if zlib.crc32(raw) != crc:
+        raise PoolCorruptError("pool superblock checksum mismatch (corrupted or half-written superblock)")
+    if sb_bytes != SUPERBLOCK_BYTES or dir_entry_bytes != DIR_ENTRY_BYTES or chan_ctl_bytes != CHANNEL_CTL_BYTES:
+        raise PoolCorruptError("pool superblock: unexpected record sizes")
+    if flags & ~KNOWN_FLAGS:
+        raise LayoutVersionError(f"pool superblock: flags {flags:#x} ask for features this code does not know")
+    try:
+        _check_params(max_hosts, dir_slots, channels)
+    except ValueError as exc:
+        raise PoolCorruptError(f"pool superblock: {exc}") from None
+    if ring_bytes % PAGE or not MIN_RING_BYTES <= ring_bytes <= MAX_RING_BYTES:
+        raise PoolCorruptError(f"pool superblock: bad ring size {ring_bytes}")
+    expected = _regions(max_hosts, dir_slots, channels)
+    if (hosts_off, dir_off, chan_off, rings_off) != expected:
+        raise PoolCorruptError("pool superblock: region offsets do not match the layout parameters")
+    end = rings_off + max_hosts * channels * 2 * ring_bytes
+    if pool_bytes != end:
+        raise PoolCorruptError(f"pool superblock: size field {pool_bytes} does not match the layout ({end})")
+    if pool_bytes > mem.size:
+        raise PoolTooSmallError(f"pool formatted for {pool_bytes} bytes but only {mem.size} are mapped")
+    return Layout(pool_bytes=pool_bytes, max_hosts=max_hosts, dir_slots=dir_slots, channels=channels,
+                  ring_bytes=ring_bytes, hosts_offset=hosts_off, dir_offset=dir_off, channels_offset=chan_off,
+                  rings_offset=rings_off, uuid=uuid, created_ms=created_ms, flags=flags)
+
+
+# -- directory entries -------------------------------------------------------------------
+def read_name(mem: Memory, entry: int) -> Optional[str]:
+    """The endpoint name of a directory entry, or None if the stored name is invalid."""
+    n = mem.load(entry + DIR_NAME_LEN)
+    if not 0 < n <= MAX_NAME_BYTES:
+        return None
+    try:
+        return mem.read(entry + DIR_NAME, n).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def encode_name(name: str) -> bytes:
+    raw = name.encode("utf-8")
+    if not raw or len(raw) > MAX_NAME_BYTES:
+        raise ValueError(f"endpoint name must be 1..{MAX_NAME_BYTES} UTF-8 bytes, got {name!r}")
+    return raw
+
+
+def write_name(mem: Memory, entry: int, name: str) -> None:
+    raw = encode_name(name)
+    mem.fill(entry + DIR_NAME, MAX_NAME_BYTES, 0)
+    mem.write(entry + DIR_NAME, raw)
+    mem.store(entry + DIR_NAME_LEN, len(raw))

@@ -1,0 +1,302 @@
+"""Single-producer single-consumer byte rings of frames in shared memory.
+
+Pure: a ring is a data region plus two control words, ``head`` (bytes ever written,
+stored only by the producer) and ``tail`` (bytes ever consumed, stored only by the
+consumer). The producer copies a whole frame and only then stores ``head``; the
+consumer copies the frame out and only then stores ``tail``. Nothing here waits or
+sleeps: ``try_write`` says False when there is no room and ``read`` says None when
+there is nothing; callers decide how to wait (backoff.py).
+
+With the pool's frame checksums on (layout.FLAG_FRAME_CRC), a frame's body is followed
+by a CRC-32 (u32, little-endian) of its 16 header bytes and its body, inside the frame's
+8-byte padding; a frame whose CRC does not match is consumed and reported as a
+``ChecksumError`` naming its call, so that only that call ends (DATA_LOSS). Checked
+rings take the careful paths (``try_write``, ``_read_any``).
+
+A frame never wraps. When it does not fit before the end of the ring, the producer
+fills the rest with a PAD frame (or, when fewer than 16 bytes remain, with nothing:
+the consumer skips such a stub by rule) and starts again at offset 0.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:  # any object with Memory's methods will do; wire/ imports no I/O
+    from ..memory import Memory
+
+from ..errors import ChecksumError, ProtocolError
+from .frames import ALIGN, FRAME_MAGIC, HEADER, HEADER_BYTES, PAD
+
+MAX_KIND = PAD
+_pack_header = HEADER.pack
+_unpack_header = HEADER.unpack_from
+
+CRC_BYTES = 4
+_CRC = struct.Struct("<I")
+SINK_MIN = 16384  # bodies at least this large are offered to the reader's sink
+SMALL_FRAME = 4096  # bodies up to this size are joined with their header and copied once
+_COUNTER_LIMIT = 2**64 - 2**32  # counters are u64; 2**32 margin covers one frame plus a pad
+Frame = Tuple[int, int, int, int, Optional[bytes]]  # kind, flags, call_id, aux, body (None: went to the sink)
+
+
+class _RingEnd:
+    """What both ends of a ring hold: its region, its two counters' offsets, and direct
+    views of the memory for the hot paths (none when a cost model or checksums must see
+    every access)."""
+
+    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "_view", "_words", "_hidx", "_tidx", "crc")
+
+    def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, crc: bool) -> None:
+        mem.check(data, size)
+        mem.check(head_off, 8)
+        mem.check(tail_off, 8)
+        self.mem, self.data, self.size = mem, data, size
+        self.head_off, self.tail_off = head_off, tail_off
+        self.crc = crc
+        views = None if crc else mem.views()  # no views: every frame takes the checked path
+        self._view, self._words = views if views is not None else (None, None)
+        self._hidx, self._tidx = head_off >> 3, tail_off >> 3
+
+
+class RingWriter(_RingEnd):
+    """The producer end. Keeps its own head; reloads the consumer's tail only when short."""
+
+    __slots__ = ("head", "_tail")
+
+    def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, head: int = 0,
+                 crc: bool = False) -> None:
+        super().__init__(mem, data, size, head_off, tail_off, crc)
+        self.head = head
+        self._tail = head
+
+    @property
+    def max_frame(self) -> int:
+        return self.size
+
+    def _free(self) -> int:
+        tail = self.mem.load(self.tail_off)
+        used = self.head - tail
+        if used < 0 or used > self.size or tail % ALIGN:
+            raise ProtocolError(f"ring consumer counter out of range (head {self.head}, tail {tail})")
+        self._tail = tail
+        return self.size - used
+
+    def is_empty(self) -> bool:
+        """True when the consumer has read everything written so far."""
+        return self._free() == self.size
+
+    def put(self, kind: int, flags: int, call_id: int, aux: int, body: bytes) -> bool:
+        """``try_write`` of a one-part body, in as few steps as possible.
+
+        The hot path of every small call: when the frame fits before the end of the ring
+        and the cached tail says there is room, it is one copy and one store; anything
+        else (a pad, a tail to reload, a modelled memory) takes ``try_write``."""
+        n = len(body)
+        flen = (HEADER_BYTES + ALIGN - 1 + n) & ~(ALIGN - 1)
+        head = self.head
+        pos = head % self.size
+        if (self._words is None or n > SMALL_FRAME or pos + flen > self.size or head + flen - self._tail > self.size
+                or head >= _COUNTER_LIMIT):
+            return self.try_write(kind, flags, call_id, aux, (body,), n)
+        at = self.data + pos
+        self._view[at : at + HEADER_BYTES + n] = _pack_header(n, kind, flags, FRAME_MAGIC, call_id, aux) + body
+        self.head = head = head + flen
+        self._words[self._hidx] = head
+        return True
+
+    def try_write(self, kind: int, flags: int, call_id: int, aux: int, parts: Sequence[bytes], body_len: int) -> bool:
+        """Append one frame whose body is ``parts`` back to back; False if it does not fit yet."""
+        size = self.size
+        crc = self.crc
+        flen = (HEADER_BYTES + body_len + (CRC_BYTES if crc else 0) + ALIGN - 1) & ~(ALIGN - 1)
+        head = self.head
+        pos = head % size
+        if flen > size - pos or flen > size - (head - self._tail) or head >= _COUNTER_LIMIT:
+            pos = self._make_room(flen)
+            if pos < 0:
+                return False
+            head = self.head
+        mem = self.mem
+        at = self.data + pos
+        if body_len <= SMALL_FRAME:  # one copy: header and body together
+            data = HEADER.pack(body_len, kind, flags, FRAME_MAGIC, call_id, aux) + b"".join(parts)
+            if len(data) != HEADER_BYTES + body_len:
+                raise ValueError("frame parts do not add up to body_len")
+            if crc:
+                data += _CRC.pack(zlib.crc32(data))
+            head += flen
+            self.head = head
+            mem.publish(at, data, self.head_off, head)
+            return True
+        header = HEADER.pack(body_len, kind, flags, FRAME_MAGIC, call_id, aux)
+        mem.write(at, header)
+        check = zlib.crc32(header) if crc else 0
+        at += HEADER_BYTES
+        end = at + body_len
+        for part in parts:
+            n = len(part)
+            if n:
+                if at + n > end:
+                    raise ValueError("frame parts do not add up to body_len")
+                mem.write(at, part)
+                if crc:
+                    check = zlib.crc32(part, check)
+                at += n
+        if at != end:
+            raise ValueError("frame parts do not add up to body_len")
+        if crc:
+            mem.write(at, _CRC.pack(check))
+        head += flen
+        self.head = head
+        mem.store(self.head_off, head)
+        return True
+
+    def _make_room(self, flen: int) -> int:
+        """Slow path: reload the consumer's tail, pad to the end if needed.
+
+        Returns the ring offset to write at, or -1 if the frame does not fit yet.
+        """
+        size = self.size
+        if flen > size:
+            raise ValueError(f"frame of {flen} bytes cannot fit a {size}-byte ring")
+        head = self.head
+        if head >= _COUNTER_LIMIT:
+            raise ProtocolError("ring counter exhausted")
+        pos = head % size
+        room = size - pos
+        free = self._free()
+        if flen > room:
+            if room > free:
+                return -1
+            if room >= HEADER_BYTES:
+                self.mem.pack(HEADER, self.data + pos, room - HEADER_BYTES, PAD, 0, FRAME_MAGIC, 0, 0)
+            head += room
+            self.head = head
+            self.mem.store(self.head_off, head)  # let the consumer skip the pad right away
+            free -= room
+            pos = 0
+        if flen > free:
+            return -1
+        return pos
+
+
+class RingReader(_RingEnd):
+    """The consumer end. ``read`` returns one frame (skipping pads) and publishes the tail."""
+
+    __slots__ = ("tail", "_head", "sink")
+
+    def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, tail: int = 0,
+                 crc: bool = False) -> None:
+        super().__init__(mem, data, size, head_off, tail_off, crc)
+        self.tail = tail
+        self._head = tail
+        # sink(kind, flags, call_id, aux, body_len) -> writable memoryview or None: lets the
+        # owner take a large body straight into its own buffer (one copy instead of two);
+        # such frames come back with body None.
+        self.sink: Optional[Callable[[int, int, int, int, int], Optional[memoryview]]] = None
+
+    def pending(self) -> bool:
+        """Cheap check (one load) for the poll loop."""
+        return self._head != self.tail or self.mem.load(self.head_off) != self.tail
+
+    def backlog(self) -> int:
+        """Bytes written but not yet consumed (for inspection)."""
+        return self.mem.load(self.head_off) - self.tail
+
+    def read(self) -> Optional[Frame]:
+        """The next frame, or None. The common case -- one small frame that lies whole
+        before the end of the ring -- is read here with direct indexing; pads, stubs,
+        large bodies for the sink, anything suspicious and modelled memory take the
+        careful path (``_read_any``), which re-reads the same header and raises on bad
+        values."""
+        tail = self.tail
+        words = self._words
+        if self._head == tail:
+            if words is None:
+                return self._read_any()
+            head = words[self._hidx]
+            if head == tail:
+                return None
+            if head < tail or head - tail > self.size or head & (ALIGN - 1):
+                return self._read_any()
+            self._head = head
+        elif words is None:
+            return self._read_any()
+        else:
+            head = self._head
+        pos = tail % self.size
+        if self.size - pos < HEADER_BYTES:
+            return self._read_any()
+        at = self.data + pos
+        # copy the header out first: struct parses little-endian fields byte by byte, and on
+        # an emulated CXL window every byte load is a separate (slow) device access
+        body_len, kind, flags, magic, call_id, aux = _unpack_header(self._view[at : at + HEADER_BYTES].tobytes())
+        flen = (HEADER_BYTES + ALIGN - 1 + body_len) & ~(ALIGN - 1)
+        if (magic != FRAME_MAGIC or not 0 < kind < PAD or flen > head - tail or pos + flen > self.size
+                or body_len >= SINK_MIN):
+            return self._read_any()
+        at += HEADER_BYTES
+        body = self._view[at : at + body_len].tobytes()
+        self.tail = tail = tail + flen
+        words[self._tidx] = tail
+        return kind, flags, call_id, aux, body
+
+    def _read_any(self) -> Optional[Frame]:
+        mem = self.mem
+        size = self.size
+        while True:
+            tail = self.tail
+            head = self._head
+            if head == tail:
+                head = mem.load(self.head_off)
+                if head == tail:
+                    return None
+                avail = head - tail
+                if avail < 0 or avail > size or avail % ALIGN:
+                    raise ProtocolError(f"ring producer counter out of range (head {head}, tail {tail})")
+                self._head = head
+            pos = tail % size
+            room = size - pos
+            if room < HEADER_BYTES:  # a stub too short for a pad header: skip by rule
+                self._advance(tail + room)
+                continue
+            body_len, kind, flags, magic, call_id, aux = mem.unpack(HEADER, self.data + pos)
+            if magic != FRAME_MAGIC or not 0 < kind <= MAX_KIND:
+                raise ProtocolError(f"bad frame header at ring offset {pos} (kind {kind}, magic {magic:#x})")
+            checked = self.crc and kind != PAD
+            flen = (HEADER_BYTES + body_len + (CRC_BYTES if checked else 0) + ALIGN - 1) & ~(ALIGN - 1)
+            if flen > room or flen > head - tail:
+                raise ProtocolError(f"frame of {flen} bytes overruns the ring at offset {pos}")
+            if kind == PAD:
+                if flen != room:
+                    raise ProtocolError(f"pad frame at offset {pos} does not reach the end of the ring")
+                self._advance(tail + room)
+                continue
+            if body_len >= SINK_MIN and self.sink is not None:
+                dest = self.sink(kind, flags, call_id, aux, body_len)
+                if dest is not None:
+                    if len(dest) != body_len:
+                        raise ValueError("sink returned a buffer of the wrong size")
+                    mem.read_into(self.data + pos + HEADER_BYTES, dest)
+                    body = None
+                else:
+                    body = mem.read(self.data + pos + HEADER_BYTES, body_len)
+            else:
+                body = mem.read(self.data + pos + HEADER_BYTES, body_len) if body_len else b""
+            if checked:
+                at = self.data + pos
+                check = zlib.crc32(body if body is not None else dest, zlib.crc32(mem.read(at, HEADER_BYTES)))
+                stored = _CRC.unpack(mem.read(at + HEADER_BYTES + body_len, CRC_BYTES))[0]
+            tail += flen
+            self.tail = tail
+            mem.store(self.tail_off, tail)
+            if checked and check != stored:
+                raise ChecksumError(kind, flags, call_id, f"frame checksum mismatch at ring offset {pos}")
+            return kind, flags, call_id, aux, body
+
+    def _advance(self, tail: int) -> None:
+        self.tail = tail
+        self.mem.store(self.tail_off, tail)

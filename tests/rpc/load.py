@@ -1,0 +1,204 @@
+"""A mixed workload for one server: many threads and processes, sizes from 64 B to 1 MiB,
+deadlines, cancellations, server and client streams.
+
+Used by the mixed-load test (tests/rpc/test_load.py, bounded) and the soak script
+(scripts/soak_rpc.py, not in CI). Run as separate processes (tests/ on sys.path):
+
+    python -m rpc.load serve POOL NAME WORKERS      # prints "serving"; SIGUSR1 dumps stacks
+    python -m rpc.load client POOL NAME THREADS SECONDS SEED
+        # runs the mix, then prints one JSON line {"outcomes": {code: n}, "corrupt": n}
+
+Every OK answer is checked against what was sent: a wrong payload counts as "CORRUPT".
+"""
+
+from __future__ import annotations
+
+import collections
+import faulthandler
+import json
+import random
+import signal
+import sys
+import threading
+import time
+from typing import Dict
+
+import grpc
+
+import notnets_rpc
+
+from . import peer
+
+SIZES = (64, 1024, 16 << 10, 200 << 10, 1 << 20)
+SIZE_WEIGHTS = (50, 20, 15, 10, 5)
+DEADLINES = (None, 0.5, 2.0, 5.0)
+
+
+def _echo(request, context):
+    return request
+
+
+def _repeat(request, context):
+    """Server stream: the request's first byte says how many copies of the request follow."""
+    for _ in range(request[0] % 8 + 1):
+        if not context.is_active():
+            return
+        yield request
+
+
+def _collect(request_iterator, context):
+    """Client stream: the concatenation of the requests."""
+    return b"".join(request_iterator)
+
+
+def _slow(request, context):
+    """Holds its worker for the number of milliseconds in the request (cancels end it early)."""
+    end = time.monotonic() + int(request or b"0") / 1000
+    while time.monotonic() < end and context.is_active():
+        time.sleep(0.005)
+    return request
+
+
+def handlers() -> grpc.GenericRpcHandler:
+    uu = grpc.unary_unary_rpc_method_handler
+    return grpc.method_handlers_generic_handler("load.L", {
+        "Echo": uu(_echo), "Slow": uu(_slow),
+        "Repeat": grpc.unary_stream_rpc_method_handler(_repeat),
+        "Collect": grpc.stream_unary_rpc_method_handler(_collect),
+    })
+
+
+def serve(pool: str, name: str, workers: str) -> int:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    return peer.serve(pool, name, handlers(), int(workers))
+
+
+class Tally:
+    """Outcomes by status code name, shared by the threads of one process."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: Dict[str, int] = collections.Counter()
+        self.details: Dict[str, str] = {}  # the first details seen per unexpected code
+
+    def add(self, outcome: str, details: str = "") -> None:
+        with self.lock:
+            self.counts[outcome] += 1
+            if details and outcome not in self.details:
+                self.details[outcome] = details
+
+    def snapshot(self) -> Dict[str, int]:
+        with self.lock:
+            return dict(self.counts)
+
+
+def _payload(rng: random.Random) -> bytes:
+    size = rng.choices(SIZES, SIZE_WEIGHTS)[0]
+    return rng.randbytes(size)
+
+
+def one_call(channel: grpc.Channel, rng: random.Random, tally: Tally) -> None:
+    """One randomly chosen call; its outcome goes to ``tally``."""
+    timeout = rng.choice(DEADLINES)
+    kind = rng.random()
+    payload = _payload(rng)
+    try:
+        if kind < 0.55:
+            got = channel.unary_unary("/load.L/Echo")(payload, timeout=timeout)
+            tally.add("OK" if got == payload else "CORRUPT")
+        elif kind < 0.65:
+            future = channel.unary_unary("/load.L/Slow").future(str(rng.randint(0, 50)).encode(), timeout=timeout)
+            time.sleep(rng.random() * 0.02)
+            future.cancel()
+            try:
+                future.result()
+                tally.add("OK")
+            except grpc.FutureCancelledError:
+                tally.add("CANCELLED")
+        elif kind < 0.8:
+            got = list(channel.unary_stream("/load.L/Repeat")(payload, timeout=timeout))
+            tally.add("OK" if got == [payload] * (payload[0] % 8 + 1) else "CORRUPT")
+        elif kind < 0.95:
+            parts = [_payload(rng)[:4096] for _ in range(rng.randint(0, 6))]
+            got = channel.stream_unary("/load.L/Collect")(iter(parts), timeout=timeout)
+            tally.add("OK" if got == b"".join(parts) else "CORRUPT")
+        else:
+            stream = channel.unary_stream("/load.L/Repeat")(payload, timeout=timeout)
+            next(stream)
+            stream.cancel()
+            tally.add("CANCELLED")
+    except grpc.RpcError as exc:
+        code = exc.code().name
+        tally.add(code, "" if code in ("OK", "CANCELLED", "DEADLINE_EXCEEDED") else str(exc.details()))
+
+
+def run_threads(channel: grpc.Channel, threads: int, seconds: float, seed: int, tally: Tally) -> bool:
+    """Run the mix on ``threads`` threads for ``seconds``; False if a thread did not end."""
+    stop = time.monotonic() + seconds
+
+    def worker(i: int) -> None:
+        rng = random.Random(seed * 1000 + i)
+        while time.monotonic() < stop:
+            one_call(channel, rng, tally)
+
+    pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(seconds + 30)
+    return not any(t.is_alive() for t in pool)
+
+
+def client(pool: str, name: str, threads: str, seconds: str, seed: str) -> int:
+    tally = Tally()
+    with notnets_rpc.insecure_channel(f"notnets:{name}", pool=pool) as channel:
+        ended = run_threads(channel, int(threads), float(seconds), int(seed), tally)
+    counts = tally.snapshot()
+    print(json.dumps({"outcomes": counts, "details": tally.details, "ended": ended}), flush=True)
+    return 0 if ended else 1
+
+
+class HeartbeatWatch:
+    """Watches a server's heartbeat word from outside: ``age()`` is the local time since the
+    word last changed (no clock of the server's is compared with ours)."""
+
+    def __init__(self, pool: str, name: str) -> None:
+        from notnets_rpc.pool import Pool
+
+        self._pool = Pool.acquire(pool)
+        self._name = name
+        self._word = None
+        self._seen = time.monotonic()
+        self.max_age = 0.0
+
+    def _offset(self):
+        from notnets_rpc.wire import layout as L
+
+        for h, s, off in self._pool.entries():
+            ep = self._pool.read_endpoint(h, s)
+            if ep is not None and ep.name == self._name and ep.state == L.DIR_LIVE:
+                return off + L.DIR_HEARTBEAT
+        return None
+
+    def sample(self) -> float:
+        """Look once; returns the current age in seconds."""
+        now = time.monotonic()
+        off = self._offset()
+        word = None if off is None else self._pool.mem.load(off)
+        if word is not None and word != self._word:
+            self._word, self._seen = word, now
+        age = now - self._seen
+        self.max_age = max(self.max_age, age)
+        return age
+
+    def close(self) -> None:
+        self._pool.release()
+
+
+def main(argv: list) -> int:
+    command, *args = argv
+    return {"serve": serve, "client": client}[command](*args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from emulator.backends.qemu.command import load_template
 from emulator.errors import UserError
 from emulator.paths import REPO_ROOT
-from emulator.backends.qemu.command import load_template
 from emulator.topology.model import Host, Topology
 
 CONFIG_VERSION = 1

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from emulator.errors import UserError
-from emulator.topology.model import parse_topology
 from emulator.image import guest_config as config
+from emulator.topology.model import parse_topology
 
 TOPOLOGY = """
 name: t

@@ -21,6 +21,7 @@ from .client_interceptors import intercepted
 
 
 WAITERS = 16  # threads that wait for unary responses (more calls at once: the pump's slower path)
+START_WAIT_S = 5.0  # close() waits this long at most for calls that are still connecting
 
 
 class Channel(grpc.aio.Channel):
@@ -97,6 +98,9 @@ class Channel(grpc.aio.Channel):
             await asyncio.wait(waiters, timeout=grace)
             for w in waiters:
                 w.cancel()
+        starting = [asyncio.ensure_future(c._until_started()) for c in self._active if c._stage is C.Stage.STARTING]
+        if starting:  # a call still starting on a thread is cancelled once it exists, before the close
+            await asyncio.wait(starting, timeout=START_WAIT_S)
         for call in list(self._active):
             call.cancel()  # as grpc.aio: "Locally cancelled by application!", CancelledError when awaited
         await in_thread(asyncio.get_running_loop(), self._sync.close)

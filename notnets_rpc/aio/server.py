@@ -75,7 +75,6 @@ class Server(grpc.aio.Server):
         self._names_for_port = names_for_port
         self._on_pool_error = on_pool_error
         self._has_endpoints = False
-        self._pool_ok = True
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         if self._interceptors:
             self._sync.add_generic_rpc_handlers((_Intercepting(self),))
@@ -149,7 +148,6 @@ class Server(grpc.aio.Server):
                 if self._on_pool_error is None:
                     raise
                 self._on_pool_error(exc)
-                self._pool_ok = False
                 self._sync.stop(None)
         else:
             self._sync.start()

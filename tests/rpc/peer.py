@@ -22,10 +22,21 @@ from .service import test_handlers
 
 
 def serve(pool: str, name: str) -> int:
-    server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=8), pool=pool)
-    server.add_generic_rpc_handlers((test_handlers(),))
-    server.add_endpoint(name)
-    server.start()
+    """A server on a restarted host may find its old self still listed (its pid number
+    reused in the new PID namespace) until that entry's heartbeat goes stale: retry."""
+    deadline = time.monotonic() + 30
+    while True:
+        server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=8), pool=pool)
+        server.add_generic_rpc_handlers((test_handlers(),))
+        server.add_endpoint(name)
+        try:
+            server.start()
+            break
+        except notnets_rpc.EndpointInUseError:
+            server.stop(None)
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     print("serving", flush=True)
     server.wait_for_termination()
     return 0

@@ -33,13 +33,12 @@ def cli() -> None:
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True,
               help="QEMU accelerator; auto probes KVM with a short boot and falls back to TCG.")
 @click.option("--dry-run", is_flag=True, help="Print each host's QEMU command line and start nothing.")
-def up(file: Path, backend: Optional[str], accel: str, dry_run: bool) -> None:
+@click.option("--name", "-p", help="Name the run (default: the topology's name:), as compose's -p.")
+def up(file: Path, backend: Optional[str], accel: str, dry_run: bool, name: Optional[str]) -> None:
     """Boot every host of FILE and return once all are ready."""
     from emulator.topology.model import load_topology
 
-    topology = load_topology(file)
-    if backend:
-        topology = topology.with_backend(backend)
+    topology = load_topology(file, backend=backend, name=name)
     if dry_run:
         from emulator.backends.qemu.dry_run import print_dry_run
 
@@ -51,7 +50,7 @@ def up(file: Path, backend: Optional[str], accel: str, dry_run: bool) -> None:
 
 
 @cli.command()
-@click.option("--name", help="The run to stop (default: the only run that is up).")
+@click.option("--name", "-p", help="The run to stop (default: the only run that is up).")
 @click.option("--keep-pools", is_flag=True, help="Keep the pools' backing files (and their huge pages).")
 def down(name: Optional[str], keep_pools: bool) -> None:
     """Stop every host of a run and release its pools."""
@@ -61,7 +60,7 @@ def down(name: Optional[str], keep_pools: bool) -> None:
 
 
 @cli.command()
-@click.option("--name", help="The run to show (default: the only run that is up).")
+@click.option("--name", "-p", help="The run to show (default: the only run that is up).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(name: Optional[str], as_json: bool) -> None:
     """Show the hosts and pools of a run."""
@@ -70,30 +69,43 @@ def status(name: Optional[str], as_json: bool) -> None:
     commands.status(name, as_json=as_json)
 
 
-@cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--name", help="The run (default: the only run that is up).")
+@cli.command("exec", context_settings={"allow_interspersed_args": False})
+@click.option("--name", "-p", help="The run (default: the only run that is up).")
 @click.option("--detach", "-d", is_flag=True, help="Start the command and return at once.")
-@click.option("--timeout", type=float, help="Seconds before the command is killed.")
+@click.option("--env", "-e", "env", multiple=True, metavar="KEY[=VAL]",
+              help="Set a variable for the command (repeatable); KEY alone takes the caller's value.")
+@click.option("--workdir", "-w", metavar="DIR", help="Run in DIR (default: the caller's directory).")
+@click.option("--interactive", "-i", is_flag=True, help="Forward this process's stdin to the command.")
+@click.option("--no-tty", "-T", is_flag=True, hidden=True, help="Accepted for docker compose habits: no TTY is ever made.")
+@click.option("--timeout", type=float, help="Seconds before the command is killed (exit code 124).")
 @click.argument("host")
 @click.argument("words", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_(name: Optional[str], detach: bool, timeout: Optional[float], host: str, words: tuple[str, ...]) -> None:
-    """Run a command on HOST, like ssh: `exec host0 -- python -V`.
+def exec_(name: Optional[str], detach: bool, env: tuple[str, ...], workdir: Optional[str], interactive: bool,
+          no_tty: bool, timeout: Optional[float], host: str, words: tuple[str, ...]) -> None:
+    """Run a command on HOST, like `docker compose exec`: `exec host0 -- python -V`.
 
     The words are joined with spaces and run by the guest's shell in the caller's
-    directory, with the project's .venv first on PATH and NOTNETS_* set. The exit code
-    passes through.
+    directory (or -w DIR), with the project's .venv first on PATH and NOTNETS_* set. The
+    exit code passes through; stdin is /dev/null unless -i.
     """
     from emulator import commands
+    from emulator.runs.guest_env import parse_env_options
 
     if words and words[0] == "--":  # click keeps the separator once HOST was taken
         words = words[1:]
     if not words:
         raise click.UsageError("no command given after HOST (use: exec HOST -- WORDS...)")
-    sys.exit(commands.exec_(name, host, " ".join(words), detach=detach, timeout=timeout))
+    if timeout is not None and timeout <= 0:
+        raise click.BadParameter(f"{timeout:g}: must be more than 0 seconds", param_hint="--timeout")
+    if detach and interactive:
+        raise click.UsageError("-d and -i exclude each other (a detached command has no stdin)")
+    extra = parse_env_options(env)
+    sys.exit(commands.exec_(name, host, " ".join(words), detach=detach, timeout=timeout, extra_env=extra,
+                            workdir=workdir, stdin=sys.stdin.buffer if interactive else None))
 
 
 @cli.command()
-@click.option("--name", help="The run (default: the only run that is up).")
+@click.option("--name", "-p", help="The run (default: the only run that is up).")
 @click.argument("host")
 def console(name: Optional[str], host: str) -> None:
     """Attach to HOST's serial console (Ctrl-] to leave)."""
@@ -103,31 +115,82 @@ def console(name: Optional[str], host: str) -> None:
 
 
 @cli.command()
-@click.option("--name", help="The run (default: the only run that is up).")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing what the console writes.")
-@click.argument("host")
-def logs(name: Optional[str], follow: bool, host: str) -> None:
-    """Print HOST's console log."""
+@click.option("--name", "-p", help="The run (default: the only run that is up; a run that is down: its kept logs).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines while a host runs.")
+@click.option("--tail", "-n", "tail", default="all", show_default=True, metavar="N|all",
+              help="Only the last N lines of each log.")
+@click.option("--no-log-prefix", is_flag=True, help="No 'HOST | ' prefix, even with several logs.")
+@click.argument("hosts", nargs=-1)
+def logs(name: Optional[str], follow: bool, tail: str, no_log_prefix: bool, hosts: tuple[str, ...]) -> None:
+    """Print the logs of HOSTS (default: every host): console log and detached commands.
+
+    With several logs each line starts with `HOST | ` (the console) or `HOST[PID] | `
+    (an `exec -d` command)."""
     from emulator import commands
 
-    commands.logs(name, host, follow=follow)
+    if tail == "all":
+        lines = None
+    elif tail.isdigit():
+        lines = int(tail)
+    else:
+        raise click.BadParameter(f"{tail!r}: expected a number of lines or 'all'", param_hint="--tail")
+    commands.logs(name, hosts, follow=follow, tail=lines, prefix=False if no_log_prefix else None)
+
+
+@cli.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ls_(as_json: bool) -> None:
+    """List every run on this machine, whichever directory it was started from."""
+    from emulator import commands
+
+    commands.ls(as_json=as_json)
+
+
+@cli.command()
+@click.option("--name", "-p", help="The run (default: the only run that is up).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.argument("hosts", nargs=-1)
+def ps(name: Optional[str], as_json: bool, hosts: tuple[str, ...]) -> None:
+    """List the commands started in HOSTS (default: every host), running or ended."""
+    from emulator import commands
+
+    commands.ps(name, hosts, as_json=as_json)
+
+
+@cli.command()
+@click.option("--name", "-p", help="The run (default: the only run that is up).")
+@click.argument("source")
+@click.argument("dest")
+def cp(name: Optional[str], source: str, dest: str) -> None:
+    """Copy files between this machine and a host: `cp HOST:PATH DEST`, `cp SRC HOST:PATH`.
+
+    Directories are copied whole; a DEST that is an existing directory receives SOURCE
+    inside it (as `docker compose cp`)."""
+    from emulator import commands
+
+    commands.cp(name, source, dest)
 
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--backend", type=click.Choice(["qemu", "sim"]), help="Override the topology's backend.")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
-@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write a JUnit XML report here.")
-def run(file: Path, backend: Optional[str], accel: str, junit: Optional[Path]) -> None:
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a JUnit XML report here: one case per step, plus every test of the JUnit files "
+                   "steps leave in $NOTNETS_ARTIFACTS.")
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path),
+              help="Copy each host's $NOTNETS_ARTIFACTS to DIR/HOST/ at the end.")
+@click.option("--keep-up", is_flag=True, help="When a step failed, leave the run up to look at it (then `down`).")
+@click.option("--name", "-p", help="Name the run (default: the topology's name:), as compose's -p.")
+def run(file: Path, backend: Optional[str], accel: str, junit: Optional[Path], artifacts: Optional[Path],
+        keep_up: bool, name: Optional[str]) -> None:
     """Bring FILE up, run its `run:` steps, bring it down; non-zero if a step failed."""
     from emulator.topology.model import load_topology
 
-    topology = load_topology(file)
-    if backend:
-        topology = topology.with_backend(backend)
+    topology = load_topology(file, backend=backend, name=name)
     from emulator import commands
 
-    sys.exit(commands.run(topology, accel=accel, junit=junit))
+    sys.exit(commands.run(topology, accel=accel, junit=junit, artifacts=artifacts, keep_up=keep_up))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
@@ -194,7 +257,7 @@ def pool_poison(path: Path, offset: int, length: int, value: int) -> None:
 
 
 @cli.command()
-@click.option("--name", help="The run (default: the only run that is up).")
+@click.option("--name", "-p", help="The run (default: the only run that is up).")
 @click.argument("host")
 @click.argument("action", type=click.Choice(["kill", "freeze", "thaw", "restart"]))
 def fault(name: Optional[str], host: str, action: str) -> None:

@@ -8,13 +8,13 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, BinaryIO, Optional
 
 import click
 
 from emulator.errors import UserError
 from emulator.progress import Progress
-from emulator.runs.state import STATE_FILE, RunState, list_runs, resolve_run, run_dir
+from emulator.runs.state import ARTIFACTS_DIR, RunState, all_runs, resolve_run, visible_runs
 from emulator.topology.model import Topology
 
 if TYPE_CHECKING:
@@ -49,10 +49,10 @@ def down(name: Optional[str], keep_pools: bool) -> None:
     try:
         run = resolve_run(name)
     except UserError as err:
-        if name is None and not list_runs():
+        if name is None and not visible_runs():
             progress.say("no run is up; nothing to do")
             return
-        if name is not None and not (run_dir(name) / STATE_FILE).exists():
+        if name is not None and name not in all_runs():
             progress.say(f"run {name} is not up; nothing to do")
             return
         raise err
@@ -63,6 +63,9 @@ def down(name: Optional[str], keep_pools: bool) -> None:
     if keep_pools:
         for pool in run.pools:
             progress.say(f"kept {pool.backing}")
+    artifacts = Path(run.state_dir) / ARTIFACTS_DIR
+    if artifacts.is_dir() and any(p.is_file() for p in artifacts.rglob("*")):
+        progress.say(f"kept the hosts' artifacts in {artifacts}")
     progress.say(f"run {run.name}: down in {time.monotonic() - started:.1f} s")
 
 
@@ -74,25 +77,26 @@ def status(name: Optional[str], as_json: bool) -> None:
     click.echo(json.dumps(data, indent=2) if as_json else status_text(data))
 
 
-def exec_(name: Optional[str], host: str, command: str, detach: bool, timeout: Optional[float]) -> int:
-    """Run ``command`` in HOST like ssh would; the exit code passes through."""
-    from emulator.runs.guest_env import forwarded_env, guest_cwd
+def exec_(name: Optional[str], host: str, command: str, detach: bool, timeout: Optional[float],
+          extra_env: Optional[dict[str, str]] = None, workdir: Optional[str] = None,
+          stdin: Optional[BinaryIO] = None) -> int:
+    """Run ``command`` in HOST like `docker compose exec`; the exit code passes through."""
+    from emulator.runs.guest_env import forwarded_env, resolve_workdir
 
     run = resolve_run(name)
     backend = _backend_of(run)
     target = run.host(host)
-    cwd = guest_cwd(os.getcwd())
-    env = forwarded_env(os.environ, run.name, run.state_dir)
+    cwd = resolve_workdir(workdir, os.getcwd())
+    env = {**forwarded_env(os.environ, run.name, run.state_dir), **(extra_env or {})}
     if detach:
-        log_dir = Path(target.dir) / "exec"
-        log_dir.mkdir(mode=0o700, exist_ok=True)
-        log = log_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-        pid = backend.spawn(run, target, command, cwd=cwd, env=env, log_path=str(log))
-        click.echo(f"{host}: started pid {pid}; output in {log}", err=True)
+        from emulator.runs.detached import spawn_detached
+
+        pid, log = spawn_detached(backend, run, target, command, cwd=cwd, env=env)
+        click.echo(f"{host}: started pid {pid}; output in {log} (`notnets-emu logs {host}` shows it)", err=True)
         click.echo(str(pid))
         return 0
     return backend.exec(run, target, command, cwd=cwd, env=env, timeout=timeout,
-                        stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
+                        stdout=sys.stdout.buffer, stderr=sys.stderr.buffer, stdin=stdin)
 
 
 def console(name: Optional[str], host: str) -> None:
@@ -108,36 +112,124 @@ def console(name: Optional[str], host: str) -> None:
     attach(target.console_socket, host)
 
 
-def logs(name: Optional[str], host: str, follow: bool) -> None:
-    from emulator.runs.log_follow import print_log
+def logs(name: Optional[str], hosts: tuple[str, ...], follow: bool, tail: Optional[int], prefix: Optional[bool]) -> None:
+    """Print the logs of HOSTS (all when none): console and detached commands, prefixed."""
+    from emulator.runs.log_follow import host_sources, print_logs
 
     try:
         run = resolve_run(name)
     except UserError:
-        kept = _kept_console_log(name, host)
+        kept = _kept_run_dir(name)
         if kept is None:
             raise
-        print_log(kept, follow=False, alive=lambda: False)
+        Progress().say(f"run {name} is down; these are the logs it kept in {kept}")
+        names = list(hosts) or sorted(p.name for p in (kept / "hosts").iterdir() if p.is_dir())
+        missing = [h for h in names if not (kept / "hosts" / h).is_dir()]
+        if missing:
+            raise UserError(f"run {name} kept no logs of host {', '.join(missing)}") from None
+        print_logs(lambda: [s for h in names for s in host_sources(kept, h, kept / "hosts" / h / "console.log")],
+                   follow=False, alive=lambda: False, tail=tail, prefix=prefix)
         return
     backend = _backend_of(run)
-    target = run.host(host)
-    print_log(backend.console_log(run, target), follow,
-              alive=lambda: backend.host_state(run, target) != "dead")
+    targets = [run.host(h) for h in hosts] if hosts else list(run.hosts)
+    state_dir = Path(run.state_dir)
+
+    def discover() -> list:
+        return [s for t in targets for s in host_sources(state_dir, t.name, backend.console_log(run, t))]
+
+    shown = print_logs(discover, follow=follow, tail=tail, prefix=prefix,
+                       alive=lambda: any(backend.host_state(run, t) != "dead" for t in targets))
+    if not shown:
+        raise UserError(f"no log yet for {', '.join(t.name for t in targets)} of run {run.name}")
 
 
-def _kept_console_log(name: Optional[str], host: str) -> Optional[Path]:
-    """After `down` (or a failed `up`) the console logs stay: find HOST's, if unambiguous."""
+def _kept_run_dir(name: Optional[str]) -> Optional[Path]:
+    """After `down` (or a failed `up`) a run's logs stay in its state dir: that dir, for --name."""
     from emulator.paths import state_root
 
-    root = state_root().absolute()
-    candidates = [root / name] if name else ([p for p in root.iterdir() if p.is_dir()] if root.is_dir() else [])
-    logs = [d / "hosts" / host / "console.log" for d in candidates if (d / "hosts" / host / "console.log").is_file()]
-    return logs[0] if len(logs) == 1 else None
+    if name is None:
+        return None
+    directory = (state_root() / name).absolute()
+    return directory if (directory / "hosts").is_dir() else None
 
 
-def run(topology: Topology, accel: str, junit: Optional[Path]) -> int:
-    """up, the steps, down (always, even on Ctrl-C or SIGTERM); non-zero if a step failed."""
-    from emulator.runs.junit import build_report, write_report
+def ls(as_json: bool) -> None:
+    """Every run on this machine: name, backend, hosts ready/total, where its state is."""
+    from emulator.runs.state import load_run
+
+    rows = []
+    for name, directory in all_runs().items():
+        try:
+            run = load_run(directory)
+        except UserError as err:
+            rows.append({"name": name, "backend": "?", "state": "damaged", "hosts": 0, "ready": 0,
+                         "state_dir": str(directory), "source": None, "error": str(err)})
+            continue
+        states = [_backend_of(run).host_state(run, h) for h in run.hosts]
+        rows.append({"name": name, "backend": run.backend, "state": run.state, "hosts": len(states),
+                     "ready": states.count("ready"), "state_dir": run.state_dir, "source": run.source,
+                     "created_at": run.created_at})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        Progress().say("no run is up on this machine")
+        return
+    from emulator.runs.status_view import table
+
+    lines = table([["NAME", "BACKEND", "HOSTS READY", "STATE DIR", "SOURCE"]] + [
+        [r["name"], r["backend"], f"{r['ready']}/{r['hosts']}" if r["state"] != "damaged" else "damaged",
+         r["state_dir"], r.get("source") or "-"] for r in rows])
+    click.echo("\n".join(lines))
+
+
+def ps(name: Optional[str], hosts: tuple[str, ...], as_json: bool) -> None:
+    """The commands started in each host (exec, exec -d, run steps), running or ended."""
+    from emulator.runs.detached import detached_logs
+
+    run = resolve_run(name)
+    backend = _backend_of(run)
+    rows, notes = [], []
+    for target in ([run.host(h) for h in hosts] if hosts else run.hosts):
+        try:
+            listing = backend.processes(run, target)
+        except UserError as err:
+            notes.append(f"{target.name}: {err}")
+            continue
+        logs = dict(detached_logs(Path(target.dir)))
+        for proc in listing:
+            log = logs.get(proc.get("pid")) or proc.get("log")
+            rows.append({"host": target.name, **proc, "log": str(log) if log else None})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        from emulator.runs.status_view import table
+
+        lines = table([["HOST", "PID", "STATUS", "STARTED", "COMMAND"]] + [
+            [r["host"], str(r["pid"]), "running" if r["running"] else f"exited {r['code']}",
+             time.strftime("%H:%M:%S", time.localtime(r["started"])),
+             ("(detached) " if r["detached"] else "") + r["cmd"]] for r in rows])
+        click.echo("\n".join(lines))
+    for note in notes:
+        Progress().say(note)
+    if notes and not rows:
+        raise UserError(f"no host of run {run.name} answered")
+
+
+def cp(name: Optional[str], source: str, dest: str) -> None:
+    """Copy between this machine and a host: `cp HOST:PATH DEST` or `cp SRC HOST:PATH`."""
+    from emulator.runs.copy import copy
+
+    run = resolve_run(name)
+    copied = copy(_backend_of(run), run, source, dest, os.getcwd())
+    Progress().say(f"copied {source} to {dest} ({copied})")
+
+
+def run(topology: Topology, accel: str, junit: Optional[Path], artifacts: Optional[Path] = None,
+        keep_up: bool = False) -> int:
+    """up, the steps, down (always, even on Ctrl-C or SIGTERM; not after a failed step
+    with ``keep_up``); non-zero if a step failed."""
+    from emulator.runs.junit import build_report, merge_reports, write_report
     from emulator.runs.kernel_faults import describe, run_kernel_faults
     from emulator.runs.lifecycle import bring_up, tear_down
     from emulator.runs.steps import StepRunner, summary
@@ -156,18 +248,29 @@ def run(topology: Topology, accel: str, junit: Optional[Path]) -> int:
             raise
         up_seconds = time.monotonic() - started
         backend = _backend_of(state)
-        runner = StepRunner(state, backend, progress.say)
+        base_dir = str(Path(topology.source).absolute().parent) if topology.source else None
+        runner = StepRunner(state, backend, progress.say, base_dir=base_dir)
+        kept = Path(state.state_dir) / ARTIFACTS_DIR
         faults: list[str] = []
+        interrupted = True
         try:
             results = runner.run_all(topology.run)
+            interrupted = False
         except KeyboardInterrupt:
             if junit:  # CI still gets a report of what ran before the cancel
                 write_report(junit, build_report(topology.name, runner.results, up_seconds=up_seconds))
             raise
         finally:
             faults = describe(state, backend, run_kernel_faults(state, backend))
-            progress.say(f"run {state.name}: bringing it down")
-            tear_down(state, keep_pools=False, progress=progress)
+            if artifacts:
+                _save_artifacts(kept, artifacts, progress)
+            failed = summary(runner.results)[0] != 0 or bool(faults)
+            if keep_up and failed and not interrupted:
+                progress.say(f"run {state.name}: kept up (--keep-up); `notnets-emu down --name {state.name}` "
+                             "when done")
+            else:
+                progress.say(f"run {state.name}: bringing it down")
+                tear_down(state, keep_pools=False, progress=progress)
         code, text = summary(results)
         for line in faults:  # a guest kernel oops fails the run even if every step passed
             progress.say(f"FAILED: {line}")
@@ -175,11 +278,28 @@ def run(topology: Topology, accel: str, junit: Optional[Path]) -> int:
             code, text = 1, f"{text}, {len(faults)} host(s) with a guest kernel fault"
         progress.say(f"run {topology.name}: {text}")
         if junit:
-            write_report(junit, build_report(topology.name, results, up_seconds=up_seconds))
-            progress.say(f"JUnit report: {junit}")
+            report = build_report(topology.name, results, up_seconds=up_seconds)
+            merged = merge_reports(report, kept)
+            write_report(junit, report)
+            progress.say(f"JUnit report: {junit}" + (f" ({len(merged)} JUnit file(s) of the steps merged)"
+                                                     if merged else ""))
         return code
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _save_artifacts(kept: Path, dest: Path, progress: Progress) -> None:
+    """Copy each host's $NOTNETS_ARTIFACTS (STATE/artifacts/HOST) to DEST/HOST."""
+    import shutil
+
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        for host_dir in sorted(p for p in kept.iterdir() if p.is_dir()) if kept.is_dir() else []:
+            shutil.copytree(host_dir, dest / host_dir.name, dirs_exist_ok=True, symlinks=True)
+    except OSError as err:
+        progress.say(f"could not copy the artifacts to {dest}: {err}")
+        return
+    progress.say(f"artifacts: {dest}")
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import click
 
 from emulator.errors import UserError
-from emulator.paths import Kernel, find_kernel
+from emulator.paths import REPO_ROOT, Kernel, find_kernel
 from emulator.sizes import MiB
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -39,6 +39,11 @@ HOST_TOOLS = {
     "depmod": "kmod",
     "vde_switch": "vde2",
 }
+
+
+def setup_hint() -> str:
+    """`make setup`, spelled so that it works from the current directory."""
+    return "make setup" if Path.cwd().resolve() == REPO_ROOT else f"make -C {REPO_ROOT} setup"
 
 
 @dataclass(frozen=True)
@@ -75,13 +80,17 @@ def check_kernel() -> tuple[Check, Optional[Kernel]]:
     try:
         kernel = find_kernel()
     except UserError as err:
-        return Check("guest kernel", FAIL, str(err), "make setup (fetches Debian's linux-image-amd64)"), None
+        if os.environ.get("NOTNETS_KERNEL"):
+            fix = "fix NOTNETS_KERNEL and NOTNETS_KERNEL_MODULES, or unset them to use the kernel `make setup` fetches"
+        else:
+            fix = f"{setup_hint()} (fetches Debian's linux-image-amd64)"
+        return Check("guest kernel", FAIL, str(err), fix), None
     return Check("guest kernel", OK, f"{kernel.version} ({kernel.vmlinuz})"), kernel
 
 
 def check_modules(kernel: Optional[Kernel]) -> Check:
     if kernel is None:
-        return Check("guest modules", FAIL, "no guest kernel", "make setup")
+        return Check("guest modules", FAIL, "no guest kernel", "see the guest kernel line")
     dep = kernel.modules_dir / "modules.dep"
     try:
         text = dep.read_text()
@@ -93,7 +102,7 @@ def check_modules(kernel: Optional[Kernel]) -> Check:
     present = {Path(line.split(":", 1)[0]).name.split(".ko")[0].replace("-", "_") for line in text.splitlines() if line}
     missing = [m for m in GUEST_MODULES if m not in present]
     if missing:
-        return Check("guest modules", FAIL, f"missing: {', '.join(missing)}", "use Debian's 6.1 kernel (make setup) or one built with them")
+        return Check("guest modules", FAIL, f"missing: {', '.join(missing)}", f"use Debian's 6.1 kernel ({setup_hint()}) or one built with them")
     return Check("guest modules", OK, f"{len(GUEST_MODULES)} modules present (CXL, nvdimm, dax, 9p, virtio)")
 
 
@@ -108,7 +117,7 @@ def check_python_packages() -> Check:
     wanted = ("grpc", "google.protobuf", "qemu.qmp", "pexpect", "yaml", "click")
     missing = [name for name in wanted if importlib.util.find_spec(name) is None]
     if missing:
-        return Check("python packages", FAIL, "missing: " + ", ".join(missing), "make setup (installs .venv)")
+        return Check("python packages", FAIL, "missing: " + ", ".join(missing), f"{setup_hint()} (installs .venv)")
     return Check("python packages", OK, ", ".join(wanted))
 
 
@@ -165,8 +174,8 @@ def check_memory(topology_file: Optional[Path]) -> Check:
 
     try:
         topology = load_topology(topology_file, memory_probe=lambda: None)
-    except UserError as err:
-        return Check("memory", FAIL, str(err), "fix the topology file")
+    except UserError as err:  # the file's own problem, not the machine's memory
+        return Check("topology", FAIL, str(err), "fix the topology file")
     needed = memory_needed(topology)
     if needed > available:
         return Check("memory", FAIL, f"{topology_file} needs {needed // MiB} MiB, {available // MiB} MiB available", "fewer or smaller hosts/pools")

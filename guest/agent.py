@@ -20,7 +20,7 @@ import threading
 from . import power, protocol
 from .pools import PoolDevice, PoolMaker, PoolSetupError
 from .port_server import PortServer, Session, Wakeup, find_ports
-from .processes import CommandError, Processes
+from .processes import CommandError, Processes, StdinFeed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs a noticeable import time under TCG; the agent skips it
@@ -48,6 +48,25 @@ def env_name(pool_name: str) -> str:
     return "NOTNETS_POOL_" + pool_name.upper().replace("-", "_")
 
 
+def hosts_file(config: dict[str, Any]) -> str:
+    """/etc/hosts for a guest on the run's network: every host's name resolves, with no DNS."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    for name, address in sorted(((config.get("network") or {}).get("hosts") or {}).items()):
+        lines.append(f"{address}\t{name}")
+    return "\n".join(lines) + "\n"
+
+
+def write_hosts_file(config: dict[str, Any], path: str = "/etc/hosts") -> None:
+    """In a VM only (its root is a tmpfs overlay: the host's file is not touched)."""
+    if not (config.get("network") or {}).get("hosts"):
+        return
+    try:
+        with open(path, "w") as f:
+            f.write(hosts_file(config))
+    except OSError as exc:
+        log(f"cannot write {path}: {exc}; host names will not resolve")
+
+
 def command_env(config: dict[str, Any], devices: list[PoolDevice]) -> dict[str, str]:
     """The environment every command starts from (the request's env is laid over it):
     the machine template's ``guest_env`` first, then what this host must say about itself."""
@@ -60,7 +79,10 @@ def command_env(config: dict[str, Any], devices: list[PoolDevice]) -> dict[str, 
         "NOTNETS_HOST": config["host"],
         "NOTNETS_HOST_ID": str(config["host_id"]),
         "NOTNETS_STATE_DIR": config["state_dir"],
+        "NOTNETS_ARTIFACTS": f"{config['state_dir']}/artifacts/{config['host']}",
     })
+    if config.get("interpose") and devices:
+        env["NOTNETS_INTERPOSE"] = "1"  # unmodified grpc programs use the pool (notnets_rpc/interpose.py)
     if devices:
         env["NOTNETS_POOL"] = devices[0].device
         env["NOTNETS_POOL_SIZE"] = str(devices[0].size)
@@ -90,6 +112,7 @@ class Agent:
         self.ready_uptime: Optional[float] = None
         self.settled = threading.Event()  # ready or failed
         self.base_env = command_env(config, [])
+        self._feeds: dict[tuple[int, int], StdinFeed] = {}  # (session, exec id) -> its stdin
 
     # --- pool setup ------------------------------------------------------------------
     def setup(self) -> None:
@@ -109,11 +132,10 @@ class Agent:
         """Setup is over: ready with ``devices``, or failed with ``error``; commands may run."""
         self.devices = devices
         self.base_env = command_env(self.config, devices)
-        if error is None:
-            try:
-                self._write_env_script()
-            except OSError as err:
-                log(f"cannot write {self.env_script}: {err}")
+        try:  # also after a failure: the console shell waits for this file (guest/init.sh)
+            self._write_env_script()
+        except OSError as err:
+            log(f"cannot write {self.env_script}: {err}")
         self.error = error
         self.state = self.phase = "failed" if error else "ready"
         self.ready_uptime = uptime()
@@ -154,11 +176,32 @@ class Agent:
         if op == "status":
             session.send({"id": rid, **self.status()})
         elif op in ("exec", "spawn"):
-            threading.Thread(target=self._command, args=(message, session), daemon=True).start()
+            feed = None
+            if op == "exec" and message.get("stdin"):
+                feed = self._feeds[(id(session), rid)] = StdinFeed()  # before any stdin frame comes
+            threading.Thread(target=self._command, args=(message, session, feed), daemon=True).start()
+        elif op == "stdin":
+            self._stdin(message, session)
+        elif op == "ps":
+            session.send({"id": rid, "type": "processes", "processes": self.processes.listing()})
         elif op == "signal":
             self._reply(session, rid, self._signal, message)
         elif op == "poll":
             self._reply(session, rid, self._poll, message)
+
+    def _stdin(self, message: dict[str, Any], session: Session) -> None:
+        """Feed an attached command's stdin; frames for a command that ended are dropped."""
+        feed = self._feeds.get((id(session), message["ref"]))
+        if feed is None:
+            return
+        try:
+            data = protocol.unb64(message.get("data", ""))
+        except ValueError:
+            return
+        if data:
+            feed.put(data)
+        if message.get("eof"):
+            feed.put(None)
 
     def _signal(self, message: dict[str, Any]) -> dict[str, Any]:
         self.processes.signal(message["pid"], message["sig"])
@@ -175,7 +218,7 @@ class Agent:
         except CommandError as err:
             session.send({"id": rid, "type": "error", "message": str(err)})
 
-    def _command(self, message: dict[str, Any], session: Session) -> None:
+    def _command(self, message: dict[str, Any], session: Session, feed: Optional[StdinFeed] = None) -> None:
         rid = message["id"]
         self.settled.wait()  # commands run once the pools are (or failed to be) set up
         env = {**self.base_env, **message.get("env", {})}
@@ -188,9 +231,12 @@ class Agent:
             wake = session.cancel_event()
             try:
                 code = self.processes.run(message["cmd"], cwd, env, message.get("timeout"),
-                                          lambda m: session.send({"id": rid, **m}), wake)
+                                          lambda m: session.send({"id": rid, **m}), wake, feed)
             finally:
                 session.forget(wake)
+                if feed is not None:
+                    feed.close()
+                    self._feeds.pop((id(session), rid), None)
             if code is not None:
                 session.send({"id": rid, "type": "exit", "code": code})
         except CommandError as err:
@@ -240,6 +286,7 @@ def main(argv: list[str]) -> int:
     log(f"host {config['host']} (id {config['host_id']}), pools: "
         f"{', '.join(p['name'] for p in config.get('pools', [])) or 'none'}")
     sigio = _catch_sigio()
+    write_hosts_file(config)
     agent = Agent(config)
     threading.Thread(target=agent.setup, name="setup", daemon=True).start()
     wakeup = Wakeup()

@@ -2,9 +2,10 @@
 # NotNets guest init: PID 1 of the initramfs (busybox sh).
 #
 # 1. load the boot-stage kernel modules (/etc/notnets/modules.boot, resolved at build time);
-# 2. mount the host's / read-only over 9p (cache=loose: much faster imports; a host file
-#    changed after boot may look stale) and lay an overlayfs with a tmpfs upper layer
-#    over it, so the guest sees every host path and its own writes stay in the guest;
+# 2. mount the host's / read-only over 9p (cache mode $NOTNETS_HOSTROOT_CACHE from
+#    guest.env: mmap reads every file afresh, so commands run the host's current code;
+#    loose is faster but never revalidates) and lay an overlayfs with a tmpfs upper
+#    layer over it, so the guest sees every host path and its own writes stay in it;
 # 3. mount the run's state dir (writable 9p) at the same absolute path as on the host;
 # 4. start the guest agent (guest/agent.py, the host's Python) inside that root, and
 #    load the late-stage modules (CXL, network) while its Python starts;
@@ -54,13 +55,14 @@ load_modules boot
 log "boot modules loaded"
 
 mkdir -p /mnt/host /mnt/state /mnt/rw "$NEWROOT"
-mount -t 9p -o "$P9_OPTS,ro,cache=loose" hostroot /mnt/host || fail "cannot mount the host's root (9p tag hostroot)"
 mount -t 9p -o "$P9_OPTS" notnets-state /mnt/state || fail "cannot mount the state dir (9p tag notnets-state)"
 GUEST_ENV=/mnt/state/hosts/$HOST/guest.env
 [ -r "$GUEST_ENV" ] || fail "$GUEST_ENV is missing (the host writes it before boot)"
 . "$GUEST_ENV"
 umount /mnt/state
 [ -n "$NOTNETS_STATE_DIR" ] || fail "$GUEST_ENV sets no NOTNETS_STATE_DIR"
+mount -t 9p -o "$P9_OPTS,ro,cache=${NOTNETS_HOSTROOT_CACHE:-mmap}" hostroot /mnt/host \
+    || fail "cannot mount the host's root (9p tag hostroot, cache=${NOTNETS_HOSTROOT_CACHE:-mmap})"
 
 log "9p shares mounted"
 mount -t tmpfs -o mode=0755 rw /mnt/rw || fail "cannot mount the tmpfs upper layer"
@@ -102,8 +104,12 @@ if [ -n "$NOTNETS_NET_ADDR" ]; then
 fi
 
 # The console: an interactive shell inside the new root, again whenever it exits. Its
-# $ENV script (guest/console.sh) picks up the environment the agent gives commands. As
-# PID 1, this shell also reaps orphans while it waits.
+# $ENV script (guest/console.sh) picks up the environment the agent gives commands, so
+# the first shell waits until the agent has written it (ready or failed; at most
+# CONSOLE_ENV_WAIT tenths of a second). As PID 1, this shell also reaps orphans.
+CONSOLE_ENV_WAIT=1800
+i=0
+while [ ! -e "$NEWROOT/run/notnets/env.sh" ] && [ $i -lt $CONSOLE_ENV_WAIT ]; do usleep 100000; i=$((i + 1)); done
 while true; do
     setsid cttyhack env -i PATH="$NOTNETS_PATH" HOME=/root TERM=linux LANG=C.UTF-8 \
         ENV="$NOTNETS_PROJECT/guest/console.sh" chroot "$NEWROOT" /bin/sh -i

@@ -9,10 +9,14 @@ carry the id of their request; a reader drops frames whose id it is not waiting 
 
 Requests (host -> guest), each with an integer "id":
   {"op": "status"}                                   -> status
-  {"op": "exec", "cmd", "cwd", "env", "timeout"}      -> started, output*, exit
+  {"op": "exec", "cmd", "cwd", "env", "timeout", "stdin"} -> started, output*, exit
+  {"op": "stdin", "ref", "data" | "eof"}              -> nothing (feeds exec "ref"'s stdin)
   {"op": "spawn", "cmd", "cwd", "env", "log"}         -> spawned
   {"op": "signal", "pid", "sig"}                      -> ok
   {"op": "poll", "pid"}                               -> process
+  {"op": "ps"}                                        -> processes
+An exec with "stdin": true reads the "stdin" frames that name it, in order, until one
+says "eof"; without it the command's stdin is /dev/null (like `docker exec` without -i).
 Replies (guest -> host): {"id", "type", ...}; any request may get {"type": "error",
 "message"} instead.
 """
@@ -30,7 +34,7 @@ VERSION = 1
 MAX_FRAME = 1 << 20  # a longer line is garbage: dropped up to the next newline
 CHUNK = 32 * 1024  # command output per "output" frame, before base64
 
-OPS = ("status", "exec", "spawn", "signal", "poll")
+OPS = ("status", "exec", "stdin", "spawn", "signal", "poll", "ps")
 TIMEOUT_EXIT_CODE = 124  # like coreutils timeout(1)
 
 
@@ -112,6 +116,14 @@ def request_error(message: dict[str, Any]) -> Optional[str]:
         timeout = message.get("timeout")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
             return "exec: 'timeout' must be a positive number or null"
+        if not isinstance(message.get("stdin", False), bool):
+            return "exec: 'stdin' must be true or false"
+    if op == "stdin":
+        ref = message.get("ref")
+        if isinstance(ref, bool) or not isinstance(ref, int):
+            return "stdin: 'ref' must be the id of an exec"
+        if not isinstance(message.get("data", ""), str) or not isinstance(message.get("eof", False), bool):
+            return "stdin: 'data' must be base64 text and 'eof' true or false"
     if op == "spawn" and not isinstance(message.get("log"), str):
         return "spawn: 'log' must be a path"
     if op in ("signal", "poll"):

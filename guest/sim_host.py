@@ -179,6 +179,11 @@ def main(argv: list[str]) -> int:
             loopback_up()
         except OSError as err:
             log(f"cannot bring the loopback up: {err}")
+    if config["isolation"] != "none":  # its own UTS namespace: named like a VM is
+        try:
+            socket.sethostname(config["host"])
+        except OSError as err:
+            log(f"cannot set the hostname: {err}")
     agent = guest_agent.Agent(config, env_script=config["env_script"])
     evictors: list[subprocess.Popen] = []
     try:

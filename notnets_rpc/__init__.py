@@ -19,14 +19,14 @@ import grpc
 
 from .client.channel import SCHEME, Channel
 from .errors import (EndpointInUseError, LayoutVersionError, NotAPoolError, PoolCorruptError, PoolError,
-                     PoolExistsError, PoolFullError, PoolTooSmallError, ProtocolError)
+                     PoolExistsError, PoolFullError, PoolNotReadyError, PoolTooSmallError, ProtocolError)
 from .pool import HOST_ID_ENV, POOL_ENV, create_pool
 from .serving.server import Server
 
 __all__ = [
     "create_pool", "server", "insecure_channel", "Channel", "Server", "SCHEME", "POOL_ENV", "HOST_ID_ENV",
     "PoolError", "NotAPoolError", "PoolTooSmallError", "LayoutVersionError", "PoolCorruptError", "PoolExistsError",
-    "PoolFullError", "EndpointInUseError", "ProtocolError",
+    "PoolFullError", "EndpointInUseError", "ProtocolError", "PoolNotReadyError",
 ]
 
 

@@ -18,6 +18,11 @@ class NotAPoolError(PoolError):
     """The file holds something other than a formatted pool (or nothing yet)."""
 
 
+class PoolNotReadyError(NotAPoolError):
+    """No pool there yet: the file does not exist or is all zero (a server may still
+    create or format it, so a channel waits instead of failing)."""
+
+
 class PoolTooSmallError(PoolError):
     """The file or device is too small for the requested layout."""
 
@@ -44,3 +49,12 @@ class EndpointInUseError(PoolError):
 
 class ProtocolError(Exception):
     """A frame or ring in shared memory failed a bounds or sanity check."""
+
+
+class ChecksumError(ProtocolError):
+    """A frame's CRC does not match (pools formatted with frame checksums): the frame was
+    consumed, the ring is intact, and only the call it names is affected (DATA_LOSS)."""
+
+    def __init__(self, kind: int, flags: int, call_id: int, message: str) -> None:
+        super().__init__(message)
+        self.kind, self.flags, self.call_id = kind, flags, call_id

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
-from .errors import NotAPoolError, PoolError, PoolTooSmallError
+from .errors import PoolError, PoolNotReadyError, PoolTooSmallError
 
 DAX_ALIGN = 2 << 20
 SYSFS = Path("/sys")
@@ -56,7 +56,7 @@ class Mapping:
         try:
             self.fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
-            raise NotAPoolError(f"{path}: no such file (create it with `notnets-emu pool create`)") from None
+            raise PoolNotReadyError(f"{path}: no such file (create it with `notnets-emu pool create`)") from None
         except OSError as exc:
             raise PoolError(f"{path}: cannot open: {exc.strerror}") from None
         try:

@@ -17,12 +17,13 @@ import threading
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from . import cxl
 from .coherent_memory import SoftwareCoherent
 from .wire import layout as L
-from .errors import EndpointInUseError, NotAPoolError, PoolError, PoolExistsError, PoolFullError
+from .liveness import BEATER
+from .errors import EndpointInUseError, PoolError, PoolNotReadyError, PoolExistsError, PoolFullError
 from .mapping import Mapping, PathLike, create_backing, is_char_device
 from . import farmem
 from .memory import Buffer, Memory
@@ -145,8 +146,12 @@ def pool_memory(buf: Buffer, path: str, writable: bool = True, ops: object = Non
 def create_pool(path: PathLike, size: Optional[int] = None, overwrite: bool = False, *,
                 max_hosts: int = L.DEFAULT_MAX_HOSTS, dir_slots: int = L.DEFAULT_DIR_SLOTS,
                 channels: int = L.DEFAULT_CHANNELS, ring_bytes: Optional[int] = None,
-                coherence: str = "coherent") -> L.Layout:
+                coherence: str = "coherent", frame_checksums: bool = False) -> L.Layout:
     """Format a file or DAX device as an empty pool and return its layout.
+
+    ``frame_checksums``: every frame carries a CRC-32 (a format option every process
+    on the pool then follows): a payload corrupted in the pool ends its call with
+    DATA_LOSS instead of being delivered.
 
     Refuses (``PoolExistsError``) to format over a pool unless ``overwrite``; a file
     that holds something else is formatted. ``size`` may be omitted for an existing
@@ -170,8 +175,9 @@ def create_pool(path: PathLike, size: Optional[int] = None, overwrite: bool = Fa
             with mapping.host_lock():
                 if L.is_formatted(mem) and not overwrite:
                     raise PoolExistsError(f"{path} already holds a NotNets pool (use overwrite=True / --overwrite)")
-                return _format(mem, min(usable, mapping.size), max_hosts, dir_slots, channels, ring_bytes,
-                               coherence)
+                flags = ((L.FLAG_SOFTWARE_COHERENCE if coherence == "software" else 0)
+                         | (L.FLAG_FRAME_CRC if frame_checksums else 0))
+                return _format(mem, min(usable, mapping.size), max_hosts, dir_slots, channels, ring_bytes, flags)
         finally:
             mem.release()
     finally:
@@ -181,11 +187,10 @@ def create_pool(path: PathLike, size: Optional[int] = None, overwrite: bool = Fa
 
 
 def _format(mem: Memory, size: int, max_hosts: int, dir_slots: int, channels: int,
-            ring_bytes: Optional[int], coherence: str = "coherent") -> L.Layout:
+            ring_bytes: Optional[int], flags: int = 0) -> L.Layout:
     """Unpublish, zero the control regions, publish the superblock, the magic last. On a
     SoftwareCoherent ``mem`` each step is written back before the next."""
     plan = L.plan_layout(size, max_hosts=max_hosts, dir_slots=dir_slots, channels=channels, ring_bytes=ring_bytes)
-    flags = L.FLAG_SOFTWARE_COHERENCE if coherence == "software" else 0
     plan = L.Layout(**{**plan.__dict__, "uuid": uuidlib.uuid4().bytes, "created_ms": now_ms(), "flags": flags})
     mem.store(0, 0)  # unpublish first: nobody may use a half-formatted pool
     mem.fill(L.SUPERBLOCK_BYTES, plan.rings_offset - L.SUPERBLOCK_BYTES, 0)
@@ -205,6 +210,38 @@ class Endpoint:
     state: int
     pid: int
     heartbeat_ms: int
+
+
+class BeatWatch:
+    """Heartbeats judged by change over this process's own monotonic clock, never by
+    comparing another host's clock with ours (hosts' clocks may differ by seconds).
+
+    ``observe`` is called with each look at a directory entry; an entry is ALIVE once
+    its heartbeat word was seen to change within the stale interval, STALE once it stood
+    still for longer than that since we first saw it, and UNKNOWN before either."""
+
+    UNKNOWN, ALIVE, STALE = "unknown", "alive", "stale"
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self._clock = clock
+        self._seen: Dict[Tuple[int, int], Tuple[int, float, bool]] = {}  # (index, gen) -> beat, since, changed
+
+    def observe(self, index: int, generation: int, beat: int) -> str:
+        now = self._clock()
+        key = (index, generation)
+        last = self._seen.get(key)
+        if last is None:
+            if len(self._seen) > 4096:
+                self._seen.clear()
+            self._seen[key] = (beat, now, False)
+            return self.UNKNOWN
+        old, since, changed = last
+        if beat != old:
+            self._seen[key] = (beat, now, True)
+            return self.ALIVE
+        if (now - since) * 1000 > stale_ms():
+            return self.STALE
+        return self.ALIVE if changed else self.UNKNOWN
 
 
 class Pool:
@@ -232,6 +269,11 @@ class Pool:
             raise PoolError(f"host id {host_id} ({HOST_ID_ENV}) is outside this pool's {self.layout.max_hosts} host partitions")
         self.host_id = host_id
         self.users = 0
+        self.beats = BeatWatch()
+        self.lost: Optional[str] = None  # set once the file shrank under us: nobody may touch the mapping
+        self._on_lost: Dict[int, Callable[[str], None]] = {}
+        self._size_key: Optional[int] = None
+        self._refused: Dict[int, Tuple[int, int]] = {}  # dir index -> (generation, heartbeat) that did not accept us
 
     # -- sharing -----------------------------------------------------------------------
     @classmethod
@@ -264,10 +306,12 @@ class Pool:
                                 with mapping.host_lock():
                                     if L.looks_empty(mem):
                                         _format(mem, mapping.size, L.DEFAULT_MAX_HOSTS, L.DEFAULT_DIR_SLOTS,
-                                                L.DEFAULT_CHANNELS, None, wanted_coherence(path, ops.kind))
+                                                L.DEFAULT_CHANNELS, None,
+                                                L.FLAG_SOFTWARE_COHERENCE
+                                                if wanted_coherence(path, ops.kind) == "software" else 0)
                                 ready = True
                             elif time.monotonic() >= deadline:
-                                raise NotAPoolError(f"{path}: not formatted yet (all zero); start a server "
+                                raise PoolNotReadyError(f"{path}: not formatted yet (all zero); start a server "
                                                     "or run `notnets-emu pool create`")
                         elif not ready:
                             ready = True  # let parse_superblock say what is wrong
@@ -277,6 +321,8 @@ class Pool:
                         pool_obj = cls(path, mapping, hid, ops)
                         pool_obj.users = 1
                         cls._registry[key] = pool_obj
+                        if not mapping.is_device:  # a device cannot shrink; a file can be truncated
+                            pool_obj._size_key = BEATER.register(pool_obj.check_size)
                         return pool_obj
                 except BaseException:
                     if ops is not None:
@@ -295,9 +341,50 @@ class Pool:
             key = (os.path.realpath(self.path), self.host_id)
             if self._registry.get(key) is self:
                 del self._registry[key]
+        if self._size_key is not None:
+            BEATER.unregister(self._size_key)
+            self._size_key = None
         self.mem.release()
         self.ops.close()
         self.mapping.close()
+
+    # -- a file that shrinks under us ----------------------------------------------------
+    def on_lost(self, callback: Callable[[str], None]) -> int:
+        """Call ``callback(reason)`` (from the beat thread) if the pool file shrinks."""
+        key = id(callback)
+        self._on_lost[key] = callback
+        if self.lost is not None:
+            callback(self.lost)
+        return key
+
+    def forget_lost(self, key: int) -> None:
+        self._on_lost.pop(key, None)
+
+    def check_size(self) -> None:
+        """(beat thread) A pool file truncated while mapped: any access past its new end
+        kills the process with SIGBUS. Noticed here within a beat, the users are told
+        to stop touching the mapping (their calls end UNAVAILABLE) and the mapping is
+        dropped from the registry, so a new pool at that path is mapped afresh.
+        What remains: a thread that touches the cut-off range before this look dies."""
+        if self.lost is not None:
+            return
+        try:
+            size = os.fstat(self.mapping.fd).st_size
+        except OSError:
+            return
+        if size >= self.layout.pool_bytes:
+            return
+        self.lost = (f"pool file {self.path} shrank to {size} bytes while mapped ({self.layout.pool_bytes} in use); "
+                     "its calls end here")
+        with self._registry_lock:
+            key = (os.path.realpath(self.path), self.host_id)
+            if self._registry.get(key) is self:
+                del self._registry[key]
+        for callback in list(self._on_lost.values()):
+            try:
+                callback(self.lost)
+            except Exception:
+                pass
 
     # -- host table --------------------------------------------------------------------
     def bell(self, which: int, host: Optional[int] = None) -> int:
@@ -326,29 +413,48 @@ class Pool:
         return Endpoint(name, host, slot, self.layout.dir_index(host, slot), gen & L.DIR_GEN_MASK, state,
                         self.mem.load(off + L.DIR_PID), self.mem.load(off + L.DIR_HEARTBEAT))
 
-    def endpoint_alive(self, ep: Endpoint) -> bool:
-        """Live = LIVE/DRAINING and a recent heartbeat (same host: and its pid exists).
+    def liveness(self, ep: Endpoint) -> str:
+        """BeatWatch's verdict on ``ep`` (STALE at once for a dead pid on this host or a
+        state other than LIVE/DRAINING).
 
         The heartbeat counts on the same host too: a host that was killed and restarted
         (a rebooted VM, a restarted sim host) numbers its processes from 1 again, so the
         old server's pid may well exist and belong to someone else.
         """
         if ep.state not in (L.DIR_LIVE, L.DIR_DRAINING):
-            return False
+            return BeatWatch.STALE
         if ep.host == self.host_id and not pid_alive(ep.pid):
-            return False
-        return now_ms() - ep.heartbeat_ms < stale_ms()
+            return BeatWatch.STALE
+        return self.beats.observe(ep.index, ep.generation, ep.heartbeat_ms)
 
-    def resolve(self, name: str) -> Optional[Endpoint]:
-        """The live endpoint with this name (newest heartbeat wins), or None."""
-        best = None
+    def endpoint_alive(self, ep: Endpoint) -> bool:
+        """Not known to be dead: a heartbeat not yet watched long enough counts as alive."""
+        return self.liveness(ep) != BeatWatch.STALE
+
+    def candidates(self, name: str) -> list:
+        """The LIVE endpoints named ``name`` a client may try, best first: those whose
+        heartbeat was seen moving, then those not watched long enough to tell; never
+        one seen standing still, nor one that did not accept us (until it beats again).
+        A client trusts an entry only once its server accepted the channel."""
+        ranked = []
         for h, s, _off in self.entries():
             ep = self.read_endpoint(h, s)
-            if ep is None or ep.name != name or ep.state != L.DIR_LIVE or not self.endpoint_alive(ep):
+            if ep is None or ep.name != name or ep.state != L.DIR_LIVE:
                 continue
-            if best is None or ep.heartbeat_ms > best.heartbeat_ms:
-                best = ep
-        return best
+            verdict = self.liveness(ep)
+            if verdict == BeatWatch.STALE or self._refused.get(ep.index) == (ep.generation, ep.heartbeat_ms):
+                continue
+            ranked.append((verdict != BeatWatch.ALIVE, ep.host != self.host_id, ep.index, ep))
+        return [item[-1] for item in sorted(ranked, key=lambda item: item[:3])]
+
+    def refused(self, ep: Endpoint) -> None:
+        """``ep`` did not accept a channel: skip it until its heartbeat moves."""
+        self._refused[ep.index] = (ep.generation, ep.heartbeat_ms)
+
+    def resolve(self, name: str) -> Optional[Endpoint]:
+        """The best candidate for ``name`` (see ``candidates``), or None."""
+        found = self.candidates(name)
+        return found[0] if found else None
 
     def publish(self, name: str, pid: int, wake_index: Optional[int] = None) -> Endpoint:
         """Claim a directory slot in this host's partition for ``name``.
@@ -401,6 +507,8 @@ class Pool:
         return self.layout.dir_entry_at(index)
 
     def set_endpoint_state(self, ep: Endpoint, state: int) -> None:
+        if self.lost is not None:
+            return
         off = self.layout.dir_entry(ep.host, ep.slot)
         with self.mapping.host_lock():
             gen, _ = L.unpack_state(self.mem.load(off + L.DIR_STATE))
@@ -427,7 +535,10 @@ class Pool:
                 off = lay.channel(self.host_id, k)
                 gen, state = L.unpack_state(mem.load(off + L.CH_CLAIM))
                 if state == L.CH_OPEN and pid_alive(mem.load(off + L.CH_CLIENT_PID)):
-                    continue
+                    acc_gen, verdict = L.unpack_state(mem.load(off + L.CH_ACCEPT))
+                    if acc_gen != gen or verdict in (L.ACC_NONE, L.ACC_ACCEPTED):
+                        continue  # in use (or a claim still waiting for its answer)
+                    # its server dropped it (a client frozen, or a squatter with a live pid)
                 gen = (gen + 1) & L.GEN_MASK or 1
                 t = now_ms()
                 mem.store(off + L.CH_REQ_HEAD, 0)
@@ -442,6 +553,8 @@ class Pool:
         raise PoolFullError(f"no free channel slot for host {self.host_id} (all {lay.channels} open)")
 
     def close_channel(self, slot: int, generation: int) -> None:
+        if self.lost is not None:
+            return
         off = self.layout.channel(self.host_id, slot)
         with self.mapping.host_lock():
             gen, _state = L.unpack_state(self.mem.load(off + L.CH_CLAIM))
@@ -453,15 +566,16 @@ class Pool:
         lay = self.layout
         off = lay.channel(self.host_id, slot)
         req = RingWriter(self.mem, lay.request_ring(self.host_id, slot), lay.ring_bytes,
-                         off + L.CH_REQ_HEAD, off + L.CH_REQ_TAIL)
+                         off + L.CH_REQ_HEAD, off + L.CH_REQ_TAIL, crc=lay.frame_crc)
         resp = RingReader(self.mem, lay.response_ring(self.host_id, slot), lay.ring_bytes,
-                          off + L.CH_RESP_HEAD, off + L.CH_RESP_TAIL)
+                          off + L.CH_RESP_HEAD, off + L.CH_RESP_TAIL, crc=lay.frame_crc)
         return req, resp
 
     def server_rings(self, host: int, slot: int) -> Tuple[RingReader, RingWriter]:
         lay = self.layout
         off = lay.channel(host, slot)
-        req = RingReader(self.mem, lay.request_ring(host, slot), lay.ring_bytes, off + L.CH_REQ_HEAD, off + L.CH_REQ_TAIL)
+        req = RingReader(self.mem, lay.request_ring(host, slot), lay.ring_bytes, off + L.CH_REQ_HEAD, off + L.CH_REQ_TAIL,
+                         crc=lay.frame_crc)
         resp = RingWriter(self.mem, lay.response_ring(host, slot), lay.ring_bytes, off + L.CH_RESP_HEAD,
-                          off + L.CH_RESP_TAIL)
+                          off + L.CH_RESP_TAIL, crc=lay.frame_crc)
         return req, resp

@@ -55,6 +55,8 @@ fi
 
 bash scripts/build_native.sh .venv/bin/python
 .venv/bin/python scripts/gen_protos.py  # example gRPC code (examples/*/*_pb2*.py, not committed)
+# interposition's import hook: a .pth line that does nothing unless NOTNETS_INTERPOSE is set
+.venv/bin/python -m notnets_rpc.interpose --install-hook >/dev/null
 
 # --- 3. guest kernel ------------------------------------------------------------------
 bash scripts/fetch-kernel.sh

@@ -16,6 +16,7 @@ import itertools
 import os
 import select
 import socket
+import threading
 import time
 from typing import Any, BinaryIO, Mapping, Optional, Sequence
 
@@ -24,7 +25,8 @@ from guest import protocol
 from emulator.errors import UserError
 
 STATUS_POLL = 0.25  # seconds between status requests while the agent is still setting up
-EXIT_GRACE = 30.0  # how long after an exec's own timeout the agent may take to report
+EXIT_GRACE = 10.0  # how long after an exec's own timeout the agent may take to report its end
+REQUEST_TIMEOUT = 30.0  # spawn, signal, poll, ps: quick requests
 
 
 class AgentError(UserError):
@@ -42,6 +44,7 @@ class AgentClient:
         self._pending: list[dict[str, Any]] = []
         self._ids = itertools.count(int.from_bytes(os.urandom(3), "big") << 16)
         self._closed = False
+        self._send_lock = threading.Lock()  # the stdin feeder sends from its own thread
 
     # --- connection -------------------------------------------------------------------
     @classmethod
@@ -94,7 +97,8 @@ class AgentClient:
     def _request(self, op: str, **fields: Any) -> int:
         rid = next(self._ids)
         try:
-            self._sock.sendall(protocol.encode({"id": rid, "op": op, **fields}))
+            with self._send_lock:
+                self._sock.sendall(protocol.encode({"id": rid, "op": op, **fields}))
         except OSError as err:
             raise AgentError(f"lost the connection to the guest agent ({err.strerror}); did the VM exit?") from None
         return rid
@@ -127,6 +131,14 @@ class AgentClient:
             raise AgentError(f"guest agent: {reply.get('message')}")
         return reply
 
+    def _quick(self, op: str, **fields: Any) -> dict[str, Any]:
+        """A request the agent answers at once; silence for REQUEST_TIMEOUT is an error."""
+        try:
+            return self._call(op, time.monotonic() + REQUEST_TIMEOUT, **fields)
+        except TimeoutError:
+            raise AgentError(f"the guest agent did not answer {op!r} within {REQUEST_TIMEOUT:g} s "
+                             "(is the host frozen or overloaded?)") from None
+
     # --- API --------------------------------------------------------------------------
     def status(self, timeout: float) -> dict[str, Any]:
         """The agent's current state at once (state: starting, ready or failed)."""
@@ -144,31 +156,40 @@ class AgentClient:
                 last = self._call("status", deadline)
             except TimeoutError:
                 if last is None:
-                    raise TimeoutError(f"the guest agent did not answer within {timeout:g} s "
+                    raise TimeoutError("the guest agent did not answer "
                                        "(still booting? see the console log)") from None
-                raise TimeoutError(f"the guest agent was still '{last.get('phase')}' after {timeout:g} s") from None
+                raise TimeoutError(f"the guest agent was still '{last.get('phase')}'") from None
             if last.get("state") == "ready":
                 return last
             if last.get("state") == "failed":
                 raise AgentError(f"host {last.get('host')}: {last.get('error')}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"the guest agent was still '{last.get('phase')}' after {timeout:g} s")
+                raise TimeoutError(f"the guest agent was still '{last.get('phase')}'")
             time.sleep(min(STATUS_POLL, remaining))
 
     def exec(self, command: str, *, cwd: str | None, env: Mapping[str, str],
-             timeout: float | None, stdout: BinaryIO, stderr: BinaryIO) -> int:
+             timeout: float | None, stdout: BinaryIO, stderr: BinaryIO, stdin: Optional[BinaryIO] = None) -> int:
         """Run `command` with the guest's /bin/sh -c, stream its output back, return its
-        exit code (124 on timeout, like coreutils timeout)."""
-        rid = self._request("exec", cmd=command, cwd=cwd, env=dict(env), timeout=timeout)
+        exit code (124 on timeout, like coreutils timeout). With ``stdin``, what it holds
+        is the command's stdin (``exec -i``); otherwise the command reads /dev/null.
+
+        The timeout holds even when the agent cannot act on it (a host frozen meanwhile):
+        EXIT_GRACE after it, the command is given up on with 124 and a line on stderr."""
+        rid = self._request("exec", cmd=command, cwd=cwd, env=dict(env), timeout=timeout,
+                            stdin=stdin is not None)
+        if stdin is not None:
+            threading.Thread(target=self._feed, args=(rid, stdin), daemon=True, name="stdin").start()
         deadline = None if timeout is None else time.monotonic() + timeout + EXIT_GRACE
         streams = {1: stdout, 2: stderr}
         while True:
             try:
                 message = self._next(rid, deadline)
             except TimeoutError:
-                raise AgentError(f"the guest agent did not report the end of the command "
-                                 f"{EXIT_GRACE:g} s after its {timeout:g} s timeout") from None
+                stderr.write(f"notnets-emu: the command did not end {EXIT_GRACE:g} s after its {timeout:g} s "
+                             "timeout (is the host frozen?); given up on\n".encode())
+                stderr.flush()
+                return protocol.TIMEOUT_EXIT_CODE
             kind = message.get("type")
             if kind == "output":
                 stream = streams.get(message.get("fd"), stderr)
@@ -182,19 +203,39 @@ class AgentClient:
             elif kind == "error":
                 raise AgentError(f"guest agent: {message.get('message')}")
 
+    def _feed(self, rid: int, stdin: BinaryIO) -> None:
+        """Send ``stdin`` to exec ``rid`` as it comes, then end of input."""
+        read = getattr(stdin, "read1", stdin.read)
+        try:
+            while True:
+                data = read(protocol.CHUNK)
+                if not data:
+                    break
+                self._request("stdin", ref=rid, data=protocol.b64(data))
+            self._request("stdin", ref=rid, eof=True)
+        except (AgentError, OSError, ValueError):
+            return  # the connection ended (the command is over)
+
     def spawn(self, command: str, *, cwd: str | None, env: Mapping[str, str], log_path: str) -> int:
         """Detached: start and return the guest pid at once; stdout+stderr go to
         log_path (a file under the state dir, so the host can tail it)."""
-        reply = self._call("spawn", None, cmd=command, cwd=cwd, env=dict(env), log=log_path)
+        reply = self._quick("spawn", cmd=command, cwd=cwd, env=dict(env),
+                           log=log_path)
         return int(reply["pid"])
+
+    def processes(self) -> list[dict[str, Any]]:
+        """The commands the agent started (guest/processes.py Processes.listing)."""
+        reply = self._quick("ps")
+        rows = reply.get("processes")
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
     def signal(self, pid: int, sig: int) -> None:
         """Send ``sig`` to a guest process (to its whole group when the agent started it)."""
-        self._call("signal", time.monotonic() + 30.0, pid=int(pid), sig=int(sig))
+        self._quick("signal", pid=int(pid), sig=int(sig))
 
     def poll(self, pid: int) -> Optional[int]:
         """None while a process the agent started runs, then its exit code."""
-        reply = self._call("poll", time.monotonic() + 30.0, pid=int(pid))
+        reply = self._quick("poll", pid=int(pid))
         return None if reply.get("running") else reply.get("code")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import BinaryIO, Mapping, Optional
+from typing import Any, BinaryIO, Mapping, Optional
 
 from emulator.progress import Progress
 from emulator.runs.state import HostState, RunState
@@ -33,6 +33,9 @@ class Backend(ABC):
 
     name: str = "?"
 
+    def preflight(self, topology: Topology) -> None:
+        """Raise a UserError for what would make `up` fail, before anything is created."""
+
     @abstractmethod
     def start_hosts(self, topology: Topology, run: RunState, accel: str, progress: Progress) -> None:
         """Start every host and return once all are READY (``run.hosts`` filled, saved).
@@ -49,24 +52,40 @@ class Backend(ABC):
     def host_state(self, run: RunState, host: HostState) -> str:
         """The host's live state: ready, booting, paused, dead, ..."""
 
-    @abstractmethod
-    def exec(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
-             env: Mapping[str, str], timeout: Optional[float], stdout: BinaryIO, stderr: BinaryIO) -> int:
-        """Run ``command`` with the host's shell, stream its output, return its exit code
-        (124 on timeout)."""
+    def agent(self, run: RunState, host: HostState) -> Any:
+        """A connected AgentClient to HOST, after refusing at once a host that cannot
+        answer (dead, frozen, not ready) with a UserError saying what to do."""
+        raise NotImplementedError(f"the {self.name} backend has no guest agent")
 
-    @abstractmethod
+    def exec(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
+             env: Mapping[str, str], timeout: Optional[float], stdout: BinaryIO, stderr: BinaryIO,
+             stdin: Optional[BinaryIO] = None) -> int:
+        """Run ``command`` with the host's shell, stream its output, return its exit code
+        (124 on timeout); with ``stdin`` the command reads it, else /dev/null."""
+        with self.agent(run, host) as client:
+            return client.exec(command, cwd=cwd, env=env, timeout=timeout, stdout=stdout, stderr=stderr,
+                               stdin=stdin)
+
     def spawn(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
               env: Mapping[str, str], log_path: str) -> int:
         """Start ``command`` detached with stdout+stderr in ``log_path``; return its pid."""
+        with self.agent(run, host) as client:
+            return client.spawn(command, cwd=cwd, env=env, log_path=log_path)
 
-    @abstractmethod
     def signal(self, run: RunState, host: HostState, pid: int, sig: int) -> None:
         """Send ``sig`` to a process the host runs."""
+        with self.agent(run, host) as client:
+            client.signal(pid, sig)
 
     def poll(self, run: RunState, host: HostState, pid: int) -> Optional[int]:
-        """None while a spawned process runs, then its exit code (None too where unknown)."""
-        return None
+        """None while a spawned process runs, then its exit code."""
+        with self.agent(run, host) as client:
+            return client.poll(pid)
+
+    def processes(self, run: RunState, host: HostState) -> list[dict[str, Any]]:
+        """The commands started in HOST (`ps`): pid, cmd, detached, log, started, running, code."""
+        with self.agent(run, host) as client:
+            return client.processes()
 
     @abstractmethod
     def fault(self, run: RunState, host: HostState, action: str) -> None:

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from emulator.backends.qemu.command import load_template
 from emulator.errors import UserError
 from emulator.paths import REPO_ROOT
-from emulator.backends.qemu.command import load_template
 from emulator.topology.model import Host, Topology
 
 CONFIG_VERSION = 1
@@ -31,7 +31,12 @@ def network_address(host: Host) -> str:
     """The guest's static link-local address: 169.254.100.<host id + 1>/24."""
     if not 0 <= host.index <= 253:
         raise UserError(f"host {host.name}: host id {host.index} does not fit the /24 guest network (254 hosts at most)")
-    return f"{NETWORK_PREFIX}{host.index + 1}/{NETWORK_BITS}"
+    return f"{guest_ip(host.index)}/{NETWORK_BITS}"
+
+
+def guest_ip(index: int) -> str:
+    """The address of the host with id ``index`` on the run's network (without the prefix)."""
+    return f"{NETWORK_PREFIX}{index + 1}"
 
 
 def guest_python(project: Path = REPO_ROOT) -> Path:
@@ -40,6 +45,18 @@ def guest_python(project: Path = REPO_ROOT) -> Path:
     if venv_python.exists():
         return venv_python
     return Path(sys.executable)
+
+
+HOSTROOT_CACHE_MODES = ("mmap", "none", "loose")
+
+
+def hostroot_cache() -> str:
+    """The 9p cache mode of the guest's view of this machine's root:
+    $NOTNETS_HOSTROOT_CACHE, else the template's ``hostroot_cache`` (mmap)."""
+    mode = os.environ.get("NOTNETS_HOSTROOT_CACHE") or str(load_template().get("hostroot_cache", "mmap"))
+    if mode not in HOSTROOT_CACHE_MODES:
+        raise UserError(f"NOTNETS_HOSTROOT_CACHE={mode!r}: expected one of {', '.join(HOSTROOT_CACHE_MODES)}")
+    return mode
 
 
 def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, Any]:
@@ -62,9 +79,12 @@ def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, A
         "path": f"{venv / 'bin'}:{BASE_PATH}",
         "state_dir": str(state),
         "host_dir": str(state / "hosts" / host.name),
-        "network": {"address": network_address(host)} if topology.network else None,
+        "network": {"address": network_address(host),
+                    "hosts": {h.name: guest_ip(h.index) for h in topology.hosts}} if topology.network else None,
+        "interpose": topology.interpose,
         "agent_ports": int(load_template()["agent_ports"]),
         "env": {str(k): str(v) for k, v in (load_template().get("guest_env") or {}).items()},
+        "hostroot_cache": hostroot_cache(),
     }
 
 
@@ -78,6 +98,7 @@ def guest_env(config: dict[str, Any]) -> str:
         "NOTNETS_PYTHON": config["python"],
         "NOTNETS_PATH": config["path"],
         "NOTNETS_NET_ADDR": (config["network"] or {}).get("address", ""),
+        "NOTNETS_HOSTROOT_CACHE": config.get("hostroot_cache", "mmap"),
     }
     lines = ["# Written by the host (emulator/image/guest_config.py) for the guest's init.sh; do not edit."]
     lines += [f"{key}={shlex.quote(value)}" for key, value in values.items()]
@@ -95,6 +116,9 @@ def write_guest_config(host_dir: Path, topology: Topology, host: Host, state_dir
     path = host_dir / "guest.json"
     _write_atomically(path, json.dumps(config, indent=2) + "\n")
     _write_atomically(host_dir / "guest.env", guest_env(config))
+    agent_log = host_dir / "agent.log"  # the guest appends to it; private like the rest
+    os.close(os.open(agent_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(agent_log, 0o600)
     return path
 
 

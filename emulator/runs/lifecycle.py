@@ -12,12 +12,14 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from emulator.backends.by_name import get_backend
 from emulator.backends.base import Backend, BootError
+from emulator.backends.by_name import get_backend
 from emulator.errors import UserError
 from emulator.pools.files import PoolAllocator, release_pools
 from emulator.progress import Progress
-from emulator.runs.state import STATE_FILE, RunState, forget_run, load_run, make_private_dir, run_dir
+from emulator.runs.registry import register
+from emulator.runs.state import (ARTIFACTS_DIR, STATE_FILE, RunState, forget_run, load_run, make_private_dir,
+                                 run_dir)
 from emulator.topology.model import Topology
 
 
@@ -55,6 +57,7 @@ def bring_up(topology: Topology, accel: str, progress: Progress) -> RunState:
     becomes a UserError naming the host and its console log.
     """
     backend = get_backend(topology.backend)
+    backend.preflight(topology)  # a missing kernel is said before any pool is made
     state_dir = run_dir(topology.name)
     try:
         make_private_dir(state_dir.parent)
@@ -69,6 +72,9 @@ def bring_up(topology: Topology, accel: str, progress: Progress) -> RunState:
         topology=_topology_text(topology), network=topology.network,
     )
     run.save()
+    register(run.name, run.state_dir)
+    for host in topology.hosts:  # $NOTNETS_ARTIFACTS of each host; `down` keeps them
+        make_private_dir(state_dir / ARTIFACTS_DIR / host.name)
     allocator = PoolAllocator(topology.name, progress.say)
     try:
         try:

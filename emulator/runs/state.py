@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from emulator.errors import UserError
-from emulator.paths import state_root
+from emulator.paths import STATE_FILE, make_private_dir, state_root  # noqa: F401 (re-exported)
 
-STATE_FILE = "run.json"
+ARTIFACTS_DIR = "artifacts"  # STATE/artifacts/HOST: $NOTNETS_ARTIFACTS, kept by `down`
 FORMAT_VERSION = 1
-DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
@@ -124,13 +123,6 @@ def run_dir(name: str, root: Optional[Path] = None) -> Path:
     return ((root or state_root()) / name).absolute()
 
 
-def make_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) readable by the owner only: it holds sockets to the VMs."""
-    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    os.chmod(path, DIR_MODE)
-    return path
-
-
 def load_run(directory: Path) -> RunState:
     """Read a run's state file; a damaged one is a clear error naming the file."""
     path = directory / STATE_FILE
@@ -151,30 +143,61 @@ def list_runs(root: Optional[Path] = None) -> list[str]:
     return sorted(p.name for p in base.iterdir() if (p / STATE_FILE).is_file())
 
 
-def resolve_run(name: Optional[str], root: Optional[Path] = None) -> RunState:
-    """The run called ``name``, or the only one there is; otherwise a clear error."""
+def visible_runs(root: Optional[Path] = None) -> dict[str, Path]:
+    """name -> state dir of the runs a verb without --name chooses from: those under
+    ``root`` if given or $NOTNETS_STATE is set, else those under the current directory's
+    .notnets/runs, and only when there are none there, every run registered on this
+    machine (emulator/runs/registry.py): as compose picks the project of the current
+    directory first, so a run elsewhere on the machine never makes a local one ambiguous."""
+    from emulator.runs.registry import registered
+
     base = (root or state_root()).absolute()
+    found = {name: base / name for name in list_runs(base)}
+    if not found and root is None and "NOTNETS_STATE" not in os.environ:
+        found = dict(registered())
+    return dict(sorted(found.items()))
+
+
+def all_runs(root: Optional[Path] = None) -> dict[str, Path]:
+    """Every run on this machine (`ls`): the visible ones and every registered one."""
+    from emulator.runs.registry import registered
+
+    found = visible_runs(root)
+    if root is None:
+        for name, directory in registered().items():
+            found.setdefault(name, directory)
+    return dict(sorted(found.items()))
+
+
+def resolve_run(name: Optional[str], root: Optional[Path] = None) -> RunState:
+    """The run called ``name`` (from any directory), or the only one there is; otherwise
+    a clear error."""
+    base = (root or state_root()).absolute()
+    runs = visible_runs(root)
     if name is not None:
-        directory = base / name
-        if not (directory / STATE_FILE).is_file():
-            runs = list_runs(base)
-            known = f" (runs: {', '.join(runs)})" if runs else ""
-            raise UserError(f"no run named {name!r} is up in {base}{known}")
+        directory = runs.get(name) or (None if root else all_runs(root).get(name))
+        if directory is None:
+            known = f" (runs: {', '.join(all_runs(root))})" if all_runs(root) else ""
+            raise UserError(f"no run named {name!r} is up{known}; `notnets-emu ls` lists them")
         return load_run(directory)
-    runs = list_runs(base)
     if not runs:
-        raise UserError(f"no run is up (looked in {base}; set NOTNETS_STATE or cd where you ran `up`)")
+        raise UserError(f"no run is up (none in {base} nor registered on this machine; "
+                        "`notnets-emu up FILE` starts one)")
     if len(runs) > 1:
-        raise UserError(f"several runs are up: {', '.join(runs)}; pick one with --name")
-    return load_run(base / runs[0])
+        raise UserError(f"several runs are up: {', '.join(runs)}; pick one with --name/-p")
+    return load_run(next(iter(runs.values())))
 
 
 def forget_run(run: RunState, keep_logs: bool = True) -> None:
     """Remove the run's state so it is no longer "up"; keep its logs for a post-mortem.
 
     Sockets, label files and the state file go; ``*.log`` files stay so that a failed
-    boot can still be read after everything was torn down.
+    boot can still be read after everything was torn down, and so do the hosts'
+    artifacts (``artifacts/HOST/``, what commands left in $NOTNETS_ARTIFACTS).
     """
+    from emulator.runs.registry import unregister
+
+    unregister(run.name, run.state_dir)
     directory = Path(run.state_dir)
     if not directory.is_dir():
         return
@@ -187,5 +210,5 @@ def forget_run(run: RunState, keep_logs: bool = True) -> None:
                 path.rmdir()  # only empty dirs
             except OSError:
                 pass
-        elif not path.name.endswith(".log"):
+        elif not path.name.endswith(".log") and ARTIFACTS_DIR not in path.relative_to(directory).parts[:1]:
             path.unlink(missing_ok=True)

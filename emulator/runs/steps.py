@@ -1,10 +1,13 @@
 """`run`: the topology's `run:` steps, in order, on a run that is up.
 
-Foreground steps go through the backend's exec with the step's timeout; background
-steps are spawned detached with their output in a log under the state dir (the guest
-writes it through the state share), which a thread tails: it prints the lines with the
-host's prefix and tells `wait_for` when the awaited text shows up. The first step that
-fails stops the sequence; the remaining ones are reported as skipped.
+Steps come in groups (one step item on several hosts, or a ``parallel:`` item) whose
+members run at the same time, each on a thread of its own. Foreground steps go through
+the backend's exec with the step's timeout; background steps are spawned detached with
+their output in a log under the state dir (the guest writes it through the state
+share), which a thread tails: it prints the lines with the host's prefix and tells
+`wait_for` when the awaited text shows up. A failed step stops the sequence after its
+group unless it has ``continue_on_error``; each step not run is reported as skipped,
+with the step that stopped the sequence.
 """
 
 from __future__ import annotations
@@ -43,9 +46,14 @@ class StepResult:
     pid: Optional[int] = None
 
     @property
+    def title(self) -> str:
+        """'step 3 on host1': how messages name it."""
+        return f"step {self.step.label} on {self.step.on}"
+
+    @property
     def name(self) -> str:
         kind = " (background)" if self.step.background else ""
-        return f"step {self.index + 1} on {self.step.on}{kind}: {self.step.cmd}"
+        return f"{self.title}{kind}: {self.step.cmd}"
 
 
 class PrefixedStream:
@@ -132,7 +140,8 @@ class StepRunner:
     """Runs a topology's steps on an up run, printing prefixed output as it comes."""
 
     def __init__(self, run: RunState, backend: Backend, say: Callable[[str], None],
-                 out: Optional[BinaryIO] = None, err: Optional[BinaryIO] = None) -> None:
+                 out: Optional[BinaryIO] = None, err: Optional[BinaryIO] = None,
+                 base_dir: Optional[str] = None) -> None:
         self.run = run
         self.backend = backend
         self.say = say
@@ -141,29 +150,68 @@ class StepRunner:
         self.lock = threading.Lock()
         self.tails: list[LogTail] = []
         self.cwd = guest_cwd(os.getcwd())
+        self.base_dir = base_dir or os.getcwd()  # where a step's relative workdir starts
         self.env = forwarded_env(os.environ, run.name, run.state_dir)
         self.log_dir = Path(run.state_dir) / "steps"
         self.results: list[StepResult] = []  # also readable after an interrupt
 
     def run_all(self, steps: tuple[Step, ...] | list[Step]) -> list[StepResult]:
-        """Every step in order, stopping at the first failure; background output is
-        collected until the end."""
+        """Every group in order, its steps at the same time; after a group with a failed
+        step (without continue_on_error) the rest are skipped, each saying why.
+        Background output is collected until the end."""
         results = self.results = [StepResult(i, step) for i, step in enumerate(steps)]
+        groups: dict[int, list[StepResult]] = {}
+        for result in results:
+            groups.setdefault(result.step.group, []).append(result)
+        stopped_by: Optional[StepResult] = None
         try:
-            for result in results:
-                try:
-                    self._one(result)
-                except KeyboardInterrupt:
-                    result.status, result.message = "error", "interrupted (Ctrl-C or SIGTERM)"
-                    raise
-                verdict = result.status + (f" ({result.message})" if result.message else "")
-                self.say(f"step {result.index + 1} on {result.step.on}: {verdict} in {result.seconds:.1f} s")
-                if result.status != "passed":
-                    break
+            for group in groups.values():
+                if stopped_by is not None:
+                    for result in group:
+                        result.message = f"{stopped_by.title} {stopped_by.status}"
+                        self.say(f"{result.title}: skipped ({result.message})")
+                    continue
+                self._group(group)
+                for result in group:
+                    if result.status != "passed" and not result.step.continue_on_error and stopped_by is None:
+                        stopped_by = result
         finally:
             for tail in self.tails:
                 tail.stop()
         return results
+
+    def _group(self, group: list[StepResult]) -> None:
+        """Run the group's steps together; a lone step runs on this thread."""
+        if len(group) == 1:
+            self._one_said(group[0])
+            return
+        threads = [threading.Thread(target=self._one_said, args=(r,), daemon=True, name=r.title) for r in group]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)
+        except KeyboardInterrupt:
+            for result in group:
+                if result.status == "skipped":
+                    result.status, result.message = "error", "interrupted (Ctrl-C or SIGTERM)"
+            raise
+
+    def _one_said(self, result: StepResult) -> None:
+        try:
+            self._one(result)
+        except KeyboardInterrupt:
+            result.status, result.message = "error", "interrupted (Ctrl-C or SIGTERM)"
+            raise
+        except Exception as error:  # noqa: BLE001 - a parallel step's bug must not vanish in its thread
+            if threading.current_thread() is threading.main_thread():
+                raise
+            result.status, result.message = "error", f"{type(error).__name__}: {error}"
+        verdict = result.status + (f" ({result.message})" if result.message else "")
+        if result.status != "passed" and result.step.continue_on_error:
+            verdict += "; continue_on_error: the run goes on"
+        self.say(f"{result.title}: {verdict} in {result.seconds:.1f} s")
 
     def _one(self, result: StepResult) -> None:
         step = result.step
@@ -171,12 +219,14 @@ class StepRunner:
         out = PrefixedStream(f"[{step.on}] ", self.out, result.stdout, self.lock)
         err = PrefixedStream(f"[{step.on}] ", self.err, result.stderr, self.lock)
         started = time.monotonic()
-        self.say(f"step {result.index + 1} on {step.on}: {step.cmd}")
+        self.say(f"{result.title}: {step.cmd}")
+        env = {**self.env, **dict(step.env)}
+        cwd = os.path.normpath(os.path.join(self.base_dir, step.workdir)) if step.workdir else self.cwd
         try:
             if step.background:
-                self._background(result, host, out)
+                self._background(result, host, out, cwd, env)
             else:
-                code = self.backend.exec(self.run, host, step.cmd, cwd=self.cwd, env=self.env,
+                code = self.backend.exec(self.run, host, step.cmd, cwd=cwd, env=env,
                                          timeout=step.timeout, stdout=out, stderr=err)
                 out.close()
                 err.close()
@@ -192,11 +242,13 @@ class StepRunner:
         finally:
             result.seconds = time.monotonic() - started
 
-    def _background(self, result: StepResult, host, out: PrefixedStream) -> None:
+    def _background(self, result: StepResult, host, out: PrefixedStream, cwd: Optional[str],
+                    env: dict[str, str]) -> None:
         step = result.step
         self.log_dir.mkdir(mode=0o700, exist_ok=True)
-        log = self.log_dir / f"{result.index + 1:02d}-{step.on}.log"
-        result.pid = self.backend.spawn(self.run, host, step.cmd, cwd=self.cwd, env=self.env, log_path=str(log))
+        major, _, minor = step.label.partition(".")
+        log = self.log_dir / f"{major.zfill(2)}{'.' + minor if minor else ''}-{step.on}.log"
+        result.pid = self.backend.spawn(self.run, host, step.cmd, cwd=cwd, env=env, log_path=str(log))
         tail = LogTail(log, out, step.wait_for)
         tail.start()
         self.tails.append(tail)

@@ -6,6 +6,7 @@ behind. Every error names the file, the line and the field.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import re
@@ -23,12 +24,13 @@ BACKINGS = ("hugetlbfs", "shm")
 QEMU_POOL_ALIGN = 256 * MiB
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
-TOP_KEYS = ("name", "backend", "pools", "hosts", "network", "run")
+TOP_KEYS = ("name", "backend", "pools", "hosts", "network", "interpose", "run")
 POOL_KEYS = ("name", "size", "backing", "latency_ns", "bandwidth_gbps", "coherence", "evictions_per_s", "seed")
 COHERENCE = ("coherent", "software", "none")  # docs/coherence.md
 DEFAULT_EVICTIONS_PER_S = 200.0
 HOST_KEYS = ("name", "cpus", "memory", "pools")
-STEP_KEYS = ("on", "cmd", "background", "wait_for", "timeout")
+STEP_KEYS = ("on", "cmd", "background", "wait_for", "timeout", "env", "workdir", "continue_on_error")
+PARALLEL_KEYS = ("parallel",)
 
 DEFAULT_CPUS = 1
 DEFAULT_MEMORY = 1 * GiB
@@ -78,7 +80,13 @@ class Host:
 
 @dataclass(frozen=True)
 class Step:
-    """One step of ``notnets-emu run``."""
+    """One command of ``notnets-emu run`` on one host.
+
+    A step item ``on: [a, b]`` or ``on: all`` becomes one Step per host, and a
+    ``parallel:`` item one per inner step per host; Steps with the same ``group`` run
+    at the same time. ``label`` is the item's number ("3", or "3.2" inside a
+    ``parallel:`` item), for messages and reports.
+    """
 
     on: str
     cmd: str
@@ -86,6 +94,11 @@ class Step:
     wait_for: Optional[str] = None
     timeout: float = DEFAULT_STEP_TIMEOUT
     line: Optional[int] = None
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: Optional[str] = None
+    continue_on_error: bool = False
+    group: int = 0
+    label: str = "1"
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,8 @@ class Topology:
     network: bool = False
     run: tuple[Step, ...] = ()
     source: Optional[str] = None
+    # unmodified grpc programs in the hosts use the pool (NOTNETS_INTERPOSE=1, docs/interpose.md)
+    interpose: bool = True
 
     def pool(self, name: str) -> Pool:
         for pool in self.pools:
@@ -117,13 +132,14 @@ class Topology:
         return [self.pool(name) for name in host.pools]
 
     def with_backend(self, backend: str) -> "Topology":
-        """The same topology on another backend (``up --backend``), re-checked."""
+        """The same topology on another backend, re-checked (load_topology(backend=)
+        checks with the file's line numbers; this is for callers that hold a Topology)."""
         if backend not in BACKENDS:
             raise TopologyError(f"unknown backend {backend!r} (expected one of: {', '.join(BACKENDS)})")
         if backend == "qemu":
             for pool in self.pools:
                 _check_qemu_pool_size(pool.size, f"{self.source or 'topology'}: pools.{pool.name}.size")
-        return Topology(self.name, backend, self.pools, self.hosts, self.network, self.run, self.source)
+        return dataclasses.replace(self, backend=backend)
 
 
 MemoryProbe = Callable[[], Optional[int]]
@@ -141,9 +157,11 @@ def available_memory() -> Optional[int]:
     return None
 
 
-def load_topology(path: Path | str, memory_probe: MemoryProbe = available_memory) -> Topology:
-    """Read, parse and validate a topology file."""
-    return _validate(load_file(Path(path)), memory_probe)
+def load_topology(path: Path | str, memory_probe: MemoryProbe = available_memory, backend: Optional[str] = None,
+                  name: Optional[str] = None) -> Topology:
+    """Read, parse and validate a topology file; ``backend`` and ``name`` override the
+    file's (``--backend``, ``-p``) before the checks that depend on them."""
+    return _validate(load_file(Path(path)), memory_probe, backend, name)
 
 
 def _coherence(c: "_Checker", p: dict[str, Any], path: Key, backend: str) -> tuple[str, float, int]:
@@ -164,9 +182,10 @@ def _coherence(c: "_Checker", p: dict[str, Any], path: Key, backend: str) -> tup
     return coherence, float(evictions), seed
 
 
-def parse_topology(text: str, source: str = "<string>", memory_probe: MemoryProbe = available_memory) -> Topology:
+def parse_topology(text: str, source: str = "<string>", memory_probe: MemoryProbe = available_memory,
+                   backend: Optional[str] = None, name: Optional[str] = None) -> Topology:
     """Validate topology YAML given as text (tests, stdin)."""
-    return _validate(load(text, source), memory_probe)
+    return _validate(load(text, source), memory_probe, backend, name)
 
 
 class _Checker:
@@ -245,7 +264,8 @@ def _check_qemu_pool_size(size: int, where: str) -> None:
         )
 
 
-def _validate(doc: LocatedDocument, memory_probe: MemoryProbe) -> Topology:
+def _validate(doc: LocatedDocument, memory_probe: MemoryProbe, backend_override: Optional[str] = None,
+              name_override: Optional[str] = None) -> Topology:
     c = _Checker(doc)
     if doc.data is None:
         c.fail((), "the file is empty; it needs at least 'name', 'pools' and 'hosts'")
@@ -254,10 +274,20 @@ def _validate(doc: LocatedDocument, memory_probe: MemoryProbe) -> Topology:
         if required not in top:
             c.fail((), f"missing required key {required!r}")
     name = c.name(top["name"], ("name",))
+    if name_override is not None:
+        if not NAME_RE.match(name_override):
+            raise TopologyError(f"--name {name_override!r}: use a letter, then letters, digits, '-' or '_' "
+                                "(32 at most)")
+        name = name_override
     backend = top.get("backend", "qemu")
     if backend not in BACKENDS:
         c.fail(("backend",), f"unknown backend {backend!r} (expected one of: {', '.join(BACKENDS)})")
+    if backend_override is not None:
+        if backend_override not in BACKENDS:
+            raise TopologyError(f"--backend {backend_override!r}: expected one of: {', '.join(BACKENDS)}")
+        backend = backend_override
     network = c.boolean(top.get("network", False), ("network",))
+    interpose = c.boolean(top.get("interpose", True), ("interpose",))
 
     pools: list[Pool] = []
     raw_pools = c.sequence(top.get("pools", []), ("pools",), "pools")
@@ -269,7 +299,11 @@ def _validate(doc: LocatedDocument, memory_probe: MemoryProbe) -> Topology:
                 c.fail(path, f"missing required key {required!r}")
         size = c.size(p["size"], path + ("size",))
         if backend == "qemu" and size % QEMU_POOL_ALIGN:
-            c.fail(path + ("size",), f"{format_size(size)} is not a multiple of 256M, which QEMU's CXL Type-3 device needs")
+            c.fail(path + ("size",), f"{format_size(size)} is not a multiple of 256M, which QEMU's CXL Type-3 device "
+                                     "needs (the sim backend takes any size)")
+        too_small = _pool_too_small(size)
+        if too_small:
+            c.fail(path + ("size",), too_small)
         backing_raw = p.get("backing", "hugetlbfs")
         backing, backing_path = _backing(c, backing_raw, path + ("backing",))
         coherence, evictions, seed = _coherence(c, p, path, backend)
@@ -330,34 +364,95 @@ def _validate(doc: LocatedDocument, memory_probe: MemoryProbe) -> Topology:
     host_names = [host.name for host in hosts]
     for i, raw in enumerate(c.sequence(top.get("run", []), ("run",), "steps")):
         path = ("run", i)
-        s = c.mapping(raw, path, STEP_KEYS, "a run step")
-        for required in ("on", "cmd"):
-            if required not in s:
-                c.fail(path, f"missing required key {required!r}")
-        if s["on"] not in host_names:
-            hint = difflib.get_close_matches(str(s["on"]), host_names, n=1)
-            known = f"; did you mean {hint[0]!r}?" if hint else f" (hosts: {', '.join(host_names)})"
-            c.fail(path + ("on",), f"unknown host {s['on']!r}{known}")
-        wait_for = s.get("wait_for")
-        background = c.boolean(s.get("background", False), path + ("background",))
-        if wait_for is not None:
-            c.string(wait_for, path + ("wait_for",))
-            if not background:
-                c.fail(path + ("wait_for",), "wait_for only applies to background steps")
-        steps.append(
-            Step(
-                on=s["on"],
-                cmd=c.string(s["cmd"], path + ("cmd",)),
-                background=background,
-                wait_for=wait_for,
-                timeout=c.number(s.get("timeout", DEFAULT_STEP_TIMEOUT), path + ("timeout",)),
-                line=doc.line_of(path),
-            )
-        )
+        if isinstance(raw, dict) and "parallel" in raw:
+            c.mapping(raw, path, PARALLEL_KEYS, "a parallel group")
+            inner = c.sequence(raw["parallel"], path + ("parallel",), "steps")
+            if not inner:
+                c.fail(path + ("parallel",), "a parallel group needs at least one step")
+            for j, item in enumerate(inner):
+                steps += _steps(c, doc, item, path + ("parallel", j), host_names, i, f"{i + 1}.{j + 1}")
+        else:
+            steps += _steps(c, doc, raw, path, host_names, i, str(i + 1))
 
-    topology = Topology(name, backend, tuple(pools), tuple(hosts), network, tuple(steps), doc.source)
+    topology = Topology(name, backend, tuple(pools), tuple(hosts), network, tuple(steps), doc.source, interpose)
     _check_memory(c, topology, memory_probe)
     return topology
+
+
+def _step_hosts(c: _Checker, value: Any, path: Key, host_names: list[str]) -> list[str]:
+    """``on:``: a host, a list of hosts, or ``all``."""
+    if value == "all":
+        return list(host_names)
+    names = value if isinstance(value, list) else [value]
+    if not names:
+        c.fail(path, "expected a host, a list of hosts or 'all', got an empty list")
+    for j, name in enumerate(names):
+        where = path + (j,) if isinstance(value, list) else path
+        if name not in host_names:
+            hint = difflib.get_close_matches(str(name), host_names, n=1)
+            known = f"; did you mean {hint[0]!r}?" if hint else f" (hosts: {', '.join(host_names)}, or 'all')"
+            c.fail(where, f"unknown host {name!r}{known}")
+        if names.index(name) != j:
+            c.fail(where, f"host {name!r} is listed twice")
+    return names
+
+
+def _steps(c: _Checker, doc: LocatedDocument, raw: Any, path: Key, host_names: list[str], group: int,
+           label: str) -> list[Step]:
+    """One step item: a Step per host it runs on, all in ``group``."""
+    s = c.mapping(raw, path, STEP_KEYS, "a run step (or {parallel: [steps]})")
+    for required in ("on", "cmd"):
+        if required not in s:
+            c.fail(path, f"missing required key {required!r}")
+    on = _step_hosts(c, s["on"], path + ("on",), host_names)
+    wait_for = s.get("wait_for")
+    background = c.boolean(s.get("background", False), path + ("background",))
+    if wait_for is not None:
+        c.string(wait_for, path + ("wait_for",))
+        if not background:
+            c.fail(path + ("wait_for",), "wait_for only applies to background steps")
+    env = s.get("env", {})
+    if not isinstance(env, dict):
+        c.fail(path + ("env",), f"expected a mapping of variables, got {_kind(env)}")
+    for key, value in env.items():
+        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            c.fail(path + ("env", key), f"{key!r} is not a variable name")
+        if key.startswith(("NOTNETS_HOST", "NOTNETS_POOL")):
+            c.fail(path + ("env", key), f"{key} is set by the host itself (NOTNETS_HOST*, NOTNETS_POOL*)")
+        if isinstance(value, (dict, list)) or value is None:
+            c.fail(path + ("env", key), f"expected a string, number or boolean, got {_kind(value)}")
+    workdir = c.string(s["workdir"], path + ("workdir",)) if "workdir" in s else None
+    common = dict(
+        cmd=c.string(s["cmd"], path + ("cmd",)),
+        background=background,
+        wait_for=wait_for,
+        timeout=c.number(s.get("timeout", DEFAULT_STEP_TIMEOUT), path + ("timeout",)),
+        line=doc.line_of(path),
+        env=tuple((k, _env_text(v)) for k, v in env.items()),
+        workdir=workdir,
+        continue_on_error=c.boolean(s.get("continue_on_error", False), path + ("continue_on_error",)),
+        group=group,
+        label=label,
+    )
+    return [Step(on=host, **common) for host in on]
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _pool_too_small(size: int) -> Optional[str]:
+    """Why a pool of ``size`` bytes cannot hold a NotNets pool, or None."""
+    from notnets_rpc.errors import PoolTooSmallError
+    from notnets_rpc.wire.layout import plan_layout
+
+    try:
+        plan_layout(size)
+    except PoolTooSmallError as err:
+        return f"{format_size(size)} is too small for a NotNets pool ({err})"
+    return None
 
 
 def _backing(c: _Checker, value: Any, path: Key) -> tuple[str, Optional[str]]:
@@ -383,6 +478,11 @@ def _check_memory(c: _Checker, topology: Topology, memory_probe: MemoryProbe) ->
     if available is None:
         return
     needed = memory_needed(topology)
+    for pool in topology.pools:  # one pool alone too big: point at it, not at the hosts
+        if pool.backing != "path" and pool.size > available:
+            c.fail(("pools", pool.index, "size"),
+                   f"pool {pool.name!r} needs {format_size(pool.size)} but this machine has {available // MiB}M "
+                   "of memory available")
     if needed > available:
         c.fail(
             ("hosts",),

@@ -29,16 +29,19 @@ def load_protos():
 greeter_pb2, greeter_pb2_grpc = load_protos()
 import notnets_rpc  # noqa: E402
 
-HOST_ID = int(os.environ.get("NOTNETS_HOST_ID", "0") or 0)
-
 
 class Greeter(greeter_pb2_grpc.GreeterServicer):
+    """Greets, naming the host it runs on (so a reply shows which host answered)."""
+
+    def __init__(self, host_id: int) -> None:
+        self.host_id = host_id
+
     def SayHello(self, request, context):
-        return greeter_pb2.HelloReply(message=f"Hello, {request.name}!", host=HOST_ID)
+        return greeter_pb2.HelloReply(message=f"Hello, {request.name}!", host=self.host_id)
 
     def SayHelloStream(self, request, context):
         for i in range(max(1, request.times)):
-            yield greeter_pb2.HelloReply(message=f"Hello #{i + 1}, {request.name}!", host=HOST_ID)
+            yield greeter_pb2.HelloReply(message=f"Hello #{i + 1}, {request.name}!", host=self.host_id)
 
 
 def main(argv=None) -> int:
@@ -52,11 +55,12 @@ def main(argv=None) -> int:
     if not use_pool and not args.port:
         parser.error("nothing to serve on: give --pool (or set NOTNETS_POOL) and/or --port")
     server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=8), pool=args.pool)
-    greeter_pb2_grpc.add_GreeterServicer_to_server(Greeter(), server)
+    host_id = int(os.environ.get("NOTNETS_HOST_ID", "0") or 0)  # set by the guest agent
+    greeter_pb2_grpc.add_GreeterServicer_to_server(Greeter(host_id), server)
     where = []
     if use_pool:
         server.add_endpoint(args.endpoint)
-        where.append(f"notnets:{args.endpoint} (pool {args.pool}, host {HOST_ID})")
+        where.append(f"notnets:{args.endpoint} (pool {args.pool}, host {host_id})")
     if args.port:
         port = server.add_insecure_port(args.port)
         where.append(f"tcp {args.port.rsplit(':', 1)[0]}:{port}")

@@ -21,7 +21,7 @@ import grpc
 from ..wire import frames as F
 from .call import WAIT_DONE, CallState, ClientCall
 from .connection import Connection, ConnectionBroken
-from ..errors import NotAPoolError, PoolError
+from ..errors import PoolError, PoolNotReadyError
 from ..liveness import BEATER
 from ..pool import Pool, default_pool_path, stale_ms
 from ..options import message_limits
@@ -30,6 +30,7 @@ from ..status import OK
 _log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 SCHEME = "notnets:"
+ACCEPT_TRY = 1.0  # seconds a directory entry gets to accept a channel while others remain
 
 
 
@@ -93,9 +94,8 @@ class Channel(grpc.Channel):
             return
         try:
             self._pool = Pool.acquire(self._pool_path)
-        except NotAPoolError as exc:
-            if "not formatted yet" not in str(exc) and "no such file" not in str(exc):
-                raise
+        except PoolNotReadyError:
+            pass  # a server may create or format it before the first call
 
     # -- connecting ---------------------------------------------------------------------------
     def _connection(self, deadline: Optional[float], wait_for_ready: Optional[bool]) -> Connection:
@@ -119,23 +119,40 @@ class Channel(grpc.Channel):
                 time.sleep(0.05)
 
     def _connect(self, deadline: Optional[float]) -> Connection:
+        if self._pool is not None and self._pool.lost is not None:  # truncated: map it afresh (or fail)
+            lost, self._pool = self._pool, None
+            lost.release()
         if self._pool is None:
             self._pool = Pool.acquire(self._pool_path)
         pool = self._pool
-        endpoint = pool.resolve(self._name)
-        if endpoint is None:
+        found = pool.candidates(self._name)
+        if not found:
             raise ConnectionBroken(f"no live server publishes {self._name!r} in {self._pool_path}")
-        slot, generation = pool.claim_channel(endpoint, os.getpid())
-        conn = Connection(pool, endpoint, slot, generation, self._max_receive, self._max_send, self._queue_callbacks)
-        limit = _monotonic() + stale_ms() / 1000 + 1.0
-        try:
-            conn.await_accept(limit if deadline is None else min(limit, max(deadline, _monotonic() + 0.5)))
-        except BaseException:
-            pool.close_channel(slot, generation)
-            raise
-        self._beat_key = BEATER.register(conn.heartbeat)
-        self._conn = conn
-        return conn
+        failure = None
+        for i, endpoint in enumerate(found):
+            # one entry may be a leftover or a forgery: give each a short handshake while
+            # others remain to be tried, the last one the full stale interval
+            wait = ACCEPT_TRY if i + 1 < len(found) else stale_ms() / 1000 + 1.0
+            limit = _monotonic() + wait
+            if deadline is not None:
+                limit = min(limit, max(deadline, _monotonic() + 0.5))
+            slot, generation = pool.claim_channel(endpoint, os.getpid())
+            conn = Connection(pool, endpoint, slot, generation, self._max_receive, self._max_send,
+                              self._queue_callbacks)
+            try:
+                conn.await_accept(limit)
+            except ConnectionBroken as exc:
+                pool.close_channel(slot, generation)
+                pool.refused(endpoint)
+                failure = exc
+                continue
+            except BaseException:
+                pool.close_channel(slot, generation)
+                raise
+            self._beat_key = BEATER.register(conn.heartbeat)
+            self._conn = conn
+            return conn
+        raise failure
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -156,10 +173,17 @@ class Channel(grpc.Channel):
         payload = None
         if unary_request:
             if serializer is None:
+                if request is None:  # grpcio: its serializing step fails
+                    return failed_call(grpc.StatusCode.INTERNAL, "Exception serializing request!")
+                if not isinstance(request, (bytes, bytearray, memoryview)):
+                    raise TypeError(f"Argument 'message' has incorrect type (expected bytes, got "
+                                    f"{type(request).__name__})")
                 payload = request
             else:
                 try:
                     payload = serializer(request)
+                    if not isinstance(payload, (bytes, bytearray, memoryview)):
+                        raise TypeError(f"serializer returned {type(payload).__name__}, not bytes")
                 except Exception:
                     return failed_call(grpc.StatusCode.INTERNAL, "Exception serializing request!")
             if len(payload) > self._max_send:
@@ -167,8 +191,8 @@ class Channel(grpc.Channel):
                                    f"Sent message larger than max ({len(payload)} vs. {self._max_send})")
         try:
             md = F.encode_metadata(metadata) if metadata else b""
-        except ValueError as exc:
-            return failed_call(grpc.StatusCode.INTERNAL, f"Invalid metadata: {exc}")
+        except ValueError:
+            return failed_call(grpc.StatusCode.INTERNAL, "Invalid metadata")
         for attempt in (0, 1):
             try:
                 conn = self._connection(deadline, wait_for_ready)
@@ -380,16 +404,24 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
         conn = self._channel._conn
         if conn is not None and timeout is None and not metadata and conn.broken is None:
             serializer = self._serializer
-            try:
-                payload = request if serializer is None else serializer(request)
-            except Exception:
-                payload = None
-            if payload is not None and len(payload) + len(self._prefix) <= conn.chunk:
+            if serializer is None:
+                payload = request if type(request) is bytes else None  # anything else: checked on the general path
+            else:
+                try:
+                    payload = serializer(request)
+                except Exception:
+                    payload = None
+                if type(payload) is not bytes:
+                    payload = None
+            if payload is not None and len(payload) + len(self._prefix) <= conn.chunk and len(payload) <= conn.max_send:
                 try:
                     state, raw = conn.unary_fast(self._prefix, payload, self._deserializer)
                 except ConnectionBroken:
                     state = raw = None
                 if raw is not None:
+                    if len(raw) > conn.max_receive:
+                        raise ClientCall(conn, failed_call(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                            f"Received message larger than max ({len(raw)} vs. {conn.max_receive})"))[1])
                     deserializer = self._deserializer
                     if deserializer is None:
                         return raw
@@ -400,7 +432,7 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                         raise ClientCall(conn, state) from None
                 if state is not None:
                     return _outcome(conn, state)
-            elif payload is not None:  # too large for one frame: the general path, without serializing again
+            elif payload is not None and len(payload) <= conn.max_send:  # too large for one frame: the general path, without serializing again
                 conn, state = self._channel._start(self._method, payload, None, self._deserializer, None, None,
                                                    wait_for_ready, True, True)
                 return _outcome(conn, state)

@@ -5,16 +5,19 @@ that waits for its call takes the *reader* token (a non-blocking lock), polls th
 response ring and hands frames to whichever call they belong to; other waiting threads
 block on a private lock until their call is ready or the token is free. Calls that
 nobody waits for (futures, streams, callbacks) are served by the channel's pump thread
-(channel.py), which takes the token only when no caller wants it.
+(channel.py), which takes the token only when no caller wants it. A thread waiting for
+request-ring room holds no lock and reads responses meanwhile (docs/rpc.md, "Concurrency").
 
 Liveness: while waiting, the reader watches the server's directory entry; a changed
-generation, a dead pid (same host) or a heartbeat that stands still for
-NOTNETS_STALE_MS ends every call with UNAVAILABLE. The connection is then "broken"
-and the channel opens a new one on the next call.
+generation, a dead pid (same host), a heartbeat that stands still for NOTNETS_STALE_MS,
+the server's drop verdict or someone else's claim on our slot ends every call with
+UNAVAILABLE. The connection is then BROKEN and the channel opens a new one on the next
+call.
 """
 
 from __future__ import annotations
 
+import enum
 import itertools
 import os
 import threading
@@ -28,7 +31,7 @@ from ..wire import frames as F
 from ..wire import layout as L
 from ..backoff import Backoff
 from .call import WAIT_DONE, CallState, _NOTHING
-from ..errors import ProtocolError
+from ..errors import ChecksumError, ProtocolError
 from ..wire.messages import on_chunk, sink_slot, takes_buffers
 from ..pool import Endpoint, Pool, pid_alive, stale_ms
 from ..wire.ring import SMALL_FRAME
@@ -47,6 +50,14 @@ _HAS_MESSAGE = F.F_HAS_MESSAGE
 _END = F.F_END_STREAM
 _CALL_HEAD = F.CALL_HEAD
 _UNARY = _HAS_MESSAGE | _END
+
+
+class Stage(enum.Enum):
+    """Where a connection is; it only moves forward (``Connection._end``)."""
+
+    OPEN = "open"        # calls may start
+    BROKEN = "broken"    # the server is gone (or a ring failed a check): calls end UNAVAILABLE
+    CLOSED = "closed"    # the channel let go of it; its slot is free again
 
 
 class ConnectionBroken(Exception):
@@ -73,7 +84,9 @@ class Connection:
         self.calls: Dict[int, CallState] = {}
         self._ids = itertools.count(1)
         self.want_reader = 0
-        self.broken: Optional[str] = None
+        self.broken: Optional[str] = None  # why the connection left OPEN (checked on every call)
+        self.stage = Stage.OPEN
+        self.released = False
         self.calls_started = 0
         self.unattended = 0
         self._cancels: deque = deque()  # ids of calls that ended here, CANCEL not written yet
@@ -87,9 +100,9 @@ class Connection:
         self.server_sleep = None if entry is None else entry + L.DIR_SLEEP
         self.server_kick = None if entry is None else entry + L.DIR_KICK
         self._claim = L.pack_state(generation, L.CH_OPEN)
-        self._accepted = L.pack_state(generation, L.ACC_ACCEPTED)
         self._backoff = self._new_backoff()
         self._peer_beat = (endpoint.heartbeat_ms, _monotonic())
+        self._lost_key = pool.on_lost(self.break_)  # the pool file shrank: stop touching it
         self._last_check = _monotonic()
 
     def _new_backoff(self) -> Backoff:
@@ -232,6 +245,12 @@ class Connection:
                 backoff.n = spin  # spun already: go on yielding, then sleeping
             self._read_until(state, WAIT_DONE, None, False, fresh=False)
             return state, None
+        except ChecksumError as exc:
+            if state is None:
+                state = self._register(cid, deserializer)
+            self._on_bad_frame(exc)
+            self._read_until(state, WAIT_DONE, None, False, fresh=False)
+            return state, None
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
             if state is None:
@@ -336,6 +355,8 @@ class Connection:
                 if frame is None:
                     break
                 self._dispatch(frame)
+        except ChecksumError as exc:
+            self._on_bad_frame(exc)
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
         finally:
@@ -366,7 +387,7 @@ class Connection:
             self.wake_server()
         except ProtocolError as exc:
             cancels.clear()
-            self.broken = self.broken or f"corrupted request ring: {exc}"
+            self.break_(f"corrupted request ring: {exc}")
 
     # -- waiting and reading ------------------------------------------------------------------------------
     def wait(self, state: CallState, what: int, until: Optional[float]) -> bool:
@@ -432,6 +453,23 @@ class Connection:
 
     def _read_until(self, state: Optional[CallState], what: int, until: Optional[float], pumping: bool,
                     fresh: bool = True) -> None:
+        """(reader token held) Read and dispatch until ``state`` is ready for ``what``,
+        ``until`` passes, the connection breaks or (pumping) a caller wants the token."""
+        while True:
+            try:
+                return self._read_loop(state, what, until, pumping, fresh)
+            except ChecksumError as exc:
+                self._on_bad_frame(exc)
+                fresh = False
+
+    def _on_bad_frame(self, exc: ChecksumError) -> None:
+        """A frame failed its checksum: its call (if it names one of ours) ends DATA_LOSS."""
+        state = self.calls.get(exc.call_id)
+        if state is not None:
+            self.fail_locally(state, grpc.StatusCode.DATA_LOSS, f"Response data corrupted: {exc}", cancel=True)
+
+    def _read_loop(self, state: Optional[CallState], what: int, until: Optional[float], pumping: bool,
+                   fresh: bool) -> None:
         read = self.rx.read
         dispatch = self._dispatch
         if pumping:
@@ -474,6 +512,8 @@ class Connection:
                         return
                     if state is not None and self.want_reader and (backoff.sleeping or self.futex):
                         return  # let a waiting thread have a turn
+        except ChecksumError:
+            raise
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
         except ConnectionBroken:
@@ -485,6 +525,10 @@ class Connection:
         if state is None:
             return  # a late frame for a call that already ended (cancelled, deadline)
         if kind == _STATUS and flags & _BARE:
+            if len(body) > self.max_receive:
+                self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"Received message larger than max ({len(body)} vs. {self.max_receive})", cancel=True)
+                return
             with self.lock:
                 if state.done:
                     return
@@ -512,6 +556,11 @@ class Connection:
             if kind == _STATUS:
                 initial, details, trailing, at = F.parse_status(body)
                 message = body[at:] if flags & _HAS_MESSAGE else None
+                if message is not None and len(message) > self.max_receive:
+                    self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                      f"Received message larger than max ({len(message)} vs. {self.max_receive})",
+                                      cancel=True)
+                    return
                 self._complete(state, code_from_wire(aux), details.decode("utf-8", "replace"),
                                F.decode_metadata(trailing),
                                F.decode_metadata(initial) if flags & F.F_HAS_HEADERS else None, message)
@@ -564,27 +613,8 @@ class Connection:
 
     def _complete(self, state: CallState, code: grpc.StatusCode, details: Optional[str], trailing: tuple,
                   initial: Optional[tuple], message: Optional[bytes]) -> None:
-        """(reader) the call ended; wake its waiter and queue its callbacks."""
-        with self.lock:
-            if state.done:
-                return
-            if message is not None:
-                if state.messages is None:
-                    state.messages = deque()
-                state.messages.append(message)
-            if state.initial is None:
-                state.initial = initial if initial is not None else ()
-            state.code = code
-            state.details = details
-            state.trailing = trailing
-            state.done = True
-            self.calls.pop(state.id, None)
-            if not state.attended:
-                self.unattended -= 1
-            self._wake(state)
-            callbacks = self._take_callbacks(state)
-        if callbacks:
-            self._on_callback(callbacks)
+        """(reader) the server's STATUS ended the call."""
+        self._end_call(state, code, details, trailing, initial, message, False)
 
     @staticmethod
     def _take_callbacks(state: CallState) -> list:
@@ -617,17 +647,29 @@ class Connection:
         return state.response
 
     def fail_locally(self, state: CallState, code: grpc.StatusCode, details: str, cancel: bool = False) -> None:
-        """End a call from the client side (cancel, deadline, local error)."""
+        """End a call from the client side (cancel, deadline, local error, lost server)."""
+        self._end_call(state, code, details, (), None, None, cancel)
+
+    def _end_call(self, state: CallState, code: grpc.StatusCode, details: Optional[str], trailing: tuple,
+                  initial: Optional[tuple], message: Optional[bytes], cancel: bool) -> None:
+        """The one way a client call ends (the bare-STATUS branch of ``_dispatch`` does the
+        same steps inline, on the hot path): done once, under the lock; its waiter woken,
+        its callbacks queued; the server told when we ended it (cancel, deadline)."""
         with self.lock:
             if state.done:
                 return
+            if message is not None:
+                if state.messages is None:
+                    state.messages = deque()
+                state.messages.append(message)
+            if state.initial is None:
+                state.initial = initial if initial is not None else ()
             state.code = code
             state.details = details
-            state.done = True
-            if state.initial is None:
-                state.initial = ()
+            state.trailing = trailing
             if code is grpc.StatusCode.CANCELLED and cancel:
                 state.cancelled = True
+            state.done = True
             self.calls.pop(state.id, None)
             if not state.attended:
                 self.unattended -= 1
@@ -673,6 +715,9 @@ class Connection:
         self._last_check = now
         if self.broken is not None:
             raise ConnectionBroken(self.broken)
+        if self.pool.lost is not None:
+            self.break_(self.pool.lost)
+            raise ConnectionBroken(self.pool.lost)
         same, pid, beat = self.pool.endpoint_current(self.endpoint.index, self.endpoint.generation)
         reason = None
         if not same:
@@ -686,38 +731,51 @@ class Connection:
             elif (now - seen) * 1000 > stale_ms():
                 reason = f"server heartbeat stopped {now - seen:.1f} s ago"
         if reason is None:
-            word = self.mem.load(self.ctl + L.CH_ACCEPT)
-            gen, verdict = L.unpack_state(word)
-            if word != self._accepted:
-                # any other verdict (or generation) means the server no longer serves this
-                # claim: dropped it, or someone overwrote the slot
-                name = L.ACC_NAMES.get(verdict, str(verdict)) if gen == self.generation else "overwritten"
-                reason = f"server dropped this channel ({name})"
+            gen, verdict = L.unpack_state(self.mem.load(self.ctl + L.CH_ACCEPT))
+            if gen == self.generation and verdict != L.ACC_ACCEPTED:
+                reason = f"server dropped this channel ({L.ACC_NAMES.get(verdict, verdict)})"
             elif self.mem.load(self.ctl + L.CH_CLAIM) != self._claim:
+                # someone else wrote our claim word: the server drops the channel, but can
+                # only say so under a generation that is no longer ours
                 reason = "this channel's slot was taken over by another claim"
         if reason is not None:
             self.break_(reason)
             raise ConnectionBroken(reason)
 
     def break_(self, reason: str) -> None:
-        """End every call with UNAVAILABLE and refuse new ones."""
-        with self.lock:
-            if self.broken is None:
-                self.broken = reason
-            calls = list(self.calls.values())
-        for state in calls:
-            self.fail_locally(state, UNAVAILABLE, f"NotNets server unavailable: {reason}")
+        """The server is gone, a ring is corrupt or the pool was lost: every call ends
+        UNAVAILABLE and no new one starts (the channel opens a new connection)."""
+        self._end(Stage.BROKEN, UNAVAILABLE, f"NotNets server unavailable: {reason}", False, reason)
 
     def heartbeat(self) -> None:
+        if self.pool.lost is not None:
+            return
         mem = self.mem
         mem.store(self.ctl + L.CH_CLIENT_HEARTBEAT, int(time.time() * 1000))
         mem.store(self.ctl + L.CH_CALLS_STARTED, self.calls_started)
 
     def close(self, code: grpc.StatusCode, details: str) -> None:
+        """The channel lets go of this connection: calls end with ``code``, the slot is freed."""
+        self._end(Stage.CLOSED, code, details, True, details)
+
+    def _end(self, stage: "Stage", code: grpc.StatusCode, details: str, cancel: bool, reason: str) -> None:
+        """The one way a connection ends: OPEN -> BROKEN -> CLOSED (or OPEN -> CLOSED).
+
+        ``broken`` (the reason) is set with the first step, so that no new call starts;
+        every call still registered ends; CLOSED also gives the slot back, once."""
         with self.lock:
+            if self.stage is Stage.OPEN:
+                self.stage, self.broken = stage, reason
+            elif stage is Stage.CLOSED and self.stage is Stage.BROKEN:
+                self.stage = stage
+            elif stage is not Stage.CLOSED or self.released:
+                stage = None  # nothing more to do
             calls = list(self.calls.values())
-            if self.broken is None:
-                self.broken = details
+            release = stage is Stage.CLOSED and not self.released
+            if release:
+                self.released = True
         for state in calls:
-            self.fail_locally(state, code, details, cancel=True)
-        self.pool.close_channel(self.slot, self.generation)
+            self.fail_locally(state, code, details, cancel=cancel)
+        if release:
+            self.pool.forget_lost(self._lost_key)
+            self.pool.close_channel(self.slot, self.generation)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import queue
 import time
 from typing import Any, Callable, Optional
@@ -12,6 +13,18 @@ from ..status import as_metadata
 
 END_OF_REQUESTS = object()
 CANCELLED = object()
+
+
+class Stage(enum.Enum):
+    """Where a server call is; it only moves forward, and only ``Replies._end`` (or the
+    unary fast path, which does the same claim inline) moves it out of ACTIVE."""
+
+    ACTIVE = "active"        # the handler may run and send
+    ANSWERED = "answered"    # the final status is written or queued; nothing more is sent
+    CANCELLED = "cancelled"  # ended by the client, a deadline, a lost channel, the server or shutdown
+
+
+ACTIVE, ANSWERED, CANCELLED_STAGE = Stage.ACTIVE, Stage.ANSWERED, Stage.CANCELLED
 
 
 class AbortError(Exception):
@@ -26,9 +39,7 @@ class ServerCall:
     instance of an ABC subclass costs twice as much, on every call.
     """
 
-    active = True
-    finished = False
-    cancelled = False
+    stage = ACTIVE
     code_: Optional[grpc.StatusCode] = None
     details_: Optional[str] = None
     trailing: Optional[tuple] = None
@@ -39,6 +50,7 @@ class ServerCall:
     requests: Optional[queue.SimpleQueue] = None
     partial: Any = None  # messages.Partial of a message that spans several frames
     request_done = False
+    reserved = 0  # bytes charged to the server's reassembly budget (budget.py)
     queued = 0  # bytes of this call in its channel's outbox (outbox.py)
     touched = False  # the handler set a code, details, metadata or a callback: no bare reply
 
@@ -53,8 +65,16 @@ class ServerCall:
         self.handler = handler
 
     # -- grpc.RpcContext ---------------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return self.stage is ACTIVE
+
+    @property
+    def cancelled(self) -> bool:
+        return self.stage is CANCELLED_STAGE
+
     def is_active(self) -> bool:
-        return self.active
+        return self.stage is ACTIVE
 
     def time_remaining(self) -> Optional[float]:
         if self.deadline is None:

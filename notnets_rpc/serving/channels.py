@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import grpc
 
@@ -33,7 +33,7 @@ class ServerChannel:
                  "bytes_out", "same_process", "same_host", "client_sleep")
 
     def __init__(self, pool: Pool, host: int, slot: int, generation: int, claim_word: int, client_pid: int,
-                 max_receive: int, window: int) -> None:
+                 max_receive: int, window: int, reserve: Callable[[ServerCall, int], bool]) -> None:
         self.host, self.slot, self.generation = host, slot, generation
         self.ctl = pool.layout.channel(host, slot)
         self.claim_off = self.ctl + L.CH_CLAIM
@@ -44,7 +44,11 @@ class ServerChannel:
 
         def sink(kind: int, flags: int, cid: int, aux: int, n: int) -> Optional[memoryview]:
             call = calls.get(cid) if kind == F.MESSAGE else None
-            return None if call is None or call.request_done else sink_slot(call, aux, n, max_receive)
+            if call is None or call.request_done or aux > max_receive:
+                return None
+            if call.partial is None and n != aux and not reserve(call, aux):
+                return None  # over the server's budget: _on_frame fails the call
+            return sink_slot(call, aux, n, max_receive)
 
         self.rx.sink = sink
         self.outbox = Outbox(self.tx, window, self._wake_client)
@@ -124,14 +128,14 @@ class ChannelTable:
             mem.store(off + field, 0)
         mem.store(off + L.CH_SERVER_PID, os.getpid())
         ch = ServerChannel(self._pool, host, slot, gen, claim, mem.load(off + L.CH_CLIENT_PID), self._max_receive,
-                           self._window)
+                           self._window, self._reserve)
         with self._state_lock:
             self._channels[(host, slot)] = ch
             self._active = tuple(self._channels.values())
             self._local_client = any(c.same_process for c in self._active)
             self._futex_ok = self._pool.mem.can_wait and all(c.same_host for c in self._active)
             self._remote_client = any(c.host != self._pool.host_id for c in self._active)
-        mem.store(off + L.CH_ACCEPT, L.pack_state(gen, L.ACC_ACCEPTED))
+            mem.store(off + L.CH_ACCEPT, L.pack_state(gen, L.ACC_ACCEPTED))
 
     def _drop_channel(self, ch: ServerChannel, verdict: int) -> None:
         """Stop serving a channel (poller or monitor thread; only the first call acts)."""
@@ -151,11 +155,12 @@ class ChannelTable:
         for call in list(ch.calls.values()):
             self._cancel_call(call, grpc.StatusCode.CANCELLED, "Channel went away", notify_client=False)
         pool = self._pool
-        if pool is not None:
+        if pool is not None and pool.lost is None:
             mem = pool.mem
-            gen, _state = L.unpack_state(mem.load(ch.ctl + L.CH_CLAIM))
-            if gen == ch.generation:
-                mem.store(ch.ctl + L.CH_ACCEPT, L.pack_state(gen, verdict))
+            with self._state_lock:  # never over a newer claim's verdict (_accept writes it under this lock)
+                acc_gen, _ = L.unpack_state(mem.load(ch.ctl + L.CH_ACCEPT))
+                if acc_gen == ch.generation:
+                    mem.store(ch.ctl + L.CH_ACCEPT, L.pack_state(ch.generation, verdict))
             self._publish_channel_counters(ch)
             self._totals[0] += ch.calls_done
             self._totals[1] += ch.errors
@@ -168,7 +173,7 @@ class ChannelTable:
         Only stores words of our own entries: no lock, no ring, nothing a channel can
         hold. An entry someone overwrote (another name, pid or state) is written again."""
         pool = self._pool
-        if pool is None:
+        if pool is None or pool.lost is not None:
             return
         mem = pool.mem
         pid = os.getpid()
@@ -187,7 +192,7 @@ class ChannelTable:
 
     def _publish_counters(self) -> None:
         pool = self._pool
-        if pool is None:
+        if pool is None or pool.lost is not None:
             return
         mem = pool.mem
         t = now_ms()
@@ -219,7 +224,7 @@ class ChannelTable:
     def _check_clients(self, now: float) -> None:
         """Reclaim channels whose client died: pid gone (same host) or heartbeat stalled."""
         pool = self._pool
-        if pool is None:
+        if pool is None or pool.lost is not None:
             return
         mem = pool.mem
         limit = stale_ms() / 1000

@@ -14,7 +14,7 @@ import grpc
 from ..wire import frames as F
 from ..backoff import Backoff
 from ..errors import ProtocolError
-from .call import CANCELLED, ServerCall
+from .call import ACTIVE, ANSWERED, CANCELLED, CANCELLED_STAGE, ServerCall
 from .channels import ServerChannel
 from ..status import OK, code_to_wire
 
@@ -120,50 +120,73 @@ class Replies:
             details = call.details_
         self._end(call, code, details, None)
 
-    def _end(self, call: ServerCall, code: grpc.StatusCode, details: str, message: Optional[bytes]) -> None:
+    def _end(self, call: ServerCall, code: grpc.StatusCode, details: str, message: Optional[bytes],
+             cancelled: bool = False, notify: bool = True) -> None:
+        """The one way a server call ends: an answer (``_finish``/``_fail``) or a
+        cancellation (``_cancel_call``: client, deadline, lost channel, server, shutdown).
+
+        Whoever pops the call from its channel's table moves it out of ACTIVE; everyone
+        else returns. Then: the budget charge is returned, a handler waiting for requests
+        is woken, a cancelled call's queued frames are dropped, the status is written
+        (unless the client is gone or ended it itself), and the callbacks run."""
         with self._state_lock:
-            if call.finished or call.channel.calls.pop(call.call_id, None) is None:
+            if call.stage is not ACTIVE or call.channel.calls.pop(call.call_id, None) is None:
                 return
-            call.finished = True
-            send = call.active
-            call.active = False
+            call.stage = CANCELLED_STAGE if cancelled else ANSWERED
             self._forget(call)
+        if call.reserved:
+            self._unreserve(call)
+        if call.requests is not None:
+            call.requests.put(CANCELLED)  # a handler still iterating requests stops
         ch = call.channel
-        if send and code is OK and message is not None and not details and call.initial is None \
-                and not call.trailing and not call.headers_sent and len(message) <= self._bare_limit:
-            self._write(ch, F.STATUS, F.F_BARE, call.call_id, 0, (message,), len(message), None)
-        elif send:
-            trailing = F.encode_metadata(call.trailing)
-            detail_raw = details.encode("utf-8") if details else b""
-            initial = None
-            flags = 0
-            if not call.headers_sent:
-                initial = F.encode_metadata(call.initial)
-                call.headers_sent = True
-                flags |= F.F_HAS_HEADERS
-            chunk = self._chunk
-            meta = len(trailing) + len(detail_raw) + (len(initial) if initial else 0) + F.STATUS_HEAD.size
-            if meta > self._frame_limit:  # grpcio: RESOURCE_EXHAUSTED for metadata over its limit
-                code, message, trailing, initial = grpc.StatusCode.RESOURCE_EXHAUSTED, None, b"", b"" if initial is not None else None
-                detail_raw = (f"status details and metadata of {meta} bytes exceed the limit of "
-                              f"{self._frame_limit}").encode()
-            inline = message is not None and (len(message) + len(trailing) + len(detail_raw)
-                                              + (len(initial) if initial else 0) + F.STATUS_HEAD.size) <= chunk
-            if message is not None and not inline:
-                if initial is not None:
-                    self._write(ch, F.HEADERS, 0, call.call_id, 0, (initial,), len(initial), None)
-                    initial, flags = None, flags & ~F.F_HAS_HEADERS
-                self._write_message(call, message, None)
-            if inline:
-                flags |= F.F_HAS_MESSAGE
-            parts = F.status_parts(detail_raw, trailing, initial, message if inline else None)
-            n = sum(len(p) for p in parts)
-            self._write(ch, F.STATUS, flags, call.call_id, code_to_wire(code), parts, n, None)
+        if cancelled and call.queued:
+            ch.outbox.purge(call.call_id)  # a cancelled call stops sending at once
+        if notify and not ch.dropped:
+            if cancelled:
+                self._write_status(call, code, details, None, ())
+            else:
+                self._write_status(call, code, details, message, call.trailing)
         ch.calls_done += 1
         if code is not OK:
             ch.errors += 1
         if call.callbacks is not None:
             self._run_callbacks(call)
+
+    def _write_status(self, call: ServerCall, code: grpc.StatusCode, details: str, message: Optional[bytes],
+                      trailing_md: Any) -> None:
+        ch = call.channel
+        if code is OK and message is not None and not details and call.initial is None \
+                and not trailing_md and not call.headers_sent and len(message) <= self._bare_limit:
+            self._write(ch, F.STATUS, F.F_BARE, call.call_id, 0, (message,), len(message), None)
+            return
+        try:
+            trailing = F.encode_metadata(trailing_md)
+            initial = None if call.headers_sent else F.encode_metadata(call.initial)
+        except ValueError:  # the handler set metadata grpc would refuse
+            code, details, message, trailing = grpc.StatusCode.INTERNAL, "Invalid metadata", None, b""
+            initial = None if call.headers_sent else b""
+        detail_raw = details.encode("utf-8") if details else b""
+        flags = 0
+        if initial is not None:
+            call.headers_sent = True
+            flags |= F.F_HAS_HEADERS
+        meta = len(trailing) + len(detail_raw) + (len(initial) if initial else 0) + F.STATUS_HEAD.size
+        if meta > self._frame_limit:  # grpcio: RESOURCE_EXHAUSTED for metadata over its limit
+            code, message, trailing = grpc.StatusCode.RESOURCE_EXHAUSTED, None, b""
+            initial = b"" if initial is not None else None
+            detail_raw = f"status details and metadata of {meta} bytes exceed the limit of {self._frame_limit}".encode()
+        inline = message is not None and (len(message) + len(trailing) + len(detail_raw)
+                                          + (len(initial) if initial else 0) + F.STATUS_HEAD.size) <= self._chunk
+        if message is not None and not inline:
+            if initial is not None:
+                self._write(ch, F.HEADERS, 0, call.call_id, 0, (initial,), len(initial), None)
+                initial, flags = None, flags & ~F.F_HAS_HEADERS
+            self._write_message(call, message, None)
+        if inline:
+            flags |= F.F_HAS_MESSAGE
+        parts = F.status_parts(detail_raw, trailing, initial, message if inline else None)
+        n = sum(len(p) for p in parts)
+        self._write(ch, F.STATUS, flags, call.call_id, code_to_wire(code), parts, n, None)
 
     def _reject(self, ch: ServerChannel, cid: int, code: grpc.StatusCode, details: str) -> None:
         parts = F.status_parts(details.encode("utf-8")[:1024], b"", b"", None)
@@ -180,25 +203,7 @@ class Replies:
 
     def _cancel_call(self, call: ServerCall, code: grpc.StatusCode, details: str, notify_client: bool) -> None:
         """Cancellation from the client, the deadline, the server itself or shutdown."""
-        with self._state_lock:
-            if call.finished or call.channel.calls.pop(call.call_id, None) is None:
-                return
-            call.finished = True
-            call.cancelled = True
-            call.active = False
-            self._forget(call)
-        if call.requests is not None:
-            call.requests.put(CANCELLED)
-        if call.queued:
-            call.channel.outbox.purge(call.call_id)  # a cancelled call stops sending at once
-        if notify_client and not call.channel.dropped:
-            parts = F.status_parts(details.encode("utf-8"), b"", b"" if not call.headers_sent else None, None)
-            flags = 0 if call.headers_sent else F.F_HAS_HEADERS
-            n = sum(len(p) for p in parts)
-            self._write(call.channel, F.STATUS, flags, call.call_id, code_to_wire(code), parts, n, None)
-        call.channel.calls_done += 1
-        call.channel.errors += 1
-        self._run_callbacks(call)
+        self._end(call, code, details, None, cancelled=True, notify=notify_client)
 
     def _run_callbacks(self, call: ServerCall) -> None:
         with self._state_lock:

@@ -6,8 +6,10 @@ Threads:
   the thread pool;
 - a monitor promotes a new leader when a handler has held the current one for more
   than PROMOTE_AFTER seconds (so a slow or blocking handler never stalls the others),
-  enforces deadlines, publishes heartbeats and counters, and reclaims the channels of
-  clients that died.
+  enforces deadlines and reclaims the channels of clients that died;
+- the process's beat thread (liveness.BEATER) publishes heartbeats and counters.
+None of them waits for ring room: answers that do not fit go to the channel's outbox
+(outbox.py). docs/rpc.md, "Concurrency", has the whole picture.
 
 New channels are found through the per-host doorbell words in the host table (one
 load per host every few polls); a channel whose claim word changes is dropped.
@@ -16,6 +18,8 @@ load per host every few polls); a channel whose claim word changes is dropped.
 from __future__ import annotations
 
 import collections
+import ctypes
+import enum
 import logging
 import os
 import queue
@@ -31,10 +35,11 @@ from ..wire import frames as F
 from ..wire import layout as L
 from ..backoff import ONE_CPU, Backoff
 from ..options import message_limits
-from ..errors import EndpointInUseError, ProtocolError
+from ..errors import ChecksumError, EndpointInUseError, ProtocolError
 from ..wire.messages import on_chunk, takes_buffers
 from ..pool import Endpoint, Pool, stale_ms
-from .call import END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
+from .budget import DEFAULT_LIMIT as DEFAULT_BUDGET, OPTION as BUDGET_OPTION, Budget
+from .call import ANSWERED, END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
 from .channels import ChannelTable, ServerChannel
 from .replies import Replies
 from ..liveness import BEATER
@@ -55,6 +60,7 @@ IDLE_NAP = 0.05  # how long the monitor sleeps between looks while the server is
 # looks every 40 ms, and PROMOTE_AFTER after seeing a handler run (see _maybe_promote).
 BUSY_NAP = 0.04 if ONE_CPU else 0.002
 CLIENT_CHECK_PERIOD = 0.5
+TRIM_AFTER = 2.0  # seconds of idling after traffic before freed memory goes back to the system
 IDLE_SLEEP = float(os.environ.get("NOTNETS_IDLE_SLEEP_US", "1000")) / 1e6
 KERNEL_SLEEP_FACTOR = 10  # an idle server asleep in the kernel wakes every 10 x IDLE_SLEEP to look around
 _UNAVAILABLE_SHUTDOWN = "Cancelling all calls"
@@ -65,6 +71,24 @@ _STATUS = F.STATUS
 _CALL = F.CALL
 _BIG = 16384  # requests from this size on are handed to buffer-taking parsers as a view
 _BARE = F.F_BARE
+
+
+def release_free_memory() -> None:
+    """Give freed heap memory back to the system (glibc's malloc keeps it otherwise: after
+    a burst of 1 MiB messages a server's RSS stayed ~30 MiB above its start)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+class Stage(enum.Enum):
+    """Where a server is; it only moves forward (``Server._shut_down``)."""
+
+    NEW = "new"            # handlers and endpoints may be added
+    SERVING = "serving"    # published, polling, answering
+    DRAINING = "draining"  # new calls refused; in-flight ones get the grace period
+    STOPPED = "stopped"    # nothing runs; wait_for_termination returns
 
 
 class _Demoted(Exception):
@@ -97,6 +121,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._host_id = host_id
         self._options = list(options or ())
         self._max_receive, self._max_send = message_limits(options)
+        self._budget = Budget(dict(self._options).get(BUDGET_OPTION, DEFAULT_BUDGET))
         self._max_concurrent = maximum_concurrent_rpcs
         self._interceptors = list(interceptors or ())
         self._compression = compression
@@ -129,8 +154,8 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._bells: List[Optional[int]] = []
         self._host_table = b""
         self._deadlines: Dict[int, ServerCall] = {}
-        self._started = False
-        self._draining = False
+        self._stage = Stage.NEW
+        self._draining = False  # mirrors stage >= DRAINING for the hot paths
         self._stopped = threading.Event()
         self._terminated = threading.Event()
         self._idle = False
@@ -164,7 +189,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         """Publish the services under ``name`` in the pool (clients use ``notnets:NAME``)."""
         L.encode_name(name)
         self._names.append(name)
-        if self._started:
+        if self._stage is Stage.SERVING:
             self._publish(name)
 
     def add_insecure_port(self, address: str) -> int:
@@ -187,13 +212,13 @@ class Server(ChannelTable, Replies, grpc.Server):
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._started:
+        if self._stage is not Stage.NEW:
             raise ValueError("Cannot start an already-started server")
         if self._names:
             self._attach_pool()
             for name in self._names:
                 self._publish(name)
-        self._started = True
+        self._stage = Stage.SERVING
         if self._pool is not None:
             self._start_threads()
         if self._tcp is not None:
@@ -207,6 +232,16 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._window = 2 * lay.ring_bytes    # a channel's outbox before its requests wait (outbox.py)
         self._call_window = lay.chunk_bytes  # a streaming call's queued bytes before its handler waits
         self._futex_ok = pool.mem.can_wait
+        pool.on_lost(self._abandon)
+
+    def _abandon(self, reason: str) -> None:
+        """(beat thread) The pool file shrank under us: end as ``stop`` does, but without
+        touching the pool again (no statuses, no directory update) and without grace."""
+        _log.error("NotNets server stops serving: %s", reason)
+        for ch in list(self._channels.values()):
+            ch.dropped = True  # nothing more is written to its rings
+            ch.outbox.close()
+        self._shut_down(0.0, reason)
 
     def _start_threads(self) -> None:
         """The poller, the monitor, and the heartbeat (on the process's beat thread, which
@@ -218,7 +253,7 @@ class Server(ChannelTable, Replies, grpc.Server):
     def _publish(self, name: str) -> None:
         if self._pool is None:
             self._attach_pool()
-            if self._started:
+            if self._stage is Stage.SERVING:
                 self._start_threads()
         limit = _monotonic() + stale_ms() / 1000 + 1.0
         first = next(iter(self._endpoints.values()), None)
@@ -247,35 +282,47 @@ class Server(ChannelTable, Replies, grpc.Server):
         return False
 
     def stop(self, grace: Optional[float]) -> threading.Event:
-        done = self._terminated
-        if not self._started or self._draining:
-            if not self._started:
-                done.set()
-            return done
-        self._draining = True
-        self._inline_ok = False  # new unary calls are refused by _on_call from now on
-        if self._pool is not None:
+        if self._stage is Stage.NEW:
+            self._stage = Stage.STOPPED
+            self._terminated.set()
+        else:
+            self._shut_down(grace, None)
+        return self._terminated
+
+    def _shut_down(self, grace: Optional[float], lost: Optional[str]) -> None:
+        """The one way a server ends (``stop``, or a pool lost under it): SERVING ->
+        DRAINING now (new calls refused, directory entries say draining), then, on a
+        thread of its own, in-flight calls get ``grace`` seconds, the rest are cancelled,
+        channels released, entries closed -> STOPPED."""
+        with self._state_lock:
+            if self._stage is not Stage.SERVING:
+                return
+            self._stage = Stage.DRAINING
+            self._draining = True
+            self._inline_ok = False  # new unary calls are refused by _on_call from now on
+        if self._pool is not None and lost is None:
             for ep in self._endpoints.values():
                 self._pool.set_endpoint_state(ep, L.DIR_DRAINING)
         tcp_event = self._tcp.stop(grace) if self._tcp is not None else None
-        threading.Thread(target=self._finish_stop, args=(grace, tcp_event), name="notnets-stop", daemon=True).start()
-        return done
+        threading.Thread(target=self._finish_stop, args=(grace, tcp_event, lost), name="notnets-stop",
+                         daemon=True).start()
 
-    def _finish_stop(self, grace: Optional[float], tcp_event: Optional[threading.Event]) -> None:
+    def _finish_stop(self, grace: Optional[float], tcp_event: Optional[threading.Event], lost: Optional[str]) -> None:
         try:
             end = _monotonic() + (grace or 0.0)
             while self._in_flight() and _monotonic() < end:
                 time.sleep(0.005)
             for ch in list(self._channels.values()):
                 for call in list(ch.calls.values()):
-                    self._cancel_call(call, grpc.StatusCode.UNAVAILABLE, _UNAVAILABLE_SHUTDOWN, notify_client=True)
+                    self._cancel_call(call, grpc.StatusCode.UNAVAILABLE, lost or _UNAVAILABLE_SHUTDOWN,
+                                      notify_client=lost is None)
             self._stopped.set()
             with self._leader_lock:
                 self._leader = None
             pool = self._pool
             if pool is not None:
                 for ep in self._endpoints.values():
-                    pool.set_endpoint_state(ep, L.DIR_CLOSED)
+                    pool.set_endpoint_state(ep, L.DIR_CLOSED)  # (these skip a lost pool)
                 for ch in list(self._channels.values()):
                     self._drop_channel(ch, L.ACC_RELEASED)
                 deadline = _monotonic() + 1.0
@@ -290,6 +337,7 @@ class Server(ChannelTable, Replies, grpc.Server):
             if tcp_event is not None:
                 tcp_event.wait(5)
         finally:
+            self._stage = Stage.STOPPED
             self._terminated.set()
 
     def wait_for_termination(self, timeout: Optional[float] = None) -> bool:
@@ -405,7 +453,7 @@ class Server(ChannelTable, Replies, grpc.Server):
                     at = _CALL_HEAD_SIZE + mlen
                     cached = (resolved.get(body[_CALL_HEAD_SIZE:at])
                               if flags == _UNARY_CALL and not timeout_us and not mdlen and at <= len(body) else None)
-                    if cached is not None and cached[2] and self._inline_ok:
+                    if cached is not None and cached[2] and self._inline_ok and len(body) - at <= self._max_receive:
                         n = len(body)
                         ch.bytes_in += n
                         # a large request is parsed where it lies in ``body``: no copy for the slice
@@ -419,6 +467,12 @@ class Server(ChannelTable, Replies, grpc.Server):
                     return False
                 if ch.dropped or rx._head == rx.tail:  # nothing more that we know of: back to the poll loop
                     break
+        except ChecksumError as exc:  # one frame is bad, the ring is fine: only its call ends
+            call = ch.calls.get(exc.call_id)
+            if call is not None:
+                self._fail(call, grpc.StatusCode.DATA_LOSS, f"Request data corrupted: {exc}")
+            elif exc.kind == _CALL:
+                self._reject(ch, exc.call_id, grpc.StatusCode.DATA_LOSS, f"Request data corrupted: {exc}")
         except (ProtocolError, struct.error) as exc:
             _log.warning("dropping channel host%d/%d: %s", ch.host, ch.slot, exc)
             self._drop_channel(ch, L.ACC_REJECTED)
@@ -445,8 +499,14 @@ class Server(ChannelTable, Replies, grpc.Server):
                 self._fail(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"Received message larger than max ({aux} vs. {self._max_receive})")
                 return
+            if call.partial is None and flags & F.F_MORE and not self._reserve(call, aux):
+                self._fail(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"Server out of buffer space for partly received messages ({self._budget.limit} bytes)")
+                return
             whole = on_chunk(call, flags & F.F_MORE, aux, body, takes_buffers(call.handler.request_deserializer))
             if whole is not None:
+                if call.reserved:
+                    self._unreserve(call)
                 self._on_request(call, whole, flags & F.F_END_STREAM)
         elif kind == F.HALF_CLOSE:
             if call is not None:
@@ -459,6 +519,18 @@ class Server(ChannelTable, Replies, grpc.Server):
         else:
             raise ProtocolError(f"unexpected {F.KIND_NAMES.get(kind, kind)} frame from a client")
 
+    def _reserve(self, call: ServerCall, n: int) -> bool:
+        """Charge a partly received message of ``n`` bytes to the server's budget (budget.py)."""
+        if not self._budget.take(n):
+            return False
+        call.reserved = n
+        return True
+
+    def _unreserve(self, call: ServerCall) -> None:
+        n, call.reserved = call.reserved, 0
+        call.partial = None
+        self._budget.give(n)
+
     def _on_call(self, ch: ServerChannel, flags: int, cid: int, body: bytes) -> None:
         if len(body) < _CALL_HEAD_SIZE:
             raise ProtocolError("CALL: body shorter than its header")
@@ -467,6 +539,10 @@ class Server(ChannelTable, Replies, grpc.Server):
         if mlen == 0 or at > len(body):
             raise ProtocolError("CALL: method or metadata overruns the body")
         ch.bytes_in += len(body)
+        if flags & F.F_HAS_MESSAGE and len(body) - at > self._max_receive:
+            self._reject(ch, cid, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"Received message larger than max ({len(body) - at} vs. {self._max_receive})")
+            return
         method_raw = body[_CALL_HEAD_SIZE : _CALL_HEAD_SIZE + mlen]
         cached = self._resolved.get(method_raw)
         if cached is not None and not mdlen:
@@ -550,14 +626,18 @@ class Server(ChannelTable, Replies, grpc.Server):
             # popping the call is the claim: a concurrent cancel finds it gone, and vice versa
             if calls.pop(cid, None) is None:
                 return
-            call.active = False
-            call.finished = True
+            call.stage = ANSWERED
             if timeout_us:
                 self._deadlines.pop(id(call), None)
             outbox = ch.outbox
-            if not ch.dropped and outbox.put_bare(_STATUS, _BARE, cid, payload) and outbox.frames:
-                self._backlog[ch] = True
-            ch.bytes_out += len(payload)
+            with outbox.lock:  # straight to the ring unless something is queued before it (outbox.py)
+                sent = not outbox.frames and not ch.dropped and ch.tx.put(_STATUS, _BARE, cid, 0, payload)
+            if not sent:
+                self._write(ch, _STATUS, _BARE, cid, 0, (payload,), len(payload), None)
+            else:
+                ch.bytes_out += len(payload)
+                if ch.same_host and ch.tx.mem.load(ch.client_sleep):
+                    ch.tx.mem.wake_word(ch.tx.head_off)
             ch.calls_done += 1
         finally:
             if not _take_back(box):  # the monitor took the box: a new leader reads the rings now
@@ -722,6 +802,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         Sleeps ``IDLE_NAP`` or ``BUSY_NAP`` between looks, less when a deadline or a
         running handler's promotion is due sooner."""
         last_clients = 0.0
+        idle_since, trimmed = None, True
         while not self._stopped.is_set():
             now = _monotonic()
             nap = self._maybe_promote(now)
@@ -730,6 +811,13 @@ class Server(ChannelTable, Replies, grpc.Server):
             if now - last_clients >= CLIENT_CHECK_PERIOD:
                 last_clients = now
                 self._check_clients(now)
+            if not self._idle:
+                idle_since, trimmed = None, False
+            elif idle_since is None:
+                idle_since = now
+            elif not trimmed and now - idle_since > TRIM_AFTER:
+                trimmed = True
+                release_free_memory()
             self._stopped.wait(nap)
 
     def _expire_deadlines(self, now: float) -> float:

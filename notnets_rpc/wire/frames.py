@@ -10,6 +10,7 @@ See docs/pool-layout.md for each kind's body.
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import Iterable, Optional, Sequence, Tuple, Union
 
@@ -52,8 +53,18 @@ def frame_bytes(body_len: int) -> int:
 
 
 # -- metadata ------------------------------------------------------------------------------
+_LEGAL_KEY = re.compile(rb"[0-9a-z_.\-]+\Z")      # HTTP/2 header names as grpc allows them
+_LEGAL_VALUE = re.compile(rb"[\x20-\x7e]*\Z")      # values of keys without -bin: printable ASCII
+
+
+def check_key(kb: bytes) -> bool:
+    return len(kb) <= 0xFFFF and _LEGAL_KEY.match(kb) is not None
+
+
 def encode_metadata(metadata: Optional[Iterable[Tuple[str, MetadataValue]]]) -> bytes:
-    """Keys are lower-case ASCII; ``-bin`` keys carry bytes, other keys carry text."""
+    """Validated like grpc (validate_metadata.cc): keys lower-case ``[0-9a-z_.-]``;
+    ``-bin`` keys carry bytes, other keys printable ASCII. ``ValueError`` names the
+    first bad entry (a channel turns it into INTERNAL "Invalid metadata", as grpcio)."""
     if not metadata:
         return b""
     out = bytearray()
@@ -62,11 +73,9 @@ def encode_metadata(metadata: Optional[Iterable[Tuple[str, MetadataValue]]]) -> 
             key, value = item
         except (TypeError, ValueError):
             raise ValueError(f"metadata entries must be (key, value) pairs, got {item!r}") from None
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"metadata key must be a non-empty str, got {key!r}")
-        kb = key.lower().encode("ascii", "strict") if key.isascii() else None
-        if kb is None or len(kb) > 0xFFFF:
-            raise ValueError(f"metadata key must be ASCII, got {key!r}")
+        if not isinstance(key, str) or not key.isascii() or not check_key(key.encode("ascii")):
+            raise ValueError(f"illegal metadata key {key!r} (lower-case letters, digits, '_', '.', '-')")
+        kb = key.encode("ascii")
         if key.endswith("-bin"):
             if isinstance(value, str):
                 value = value.encode("utf-8")
@@ -74,12 +83,14 @@ def encode_metadata(metadata: Optional[Iterable[Tuple[str, MetadataValue]]]) -> 
                 raise ValueError(f"metadata value for {key!r} must be bytes")
             vb = bytes(value)
         else:
-            if isinstance(value, (bytes, bytearray)):
-                vb = bytes(value)
-            elif isinstance(value, str):
+            if isinstance(value, str):
                 vb = value.encode("utf-8")
+            elif isinstance(value, (bytes, bytearray)):
+                vb = bytes(value)
             else:
                 raise ValueError(f"metadata value for {key!r} must be str, got {type(value).__name__}")
+            if not _LEGAL_VALUE.match(vb):
+                raise ValueError(f"illegal metadata value for {key!r} (printable ASCII only, or use a -bin key)")
         out += MD_ITEM.pack(len(kb), len(vb))
         out += kb
         out += vb
@@ -87,7 +98,7 @@ def encode_metadata(metadata: Optional[Iterable[Tuple[str, MetadataValue]]]) -> 
 
 
 def decode_metadata(raw: Union[bytes, memoryview]) -> Metadata:
-    """Inverse of ``encode_metadata``; any inconsistency is a ``ProtocolError``."""
+    """Inverse of ``encode_metadata``, with the same rules; any breach is a ``ProtocolError``."""
     if not raw:
         return ()
     items = []
@@ -100,20 +111,19 @@ def decode_metadata(raw: Union[bytes, memoryview]) -> Metadata:
         pos += MD_ITEM.size
         if klen == 0 or pos + klen + vlen > end:
             raise ProtocolError("metadata: entry overruns the block")
-        try:
-            key = bytes(view[pos : pos + klen]).decode("ascii")
-        except UnicodeDecodeError:
-            raise ProtocolError("metadata: key is not ASCII") from None
+        kb = bytes(view[pos : pos + klen])
+        if not check_key(kb):
+            raise ProtocolError(f"metadata: illegal key {kb[:40]!r}")
+        key = kb.decode("ascii")
         pos += klen
         value = bytes(view[pos : pos + vlen])
         pos += vlen
         if key.endswith("-bin"):
             items.append((key, value))
+        elif _LEGAL_VALUE.match(value):
+            items.append((key, value.decode("ascii")))
         else:
-            try:
-                items.append((key, value.decode("utf-8")))
-            except UnicodeDecodeError:
-                raise ProtocolError(f"metadata: value of {key!r} is not UTF-8") from None
+            raise ProtocolError(f"metadata: illegal value for {key!r}")
     return tuple(items)
 
 

@@ -43,7 +43,7 @@ DEFAULT_RING_CAP = 4 << 20
 
 # superblock: magic(8) version(4) sb_bytes(4) pool_bytes(8) uuid(16) created_ms(8)
 # max_hosts dir_slots channels ring_bytes (4 each) hosts_off dir_off chan_off rings_off
-# (8 each) dir_entry_bytes chan_ctl_bytes flags (4 each) crc32(4)
+# (8 each) dir_entry_bytes chan_ctl_bytes (4 each) flags(4) crc32(4)
 _SB = struct.Struct("<8sIIQ16sQIIIIQQQQIIII")
 _CRC_START, _CRC_END = 8, _SB.size - 4  # crc covers everything after the magic
 
@@ -94,9 +94,10 @@ ACC_NONE, ACC_ACCEPTED, ACC_REJECTED, ACC_RECLAIMED, ACC_RELEASED = 0, 1, 2, 3, 
 ACC_NAMES = {ACC_NONE: "none", ACC_ACCEPTED: "accepted", ACC_REJECTED: "rejected",
              ACC_RECLAIMED: "reclaimed", ACC_RELEASED: "released"}
 
-# superblock flags
-FLAG_SOFTWARE_COHERENCE = 1  # every user keeps the write-back rule (docs/pool-layout.md)
-KNOWN_FLAGS = FLAG_SOFTWARE_COHERENCE
+# superblock flags (pool format options; every process on the pool follows them)
+FLAG_SOFTWARE_COHERENCE = 0x1  # every user keeps the write-back rule (docs/pool-layout.md)
+FLAG_FRAME_CRC = 0x2  # every frame carries a CRC-32 of its header and body (ring.py)
+KNOWN_FLAGS = FLAG_SOFTWARE_COHERENCE | FLAG_FRAME_CRC
 COHERENCE = ("coherent", "software")  # what create_pool(coherence=...) takes
 
 GEN_MASK = (1 << 56) - 1
@@ -140,6 +141,10 @@ class Layout:
     uuid: bytes = b"\0" * 16
     created_ms: int = 0
     flags: int = 0
+
+    @property
+    def frame_crc(self) -> bool:
+        return bool(self.flags & FLAG_FRAME_CRC)
 
     @property
     def coherence(self) -> str:

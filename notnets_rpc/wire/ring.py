@@ -7,6 +7,12 @@ consumer copies the frame out and only then stores ``tail``. Nothing here waits 
 sleeps: ``try_write`` says False when there is no room and ``read`` says None when
 there is nothing; callers decide how to wait (backoff.py).
 
+With the pool's frame checksums on (layout.FLAG_FRAME_CRC), a frame's body is followed
+by a CRC-32 (u32, little-endian) of its 16 header bytes and its body, inside the frame's
+8-byte padding; a frame whose CRC does not match is consumed and reported as a
+``ChecksumError`` naming its call, so that only that call ends (DATA_LOSS). Checked
+rings take the careful paths (``try_write``, ``_read_any``).
+
 A frame never wraps. When it does not fit before the end of the ring, the producer
 fills the rest with a PAD frame (or, when fewer than 16 bytes remain, with nothing:
 the consumer skips such a stub by rule) and starts again at offset 0.
@@ -14,39 +20,57 @@ the consumer skips such a stub by rule) and starts again at offset 0.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:  # any object with Memory's methods will do; wire/ imports no I/O
     from ..memory import Memory
 
-from ..errors import ProtocolError
+from ..errors import ChecksumError, ProtocolError
 from .frames import ALIGN, FRAME_MAGIC, HEADER, HEADER_BYTES, PAD
 
 MAX_KIND = PAD
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
 
+CRC_BYTES = 4
+_CRC = struct.Struct("<I")
 SINK_MIN = 16384  # bodies at least this large are offered to the reader's sink
 SMALL_FRAME = 4096  # bodies up to this size are joined with their header and copied once
 _COUNTER_LIMIT = 2**64 - 2**32  # counters are u64; 2**32 margin covers one frame plus a pad
 Frame = Tuple[int, int, int, int, Optional[bytes]]  # kind, flags, call_id, aux, body (None: went to the sink)
 
 
-class RingWriter:
-    """The producer end. Keeps its own head; reloads the consumer's tail only when short."""
+class _RingEnd:
+    """What both ends of a ring hold: its region, its two counters' offsets, and direct
+    views of the memory for the hot paths (none when a cost model or checksums must see
+    every access)."""
 
-    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "head", "_tail", "_view", "_words", "_hidx")
+    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "_view", "_words", "_hidx", "_tidx", "crc")
 
-    def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, head: int = 0) -> None:
+    def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, crc: bool) -> None:
         mem.check(data, size)
         mem.check(head_off, 8)
+        mem.check(tail_off, 8)
         self.mem, self.data, self.size = mem, data, size
         self.head_off, self.tail_off = head_off, tail_off
+        self.crc = crc
+        views = None if crc else mem.views()  # no views: every frame takes the checked path
+        self._view, self._words = views if views is not None else (None, None)
+        self._hidx, self._tidx = head_off >> 3, tail_off >> 3
+
+
+class RingWriter(_RingEnd):
+    """The producer end. Keeps its own head; reloads the consumer's tail only when short."""
+
+    __slots__ = ("head", "_tail")
+
+    def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, head: int = 0,
+                 crc: bool = False) -> None:
+        super().__init__(mem, data, size, head_off, tail_off, crc)
         self.head = head
         self._tail = head
-        views = mem.views()
-        self._view, self._words = views if views is not None else (None, None)
-        self._hidx = head_off >> 3
 
     @property
     def max_frame(self) -> int:
@@ -86,7 +110,8 @@ class RingWriter:
     def try_write(self, kind: int, flags: int, call_id: int, aux: int, parts: Sequence[bytes], body_len: int) -> bool:
         """Append one frame whose body is ``parts`` back to back; False if it does not fit yet."""
         size = self.size
-        flen = (HEADER_BYTES + body_len + ALIGN - 1) & ~(ALIGN - 1)
+        crc = self.crc
+        flen = (HEADER_BYTES + body_len + (CRC_BYTES if crc else 0) + ALIGN - 1) & ~(ALIGN - 1)
         head = self.head
         pos = head % size
         if flen > size - pos or flen > size - (head - self._tail) or head >= _COUNTER_LIMIT:
@@ -100,11 +125,15 @@ class RingWriter:
             data = HEADER.pack(body_len, kind, flags, FRAME_MAGIC, call_id, aux) + b"".join(parts)
             if len(data) != HEADER_BYTES + body_len:
                 raise ValueError("frame parts do not add up to body_len")
+            if crc:
+                data += _CRC.pack(zlib.crc32(data))
             head += flen
             self.head = head
             mem.publish(at, data, self.head_off, head)
             return True
-        mem.pack(HEADER, at, body_len, kind, flags, FRAME_MAGIC, call_id, aux)
+        header = HEADER.pack(body_len, kind, flags, FRAME_MAGIC, call_id, aux)
+        mem.write(at, header)
+        check = zlib.crc32(header) if crc else 0
         at += HEADER_BYTES
         end = at + body_len
         for part in parts:
@@ -113,9 +142,13 @@ class RingWriter:
                 if at + n > end:
                     raise ValueError("frame parts do not add up to body_len")
                 mem.write(at, part)
+                if crc:
+                    check = zlib.crc32(part, check)
                 at += n
         if at != end:
             raise ValueError("frame parts do not add up to body_len")
+        if crc:
+            mem.write(at, _CRC.pack(check))
         head += flen
         self.head = head
         mem.store(self.head_off, head)
@@ -150,23 +183,16 @@ class RingWriter:
         return pos
 
 
-class RingReader:
+class RingReader(_RingEnd):
     """The consumer end. ``read`` returns one frame (skipping pads) and publishes the tail."""
 
-    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "tail", "_head", "sink", "_view", "_words", "_hidx",
-                 "_tidx")
+    __slots__ = ("tail", "_head", "sink")
 
-    def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, tail: int = 0) -> None:
-        mem.check(data, size)
-        mem.check(head_off, 8)
-        mem.check(tail_off, 8)
-        self.mem, self.data, self.size = mem, data, size
-        self.head_off, self.tail_off = head_off, tail_off
+    def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, tail: int = 0,
+                 crc: bool = False) -> None:
+        super().__init__(mem, data, size, head_off, tail_off, crc)
         self.tail = tail
         self._head = tail
-        views = mem.views()
-        self._view, self._words = views if views is not None else (None, None)
-        self._hidx, self._tidx = head_off >> 3, tail_off >> 3
         # sink(kind, flags, call_id, aux, body_len) -> writable memoryview or None: lets the
         # owner take a large body straight into its own buffer (one copy instead of two);
         # such frames come back with body None.
@@ -240,7 +266,8 @@ class RingReader:
             body_len, kind, flags, magic, call_id, aux = mem.unpack(HEADER, self.data + pos)
             if magic != FRAME_MAGIC or not 0 < kind <= MAX_KIND:
                 raise ProtocolError(f"bad frame header at ring offset {pos} (kind {kind}, magic {magic:#x})")
-            flen = (HEADER_BYTES + body_len + ALIGN - 1) & ~(ALIGN - 1)
+            checked = self.crc and kind != PAD
+            flen = (HEADER_BYTES + body_len + (CRC_BYTES if checked else 0) + ALIGN - 1) & ~(ALIGN - 1)
             if flen > room or flen > head - tail:
                 raise ProtocolError(f"frame of {flen} bytes overruns the ring at offset {pos}")
             if kind == PAD:
@@ -259,9 +286,15 @@ class RingReader:
                     body = mem.read(self.data + pos + HEADER_BYTES, body_len)
             else:
                 body = mem.read(self.data + pos + HEADER_BYTES, body_len) if body_len else b""
+            if checked:
+                at = self.data + pos
+                check = zlib.crc32(body if body is not None else dest, zlib.crc32(mem.read(at, HEADER_BYTES)))
+                stored = _CRC.unpack(mem.read(at + HEADER_BYTES + body_len, CRC_BYTES))[0]
             tail += flen
             self.tail = tail
             mem.store(self.tail_off, tail)
+            if checked and check != stored:
+                raise ChecksumError(kind, flags, call_id, f"frame checksum mismatch at ring offset {pos}")
             return kind, flags, call_id, aux, body
 
     def _advance(self, tail: int) -> None:

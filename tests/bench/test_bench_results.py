@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from emulator.errors import UserError
 from notnets_bench.options import BUDGETS, options_from, parse_bench_args, parse_sizes
 from notnets_bench.plots import plot_all
 from notnets_bench.results import pairs, ratio_table, read_results, summary_line, write_results
 from notnets_bench.stats import percentile, pool_rounds, summarize
-from emulator.errors import UserError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -162,7 +162,18 @@ def test_a_silent_agent_is_a_user_error_not_a_traceback(tmp_path: Path):
     run = RunState(name="t", backend="qemu", state_dir=str(tmp_path), hosts=[HostState(name="host0", index=0)])
     runner = HostRunner(run, SilentBackend())  # type: ignore[arg-type]
     assert "GLIBC_TUNABLES" not in runner.env, "the guest agent sets it for every command now"
+    assert runner.env["NOTNETS_INTERPOSE"] == "0", "the gRPC baseline stays on the network"
     with pytest.raises(UserError, match="did not answer"):
         runner.exec_lines("host0", "true", 5.0, print, print)
     with pytest.raises(UserError, match="did not start it"):
         runner.start("host0", "sleep 1", "never", 1.0, "server")
+
+
+def test_plot_legend_names_what_the_baseline_ran_over():
+    """The sim plots' title says loopback: the legend must not say 'over the network'."""
+    from notnets_bench.plots import BACKEND_NAMES, label
+    from notnets_bench.results import BASELINE, NOTNETS
+
+    assert label(BASELINE, "sim") == "gRPC over loopback" and "loopback" in BACKEND_NAMES["sim"]
+    assert label(BASELINE, "qemu") == "gRPC over the virtual L2"
+    assert label(NOTNETS, "sim") == "NotNets (shared CXL pool)"

@@ -1,7 +1,7 @@
 """Runs inside a host for the fault tests: an echo server, or a client that reports how its
 call ended (one line: "ok ...", "slept ..." or "error CODE ..."), never a traceback.
 
-    python fault_peer.py serve NAME             # prints "serving", serves until killed
+    python fault_peer.py serve NAME             # prints "serving", then "in Sleep" at each Sleep call
     python fault_peer.py call NAME TIMEOUT      # one Echo call
     python fault_peer.py slow NAME SECONDS      # one Sleep call that the server stretches over SECONDS
 The pool is $NOTNETS_POOL; stdlib, grpc and notnets_rpc only (no generated code).
@@ -19,6 +19,7 @@ import notnets_rpc
 
 
 def _sleep(request: bytes, context: grpc.ServicerContext) -> bytes:
+    print("in Sleep", flush=True)  # what the tests wait for before they fault the server's host
     end = time.time() + float(request.decode())  # wall clock: a frozen and thawed server is already late
     while time.time() < end and context.is_active():
         time.sleep(0.01)

@@ -61,3 +61,17 @@ def test_boot_watch_reports_new_milestones_once(tmp_path):
         f.write(b"ules\nnotnets-init: FATAL: x\n")
     assert watch.poll() == ["loading modules", "FATAL: x"]
     assert watch.poll() == []
+
+
+def test_boot_watch_of_a_restart_skips_the_earlier_boots(tmp_path):
+    """`fault HOST restart`: the console log is appended to; the old boot's FATAL or
+    milestones must not be replayed as this boot's."""
+    from emulator.backends.qemu.boot_watch import BootWatch
+
+    log = tmp_path / "console.log"
+    log.write_bytes(b"notnets-init: old boot\nnotnets-init: FATAL: old\n")
+    watch = BootWatch(str(log), offset=log.stat().st_size)
+    assert watch.poll() == []
+    with open(log, "ab") as f:
+        f.write(b"notnets-init: new boot\n")
+    assert watch.poll() == ["kernel running", "new boot"]

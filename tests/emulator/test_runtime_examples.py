@@ -9,7 +9,8 @@ from emulator.topology.model import load_topology
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("path", ["examples/three-hosts-two-pools.yaml", "examples/ci/notnets-topology.yaml"])
+@pytest.mark.parametrize("path", ["examples/three-hosts-two-pools.yaml", "examples/ci/notnets-topology.yaml",
+                                  "examples/unmodified/two-hosts-sim.yaml"])
 def test_example_topology_is_valid(path):
     topology = load_topology(REPO / path, memory_probe=lambda: None)
     assert topology.run, "examples show `run` steps"

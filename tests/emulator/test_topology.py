@@ -148,6 +148,7 @@ def test_backing_path_and_errors():
 def test_wrong_types():
     assert "expected a whole number" in error_of(GOOD.replace("cpus: 1", "cpus: many"))
     assert "expected true or false" in error_of(GOOD.replace("network: true", "network: sure"))
+    assert "expected true or false" in error_of(GOOD.replace("network: true", "network: true\ninterpose: 0"))
     assert "expected a list" in error_of(GOOD.replace("pools: [pool0]\n  - name: host1", "pools: pool0\n  - name: host1"))
 
 
@@ -161,6 +162,76 @@ def test_sizes_round_trip():
         assert format_size(parse_size(text)) == text
     assert parse_size(4096) == 4096
     assert parse_size("2GiB") == 2 * GiB
+
+
+def test_one_size_grammar_binary_suffixes_and_mb_refused():
+    for text in ("64M", "64Mi", "64MiB", "64mib", "65536K", "64 M"):
+        assert parse_size(text) == 64 * MiB, text
+    assert parse_size("4096B") == 4096
+    for text in ("64MB", "1GB", "64KB"):
+        with pytest.raises(ValueError, match="ambiguous"):
+            parse_size(text)
+    msg = error_of(GOOD.replace("size: 256M", "size: 256MB"))
+    assert "pools[0].size" in msg and "write 256M or 256MiB" in msg
+
+
+def test_a_pool_too_small_for_the_layout_is_refused_at_its_line():
+    msg = error_of(GOOD.replace("backend: qemu", "backend: sim").replace("size: 256M", "size: 4K"))
+    assert "topo.yaml:5: pools[0].size: 4K is too small for a NotNets pool" in msg
+
+
+def test_backend_override_is_checked_instead_of_the_files():
+    small = textwrap.dedent(GOOD.replace("size: 256M", "size: 128M"))
+    topo = parse_topology(small, "topo.yaml", memory_probe=NO_LIMIT, backend="sim")
+    assert topo.backend == "sim" and topo.pools[0].size == 128 * MiB
+    with pytest.raises(TopologyError, match="pools\\[0\\].size: 128M is not a multiple of 256M"):
+        parse_topology(small, "topo.yaml", memory_probe=NO_LIMIT)
+
+
+def test_name_override_is_validated():
+    assert parse_topology(textwrap.dedent(GOOD), memory_probe=NO_LIMIT, name="ci-job-7").name == "ci-job-7"
+    with pytest.raises(TopologyError, match="--name 'bad name'"):
+        parse_topology(textwrap.dedent(GOOD), memory_probe=NO_LIMIT, name="bad name")
+
+
+def test_a_pool_bigger_than_the_machine_is_named_at_its_own_line():
+    msg = error_of(GOOD.replace("size: 256M", "size: 100G"), probe=lambda: 8 * GiB)
+    assert "topo.yaml:5: pools[0].size: pool 'pool0' needs 100G" in msg
+
+
+STEPS = """\
+name: s
+backend: sim
+pools: [{name: p, size: 16M}]
+hosts: [{name: a, pools: [p]}, {name: b, pools: [p]}, {name: c, pools: [p]}]
+run:
+"""
+
+
+def test_steps_on_all_lists_and_parallel_groups():
+    topo = parse(STEPS + "  - {on: all, cmd: x}\n  - {on: [a, c], cmd: y, env: {N: 1, F: false}, workdir: sub,"
+                 " continue_on_error: true}\n  - parallel:\n      - {on: b, cmd: s, background: true}\n"
+                 "      - {on: a, cmd: t}\n")
+    assert [(s.on, s.cmd, s.group, s.label) for s in topo.run] == [
+        ("a", "x", 0, "1"), ("b", "x", 0, "1"), ("c", "x", 0, "1"), ("a", "y", 1, "2"), ("c", "y", 1, "2"),
+        ("b", "s", 2, "3.1"), ("a", "t", 2, "3.2")]
+    assert topo.run[3].env == (("N", "1"), ("F", "false")) and topo.run[3].workdir == "sub"
+    assert topo.run[3].continue_on_error and not topo.run[0].continue_on_error
+
+
+@pytest.mark.parametrize("step,fragment", [
+    ("{on: [a, z], cmd: x}", "run[0].on[1]: unknown host 'z'"),
+    ("{on: [a, a], cmd: x}", "host 'a' is listed twice"),
+    ("{on: [], cmd: x}", "empty list"),
+    ("{on: a, cmd: x, env: [A]}", "expected a mapping of variables"),
+    ("{on: a, cmd: x, env: {NOTNETS_HOST: b}}", "set by the host itself"),
+    ("{on: a, cmd: x, env: {1A: b}}", "is not a variable name"),
+    ("{on: a, cmd: x, continue_on_error: 1}", "expected true or false"),
+    ("{parallel: []}", "at least one step"),
+    ("{parallel: [{on: q, cmd: x}]}", "run[0].parallel[0].on: unknown host 'q'"),
+])
+def test_bad_steps_are_named(step, fragment):
+    assert fragment in error_of(STEPS + f"  - {step}\n")
 
 
 COHERENCE = """\

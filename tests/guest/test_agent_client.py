@@ -242,3 +242,60 @@ def test_a_background_child_holding_stdout_does_not_hold_the_exec(ports: FakePor
         assert code == 0
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+def test_stdin_reaches_the_command_in_order_then_eof(ports: FakePorts):
+    data = b"".join(b"line %d\n" % i for i in range(20000))  # several frames, more than a pipe holds
+    with AgentClient.connect(ports.sockets, timeout=5) as client:
+        code, out, _ = run(client, "sha256sum", stdin=io.BytesIO(data))
+        assert code == 0
+        import hashlib
+        assert out.split()[0].decode() == hashlib.sha256(data).hexdigest()
+        code, out, _ = run(client, "cat; echo end", stdin=io.BytesIO(b""))
+        assert (code, out) == (0, b"end\n")
+
+
+def test_without_stdin_the_command_reads_dev_null(ports: FakePorts):
+    with AgentClient.connect(ports.sockets, timeout=5) as client:
+        code, out, _ = run(client, "cat; echo end")
+    assert (code, out) == (0, b"end\n")
+
+
+def test_stdin_to_a_command_that_does_not_read_it_does_not_hang(ports: FakePorts):
+    with AgentClient.connect(ports.sockets, timeout=5) as client:
+        code, out, _ = run(client, "exec 0<&-; echo closed", stdin=io.BytesIO(b"x" * (4 << 20)), timeout=30)
+        assert (code, out) == (0, b"closed\n")
+        assert run(client, "echo next")[1] == b"next\n"  # the port still serves
+
+
+def test_ps_lists_attached_and_detached_commands(ports: FakePorts, short_dir: Path):
+    log = short_dir / "d.log"
+    with AgentClient.connect(ports.sockets, timeout=5) as client:
+        run(client, "exit 3")
+        pid = client.spawn("exec sleep 60", cwd=None, env={}, log_path=str(log))
+        rows = {r["cmd"]: r for r in client.processes()}
+        assert rows["exit 3"]["running"] is False and rows["exit 3"]["code"] == 3
+        assert rows["exit 3"]["detached"] is False
+        assert rows["exec sleep 60"] == {**rows["exec sleep 60"], "pid": pid, "running": True, "detached": True,
+                                         "log": str(log), "code": None}
+        assert oct(log.stat().st_mode & 0o777) == "0o600"
+        client.signal(pid, signal.SIGKILL)
+
+
+def test_timeout_is_honoured_when_the_agent_never_answers(short_dir: Path, monkeypatch):
+    """A frozen host accepts the connection and says nothing: exec --timeout still ends."""
+    from emulator.backends import agent_client
+
+    monkeypatch.setattr(agent_client, "EXIT_GRACE", 0.5)
+    path = str(short_dir / "mute.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+    try:
+        with AgentClient.connect([path], timeout=5) as client:
+            started = time.monotonic()
+            code, _, err = run(client, "true", timeout=1.0)
+        assert code == 124 and b"given up" in err
+        assert time.monotonic() - started < 5
+    finally:
+        server.close()

@@ -50,6 +50,12 @@ def test_request_validation():
     assert "pid" in protocol.request_error({"id": 1, "op": "signal", "pid": 1, "sig": 15})
     assert "sig" in protocol.request_error({"id": 1, "op": "signal", "pid": 40, "sig": 99})
     assert protocol.request_error({"id": 1, "op": "poll", "pid": 40}) is None
+    assert "stdin" in protocol.request_error({**ok, "stdin": "yes"})
+    assert protocol.request_error({**ok, "stdin": True}) is None
+    assert "ref" in protocol.request_error({"id": 2, "op": "stdin", "ref": "1", "data": ""})
+    assert "eof" in protocol.request_error({"id": 2, "op": "stdin", "ref": 1, "eof": 1})
+    assert protocol.request_error({"id": 2, "op": "stdin", "ref": 1, "data": "aGk="}) is None
+    assert protocol.request_error({"id": 3, "op": "ps"}) is None
 
 
 def test_bad_base64_is_a_value_error():

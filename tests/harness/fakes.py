@@ -19,6 +19,7 @@ class FakeBackend(Backend):
         self.running: set[str] = set()
         self.calls: list[tuple] = []
         self.spawned: list[tuple[str, str]] = []
+        self.where: dict[tuple[str, str], tuple] = {}  # (host, cmd) -> (cwd, env) it ran with
 
     def start_hosts(self, topology, run, accel, progress):
         for host in topology.hosts:
@@ -40,8 +41,9 @@ class FakeBackend(Backend):
     def host_state(self, run, host):
         return host.state if host.name in self.running else "dead"
 
-    def exec(self, run, host, command, *, cwd, env, timeout, stdout, stderr):
+    def exec(self, run, host, command, *, cwd, env, timeout, stdout, stderr, stdin=None):
         self.calls.append(("exec", host.name, command, timeout))
+        self.where[(host.name, command)] = (cwd, dict(env))
         code, out = self.script.get(command, (0, b""))
         stdout.write(out)
         return code

@@ -65,3 +65,17 @@ class RawChannel:
     def close(self) -> None:
         self.pool.close_channel(self.slot, self.generation)
         self.pool.release()
+
+
+def forge_entry(pool_path: str, host: int, slot: int, name: str, heartbeat_ms: int, pid: int = 4_000_000,
+                generation: int = 1) -> None:
+    """Write a directory entry nobody serves (a forgery, or a dead server's leftover)."""
+    pool = Pool.acquire(pool_path, host)
+    try:
+        mem, off = pool.mem, pool.layout.dir_entry(host, slot)
+        L.write_name(mem, off, name)
+        for field, value in ((L.DIR_PID, pid), (L.DIR_HEARTBEAT, heartbeat_ms), (L.DIR_STARTED, heartbeat_ms)):
+            mem.store(off + field, value)
+        mem.store(off + L.DIR_STATE, L.pack_state(generation, L.DIR_LIVE))
+    finally:
+        pool.release()

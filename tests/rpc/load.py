@@ -21,12 +21,13 @@ import signal
 import sys
 import threading
 import time
-from concurrent import futures
 from typing import Dict
 
 import grpc
 
 import notnets_rpc
+
+from . import peer
 
 SIZES = (64, 1024, 16 << 10, 200 << 10, 1 << 20)
 SIZE_WEIGHTS = (50, 20, 15, 10, 5)
@@ -69,13 +70,7 @@ def handlers() -> grpc.GenericRpcHandler:
 
 def serve(pool: str, name: str, workers: str) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=int(workers)), pool=pool)
-    server.add_generic_rpc_handlers((handlers(),))
-    server.add_endpoint(name)
-    server.start()
-    print("serving", flush=True)
-    server.wait_for_termination()
-    return 0
+    return peer.serve(pool, name, handlers(), int(workers))
 
 
 class Tally:
@@ -84,10 +79,13 @@ class Tally:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.counts: Dict[str, int] = collections.Counter()
+        self.details: Dict[str, str] = {}  # the first details seen per unexpected code
 
-    def add(self, outcome: str) -> None:
+    def add(self, outcome: str, details: str = "") -> None:
         with self.lock:
             self.counts[outcome] += 1
+            if details and outcome not in self.details:
+                self.details[outcome] = details
 
     def snapshot(self) -> Dict[str, int]:
         with self.lock:
@@ -130,7 +128,8 @@ def one_call(channel: grpc.Channel, rng: random.Random, tally: Tally) -> None:
             stream.cancel()
             tally.add("CANCELLED")
     except grpc.RpcError as exc:
-        tally.add(exc.code().name)
+        code = exc.code().name
+        tally.add(code, "" if code in ("OK", "CANCELLED", "DEADLINE_EXCEEDED") else str(exc.details()))
 
 
 def run_threads(channel: grpc.Channel, threads: int, seconds: float, seed: int, tally: Tally) -> bool:
@@ -155,7 +154,7 @@ def client(pool: str, name: str, threads: str, seconds: str, seed: str) -> int:
     with notnets_rpc.insecure_channel(f"notnets:{name}", pool=pool) as channel:
         ended = run_threads(channel, int(threads), float(seconds), int(seed), tally)
     counts = tally.snapshot()
-    print(json.dumps({"outcomes": counts, "ended": ended}), flush=True)
+    print(json.dumps({"outcomes": counts, "details": tally.details, "ended": ended}), flush=True)
     return 0 if ended else 1
 
 

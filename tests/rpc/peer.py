@@ -4,6 +4,7 @@
     python -m rpc.peer calls POOL NAME N         # N echo calls + a stream; exit 0 if all good
     python -m rpc.peer slow POOL NAME SECONDS    # one Sleep call; prints "started" first
     python -m rpc.peer wait POOL NAME TIMEOUT    # one call with wait_for_ready
+    python -m rpc.peer idle POOL NAME            # a call, "ready", then a call per stdin line
 (run with tests/ on sys.path; NOTNETS_HOST_ID picks the host partition)
 """
 
@@ -13,6 +14,7 @@ import os
 import sys
 import time
 from concurrent import futures
+from typing import Optional
 
 import grpc
 
@@ -21,13 +23,15 @@ import notnets_rpc
 from .service import test_handlers
 
 
-def serve(pool: str, name: str) -> int:
-    """A server on a restarted host may find its old self still listed (its pid number
+def serve(pool: str, name: str, handlers: Optional[grpc.GenericRpcHandler] = None, workers: int = 8) -> int:
+    """Serve ``handlers`` (default: the test service) as ``name`` until killed.
+
+    A server on a restarted host may find its old self still listed (its pid number
     reused in the new PID namespace) until that entry's heartbeat goes stale: retry."""
     deadline = time.monotonic() + 30
     while True:
-        server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=8), pool=pool)
-        server.add_generic_rpc_handlers((test_handlers(),))
+        server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=workers), pool=pool)
+        server.add_generic_rpc_handlers((handlers or test_handlers(),))
         server.add_endpoint(name)
         try:
             server.start()
@@ -78,9 +82,23 @@ def wait(pool: str, name: str, timeout: str) -> int:
     return 0
 
 
+def idle(pool: str, name: str) -> int:
+    """One call, "ready", then one more call per line on stdin (its outcome printed)."""
+    with notnets_rpc.insecure_channel(f"notnets:{name}", pool=pool) as channel:
+        echo = channel.unary_unary("/test.T/Echo")
+        echo(b"first", timeout=10)
+        print("ready", flush=True)
+        for _line in sys.stdin:
+            try:
+                print("OK", echo(b"again", timeout=5).decode(), flush=True)
+            except grpc.RpcError as exc:
+                print(exc.code().name, exc.details(), flush=True)
+    return 0
+
+
 def main(argv: list) -> int:
     command, *args = argv
-    return {"serve": serve, "calls": lambda p, n, k: calls(p, n, int(k)), "slow": slow, "wait": wait}[command](*args)
+    return {"serve": serve, "calls": lambda p, n, k: calls(p, n, int(k)), "slow": slow, "wait": wait, "idle": idle}[command](*args)
 
 
 if __name__ == "__main__":

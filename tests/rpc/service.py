@@ -98,6 +98,20 @@ def _bidi(request_iterator, context):
         yield request + b"!"
 
 
+def _big_trailer(request, context):
+    context.set_trailing_metadata((("big", "x" * int(request)),))
+    return b"ok"
+
+
+def _big_details(request, context):
+    context.abort(grpc.StatusCode.FAILED_PRECONDITION, "d" * int(request))
+
+
+def _big_headers(request, context):
+    context.send_initial_metadata((("big", "x" * int(request)),))
+    yield b"never"
+
+
 def _peer(request, context):
     return context.peer().encode()
 
@@ -107,7 +121,8 @@ def test_handlers() -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler("test.T", {
         "Echo": uu(_echo), "Abort": uu(_abort), "SetCode": uu(_set_code), "Raise": uu(_raise),
         "BadResponse": uu(_bad_response), "Sleep": uu(_sleep), "Metadata": uu(_metadata),
-        "Remaining": uu(_remaining), "Peer": uu(_peer),
+        "Remaining": uu(_remaining), "Peer": uu(_peer), "BigTrailer": uu(_big_trailer),
+        "BigDetails": uu(_big_details), "BigHeaders": grpc.unary_stream_rpc_method_handler(_big_headers),
         "Count": grpc.unary_stream_rpc_method_handler(_count),
         "CountSlow": grpc.unary_stream_rpc_method_handler(_count_slow),
         "StreamAbort": grpc.unary_stream_rpc_method_handler(_stream_abort),

@@ -9,7 +9,8 @@ from notnets_rpc.wire import frames
 from notnets_rpc.errors import ProtocolError
 
 keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=20)
-text_items = st.tuples(keys.filter(lambda k: not k.endswith("-bin")), st.text(max_size=40))
+printable = st.text(alphabet=[chr(c) for c in range(0x20, 0x7F)], max_size=40)
+text_items = st.tuples(keys.filter(lambda k: not k.endswith("-bin")), printable)
 bin_items = st.tuples(keys.map(lambda k: k + "-bin"), st.binary(max_size=40))
 metadata = st.lists(st.one_of(text_items, bin_items), max_size=8).map(tuple)
 
@@ -103,3 +104,18 @@ def test_chunk_garbage_is_a_protocol_error(frames_):
             on_chunk(holder, more, aux, body, as_buffer=True)
         except ProtocolError:
             holder.partial = None
+
+
+@pytest.mark.parametrize("item", [("Foo", "x"), ("a b", "x"), ("", "x"), ("k", "a\nb"), ("k", "é"), ("k", b"\x00"),
+                                  ("k", 3), ("k-bin", 3)])
+def test_metadata_refused_like_grpcio(item):
+    """grpcio refuses these keys and values (INTERNAL "Invalid metadata" on a call)."""
+    with pytest.raises(ValueError):
+        frames.encode_metadata((item,))
+
+
+@pytest.mark.parametrize("key,value", [(b"Foo", b"x"), (b"a b", b"x"), (b"k", b"a\nb"), (b"k", "é".encode())])
+def test_illegal_metadata_from_a_peer_is_a_protocol_error(key, value):
+    raw = frames.MD_ITEM.pack(len(key), len(value)) + key + value
+    with pytest.raises(ProtocolError):
+        frames.decode_metadata(raw)

@@ -78,3 +78,289 @@ def test_cancel_of_an_answered_call_drops_its_queued_answer(serve, pool_path):
         assert not ch.outbox.frames and ch.outbox.nbytes == 0
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize("method,streaming", [("BigTrailer", False), ("BigDetails", False), ("BigHeaders", True)])
+def test_status_or_metadata_larger_than_a_ring_is_resource_exhausted(channel, method, streaming):
+    """grpcio answers RESOURCE_EXHAUSTED for metadata over its limit and serves on."""
+    size = str(1 << 20).encode()  # far more than a ring of the 32 MiB test pool (about 100 KiB)
+    call = channel.unary_stream if streaming else channel.unary_unary
+    with pytest.raises(grpc.RpcError) as err:
+        result = call(f"/test.T/{method}")(size, timeout=10)
+        if streaming:
+            list(result)
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    for i in range(12):  # more crashes than the poller used to survive (10)
+        with pytest.raises(grpc.RpcError):
+            channel.unary_unary("/test.T/BigTrailer")(size, timeout=10)
+    assert channel.unary_unary("/test.T/Echo")(b"serving", timeout=5) == b"serving"
+
+
+def test_server_refuses_a_single_frame_message_over_its_limit(serve, pool_path):
+    serve(options=[("grpc.max_receive_message_length", 1000)])
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        echo = ch.unary_unary("/test.T/Echo")
+        assert echo(b"x" * 1000, timeout=5) == b"x" * 1000
+        for kwargs in ({}, {"timeout": 5}, {"metadata": (("k", "v"),)}):
+            with pytest.raises(grpc.RpcError) as err:
+                echo(b"x" * 1001, **kwargs)
+            assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert echo(b"small", timeout=5) == b"small"
+
+
+def test_client_refuses_a_single_frame_answer_over_its_limit(serve, pool_path):
+    serve()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path,
+                                      options=[("grpc.max_receive_message_length", 100)]) as ch:
+        echo = ch.unary_unary("/test.T/Echo")
+        assert echo(b"x" * 100) == b"x" * 100
+        for kwargs in ({}, {"timeout": 5}):
+            with pytest.raises(grpc.RpcError) as err:
+                echo(b"x" * 101, **kwargs)
+            assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert echo(b"small") == b"small"
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def test_announced_huge_messages_cost_no_memory_beyond_the_budget(serve, pool_path):
+    """A peer announces 128 MiB messages in 16-byte chunks: the server charges each to
+    its reassembly budget (here 64 MiB) and refuses, allocating nothing."""
+    server = serve(options=[("notnets.max_reassembly_bytes", 64 << 20)])
+    raw = RawChannel(pool_path, "t")
+    try:
+        before = _rss_bytes()
+        for cid in range(1, 9):
+            assert raw.write(F.CALL, 0, cid, 0, b"".join(F.call_parts(b"/test.T/Sum", 0, b"", None)))
+            assert raw.write(F.MESSAGE, F.F_MORE, cid, 128 << 20, b"z" * 16)
+            status = raw.wait_status(cid)
+            assert status is not None and status[3] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        assert _rss_bytes() - before < 16 << 20
+        assert server._budget.used == 0
+    finally:
+        raw.close()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:  # others are served
+        big = b"q" * (3 << 20)
+        assert ch.stream_unary("/test.T/Sum")(iter([big]), timeout=10) == big
+    assert server._budget.used == 0
+
+
+def test_channel_dropped_by_the_server_is_reported(serve, pool_path):
+    """A call without deadline ends UNAVAILABLE (not a hang) once the server drops its
+    channel, and the next call reconnects."""
+    from notnets_rpc.wire import layout as L
+
+    server = serve()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"a") == b"a"
+        future = ch.unary_unary("/test.T/Sleep").future(b"30:dropped")
+        (sch,) = server._channels.values()
+        server._drop_channel(sch, L.ACC_RECLAIMED)
+        assert future.exception(timeout=5).code() is grpc.StatusCode.UNAVAILABLE
+        assert ch.unary_unary("/test.T/Echo")(b"b", timeout=5) == b"b"
+
+
+def test_overwritten_claim_word_is_reported(serve, pool_path):
+    from notnets_rpc.wire import layout as L
+
+    serve()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"a") == b"a"
+        future = ch.unary_unary("/test.T/Sleep").future(b"30:overwritten")
+        conn = ch._conn
+        conn.mem.store(conn.ctl + L.CH_CLAIM, L.pack_state(conn.generation + 7, L.CH_OPEN))
+        assert future.exception(timeout=5).code() is grpc.StatusCode.UNAVAILABLE
+        assert ch.unary_unary("/test.T/Echo")(b"b", timeout=5) == b"b"
+
+
+def test_forged_directory_entry_does_not_capture_clients(serve, pool_path, monkeypatch):
+    """One write of a fake entry with a fresh (even future) heartbeat: new channels still
+    reach the real server, and once the fake is seen standing still it is skipped."""
+    from notnets_rpc.pool import now_ms
+
+    from .hostile import forge_entry
+
+    monkeypatch.setenv("NOTNETS_STALE_MS", "1000")
+    forge_entry(pool_path, host=1, slot=0, name="t", heartbeat_ms=now_ms() + 30_000)
+    serve()
+    times = []
+    for i in range(4):
+        start = time.monotonic()
+        with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+            assert ch.unary_unary("/test.T/Echo")(b"%d" % i, timeout=5) == b"%d" % i
+        times.append(time.monotonic() - start)
+        time.sleep(0.5)
+    assert max(times) < 2.5 and times[-1] < 0.5, times
+
+
+@pytest.mark.parametrize("skew_ms", [-5_000, 30_000], ids=["server-clock-behind", "server-clock-ahead"])
+def test_liveness_ignores_the_servers_clock(serve, pool_path, monkeypatch, skew_ms):
+    """A server whose clock differs from ours by seconds is visible while it beats, and
+    once dead does not block its replacement for longer than the stale interval."""
+    from notnets_rpc import pool as pool_module
+    from notnets_rpc.serving import channels
+
+    from .hostile import forge_entry
+
+    monkeypatch.setenv("NOTNETS_STALE_MS", "1000")
+    skewed = lambda: int(time.time() * 1000) + skew_ms  # noqa: E731
+    monkeypatch.setattr(pool_module, "now_ms", skewed)
+    monkeypatch.setattr(channels, "now_ms", skewed)
+    serve()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"seen", timeout=5) == b"seen"
+    forge_entry(pool_path, host=2, slot=0, name="gone", heartbeat_ms=skewed())  # a dead server's entry
+    start = time.monotonic()
+    serve(name="gone")
+    assert time.monotonic() - start < 3.0
+    with notnets_rpc.insecure_channel("notnets:gone", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"replaced", timeout=5) == b"replaced"
+
+
+def test_overwritten_entry_is_published_again(serve, pool_path):
+    from notnets_rpc.pool import Pool
+    from notnets_rpc.wire import layout as L
+
+    server = serve()
+    (ep,) = server.endpoints
+    pool = Pool.acquire(pool_path)
+    try:
+        off = pool.layout.dir_entry(ep.host, ep.slot)
+        L.write_name(pool.mem, off, "hijacked")
+        pool.mem.store(off + L.DIR_STATE, L.pack_state(ep.generation + 5, L.DIR_LIVE))
+        end = time.monotonic() + 2
+        while L.read_name(pool.mem, off) != "t" and time.monotonic() < end:
+            time.sleep(0.01)
+        assert L.read_name(pool.mem, off) == "t"
+        assert pool.mem.load(off + L.DIR_STATE) == L.pack_state(ep.generation, L.DIR_LIVE)
+    finally:
+        pool.release()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"back", timeout=5) == b"back"
+
+
+@pytest.mark.parametrize("pid", [4_000_000, 1], ids=["no-such-pid", "live-pid"])
+def test_squatted_channel_slots_are_reclaimed(serve, pool_path, monkeypatch, pid):
+    """Every channel slot of this host marked open by someone else: a new client still
+    gets one (at once for a pid that does not exist, once the server reclaims it for a
+    live pid whose heartbeat stands still)."""
+    from notnets_rpc.pool import Pool
+    from notnets_rpc.wire import layout as L
+
+    monkeypatch.setenv("NOTNETS_STALE_MS", "500")
+    server = serve()
+    (ep,) = server.endpoints
+    pool = Pool.acquire(pool_path)
+    try:
+        lay = pool.layout
+        for k in range(lay.channels):
+            off = lay.channel(0, k)
+            pool.mem.store(off + L.CH_CLIENT_PID, pid)
+            pool.mem.store(off + L.CH_TARGET, L.pack_target(ep.index, ep.generation))
+            pool.mem.store(off + L.CH_CLAIM, L.pack_state(9, L.CH_OPEN))
+        pool._ring_bell(L.HOST_CHANNEL_BELL)
+    finally:
+        pool.release()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"room", timeout=5, wait_for_ready=True) == b"room"
+
+
+@pytest.fixture
+def crc_pool(blank_path):
+    notnets_rpc.create_pool(blank_path, 32 << 20, frame_checksums=True)
+    return blank_path
+
+
+def _serve_on(path, name="t"):
+    from concurrent import futures
+
+    from .service import test_handlers
+
+    server = notnets_rpc.server(futures.ThreadPoolExecutor(8), pool=path)
+    server.add_generic_rpc_handlers((test_handlers(),))
+    server.add_endpoint(name)
+    server.start()
+    return server
+
+
+def test_corrupted_request_frame_is_data_loss(crc_pool):
+    """With frame checksums, a request whose bytes changed in the pool ends DATA_LOSS;
+    the channel and the server go on."""
+    from notnets_rpc.memory import Memory
+    from notnets_rpc.wire.ring import RingWriter
+
+    server = _serve_on(crc_pool)
+    raw = RawChannel(crc_pool, "t")
+    try:
+        assert raw.unary(1, "/test.T/Echo", b"fine")
+        status = raw.wait_status(1)
+        assert status[3] == 0 and status[4] == b"fine"  # OK, bare
+        scratch = Memory(bytearray(1 << 16))
+        writer = RingWriter(scratch, 0, 1 << 15, 1 << 15, (1 << 15) + 8, crc=True)
+        body = b"".join(F.call_parts(b"/test.T/Echo", 0, b"", b"payload!"))
+        assert writer.try_write(F.CALL, F.F_HAS_MESSAGE | F.F_END_STREAM, 2, 0, (body,), len(body))
+        frame = bytearray(scratch.read(0, writer.head))
+        frame[-8] ^= 0x40  # a byte of the message
+        tx = raw.tx
+        tx.mem.write(tx.data + tx.head % tx.size, bytes(frame))
+        tx.head += len(frame)
+        tx.mem.store(tx.head_off, tx.head)
+        status = raw.wait_status(2)
+        assert status is not None and status[3] == grpc.StatusCode.DATA_LOSS.value[0]
+        assert raw.unary(3, "/test.T/Echo", b"after")
+        assert raw.wait_status(3)[4] == b"after"
+    finally:
+        raw.close()
+        server.stop(None).wait(5)
+
+
+def test_bytes_sprayed_over_rings_never_come_back_as_ok(crc_pool):
+    """Random bytes written over both rings of a busy channel: every call ends with its
+    own payload or an error status (DATA_LOSS, UNAVAILABLE, INTERNAL...), never with a
+    wrong payload as OK; the server serves a clean channel afterwards."""
+    import random
+    import threading
+
+    server = _serve_on(crc_pool)
+    rng = random.Random(11)
+    corrupt, errors, ok = [], [], []
+    stop = threading.Event()
+    ch = notnets_rpc.insecure_channel("notnets:t", pool=crc_pool)
+    try:
+        echo = ch.unary_unary("/test.T/Echo")
+        assert echo(b"warm", timeout=5) == b"warm"
+        conn = ch._conn
+
+        def spray():
+            while not stop.is_set():
+                c = ch._conn or conn
+                ring = rng.choice((c.tx, c.rx))
+                at = ring.data + rng.randrange(ring.size - 8)
+                c.mem.write(at, rng.randbytes(rng.randint(1, 8)))
+                time.sleep(0.0005)
+
+        sprayer = threading.Thread(target=spray)
+        sprayer.start()
+        end = time.monotonic() + 3
+        i = 0
+        while time.monotonic() < end:
+            i += 1
+            payload = rng.randbytes(rng.choice((64, 1000, 30000)))
+            try:
+                got = echo(payload, timeout=2)
+                (ok if got == payload else corrupt).append(i)
+            except grpc.RpcError as exc:
+                errors.append(exc.code())
+        stop.set()
+        sprayer.join(5)
+        assert not corrupt, f"{len(corrupt)} corrupted payloads returned as OK"
+        assert ok and grpc.StatusCode.DATA_LOSS in errors, (len(ok), set(errors))
+    finally:
+        stop.set()
+        ch.close()
+    with notnets_rpc.insecure_channel("notnets:t", pool=crc_pool) as clean:
+        assert clean.unary_unary("/test.T/Echo")(b"clean", timeout=5) == b"clean"
+    server.stop(None).wait(5)

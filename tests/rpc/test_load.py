@@ -35,10 +35,13 @@ def test_mixed_load_keeps_serving_and_beating(peers, blank_path):  # noqa: F811
             assert watch.max_age < 1.0, f"server heartbeat stood still for {watch.max_age:.2f} s"
             assert server.poll() is None, "the server process died"
         outcomes = dict(tally.snapshot())
+        details = dict(tally.details)
         for child in children:
             out, err = child.communicate(timeout=30)
             assert child.returncode == 0, err
-            for key, n in json.loads(out.strip().splitlines()[-1])["outcomes"].items():
+            report = json.loads(out.strip().splitlines()[-1])
+            details.update(report["details"])
+            for key, n in report["outcomes"].items():
                 outcomes[key] = outcomes.get(key, 0) + n
     finally:
         channel.close()
@@ -46,4 +49,4 @@ def test_mixed_load_keeps_serving_and_beating(peers, blank_path):  # noqa: F811
     assert ended == [True], "a client thread did not end"
     assert outcomes.get("OK", 0) > 100, outcomes
     bad = {code: n for code, n in outcomes.items() if code not in ("OK", "CANCELLED", "DEADLINE_EXCEEDED")}
-    assert not bad, f"unexpected outcomes {bad} (all: {outcomes})"
+    assert not bad, f"unexpected outcomes {bad} (all: {outcomes}; details: {details})"

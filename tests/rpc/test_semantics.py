@@ -89,9 +89,9 @@ def test_unknown_service_is_unimplemented(channel):
 
 
 def test_metadata_all_ways(channel):
-    _, call = uu(channel, "Metadata").with_call(b"", metadata=(("text", "héllo"), ("blob-bin", b"\xff\x00")))
+    _, call = uu(channel, "Metadata").with_call(b"", metadata=(("text", "hello world"), ("blob-bin", b"\xff\x00")))
     assert dict(call.initial_metadata()) == {"initial-key": "initial", "initial-bin": b"\x00\x01"}
-    assert dict(call.trailing_metadata()) == {"echo-text": "héllo", "echo-bin": b"\xff\x00"}
+    assert dict(call.trailing_metadata()) == {"echo-text": "hello world", "echo-bin": b"\xff\x00"}
     assert call.trailing_metadata()[0].key == "echo-text"
 
 
@@ -410,3 +410,28 @@ def test_slow_unary_handler_does_not_stall_other_calls(channel):
     assert results == [b"slept"] * 4
     assert time.monotonic() - start < 1.4  # in parallel, not 4 x 0.4 s one after the other
     assert slow.result(10) == b"slept"
+
+
+@pytest.mark.parametrize("metadata", [(("Foo", "x"),), (("a b", "x"),), (("k", "a\nb"),), (("k", "é"),)])
+def test_invalid_metadata_is_internal_like_grpcio(channel, metadata):
+    with pytest.raises(grpc.RpcError) as err:
+        uu(channel, "Echo")(b"x", timeout=5, metadata=metadata)
+    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.INTERNAL, "Invalid metadata")
+    assert uu(channel, "Echo")(b"still", timeout=5) == b"still"
+
+
+def test_request_of_the_wrong_type_leaves_the_channel_usable(channel):
+    """grpcio: a str on a bytes method is a TypeError, None is INTERNAL (serializing);
+    either way the channel serves the next call."""
+    echo = uu(channel, "Echo")
+    assert echo(b"warm") == b"warm"  # the fast path is set up
+    with pytest.raises(TypeError):
+        echo("text")
+    assert echo(b"after str", timeout=5) == b"after str"
+    with pytest.raises(grpc.RpcError) as err:
+        echo(None)
+    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.INTERNAL, "Exception serializing request!")
+    assert echo(b"after None") == b"after None"
+    with pytest.raises(TypeError):
+        echo.future("text", timeout=5)
+    assert echo(b"last", timeout=5) == b"last"

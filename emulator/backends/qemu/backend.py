@@ -16,22 +16,22 @@ from pathlib import Path
 from typing import Any, BinaryIO, Mapping, Optional
 
 from emulator.backends import agent_client
+from emulator.backends.base import Backend, BootError
 from emulator.backends.qemu import process as qemu_process
 from emulator.backends.qemu import qmp_control
 from emulator.backends.qemu.accel import choose_accel
 from emulator.backends.qemu.boot_watch import BootWatch
+from emulator.backends.qemu.command import HostPaths, build_qemu_argv, load_template
+from emulator.backends.qemu.vde import start_switch, stop_switch
 from emulator.errors import UserError
 from emulator.image.guest_config import write_guest_config
 from emulator.image.initramfs import build_initramfs
 from emulator.image.kernel_image import boot_image  # uncompressed PVH vmlinux: ~3 s less per TCG boot
 from emulator.paths import Kernel, find_kernel
 from emulator.progress import Progress
-from emulator.backends.qemu.command import HostPaths, build_qemu_argv, load_template
 from emulator.runs.state import FILE_MODE, HostState, RunState, make_private_dir
 from emulator.sizes import parse_size
 from emulator.topology.model import Host, Topology
-from emulator.backends.qemu.vde import start_switch, stop_switch
-from emulator.backends.base import Backend, BootError
 
 DEFAULT_BOOT_TIMEOUT = {"tcg": 180.0, "kvm": 60.0}
 POWERDOWN_GRACE = 1.5  # seconds a guest gets to power off before QEMU is told to quit
@@ -91,6 +91,9 @@ class QemuBackend(Backend):
     name = "qemu"
 
     # -- up ---------------------------------------------------------------------------
+    def preflight(self, topology: Topology) -> None:
+        find_kernel()
+
     def start_hosts(self, topology: Topology, run: RunState, accel: str, progress: Progress) -> None:
         kernel = find_kernel()
         initrd = build_initramfs(kernel)
@@ -134,7 +137,8 @@ class QemuBackend(Backend):
         self._wait_ready(run, run.hosts, wanted, procs, started, boot_timeout(accel_name), progress)
 
     def _wait_ready(self, run: RunState, hosts: list[HostState], wanted: dict[str, set[str]], procs: dict,
-                    started: float, timeout: float, progress: Progress) -> None:
+                    started: float, timeout: float, progress: Progress,
+                    log_offsets: Optional[dict[str, int]] = None) -> None:
         agent = agent_client
         deadline = started + timeout
         results: dict[str, Any] = {}
@@ -154,7 +158,7 @@ class QemuBackend(Backend):
         for t in threads:
             t.start()
         pending = {hs.name for hs in hosts}
-        watches = {hs.name: BootWatch(hs.console_log) for hs in hosts}
+        watches = {hs.name: BootWatch(hs.console_log, (log_offsets or {}).get(hs.name, 0)) for hs in hosts}
         while pending:
             for hs in hosts:
                 if hs.name not in pending:
@@ -172,13 +176,15 @@ class QemuBackend(Backend):
                 if outcome is None and proc.poll() is not None:
                     outcome = ("error", RuntimeError(self._exit_reason(hs, proc.returncode)))
                 if outcome is None and time.monotonic() > deadline:
-                    outcome = ("error", TimeoutError(f"not ready after {timeout:.0f} s" + _agent_says(hs)))
+                    outcome = ("error", TimeoutError(_agent_says(hs).lstrip("; ")))
                 if outcome is None:
                     continue
                 kind, value = outcome
                 if kind == "error":
-                    if isinstance(value, TimeoutError) and "agent log" not in str(value):
-                        value = TimeoutError(f"{value}{_agent_says(hs)}")
+                    if isinstance(value, TimeoutError):  # the agent's own words name a remaining time
+                        said = _agent_says(hs) if "agent log" not in str(value) else ""
+                        value = TimeoutError(f"not ready after {timeout:g} s (NOTNETS_BOOT_TIMEOUT=SECONDS waits "
+                                             f"longer): {value}{said}".rstrip(": "))
                     if proc.poll() is not None and not isinstance(value, TimeoutError):
                         value = RuntimeError(self._exit_reason(hs, proc.returncode))
                     hs.state, hs.error = "failed", _reason(value)
@@ -271,47 +277,21 @@ class QemuBackend(Backend):
             return "ready"
         return "ready" if status == "running" else status
 
-    def _require_running(self, run: RunState, host: HostState) -> None:
+    def agent(self, run: RunState, host: HostState) -> Any:
+        """Refuse at once a host whose QEMU is gone, that is frozen (`fault freeze`: QEMU
+        would accept the connection and nothing would ever answer) or not ready."""
         if not qemu_process.is_alive(host.pid, host.qmp_socket):
             raise UserError(f"host {host.name} of run {run.name} is not running (its QEMU is gone); "
+                            f"`notnets-emu fault {host.name} restart` boots it again, "
                             f"`notnets-emu down --name {run.name}` cleans up")
         if host.state != "ready":
             raise UserError(f"host {host.name} is {host.state}, not ready")
-
-    # -- commands -----------------------------------------------------------------------
-    def _client(self, run: RunState, host: HostState) -> Any:
-        self._require_running(run, host)
+        state = self.host_state(run, host)
+        if state == "paused":
+            raise UserError(f"host {host.name} is frozen (`notnets-emu fault {host.name} thaw` resumes it)")
+        if state not in ("ready", "dead"):
+            raise UserError(f"host {host.name} is {state} (QEMU), not running")
         return agent_client.AgentClient.connect(host.agent_sockets, timeout=AGENT_CONNECT_TIMEOUT)
-
-    def exec(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
-             env: Mapping[str, str], timeout: Optional[float], stdout: BinaryIO, stderr: BinaryIO) -> int:
-        client = self._client(run, host)
-        try:
-            return client.exec(command, cwd=cwd, env=env, timeout=timeout, stdout=stdout, stderr=stderr)
-        finally:
-            client.close()
-
-    def spawn(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
-              env: Mapping[str, str], log_path: str) -> int:
-        client = self._client(run, host)
-        try:
-            return client.spawn(command, cwd=cwd, env=env, log_path=log_path)
-        finally:
-            client.close()
-
-    def signal(self, run: RunState, host: HostState, pid: int, sig: int) -> None:
-        client = self._client(run, host)
-        try:
-            client.signal(pid, sig)
-        finally:
-            client.close()
-
-    def poll(self, run: RunState, host: HostState, pid: int) -> Optional[int]:
-        client = self._client(run, host)
-        try:
-            return client.poll(pid)
-        finally:
-            client.close()
 
     def restart_host(self, run: RunState, host: HostState, progress: Progress) -> None:
         """Boot a killed host again with the argv it had (same pools, label files, config).
@@ -326,13 +306,17 @@ class QemuBackend(Backend):
         for sock in [host.qmp_socket, host.console_socket, *host.agent_sockets]:
             Path(sock).unlink(missing_ok=True)
         started = time.monotonic()
+        try:  # the console log is appended to: this boot's lines start at its current end
+            offset = Path(host.console_log).stat().st_size
+        except OSError:
+            offset = 0
         proc = qemu_process.start_detached(host.argv, Path(host.dir) / "qemu.log")
         host.pid, host.state, host.pools, host.error = proc.pid, "booting", {}, None
         wanted = {lsa.stem for lsa in Path(host.dir).glob("*.lsa")}  # one label file per attached pool
         run.save()
         progress.say(f"restarting ({host.accel}, pid {proc.pid})...", host=host.name)
         self._wait_ready(run, [host], {host.name: wanted}, {host.name: proc}, started,
-                         boot_timeout(host.accel or "tcg"), progress)
+                         boot_timeout(host.accel or "tcg"), progress, log_offsets={host.name: offset})
 
     def fault(self, run: RunState, host: HostState, action: str) -> None:
         if not qemu_process.is_alive(host.pid, host.qmp_socket):

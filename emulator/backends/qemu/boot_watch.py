@@ -16,9 +16,11 @@ INIT_PREFIX = b"notnets-init: "
 class BootWatch:
     """Reads only the new bytes of one console log at each :meth:`poll`."""
 
-    def __init__(self, console_log: str) -> None:
+    def __init__(self, console_log: str, offset: int = 0) -> None:
+        """``offset``: where this boot's output starts (a restarted host's log holds the
+        earlier boots' lines before it)."""
         self.path = Path(console_log)
-        self.offset = 0
+        self.offset = offset
         self.partial = b""
         self.kernel_seen = False
 

@@ -6,10 +6,9 @@ import shlex
 
 import click
 
-from emulator.pools.backing import backing_path
-from emulator.errors import UserError
-from emulator.paths import find_kernel, state_root
 from emulator.backends.qemu.command import HostPaths, build_qemu_argv, load_template
+from emulator.paths import find_kernel, state_root
+from emulator.pools.backing import backing_path
 from emulator.topology.model import Topology
 
 
@@ -20,12 +19,9 @@ def print_dry_run(topology: Topology, accel: str) -> None:
         for host in topology.hosts:
             click.echo(f"# {host.name}: process tree, pools {', '.join(host.pools) or '-'}")
         return
-    try:
-        from emulator.image.kernel_image import boot_image  # what `up` boots: the PVH vmlinux if possible
+    from emulator.image.kernel_image import boot_image  # what `up` boots: the PVH vmlinux if possible
 
-        kernel = str(boot_image(find_kernel()))
-    except UserError:
-        kernel = "<guest kernel: run make setup>"
+    kernel = str(boot_image(find_kernel()))  # no kernel: the error `up` would give, and exit 1
     try:
         from emulator.image.initramfs import initramfs_path  # built by the guest image builder
 

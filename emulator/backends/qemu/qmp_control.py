@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any, Optional
 
-from qemu.qmp import QMPClient
+from qemu.qmp import ExecInterruptedError, QMPClient
 
 # qemu.qmp logs every disconnect at WARNING; the CLI reports failures itself.
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
@@ -39,9 +39,11 @@ def execute(socket_path: str, command: str, args: Optional[dict[str, Any]] = Non
         return asyncio.run(_execute(socket_path, command, args, timeout))
     except (OSError, asyncio.TimeoutError, EOFError) as err:
         raise QMPUnavailable(f"{socket_path}: {err or type(err).__name__}") from None
-    except Exception as err:  # noqa: BLE001 - qemu.qmp raises its own error tree
-        if command == "quit" and "disconnect" in str(err).lower():
+    except ExecInterruptedError:
+        if command == "quit":  # QEMU exits, closing the socket before it replies: the wanted outcome
             return {}
+        raise QMPUnavailable(f"{socket_path}: {command}: QEMU disconnected before replying") from None
+    except Exception as err:  # noqa: BLE001 - qemu.qmp raises its own error tree
         raise QMPUnavailable(f"{socket_path}: {command}: {err}") from None
 
 

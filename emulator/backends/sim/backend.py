@@ -21,23 +21,23 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping, Optional
 
+from emulator.backends.base import Backend, BootError
 from emulator.backends.sim import procs as sim_procs
+from emulator.backends.sim.config import sim_config, write_sim_config
 from emulator.errors import UserError
 from emulator.paths import REPO_ROOT
 from emulator.progress import Progress
 from emulator.runs.state import HostState, RunState, make_private_dir
-from emulator.backends.sim.config import sim_config, write_sim_config
 from emulator.topology.model import Topology
-from emulator.backends.base import Backend, BootError
 
 READY_TIMEOUT = 20.0  # seconds; a sim host is normally ready in well under one
 STOP_GRACE = 2.0  # after SIGTERM, before SIGKILL
 AGENT_CONNECT_TIMEOUT = 15.0
 ISOLATION_ENV = "NOTNETS_SIM_ISOLATION"  # "none" forces plain processes (tests, debugging)
-UNSHARE_FLAGS = ["--mount", "--pid", "--fork", "--mount-proc", "--kill-child"]
+UNSHARE_FLAGS = ["--mount", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child"]
 NOTES = {
-    "netns": "sim: each host in its own network (loopback only), mount and PID namespace",
-    "pidns": "sim: each host in its own mount and PID namespace, on the machine's network (network: true)",
+    "netns": "sim: each host in its own network (loopback only), mount, UTS and PID namespace",
+    "pidns": "sim: each host in its own mount, UTS and PID namespace, on the machine's network (network: true)",
 }
 
 
@@ -169,6 +169,8 @@ class SimBackend(Backend):
                 client.close()
         except (RuntimeError, AgentError, TimeoutError) as err:
             hs.state, hs.error = "failed", str(err) or type(err).__name__
+            if isinstance(err, TimeoutError):
+                hs.error = f"not ready after {READY_TIMEOUT:g} s: {hs.error}"
             run.save()
             raise BootError(hs.name, hs.error, hs.console_log) from None
         hs.pools = dict(info.get("pools") or {})
@@ -243,7 +245,7 @@ class SimBackend(Backend):
             return "paused"
         return "ready"
 
-    def _client(self, run: RunState, host: HostState) -> Any:
+    def agent(self, run: RunState, host: HostState) -> Any:
         from emulator.backends.agent_client import AgentClient
 
         state = self.host_state(run, host)
@@ -256,25 +258,6 @@ class SimBackend(Backend):
         if state != "ready":
             raise UserError(f"host {host.name} is {state}, not ready")
         return AgentClient.connect(host.agent_sockets, timeout=AGENT_CONNECT_TIMEOUT)
-
-    # -- commands -----------------------------------------------------------------------
-    def exec(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
-             env: Mapping[str, str], timeout: Optional[float], stdout: BinaryIO, stderr: BinaryIO) -> int:
-        with self._client(run, host) as client:
-            return client.exec(command, cwd=cwd, env=env, timeout=timeout, stdout=stdout, stderr=stderr)
-
-    def spawn(self, run: RunState, host: HostState, command: str, *, cwd: Optional[str],
-              env: Mapping[str, str], log_path: str) -> int:
-        with self._client(run, host) as client:
-            return client.spawn(command, cwd=cwd, env=env, log_path=log_path)
-
-    def signal(self, run: RunState, host: HostState, pid: int, sig: int) -> None:
-        with self._client(run, host) as client:
-            client.signal(pid, sig)
-
-    def poll(self, run: RunState, host: HostState, pid: int) -> Optional[int]:
-        with self._client(run, host) as client:
-            return client.poll(pid)
 
     # -- faults ---------------------------------------------------------------------------
     def fault(self, run: RunState, host: HostState, action: str) -> None:

@@ -1,0 +1,353 @@
+"""Async servicers behind the sync server: one bridged call per RPC.
+
+The sync server (``notnets_rpc.Server``) reads the pool on its own threads and hands
+each call to a handler on one of them. For a coroutine (or async generator) handler,
+the bridged handler runs it as a task on the server's event loop
+(``asyncio.run_coroutine_threadsafe``) and waits, on its server thread, for what the
+task produces: the response, the messages of a response stream (through a queue, with
+a window of ``WINDOW`` messages that are queued but not yet written), initial metadata.
+Requests of a request stream are fetched for the task on demand by a thread of the
+call's own. When the RPC ends early (the client cancelled, the deadline passed, the
+server stops), the sync context's callback cancels the task.
+
+Plain (non-async) handlers are left to the sync server: grpc.aio runs them on its
+``migration_thread_pool``; here they run on the server's threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import queue
+import threading
+from typing import Any, Callable, List, Optional
+
+import grpc
+import grpc.aio
+from grpc.aio import EOF, AbortError, UsageError
+
+from .bridge import Inbox
+
+_log = logging.getLogger("notnets_rpc.aio.server")
+
+WINDOW = 16
+_END = object()
+_MESSAGE, _HEADERS, _DONE = 0, 1, 2
+
+
+def is_async(behaviour: Any) -> bool:
+    return inspect.iscoroutinefunction(behaviour) or inspect.isasyncgenfunction(behaviour)
+
+
+def bridged(handler: Optional[grpc.RpcMethodHandler], server: Any) -> Optional[grpc.RpcMethodHandler]:
+    """``handler`` with its coroutine behaviour run on ``server``'s loop (unchanged if sync)."""
+    if handler is None:
+        return None
+    if handler.request_streaming:
+        behaviour = handler.stream_stream if handler.response_streaming else handler.stream_unary
+    else:
+        behaviour = handler.unary_stream if handler.response_streaming else handler.unary_unary
+    if not is_async(behaviour):
+        return handler
+    # Responses are serialized by the bridge: a failure is the handler's, as in grpc.aio.
+    # Every bridged handler is given to the sync server as a response stream, a unary
+    # response being a stream of one message (the same frames as a large unary response:
+    # MESSAGE, then STATUS): the sync server runs unary-response handlers on its poller
+    # and adds a poller only after one has been busy 5 ms, one at a time, so hundreds of
+    # slow async calls would start a few dozen a second; streams run on its thread pool.
+    des, ser = handler.request_deserializer, handler.response_serializer
+    if handler.response_streaming:
+        def serve(argument: Any, context: Any) -> Any:
+            return _Run(server, context, handler.request_streaming, True, ser).stream(behaviour, argument)
+    else:
+        def serve(argument: Any, context: Any) -> Any:
+            yield _Run(server, context, handler.request_streaming, False, ser).unary(behaviour, argument)
+    make = grpc.stream_stream_rpc_method_handler if handler.request_streaming else grpc.unary_stream_rpc_method_handler
+    return make(serve, request_deserializer=des)
+
+
+class _Ended(Exception):
+    """The RPC ended before its task did (cancelled, deadline, shutdown)."""
+
+
+class _Run:
+    """One RPC of an async handler, seen from the server thread that serves it."""
+
+    def __init__(self, server: Any, sync_context: Any, request_streaming: bool, response_streaming: bool,
+                 serializer: Optional[Callable]) -> None:
+        self.serializer = serializer
+        self.loop: asyncio.AbstractEventLoop = server._loop
+        self.sync = sync_context
+        self.response_streaming = response_streaming
+        self.context = ServicerContext(self)
+        self.future: Optional[concurrent.futures.Future] = None
+        self.requests: Optional[_RequestPump] = None
+        self.request_streaming = request_streaming
+        self.out: Optional[queue.SimpleQueue] = None
+        self.credit: Optional[asyncio.Semaphore] = None
+        self.ended = False
+        self.cancelled = False  # the RPC ended before its task did
+        self.task_finished = False
+        self.done_callbacks: Optional[List[Callable]] = None
+        self.lock = threading.Lock()
+
+    # -- the server thread's side ------------------------------------------------------------------
+    def _submit(self, coro: Any) -> bool:
+        self.future = asyncio.run_coroutine_threadsafe(self._guarded(coro), self.loop)
+        if not self.sync.add_callback(self._terminated):
+            self._terminated()
+            return False
+        return True
+
+    def _terminated(self) -> None:
+        """The sync call ended (any way; called by the sync server on some thread)."""
+        if self.future is not None and not self.future.done():
+            self.cancelled = True
+            self.future.cancel()  # the task is cancelled
+        with self.lock:
+            self.ended = True
+            callbacks = self.task_finished and bool(self.done_callbacks)
+        if self.requests is not None:
+            self.requests.stop()
+        if callbacks:
+            self.loop.call_soon_threadsafe(self._run_done_callbacks)
+
+    async def _guarded(self, coro: Any) -> Any:
+        """The handler's task; done callbacks run once both it and the RPC have ended
+        (grpc.aio's order: a handler being cancelled still sees done() False)."""
+        try:
+            return await coro
+        finally:
+            with self.lock:
+                self.task_finished = True
+                callbacks = self.ended and bool(self.done_callbacks)
+            if callbacks:
+                self.loop.call_soon(self._run_done_callbacks)
+
+    def _run_done_callbacks(self) -> None:
+        callbacks, self.done_callbacks = self.done_callbacks, None
+        for cb in callbacks or ():
+            try:
+                cb(self.context)
+            except Exception:
+                _log.exception("RPC done callback raised")
+
+    def _argument(self, argument: Any) -> Any:
+        if not self.request_streaming:
+            return argument
+        self.requests = _RequestPump(self.loop, argument)
+        return self.requests.iterate()
+
+    def unary(self, behaviour: Callable, argument: Any) -> Any:
+        coro = behaviour(self._argument(argument), self.context)
+        self._submit(coro)
+        return self._outcome()
+
+    def stream(self, behaviour: Callable, argument: Any) -> Any:
+        self.out = queue.SimpleQueue()
+        self.credit = None
+        arg = self._argument(argument)
+        self._submit(self._stream_task(behaviour, arg))
+        self.future.add_done_callback(lambda _f: self.out.put((_DONE, None)))
+        while True:
+            kind, item = self.out.get()
+            if kind == _MESSAGE:
+                yield self._serialize(item)
+                self.loop.call_soon_threadsafe(self._give_credit)
+            elif kind == _HEADERS:
+                self.sync.send_initial_metadata(item)
+            else:
+                break
+        self._outcome(unary=False)
+
+    def _outcome(self, unary: bool = True) -> Any:
+        try:
+            result = self.future.result()
+            return self._serialize(result) if unary else None
+        except concurrent.futures.CancelledError:
+            raise _Ended() from None
+        except BaseException as exc:
+            self._fail(exc)
+
+    def _serialize(self, response: Any) -> Any:
+        return response if self.serializer is None else self.serializer(response)
+
+    def _fail(self, exc: BaseException) -> None:
+        """The task raised: the status grpc.aio would send, set on the sync context."""
+        aborted = self.context._aborted
+        if aborted is not None:
+            code, details = aborted
+            if code is grpc.StatusCode.OK:
+                code = grpc.StatusCode.UNKNOWN
+            self.sync.abort(code, details)
+        if isinstance(exc, asyncio.CancelledError) or self.ended:
+            raise _Ended() from None
+        _log.error("Unexpected [%s] raised by servicer method [%s]", type(exc).__name__,
+                   getattr(self.sync, "method", "?"), exc_info=exc)
+        self.sync.abort(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")
+
+    # -- the loop's side ------------------------------------------------------------------------
+    async def _stream_task(self, behaviour: Callable, argument: Any) -> None:
+        if inspect.isasyncgenfunction(behaviour):
+            async for response in behaviour(argument, self.context):
+                await self.write(response)
+        else:
+            await behaviour(argument, self.context)
+
+    def _give_credit(self) -> None:
+        if self.credit is not None:
+            self.credit.release()
+
+    async def write(self, message: Any) -> None:
+        if not self.response_streaming:
+            raise UsageError("write() on an RPC without a response stream")
+        if self.ended:
+            raise asyncio.CancelledError()
+        if self.credit is None:
+            self.credit = asyncio.Semaphore(WINDOW)
+        await self.credit.acquire()
+        self.out.put((_MESSAGE, message))
+
+    def send_headers(self, metadata: tuple) -> None:
+        if self.response_streaming:
+            self.out.put((_HEADERS, metadata))
+        else:
+            self.sync.send_initial_metadata(metadata)
+
+
+class _RequestPump:
+    """Requests of a request stream, fetched for the task one at a time by a thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sync_requests: Any) -> None:
+        self._loop = loop
+        self._sync = sync_requests
+        self._wants: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._inbox = Inbox(loop)
+        self._thread: Optional[threading.Thread] = None
+        self._eof = False
+
+    async def read(self) -> Any:
+        if self._eof:
+            return EOF
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._pump, name="notnets-aio-requests", daemon=True)
+            self._thread.start()
+        self._wants.put(True)
+        item = await self._inbox.get()
+        if item is _END:
+            self._eof = True
+            return EOF
+        return item
+
+    async def iterate(self):
+        while True:
+            item = await self.read()
+            if item is EOF:
+                return
+            yield item
+
+    def stop(self) -> None:
+        self._wants.put(False)
+
+    def _pump(self) -> None:
+        while self._wants.get():
+            try:
+                item = next(self._sync)
+            except StopIteration:
+                item = _END
+            except Exception:  # cancelled or a request that did not deserialize: the call's status says
+                item = _END
+            self._inbox.put(item)
+            if item is _END:
+                return
+
+
+class ServicerContext(grpc.aio.ServicerContext):
+    """What an async handler gets: grpc.aio's ServicerContext over the sync call's context."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self._sync = run.sync
+        self._aborted: Optional[tuple] = None
+
+    async def read(self) -> Any:
+        if self._run.requests is None:
+            raise UsageError("read() on an RPC without a request stream")
+        return await self._run.requests.read()
+
+    async def write(self, message: Any) -> None:
+        await self._run.write(message)
+
+    async def send_initial_metadata(self, initial_metadata: Any) -> None:
+        self._run.send_headers(tuple(initial_metadata))
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
+        if self._aborted is not None:
+            raise UsageError("Abort already called!")
+        self._aborted = (code, details)
+        if trailing_metadata:
+            self._sync.set_trailing_metadata(tuple(trailing_metadata))
+        raise AbortError("Locally aborted.")
+
+    async def abort_with_status(self, status: Any) -> None:
+        await self.abort(status.code, status.details, status.trailing_metadata)
+
+    def set_trailing_metadata(self, trailing_metadata: Any) -> None:
+        self._sync.set_trailing_metadata(tuple(trailing_metadata))
+
+    def trailing_metadata(self) -> Any:
+        return self._sync.trailing_metadata()
+
+    def invocation_metadata(self) -> Any:
+        return self._sync.invocation_metadata()
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._sync.set_code(code)
+
+    def set_details(self, details: str) -> None:
+        self._sync.set_details(details)
+
+    def code(self) -> Any:
+        return self._sync.code()
+
+    def details(self) -> Any:
+        return self._sync.details()
+
+    def set_compression(self, compression: Any) -> None:
+        pass
+
+    def disable_next_message_compression(self) -> None:
+        pass
+
+    def peer(self) -> str:
+        return self._sync.peer()
+
+    def peer_identities(self) -> Any:
+        return self._sync.peer_identities()
+
+    def peer_identity_key(self) -> Any:
+        return self._sync.peer_identity_key()
+
+    def auth_context(self) -> Any:
+        return self._sync.auth_context()
+
+    def time_remaining(self) -> Optional[float]:
+        return self._sync.time_remaining()
+
+    def cancelled(self) -> bool:
+        return self._run.cancelled and self._run.task_finished
+
+    def done(self) -> bool:
+        return self._run.ended and self._run.task_finished
+
+    def add_done_callback(self, callback: Callable) -> None:
+        run = self._run
+        with run.lock:
+            if not (run.ended and run.task_finished):
+                if run.done_callbacks is None:
+                    run.done_callbacks = []
+                run.done_callbacks.append(callback)
+                return
+        run.loop.call_soon(callback, self)

@@ -24,11 +24,23 @@ from .service import test_handlers
 
 
 def serve(pool: str, name: str, handlers: Optional[grpc.GenericRpcHandler] = None, workers: int = 8) -> int:
-    """Serve ``handlers`` (default: the test service) as ``name`` until killed."""
-    server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=workers), pool=pool)
-    server.add_generic_rpc_handlers((handlers or test_handlers(),))
-    server.add_endpoint(name)
-    server.start()
+    """Serve ``handlers`` (default: the test service) as ``name`` until killed.
+
+    A server on a restarted host may find its old self still listed (its pid number
+    reused in the new PID namespace) until that entry's heartbeat goes stale: retry."""
+    deadline = time.monotonic() + 30
+    while True:
+        server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=workers), pool=pool)
+        server.add_generic_rpc_handlers((handlers or test_handlers(),))
+        server.add_endpoint(name)
+        try:
+            server.start()
+            break
+        except notnets_rpc.EndpointInUseError:
+            server.stop(None)
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     print("serving", flush=True)
     server.wait_for_termination()
     return 0

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from emulator.errors import UserError
 from emulator.paths import state_root
+from emulator.runs import registry
 
 STATE_FILE = "run.json"
 ARTIFACTS_DIR = "artifacts"  # STATE/artifacts/HOST: $NOTNETS_ARTIFACTS, kept by `down`
@@ -156,23 +157,31 @@ def visible_runs(root: Optional[Path] = None) -> dict[str, Path]:
     """name -> state dir of the runs a verb without --name chooses from: those under
     ``root`` if given or $NOTNETS_STATE is set, else those under the current directory's
     .notnets/runs and every run registered on this machine (emulator/runs/registry.py)."""
-    from emulator.runs.registry import registered
-
     base = (root or state_root()).absolute()
     found = {name: base / name for name in list_runs(base)}
     if root is None and "NOTNETS_STATE" not in os.environ:
-        for name, directory in registered().items():
+        for name, directory in registered_runs().items():
             found.setdefault(name, directory)
     return dict(sorted(found.items()))
 
 
+def registered_runs() -> dict[str, Path]:
+    """The registered runs that still have a state file; the links of the others (a
+    crash, a reboot) are removed."""
+    found = {}
+    for name, directory in registry.registered().items():
+        if (directory / STATE_FILE).is_file():
+            found[name] = directory
+        else:
+            registry.unregister(name, str(directory))
+    return found
+
+
 def all_runs(root: Optional[Path] = None) -> dict[str, Path]:
     """Every run on this machine (`ls`): the visible ones and every registered one."""
-    from emulator.runs.registry import registered
-
     found = visible_runs(root)
     if root is None:
-        for name, directory in registered().items():
+        for name, directory in registered_runs().items():
             found.setdefault(name, directory)
     return dict(sorted(found.items()))
 
@@ -203,9 +212,7 @@ def forget_run(run: RunState, keep_logs: bool = True) -> None:
     boot can still be read after everything was torn down, and so do the hosts'
     artifacts (``artifacts/HOST/``, what commands left in $NOTNETS_ARTIFACTS).
     """
-    from emulator.runs.registry import unregister
-
-    unregister(run.name, run.state_dir)
+    registry.unregister(run.name, run.state_dir)
     directory = Path(run.state_dir)
     if not directory.is_dir():
         return

@@ -48,6 +48,25 @@ def env_name(pool_name: str) -> str:
     return "NOTNETS_POOL_" + pool_name.upper().replace("-", "_")
 
 
+def hosts_file(config: dict[str, Any]) -> str:
+    """/etc/hosts for a guest on the run's network: every host's name resolves, with no DNS."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    for name, address in sorted(((config.get("network") or {}).get("hosts") or {}).items()):
+        lines.append(f"{address}\t{name}")
+    return "\n".join(lines) + "\n"
+
+
+def write_hosts_file(config: dict[str, Any], path: str = "/etc/hosts") -> None:
+    """In a VM only (its root is a tmpfs overlay: the host's file is not touched)."""
+    if not (config.get("network") or {}).get("hosts"):
+        return
+    try:
+        with open(path, "w") as f:
+            f.write(hosts_file(config))
+    except OSError as exc:
+        log(f"cannot write {path}: {exc}; host names will not resolve")
+
+
 def command_env(config: dict[str, Any], devices: list[PoolDevice]) -> dict[str, str]:
     """The environment every command starts from (the request's env is laid over it):
     the machine template's ``guest_env`` first, then what this host must say about itself."""
@@ -267,6 +286,7 @@ def main(argv: list[str]) -> int:
     log(f"host {config['host']} (id {config['host_id']}), pools: "
         f"{', '.join(p['name'] for p in config.get('pools', [])) or 'none'}")
     sigio = _catch_sigio()
+    write_hosts_file(config)
     agent = Agent(config)
     threading.Thread(target=agent.setup, name="setup", daemon=True).start()
     wakeup = Wakeup()

@@ -69,6 +69,12 @@ def measure_all(target: str, pool: Optional[str], shapes: list[str], sizes: list
                 emit(row)
 
 
+def one_line(exc: BaseException) -> str:
+    """An error as the host shows it: a grpc status and its details, else the exception."""
+    code = getattr(exc, "code", None)
+    return f"{code().name}: {exc.details()}" if callable(code) else f"{type(exc).__name__}: {exc}"  # type: ignore[attr-defined]
+
+
 def parse_list(text: str) -> list[str]:
     return [part for part in text.replace(" ", ",").split(",") if part]
 
@@ -99,9 +105,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         measure_all(args.target, args.pool, shapes, [int(s) for s in parse_list(args.sizes)], args.calls,
                     args.seconds, args.min_calls, emit, announce, args.samples)
     except Exception as exc:  # grpc.RpcError, PoolError: one line for the host to show
-        code = getattr(exc, "code", None)
-        what = f"{code().name}: {exc.details()}" if callable(code) else f"{type(exc).__name__}: {exc}"
-        print(f"bench-client: {what}", file=sys.stderr, flush=True)
+        print(f"bench-client: {one_line(exc)}", file=sys.stderr, flush=True)
         return 1
     return 0
 

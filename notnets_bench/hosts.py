@@ -18,8 +18,8 @@ from typing import Callable, Mapping, Optional
 
 from emulator.backends.base import Backend
 from emulator.errors import UserError
-from emulator.runs.guest_env import forwarded_env
 from emulator.paths import REPO_ROOT
+from emulator.runs.guest_env import forwarded_env
 from emulator.runs.state import HostState, RunState
 
 POLL_INTERVAL = 0.2
@@ -35,6 +35,16 @@ class GuestProcess:
     pid: int
     log: Path
     ready: "re.Match[str]"
+
+
+@dataclass
+class Spawned:
+    """A background program in a host that has not said it is ready yet."""
+
+    host: HostState
+    pid: int
+    log: Path
+    label: str
 
 
 class LineSink:
@@ -81,10 +91,16 @@ class HostRunner:
         self.log_dir = Path(run.state_dir) / "bench"
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.started: list[GuestProcess] = []
+        self.spawned: list[Spawned] = []
         self._count = 0
 
     def start(self, host: str, command: str, ready: str, timeout: float, label: str) -> GuestProcess:
         """Spawn ``command`` in ``host`` and wait until its log matches the regex ``ready``."""
+        return self.wait_ready(self.spawn(host, command, label), ready, timeout)
+
+    def spawn(self, host: str, command: str, label: str) -> "Spawned":
+        """Start ``command`` in ``host`` in the background (``wait_ready`` then waits for it),
+        so that several hosts can start their servers at once."""
         target = self.run.host(host)
         self._count += 1
         log = self.log_dir / f"{self._count:02d}-{host}-{label}.log"
@@ -92,12 +108,20 @@ class HostRunner:
             pid = self.backend.spawn(self.run, target, command, cwd=str(REPO_ROOT), env=self.env, log_path=str(log))
         except (TimeoutError, OSError) as exc:
             raise UserError(f"{label} on {host}: the guest agent did not start it: {exc or type(exc).__name__}") from None
+        spawned = Spawned(target, pid, log, label)
+        self.spawned.append(spawned)
+        return spawned
+
+    def wait_ready(self, spawned: "Spawned", ready: str, timeout: float) -> GuestProcess:
+        """Wait until the log of ``spawned`` matches the regex ``ready``; kill it if it never does."""
+        target, pid, log, label = spawned.host, spawned.pid, spawned.log, spawned.label
         proc_ready = re.compile(ready)
         deadline = time.monotonic() + timeout
         while True:
             match = _search(log, proc_ready)
             if match:
                 proc = GuestProcess(target, pid, log, match)
+                self.spawned.remove(spawned)
                 self.started.append(proc)
                 return proc
             try:
@@ -105,10 +129,12 @@ class HostRunner:
             except AGENT_ERRORS:  # a guest busy for a while (soft lockup under TCG): the log decides
                 code = None
             if code is not None:
-                raise UserError(f"{label} on {host} exited with code {code} before it was ready: {tail_lines(log)}")
+                self.spawned.remove(spawned)
+                raise UserError(f"{label} on {target.name} exited with code {code} before it was ready: {tail_lines(log)}")
             if time.monotonic() > deadline:
+                self.spawned.remove(spawned)
                 self._kill(target, pid)
-                raise UserError(f"{label} on {host} was not ready within {timeout:g} s: {tail_lines(log)}")
+                raise UserError(f"{label} on {target.name} was not ready within {timeout:g} s: {tail_lines(log)}")
             time.sleep(POLL_INTERVAL)
 
     def stop(self, proc: GuestProcess) -> None:
@@ -127,6 +153,9 @@ class HostRunner:
             pass
 
     def stop_all(self) -> None:
+        for spawned in list(reversed(self.spawned)):  # started, never waited for
+            self.spawned.remove(spawned)
+            self.stop(GuestProcess(spawned.host, spawned.pid, spawned.log, None))  # type: ignore[arg-type]
         for proc in list(reversed(self.started)):
             self.stop(proc)
 

@@ -20,7 +20,8 @@ from emulator.sizes import format_size, parse_size
 
 TRANSPORTS = ("grpc-tcp", "notnets")
 SHAPES = ("unary", "stream")
-WORKLOADS = ("echo", "chain")
+WORKLOADS = ("echo", "chain", "mesh")
+DEFAULT_WORKLOADS = ("echo", "chain")  # mesh wants a topology of its own (examples/mesh.yaml)
 DEFAULT_TOPOLOGY = REPO_ROOT / "examples" / "bench.yaml"
 MAX_SIZE = 64 << 20  # the echo messages must fit comfortably in a guest's 1 GiB
 
@@ -36,17 +37,19 @@ class Budget:
     chain_calls: int
     chain_seconds: float
     chain_depths: tuple[int, ...] = (1, 2, 3)
+    mesh_seconds: float = 5.0
 
 
 BUDGETS: dict[tuple[str, bool], Budget] = {
     ("sim", False): Budget((64, 256, 1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20),
-                           calls=20000, seconds=6.0, min_calls=50, chain_calls=5000, chain_seconds=6.0),
+                           calls=20000, seconds=6.0, min_calls=50, chain_calls=5000, chain_seconds=6.0,
+                           mesh_seconds=5.0),
     ("sim", True): Budget((64, 4 << 10, 64 << 10, 1 << 20), calls=2000, seconds=1.0, min_calls=10,
-                          chain_calls=1000, chain_seconds=1.0),
+                          chain_calls=1000, chain_seconds=1.0, mesh_seconds=1.0),
     ("qemu", False): Budget((64, 1 << 10, 16 << 10, 256 << 10, 1 << 20), calls=5000, seconds=10.0, min_calls=20,
-                            chain_calls=2000, chain_seconds=10.0),
+                            chain_calls=2000, chain_seconds=10.0, mesh_seconds=10.0),
     ("qemu", True): Budget((64, 16 << 10), calls=500, seconds=3.0, min_calls=5,
-                           chain_calls=300, chain_seconds=3.0),
+                           chain_calls=300, chain_seconds=3.0, mesh_seconds=3.0),
 }
 
 
@@ -110,8 +113,9 @@ def _positive(value: Optional[float], option: str) -> None:
 @click.option("--sizes", help="Echo payload sizes, comma-separated (64,4K,1M). Default: 64 B .. 1 MiB.")
 @click.option("--shapes", default=",".join(SHAPES), show_default=True, help="Call shapes: unary, stream.")
 @click.option("--transports", default=",".join(TRANSPORTS), show_default=True, help="grpc-tcp, notnets.")
-@click.option("--workloads", default=",".join(WORKLOADS), show_default=True,
-              help="echo (payload sizes) and chain (microservice call depth).")
+@click.option("--workloads", default=",".join(DEFAULT_WORKLOADS), show_default=True,
+              help="echo (payload sizes), chain (microservice call depth), mesh (every host calls every "
+                   "other at once; 64 B, or the smallest of --sizes; try --topology examples/mesh.yaml).")
 @click.option("--calls", type=int, help="Most calls per point (default depends on backend and --quick).")
 @click.option("--seconds", type=float, help="Time budget per point, once a minimum of calls is in.")
 @click.option("--rounds", type=int,
@@ -145,7 +149,7 @@ def options_from(backend: str, quick: bool, out: Path, sizes: Optional[str], sha
     if calls is not None:
         overrides.update(calls=calls, chain_calls=calls, min_calls=min(budget.min_calls, calls))
     if seconds is not None:
-        overrides.update(seconds=seconds, chain_seconds=seconds)
+        overrides.update(seconds=seconds, chain_seconds=seconds, mesh_seconds=seconds)
     if overrides:
         budget = Budget(**{**budget.__dict__, **overrides})
     if not topology.is_file():

@@ -1,10 +1,11 @@
 """PNG plots of benchmark rows: latency and throughput against payload size, latency
-against call depth. matplotlib with the Agg backend (no display on these machines),
+against call depth, and a heat map of each host pair's latency in the mesh. matplotlib with the Agg backend (no display on these machines),
 imported only here so that the rest of `bench` does not pay for it.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -131,11 +132,59 @@ def plot_chain(rows: list[dict], backend: str, out_dir: Path) -> list[Path]:
     return [path]
 
 
+def mesh_matrix(pairs: list[dict]) -> tuple[list[str], list[list[float]]]:
+    """Host names (clients and servers alike) and p50 in us by [client][server]; nan where none."""
+    hosts = sorted({r["client"] for r in pairs} | {r["server"] for r in pairs})
+    index = {h: i for i, h in enumerate(hosts)}
+    grid = [[float("nan")] * len(hosts) for _ in hosts]
+    for r in pairs:
+        grid[index[r["client"]]][index[r["server"]]] = r["p50_us"]
+    return hosts, grid
+
+
+def plot_mesh(rows: list[dict], backend: str, out_dir: Path) -> list[Path]:
+    """{backend}-mesh.png: one heat map of per-pair p50 per transport, the aggregate in each title."""
+    mesh = [r for r in rows if r.get("workload") == "mesh" and r["backend"] == backend]
+    transports = [t for t in (BASELINE, NOTNETS) if any(r["transport"] == t and r["shape"] == "pair" for r in mesh)]
+    if not transports:
+        return []
+    plt = _pyplot()
+    from matplotlib.colors import LogNorm
+
+    fig, axes = plt.subplots(1, len(transports), figsize=(5.8 * len(transports), 5), squeeze=False)
+    for ax, transport in zip(axes[0], transports):
+        hosts, grid = mesh_matrix([r for r in mesh if r["transport"] == transport and r["shape"] == "pair"])
+        values = [v for line in grid for v in line if v == v]
+        image = ax.imshow(grid, cmap="viridis", norm=LogNorm(vmin=min(values), vmax=max(max(values), min(values) * 1.01)))
+        middle = math.sqrt(min(values) * max(values))
+        for i, line in enumerate(grid):
+            for j, value in enumerate(line):
+                if value == value:
+                    ax.text(j, i, f"{value:.0f}" if value >= 100 else f"{value:.1f}", ha="center", va="center",
+                            fontsize=7 if len(hosts) <= 8 else 5, color="black" if value > middle else "white")
+        ax.set_xticks(range(len(hosts)))
+        ax.set_xticklabels(hosts, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(hosts)))
+        ax.set_yticklabels(hosts, fontsize=7)
+        ax.set_xlabel("server host")
+        ax.set_ylabel("client host")
+        total = next((r for r in mesh if r["transport"] == transport and r["shape"] == "mesh"), None)
+        headline = f"\n{total['rps']:.0f} calls/s in all, {human_size(total['size'])}" if total else ""
+        ax.set_title(f"{LABELS[transport]}: p50 per pair (us){headline}", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(f"Mesh, every host calls every other at once: {BACKEND_NAMES.get(backend, backend)}", fontsize=10)
+    fig.tight_layout()
+    path = _save(fig, out_dir / f"{backend}-mesh.png")
+    plt.close("all")
+    return [path]
+
+
 def plot_all(rows: list[dict], out_dir: Path) -> list[Path]:
     written = []
     for backend in sorted({r["backend"] for r in rows}):
         written += plot_echo(rows, backend, out_dir)
         written += plot_chain(rows, backend, out_dir)
+        written += plot_mesh(rows, backend, out_dir)
     return written
 
 

@@ -1,9 +1,11 @@
 """Benchmark rows: the JSON file others compare against, and the ratio table on stdout.
 
-A row is one measured point: ``workload`` (echo or chain), ``transport`` (grpc-tcp or
-notnets), ``backend``, ``shape`` (unary, stream; chain rows: chain), ``size`` (payload
-bytes), ``depth`` (chain rows: RPC hops end to end), and the numbers p50_us, p99_us,
-mean_us, rps, mbps, calls. Ratios are always gRPC over NotNets (for rps: NotNets over
+A row is one measured point: ``workload`` (echo, chain or mesh), ``transport`` (grpc-tcp
+or notnets), ``backend``, ``shape`` (unary, stream; chain rows: chain; mesh rows: pair,
+one per client and server host, or mesh, the whole mesh), ``size`` (payload bytes),
+``depth`` (chain rows: RPC hops end to end), and the numbers p50_us, p99_us, mean_us,
+rps, mbps, calls. Mesh rows add ``client`` and ``server`` (pair) or ``hosts`` and
+``pairs`` (mesh; rps is then the sum over all clients). Ratios are always gRPC over NotNets (for rps: NotNets over
 gRPC), so that "12x" reads as "NotNets is 12 times better" in every column.
 """
 
@@ -21,6 +23,8 @@ def point_key(row: dict) -> tuple:
     """What identifies a point apart from its transport."""
     if row.get("workload") == "chain":  # a page's size is an outcome there, not a parameter
         return ("chain", row["backend"], row["shape"], row.get("depth", 0), 0)
+    if row.get("shape") == "pair":
+        return ("mesh", row["backend"], f"pair {row['client']}->{row['server']}", 0, row["size"])
     return (row.get("workload", "echo"), row["backend"], row["shape"], row.get("depth", 0), row["size"])
 
 
@@ -35,7 +39,8 @@ def pairs(rows: Iterable[dict]) -> list[tuple[dict, dict]]:
 
 def _order(key: tuple) -> tuple:
     workload, backend, shape, depth, size = key
-    return (workload != "echo", backend, {"unary": 0, "stream": 1}.get(shape, 2), depth, size)
+    return ({"echo": 0, "chain": 1}.get(workload, 2), backend, {"unary": 0, "stream": 1}.get(shape, 2), depth, size,
+            shape)
 
 
 def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
@@ -63,9 +68,11 @@ def ratio_table(rows: list[dict]) -> str:
     """The table printed at the end: one line per point, with gRPC/NotNets ratios."""
     header = ("point", "grpc p50", "notnets p50", "p50 x", "grpc p99", "notnets p99", "p99 x", "rps x")
     lines = []
-    for base, nn in pairs(rows):
+    for base, nn in pairs(r for r in rows if r.get("shape") != "pair"):  # a mesh's pairs: in its heat map
         if base.get("workload") == "chain":
             point = f"{base['backend']} chain depth {base['depth']}"
+        elif base.get("workload") == "mesh":
+            point = f"{base['backend']} mesh {base['hosts']} hosts {human_size(base['size'])}"
         else:
             point = f"{base['backend']} {base['shape']} {human_size(base['size'])}"
         lines.append((point, _us(base["p50_us"]), _us(nn["p50_us"]), _x(ratio(base["p50_us"], nn["p50_us"])),

@@ -8,9 +8,8 @@ A workload that fails does not stop the others; `bench` then exits non-zero nami
 
 from __future__ import annotations
 
-import importlib.util
-
 import dataclasses
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -18,16 +17,16 @@ from typing import Any
 
 import click
 
+from emulator.errors import UserError
+from emulator.progress import Progress
+from emulator.runs.kernel_faults import describe, run_kernel_faults
+from emulator.topology.model import Topology, load_topology
 from notnets_bench.hosts import HostRunner
 from notnets_bench.meta import load_average, machine_meta
 from notnets_bench.options import BenchOptions
 from notnets_bench.results import ratio_table, summary_line, write_results
 from notnets_bench.stats import pool_rounds
-from notnets_bench.workloads import CHAIN_PLACEMENT, ECHO_CLIENT, ECHO_SERVER, WORKLOADS, Workload
-from emulator.errors import UserError
-from emulator.runs.kernel_faults import describe, run_kernel_faults
-from emulator.progress import Progress
-from emulator.topology.model import Topology, load_topology
+from notnets_bench.workloads import CHAIN_PLACEMENT, ECHO_CLIENT, ECHO_SERVER, WORKLOADS, Workload, mesh_hosts
 
 RUN_NAME_ENV = "NOTNETS_BENCH_RUN"  # another run name (tests, two benches at once)
 
@@ -38,10 +37,15 @@ def bench_topology(options: BenchOptions) -> Topology:
     if os.environ.get(RUN_NAME_ENV):
         topology = dataclasses.replace(topology, name=os.environ[RUN_NAME_ENV])
     hosts = {h.name for h in topology.hosts}
-    needed = {ECHO_SERVER, ECHO_CLIENT} | (set(CHAIN_PLACEMENT.values()) if "chain" in options.workloads else set())
+    needed = ({ECHO_SERVER, ECHO_CLIENT} if "echo" in options.workloads else set()) | (
+        set(CHAIN_PLACEMENT.values()) if "chain" in options.workloads else set())
     missing = sorted(needed - hosts)
     if missing:
         raise UserError(f"{options.topology}: bench needs hosts {', '.join(sorted(needed))}; missing {', '.join(missing)}")
+    if "mesh" in options.workloads:
+        if len(hosts) < 2:
+            raise UserError(f"{options.topology}: the mesh needs at least two hosts")
+        needed |= set(mesh_hosts(topology))
     if "grpc-tcp" in options.transports and not topology.network:
         raise UserError(f"{options.topology}: the gRPC baseline needs `network: true` (the hosts' network)")
     shared = set.intersection(*(set(topology.host(h).pools) for h in needed))
@@ -59,9 +63,10 @@ def run_meta(options: BenchOptions, run: Any) -> dict[str, Any]:
         "rounds": options.rounds,
         "budget": {"sizes": list(b.sizes), "calls": b.calls, "seconds": b.seconds, "min_calls": b.min_calls,
                    "chain_calls": b.chain_calls, "chain_seconds": b.chain_seconds,
-                   "chain_depths": list(b.chain_depths)},
+                   "chain_depths": list(b.chain_depths), "mesh_seconds": b.mesh_seconds},
         "placement": {"echo": {"server": ECHO_SERVER, "client": ECHO_CLIENT},
-                      "chain": {**CHAIN_PLACEMENT, "client": "host0"}},
+                      "chain": {**CHAIN_PLACEMENT, "client": "host0"},
+                      "mesh": [h.name for h in run.hosts]},
     }
 
 

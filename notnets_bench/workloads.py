@@ -4,6 +4,9 @@ echo: the echo server (notnets_bench/echo) on host0, the benchmark client
 (notnets_bench/client.py) on host1, every (shape, size) point in one client process.
 chain: the shop (examples/chain) with its frontend on host1, catalog on host2 and
 inventory on host0, and the load generator on host0, so that every hop crosses hosts.
+mesh: every host of the topology runs an echo server and a client
+(notnets_bench/mesh_client.py) that calls every other host in turn, all at once: the
+aggregate calls/s of the mesh and each pair's latency (examples/mesh.yaml: 8 hosts).
 
 Transports differ only in the targets: ``notnets:NAME`` in the shared pool, or
 ``ADDRESS:PORT`` where ADDRESS is the serving host's address on the hosts' network
@@ -16,15 +19,17 @@ from __future__ import annotations
 
 import json
 import shlex
+import statistics
+import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
-from notnets_bench.hosts import HostRunner
-from notnets_bench.options import BenchOptions
-from notnets_bench.results import human_size
 from emulator.errors import UserError
 from emulator.progress import Progress
 from emulator.topology.model import Topology
+from notnets_bench.hosts import HostRunner
+from notnets_bench.options import BenchOptions
+from notnets_bench.results import human_size
 
 SERVER_READY = r"serving on (?:tcp (\S+)|(notnets:\S+))"
 SERVER_START_TIMEOUT = 180.0  # a server in a loaded TCG guest takes a while to import grpc
@@ -148,4 +153,114 @@ def run_chain(w: Workload, transport: str) -> None:
             w.runner.stop(server)  # type: ignore[arg-type]
 
 
-WORKLOADS = {"echo": run_echo, "chain": run_chain}
+def mesh_hosts(topology: Topology) -> list[str]:
+    """Every host of the topology takes part in the mesh."""
+    return [h.name for h in topology.hosts]
+
+
+def run_mesh(w: Workload, transport: str) -> None:
+    """All hosts call all others at once; one row per (client, server) pair and one for the mesh."""
+    hosts = mesh_hosts(w.topology)
+    size = min(w.options.budget.sizes)
+    seconds = w.options.budget.mesh_seconds
+    try:
+        pair_rows, errors = _mesh_round(w, transport, hosts, size, seconds)
+    finally:
+        w.runner.stop_all()  # the mesh's servers (the other workloads stop their own)
+    for row in sorted(pair_rows, key=lambda r: (r["client"], r["server"])):
+        w.on_row(row)
+    if errors:
+        raise UserError("mesh: " + "; ".join(f"{h}: {e}" for h, e in sorted(errors.items())))
+    total = mesh_row(pair_rows, len(hosts), size)
+    if total is not None:
+        total.update(transport=transport, backend=w.topology.backend)
+        w.on_row(total)
+        w.progress.say(f"mesh {transport}: {total['hosts']} hosts, {total['pairs']} pairs, {total['rps']:.0f} "
+                       f"calls/s in all, pair p50 {total['p50_us']:.1f} us (median), {total['calls']} calls")
+
+
+def _mesh_round(w: Workload, transport: str, hosts: list[str], size: int,
+                seconds: float) -> tuple[list[dict], dict[str, str]]:
+    """Start a server in every host, then every client at once; (pair rows, errors by host)."""
+    spawned = [w.runner.spawn(host, "python -m notnets_bench.echo.server --target "
+                              + listen_target(w.topology, transport, host, f"echo-{host}"), f"mesh-echo-{transport}")
+               for host in hosts]
+    w.progress.say(f"mesh over {transport}: starting {len(hosts)} echo servers...")
+    targets = {}
+    for host, proc in zip(hosts, spawned):
+        ready = w.runner.wait_ready(proc, SERVER_READY, SERVER_START_TIMEOUT)
+        targets[host] = ready.ready.group(1) or ready.ready.group(2)
+    go_file = w.runner.log_dir / f"mesh-go-{transport}"
+    go_file.unlink(missing_ok=True)
+    lock = threading.Lock()
+    ready_hosts: set[str] = set()
+    pair_rows: list[dict] = []
+    errors: dict[str, str] = {}
+
+    def go() -> None:
+        if not go_file.exists():
+            go_file.write_text("go\n")
+            w.progress.say(f"mesh over {transport}: {len(ready_hosts)} of {len(hosts)} clients ready, measuring "
+                           f"{seconds:g} s")
+
+    def one_client(host: str) -> None:
+        def on_stdout(line: str) -> None:
+            try:
+                data = json.loads(line)
+            except ValueError:
+                data = None
+            if isinstance(data, dict):
+                with lock:
+                    pair_rows.append({"workload": "mesh", "transport": transport, "backend": w.topology.backend,
+                                      "shape": "pair", **data})
+
+        def on_stderr(line: str) -> None:
+            with lock:
+                if line.strip() == "mesh-client: ready":
+                    ready_hosts.add(host)
+                    if len(ready_hosts) == len(hosts):
+                        go()
+                    return
+                if line.startswith("mesh-client:"):
+                    errors[host] = line.strip()
+                if line.strip():
+                    w.progress.say(f"mesh {transport}: {line.strip()}", host=host)
+
+        others = ",".join(f"{h}={t}" for h, t in targets.items() if h != host)
+        command = (f"python -m notnets_bench.mesh_client --me {host} --targets {shlex.quote(others)} "
+                   f"--size {size} --seconds {seconds:g} --go-file {shlex.quote(str(go_file))}")
+        try:
+            code = w.runner.exec_lines(host, command, CLIENT_SLACK + 3 * seconds, on_stdout, on_stderr)
+        except UserError as err:
+            code, errors[host] = -1, str(err)
+        with lock:
+            if code != 0:
+                errors.setdefault(host, f"exit code {code}")
+            go()  # a client that ended early must not hold the others back
+
+    threads = [threading.Thread(target=one_client, args=(host,), name=f"mesh-{host}") for host in hosts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return pair_rows, errors
+
+
+def mesh_row(pair_rows: list[dict], hosts: int, size: int) -> Optional[dict]:
+    """The whole mesh as one row: calls/s summed over clients (their windows overlap),
+    p50 the median of the pairs' p50s, p99 the worst pair's p99."""
+    if not pair_rows:
+        return None
+    per_client: dict[str, tuple[int, float]] = {}
+    for r in pair_rows:
+        calls, _ = per_client.get(r["client"], (0, r["elapsed_s"]))
+        per_client[r["client"]] = (calls + r["calls"], r["elapsed_s"])
+    rps = sum(calls / elapsed for calls, elapsed in per_client.values() if elapsed > 0)
+    return {"workload": "mesh", "shape": "mesh", "size": size, "hosts": hosts, "pairs": len(pair_rows),
+            "calls": sum(r["calls"] for r in pair_rows), "rps": round(rps, 1), "mbps": round(rps * size / 1e6, 3),
+            "p50_us": round(statistics.median(r["p50_us"] for r in pair_rows), 2),
+            "p99_us": max(r["p99_us"] for r in pair_rows),
+            "mean_us": round(statistics.fmean(r["mean_us"] for r in pair_rows), 2)}
+
+
+WORKLOADS = {"echo": run_echo, "chain": run_chain, "mesh": run_mesh}

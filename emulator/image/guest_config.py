@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from emulator.backends.qemu.command import load_template
 from emulator.errors import UserError
 from emulator.paths import REPO_ROOT
-from emulator.backends.qemu.command import load_template
 from emulator.topology.model import Host, Topology
 
 CONFIG_VERSION = 1
@@ -31,7 +31,12 @@ def network_address(host: Host) -> str:
     """The guest's static link-local address: 169.254.100.<host id + 1>/24."""
     if not 0 <= host.index <= 253:
         raise UserError(f"host {host.name}: host id {host.index} does not fit the /24 guest network (254 hosts at most)")
-    return f"{NETWORK_PREFIX}{host.index + 1}/{NETWORK_BITS}"
+    return f"{guest_ip(host.index)}/{NETWORK_BITS}"
+
+
+def guest_ip(index: int) -> str:
+    """The address of the host with id ``index`` on the run's network (without the prefix)."""
+    return f"{NETWORK_PREFIX}{index + 1}"
 
 
 def guest_python(project: Path = REPO_ROOT) -> Path:
@@ -74,7 +79,8 @@ def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, A
         "path": f"{venv / 'bin'}:{BASE_PATH}",
         "state_dir": str(state),
         "host_dir": str(state / "hosts" / host.name),
-        "network": {"address": network_address(host)} if topology.network else None,
+        "network": {"address": network_address(host),
+                    "hosts": {h.name: guest_ip(h.index) for h in topology.hosts}} if topology.network else None,
         "interpose": topology.interpose,
         "agent_ports": int(load_template()["agent_ports"]),
         "env": {str(k): str(v) for k, v in (load_template().get("guest_env") or {}).items()},

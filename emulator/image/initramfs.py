@@ -64,12 +64,33 @@ def _module_bytes(path: Path) -> bytes:
     """The module as insmod needs it: busybox insmod cannot decompress, so do it here."""
     data = path.read_bytes()
     if path.name.endswith(".ko.xz"):
-        return lzma.decompress(data)
-    if path.name.endswith(".ko.gz"):
-        return gzip.decompress(data)
-    if path.name.endswith(".ko.zst"):
+        data = lzma.decompress(data)
+    elif path.name.endswith(".ko.gz"):
+        data = gzip.decompress(data)
+    elif path.name.endswith(".ko.zst"):
         raise UserError(f"{path}: zstd-compressed modules are not supported; use a kernel with .ko or .ko.xz modules")
-    return data
+    return without_signature(data)
+
+
+SIG_MAGIC = b"~Module signature appended~\n"
+_SIG_INFO = struct.Struct(">BBBBB3xI")  # struct module_signature: algo hash id_type signer_len key_id_len pad sig_len
+
+
+def without_signature(data: bytes) -> bytes:
+    """The module without its appended signature.
+
+    The guest kernel checks a signed module's PKCS#7 signature at every insmod (RSA
+    and SHA-512 under TCG); an unsigned one only taints the kernel (Debian's kernel does
+    not enforce signatures without Secure Boot). Measured under TCG with -icount
+    (guest time counts instructions): the seven boot-stage insmods took 0.28 s signed,
+    0.06 s unsigned.
+    """
+    if not data.endswith(SIG_MAGIC) or len(data) < len(SIG_MAGIC) + _SIG_INFO.size:
+        return data
+    info_at = len(data) - len(SIG_MAGIC) - _SIG_INFO.size
+    _, _, _, signer_len, key_id_len, sig_len = _SIG_INFO.unpack_from(data, info_at)
+    end = info_at - sig_len - signer_len - key_id_len
+    return data[:end] if end > 0 else data
 
 
 def _stored_name(relpath: str) -> str:

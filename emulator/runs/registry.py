@@ -4,8 +4,8 @@ A run's state lives under the directory `up` ran in (or $NOTNETS_STATE), so a la
 verb from another directory would not see it. `up` therefore also leaves a symlink
 NAME -> its state dir in a per-user directory of this machine ($XDG_RUNTIME_DIR/notnets/
 runs, else /tmp/notnets-UID/runs); `down` removes it. Run names are unique on a
-machine anyway (the pools' backing files are named after them). Which links still name
-a run (a state file there) is for emulator/runs/state.py to say: it prunes the others.
+machine anyway (the pools' backing files are named after them). A link whose run has
+no state file any more (a crash, a reboot) counts for nothing and is pruned on reading.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from emulator.paths import STATE_FILE, make_private_dir
 
 
 def registry_dir() -> Path:
@@ -36,8 +37,7 @@ def _usable(directory: Path) -> bool:
 def register(name: str, state_dir: str) -> None:
     """Point NAME at ``state_dir`` (atomically; best effort: a run works without it)."""
     try:
-        directory = registry_dir()
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory = make_private_dir(registry_dir())
         if not _usable(directory):
             return
         tmp = directory / f".{name}.{os.getpid()}"
@@ -59,7 +59,7 @@ def unregister(name: str, state_dir: str) -> None:
 
 
 def registered(directory: Optional[Path] = None) -> dict[str, Path]:
-    """name -> state dir of every registered run (whether it still exists or not)."""
+    """name -> state dir of every registered run that still has a state file."""
     base = directory or registry_dir()
     if not _usable(base):
         return {}
@@ -68,7 +68,11 @@ def registered(directory: Optional[Path] = None) -> dict[str, Path]:
         if link.name.startswith("."):
             continue
         try:
-            found[link.name] = Path(os.readlink(link))
+            target = Path(os.readlink(link))
         except OSError:
             continue
+        if (target / STATE_FILE).is_file():
+            found[link.name] = target
+        else:
+            link.unlink(missing_ok=True)
     return found

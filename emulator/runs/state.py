@@ -19,13 +19,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from emulator.errors import UserError
-from emulator.paths import state_root
-from emulator.runs import registry
+from emulator.paths import STATE_FILE, make_private_dir, state_root  # noqa: F401 (re-exported)
 
-STATE_FILE = "run.json"
 ARTIFACTS_DIR = "artifacts"  # STATE/artifacts/HOST: $NOTNETS_ARTIFACTS, kept by `down`
 FORMAT_VERSION = 1
-DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
@@ -126,13 +123,6 @@ def run_dir(name: str, root: Optional[Path] = None) -> Path:
     return ((root or state_root()) / name).absolute()
 
 
-def make_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) readable by the owner only: it holds sockets to the VMs."""
-    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    os.chmod(path, DIR_MODE)
-    return path
-
-
 def load_run(directory: Path) -> RunState:
     """Read a run's state file; a damaged one is a clear error naming the file."""
     path = directory / STATE_FILE
@@ -156,32 +146,25 @@ def list_runs(root: Optional[Path] = None) -> list[str]:
 def visible_runs(root: Optional[Path] = None) -> dict[str, Path]:
     """name -> state dir of the runs a verb without --name chooses from: those under
     ``root`` if given or $NOTNETS_STATE is set, else those under the current directory's
-    .notnets/runs and every run registered on this machine (emulator/runs/registry.py)."""
+    .notnets/runs, and only when there are none there, every run registered on this
+    machine (emulator/runs/registry.py): as compose picks the project of the current
+    directory first, so a run elsewhere on the machine never makes a local one ambiguous."""
+    from emulator.runs.registry import registered
+
     base = (root or state_root()).absolute()
     found = {name: base / name for name in list_runs(base)}
-    if root is None and "NOTNETS_STATE" not in os.environ:
-        for name, directory in registered_runs().items():
-            found.setdefault(name, directory)
+    if not found and root is None and "NOTNETS_STATE" not in os.environ:
+        found = dict(registered())
     return dict(sorted(found.items()))
-
-
-def registered_runs() -> dict[str, Path]:
-    """The registered runs that still have a state file; the links of the others (a
-    crash, a reboot) are removed."""
-    found = {}
-    for name, directory in registry.registered().items():
-        if (directory / STATE_FILE).is_file():
-            found[name] = directory
-        else:
-            registry.unregister(name, str(directory))
-    return found
 
 
 def all_runs(root: Optional[Path] = None) -> dict[str, Path]:
     """Every run on this machine (`ls`): the visible ones and every registered one."""
+    from emulator.runs.registry import registered
+
     found = visible_runs(root)
     if root is None:
-        for name, directory in registered_runs().items():
+        for name, directory in registered().items():
             found.setdefault(name, directory)
     return dict(sorted(found.items()))
 
@@ -212,7 +195,9 @@ def forget_run(run: RunState, keep_logs: bool = True) -> None:
     boot can still be read after everything was torn down, and so do the hosts'
     artifacts (``artifacts/HOST/``, what commands left in $NOTNETS_ARTIFACTS).
     """
-    registry.unregister(run.name, run.state_dir)
+    from emulator.runs.registry import unregister
+
+    unregister(run.name, run.state_dir)
     directory = Path(run.state_dir)
     if not directory.is_dir():
         return

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from emulator.backends.base import Backend
-from emulator.runs.state import RunState
+from emulator.image.guest_config import guest_ip
+from emulator.runs.state import HostState, RunState
 from emulator.sizes import format_size
 
 
@@ -27,6 +28,7 @@ def status_data(run: RunState, backend: Backend) -> dict[str, Any]:
                 "pid": h.pid,
                 "accel": h.accel,
                 "pools": dict(h.pools),
+                "addresses": host_addresses(run, h),
                 "console_log": h.console_log,
                 "boot_seconds": h.boot_seconds,
             }
@@ -40,6 +42,16 @@ def status_data(run: RunState, backend: Backend) -> dict[str, Any]:
     }
 
 
+def host_addresses(run: RunState, host: HostState) -> list[str]:
+    """Where other hosts reach ``host`` over TCP: QEMU hosts on the run's network have
+    their own address (their names resolve in every guest); sim hosts that share the
+    machine's network (network: true, or no namespaces) are this machine's loopback; sim
+    hosts in network namespaces of their own have only their loopback: none."""
+    if run.backend == "qemu":
+        return [guest_ip(host.index)] if run.network else []
+    return [] if host.accel == "netns" else ["127.0.0.1"]
+
+
 def table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -48,10 +60,11 @@ def table(rows: list[list[str]]) -> list[str]:
 def status_text(data: dict[str, Any]) -> str:
     lines = [f"run {data['name']} ({data['backend']}"
              + (f", {data['accel']}" if data.get("accel") else "") + f")  state dir {data['state_dir']}"]
-    hosts = [["HOST", "STATE", "PID", "ACCEL", "POOLS"]]
+    hosts = [["HOST", "STATE", "PID", "ACCEL", "ADDRESSES", "POOLS"]]
     for h in data["hosts"]:
         pools = ", ".join(f"{name}={dev}" for name, dev in h["pools"].items()) or "-"
-        hosts.append([h["name"], h["state"], str(h["pid"] or "-"), h["accel"] or "-", pools])
+        hosts.append([h["name"], h["state"], str(h["pid"] or "-"), h["accel"] or "-",
+                      ", ".join(h.get("addresses") or []) or "-", pools])
     lines += table(hosts)
     if data["pools"]:
         lines.append("")

@@ -5,16 +5,19 @@ that waits for its call takes the *reader* token (a non-blocking lock), polls th
 response ring and hands frames to whichever call they belong to; other waiting threads
 block on a private lock until their call is ready or the token is free. Calls that
 nobody waits for (futures, streams, callbacks) are served by the channel's pump thread
-(channel.py), which takes the token only when no caller wants it.
+(channel.py), which takes the token only when no caller wants it. A thread waiting for
+request-ring room holds no lock and reads responses meanwhile (docs/rpc.md, "Concurrency").
 
 Liveness: while waiting, the reader watches the server's directory entry; a changed
-generation, a dead pid (same host) or a heartbeat that stands still for
-NOTNETS_STALE_MS ends every call with UNAVAILABLE. The connection is then "broken"
-and the channel opens a new one on the next call.
+generation, a dead pid (same host), a heartbeat that stands still for NOTNETS_STALE_MS,
+the server's drop verdict or someone else's claim on our slot ends every call with
+UNAVAILABLE. The connection is then BROKEN and the channel opens a new one on the next
+call.
 """
 
 from __future__ import annotations
 
+import enum
 import itertools
 import os
 import threading
@@ -49,6 +52,14 @@ _CALL_HEAD = F.CALL_HEAD
 _UNARY = _HAS_MESSAGE | _END
 
 
+class Stage(enum.Enum):
+    """Where a connection is; it only moves forward (``Connection._end``)."""
+
+    OPEN = "open"        # calls may start
+    BROKEN = "broken"    # the server is gone (or a ring failed a check): calls end UNAVAILABLE
+    CLOSED = "closed"    # the channel let go of it; its slot is free again
+
+
 class ConnectionBroken(Exception):
     """The server behind this connection is gone; carries the details for UNAVAILABLE."""
 
@@ -73,7 +84,9 @@ class Connection:
         self.calls: Dict[int, CallState] = {}
         self._ids = itertools.count(1)
         self.want_reader = 0
-        self.broken: Optional[str] = None
+        self.broken: Optional[str] = None  # why the connection left OPEN (checked on every call)
+        self.stage = Stage.OPEN
+        self.released = False
         self.calls_started = 0
         self.unattended = 0
         self._cancels: deque = deque()  # ids of calls that ended here, CANCEL not written yet
@@ -374,7 +387,7 @@ class Connection:
             self.wake_server()
         except ProtocolError as exc:
             cancels.clear()
-            self.broken = self.broken or f"corrupted request ring: {exc}"
+            self.break_(f"corrupted request ring: {exc}")
 
     # -- waiting and reading ------------------------------------------------------------------------------
     def wait(self, state: CallState, what: int, until: Optional[float]) -> bool:
@@ -600,27 +613,8 @@ class Connection:
 
     def _complete(self, state: CallState, code: grpc.StatusCode, details: Optional[str], trailing: tuple,
                   initial: Optional[tuple], message: Optional[bytes]) -> None:
-        """(reader) the call ended; wake its waiter and queue its callbacks."""
-        with self.lock:
-            if state.done:
-                return
-            if message is not None:
-                if state.messages is None:
-                    state.messages = deque()
-                state.messages.append(message)
-            if state.initial is None:
-                state.initial = initial if initial is not None else ()
-            state.code = code
-            state.details = details
-            state.trailing = trailing
-            state.done = True
-            self.calls.pop(state.id, None)
-            if not state.attended:
-                self.unattended -= 1
-            self._wake(state)
-            callbacks = self._take_callbacks(state)
-        if callbacks:
-            self._on_callback(callbacks)
+        """(reader) the server's STATUS ended the call."""
+        self._end_call(state, code, details, trailing, initial, message, False)
 
     @staticmethod
     def _take_callbacks(state: CallState) -> list:
@@ -653,17 +647,29 @@ class Connection:
         return state.response
 
     def fail_locally(self, state: CallState, code: grpc.StatusCode, details: str, cancel: bool = False) -> None:
-        """End a call from the client side (cancel, deadline, local error)."""
+        """End a call from the client side (cancel, deadline, local error, lost server)."""
+        self._end_call(state, code, details, (), None, None, cancel)
+
+    def _end_call(self, state: CallState, code: grpc.StatusCode, details: Optional[str], trailing: tuple,
+                  initial: Optional[tuple], message: Optional[bytes], cancel: bool) -> None:
+        """The one way a client call ends (the bare-STATUS branch of ``_dispatch`` does the
+        same steps inline, on the hot path): done once, under the lock; its waiter woken,
+        its callbacks queued; the server told when we ended it (cancel, deadline)."""
         with self.lock:
             if state.done:
                 return
+            if message is not None:
+                if state.messages is None:
+                    state.messages = deque()
+                state.messages.append(message)
+            if state.initial is None:
+                state.initial = initial if initial is not None else ()
             state.code = code
             state.details = details
-            state.done = True
-            if state.initial is None:
-                state.initial = ()
+            state.trailing = trailing
             if code is grpc.StatusCode.CANCELLED and cancel:
                 state.cancelled = True
+            state.done = True
             self.calls.pop(state.id, None)
             if not state.attended:
                 self.unattended -= 1
@@ -737,13 +743,9 @@ class Connection:
             raise ConnectionBroken(reason)
 
     def break_(self, reason: str) -> None:
-        """End every call with UNAVAILABLE and refuse new ones."""
-        with self.lock:
-            if self.broken is None:
-                self.broken = reason
-            calls = list(self.calls.values())
-        for state in calls:
-            self.fail_locally(state, UNAVAILABLE, f"NotNets server unavailable: {reason}")
+        """The server is gone, a ring is corrupt or the pool was lost: every call ends
+        UNAVAILABLE and no new one starts (the channel opens a new connection)."""
+        self._end(Stage.BROKEN, UNAVAILABLE, f"NotNets server unavailable: {reason}", False, reason)
 
     def heartbeat(self) -> None:
         if self.pool.lost is not None:
@@ -753,11 +755,27 @@ class Connection:
         mem.store(self.ctl + L.CH_CALLS_STARTED, self.calls_started)
 
     def close(self, code: grpc.StatusCode, details: str) -> None:
+        """The channel lets go of this connection: calls end with ``code``, the slot is freed."""
+        self._end(Stage.CLOSED, code, details, True, details)
+
+    def _end(self, stage: "Stage", code: grpc.StatusCode, details: str, cancel: bool, reason: str) -> None:
+        """The one way a connection ends: OPEN -> BROKEN -> CLOSED (or OPEN -> CLOSED).
+
+        ``broken`` (the reason) is set with the first step, so that no new call starts;
+        every call still registered ends; CLOSED also gives the slot back, once."""
         with self.lock:
+            if self.stage is Stage.OPEN:
+                self.stage, self.broken = stage, reason
+            elif stage is Stage.CLOSED and self.stage is Stage.BROKEN:
+                self.stage = stage
+            elif stage is not Stage.CLOSED or self.released:
+                stage = None  # nothing more to do
             calls = list(self.calls.values())
-            if self.broken is None:
-                self.broken = details
+            release = stage is Stage.CLOSED and not self.released
+            if release:
+                self.released = True
         for state in calls:
-            self.fail_locally(state, code, details, cancel=True)
-        self.pool.forget_lost(self._lost_key)
-        self.pool.close_channel(self.slot, self.generation)
+            self.fail_locally(state, code, details, cancel=cancel)
+        if release:
+            self.pool.forget_lost(self._lost_key)
+            self.pool.close_channel(self.slot, self.generation)

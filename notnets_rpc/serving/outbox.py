@@ -43,22 +43,6 @@ class Outbox:
         """Over the channel's window: stop taking requests from this channel for now."""
         return self.nbytes > self.limit
 
-    def put_bare(self, kind: int, flags: int, cid: int, body: bytes) -> bool:
-        """The unary fast path: one small frame straight to the ring when nothing is queued."""
-        with self.lock:
-            if self.broken is not None:
-                return False
-            if not self.frames:
-                try:
-                    if self.tx.put(kind, flags, cid, 0, body):
-                        self._wake()
-                        return True
-                except ProtocolError as exc:
-                    self.broken = str(exc)
-                    return False
-            self._queue(cid, kind, flags, 0, (body,), len(body), None)
-            return True
-
     def send(self, kind: int, flags: int, cid: int, aux: int, parts: Sequence[Any], n: int,
              call: Any = None) -> bool:
         """Write the frame now if the ring has room and nothing is queued, else queue it.

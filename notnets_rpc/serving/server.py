@@ -6,8 +6,10 @@ Threads:
   the thread pool;
 - a monitor promotes a new leader when a handler has held the current one for more
   than PROMOTE_AFTER seconds (so a slow or blocking handler never stalls the others),
-  enforces deadlines, publishes heartbeats and counters, and reclaims the channels of
-  clients that died.
+  enforces deadlines and reclaims the channels of clients that died;
+- the process's beat thread (liveness.BEATER) publishes heartbeats and counters.
+None of them waits for ring room: answers that do not fit go to the channel's outbox
+(outbox.py). docs/rpc.md, "Concurrency", has the whole picture.
 
 New channels are found through the per-host doorbell words in the host table (one
 load per host every few polls); a channel whose claim word changes is dropped.
@@ -16,6 +18,8 @@ load per host every few polls); a channel whose claim word changes is dropped.
 from __future__ import annotations
 
 import collections
+import ctypes
+import enum
 import logging
 import os
 import queue
@@ -56,6 +60,7 @@ IDLE_NAP = 0.05  # how long the monitor sleeps between looks while the server is
 # looks every 40 ms, and PROMOTE_AFTER after seeing a handler run (see _maybe_promote).
 BUSY_NAP = 0.04 if ONE_CPU else 0.002
 CLIENT_CHECK_PERIOD = 0.5
+TRIM_AFTER = 2.0  # seconds of idling after traffic before freed memory goes back to the system
 IDLE_SLEEP = float(os.environ.get("NOTNETS_IDLE_SLEEP_US", "1000")) / 1e6
 KERNEL_SLEEP_FACTOR = 10  # an idle server asleep in the kernel wakes every 10 x IDLE_SLEEP to look around
 _UNAVAILABLE_SHUTDOWN = "Cancelling all calls"
@@ -66,6 +71,24 @@ _STATUS = F.STATUS
 _CALL = F.CALL
 _BIG = 16384  # requests from this size on are handed to buffer-taking parsers as a view
 _BARE = F.F_BARE
+
+
+def release_free_memory() -> None:
+    """Give freed heap memory back to the system (glibc's malloc keeps it otherwise: after
+    a burst of 1 MiB messages a server's RSS stayed ~30 MiB above its start)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+class Stage(enum.Enum):
+    """Where a server is; it only moves forward (``Server._shut_down``)."""
+
+    NEW = "new"            # handlers and endpoints may be added
+    SERVING = "serving"    # published, polling, answering
+    DRAINING = "draining"  # new calls refused; in-flight ones get the grace period
+    STOPPED = "stopped"    # nothing runs; wait_for_termination returns
 
 
 class _Demoted(Exception):
@@ -131,8 +154,8 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._bells: List[Optional[int]] = []
         self._host_table = b""
         self._deadlines: Dict[int, ServerCall] = {}
-        self._started = False
-        self._draining = False
+        self._stage = Stage.NEW
+        self._draining = False  # mirrors stage >= DRAINING for the hot paths
         self._stopped = threading.Event()
         self._terminated = threading.Event()
         self._idle = False
@@ -166,7 +189,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         """Publish the services under ``name`` in the pool (clients use ``notnets:NAME``)."""
         L.encode_name(name)
         self._names.append(name)
-        if self._started:
+        if self._stage is Stage.SERVING:
             self._publish(name)
 
     def add_insecure_port(self, address: str) -> int:
@@ -189,13 +212,13 @@ class Server(ChannelTable, Replies, grpc.Server):
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._started:
+        if self._stage is not Stage.NEW:
             raise ValueError("Cannot start an already-started server")
         if self._names:
             self._attach_pool()
             for name in self._names:
                 self._publish(name)
-        self._started = True
+        self._stage = Stage.SERVING
         if self._pool is not None:
             self._start_threads()
         if self._tcp is not None:
@@ -212,22 +235,13 @@ class Server(ChannelTable, Replies, grpc.Server):
         pool.on_lost(self._abandon)
 
     def _abandon(self, reason: str) -> None:
-        """(beat thread) The pool file shrank under us: stop touching it at once. Calls end
-        (handlers see them inactive), no status can be written; the server is terminated."""
+        """(beat thread) The pool file shrank under us: end as ``stop`` does, but without
+        touching the pool again (no statuses, no directory update) and without grace."""
         _log.error("NotNets server stops serving: %s", reason)
-        self._draining = True
-        self._stopped.set()
-        with self._leader_lock:
-            self._leader = None
         for ch in list(self._channels.values()):
-            ch.dropped = True
+            ch.dropped = True  # nothing more is written to its rings
             ch.outbox.close()
-            for call in list(ch.calls.values()):
-                self._cancel_call(call, grpc.StatusCode.UNAVAILABLE, reason, notify_client=False)
-        if self._beat_key is not None:
-            BEATER.unregister(self._beat_key)
-            self._beat_key = None
-        self._terminated.set()
+        self._shut_down(0.0, reason)
 
     def _start_threads(self) -> None:
         """The poller, the monitor, and the heartbeat (on the process's beat thread, which
@@ -239,7 +253,7 @@ class Server(ChannelTable, Replies, grpc.Server):
     def _publish(self, name: str) -> None:
         if self._pool is None:
             self._attach_pool()
-            if self._started:
+            if self._stage is Stage.SERVING:
                 self._start_threads()
         limit = _monotonic() + stale_ms() / 1000 + 1.0
         first = next(iter(self._endpoints.values()), None)
@@ -268,35 +282,47 @@ class Server(ChannelTable, Replies, grpc.Server):
         return False
 
     def stop(self, grace: Optional[float]) -> threading.Event:
-        done = self._terminated
-        if not self._started or self._draining:
-            if not self._started:
-                done.set()
-            return done
-        self._draining = True
-        self._inline_ok = False  # new unary calls are refused by _on_call from now on
-        if self._pool is not None:
+        if self._stage is Stage.NEW:
+            self._stage = Stage.STOPPED
+            self._terminated.set()
+        else:
+            self._shut_down(grace, None)
+        return self._terminated
+
+    def _shut_down(self, grace: Optional[float], lost: Optional[str]) -> None:
+        """The one way a server ends (``stop``, or a pool lost under it): SERVING ->
+        DRAINING now (new calls refused, directory entries say draining), then, on a
+        thread of its own, in-flight calls get ``grace`` seconds, the rest are cancelled,
+        channels released, entries closed -> STOPPED."""
+        with self._state_lock:
+            if self._stage is not Stage.SERVING:
+                return
+            self._stage = Stage.DRAINING
+            self._draining = True
+            self._inline_ok = False  # new unary calls are refused by _on_call from now on
+        if self._pool is not None and lost is None:
             for ep in self._endpoints.values():
                 self._pool.set_endpoint_state(ep, L.DIR_DRAINING)
         tcp_event = self._tcp.stop(grace) if self._tcp is not None else None
-        threading.Thread(target=self._finish_stop, args=(grace, tcp_event), name="notnets-stop", daemon=True).start()
-        return done
+        threading.Thread(target=self._finish_stop, args=(grace, tcp_event, lost), name="notnets-stop",
+                         daemon=True).start()
 
-    def _finish_stop(self, grace: Optional[float], tcp_event: Optional[threading.Event]) -> None:
+    def _finish_stop(self, grace: Optional[float], tcp_event: Optional[threading.Event], lost: Optional[str]) -> None:
         try:
             end = _monotonic() + (grace or 0.0)
             while self._in_flight() and _monotonic() < end:
                 time.sleep(0.005)
             for ch in list(self._channels.values()):
                 for call in list(ch.calls.values()):
-                    self._cancel_call(call, grpc.StatusCode.UNAVAILABLE, _UNAVAILABLE_SHUTDOWN, notify_client=True)
+                    self._cancel_call(call, grpc.StatusCode.UNAVAILABLE, lost or _UNAVAILABLE_SHUTDOWN,
+                                      notify_client=lost is None)
             self._stopped.set()
             with self._leader_lock:
                 self._leader = None
             pool = self._pool
             if pool is not None:
                 for ep in self._endpoints.values():
-                    pool.set_endpoint_state(ep, L.DIR_CLOSED)
+                    pool.set_endpoint_state(ep, L.DIR_CLOSED)  # (these skip a lost pool)
                 for ch in list(self._channels.values()):
                     self._drop_channel(ch, L.ACC_RELEASED)
                 deadline = _monotonic() + 1.0
@@ -311,6 +337,7 @@ class Server(ChannelTable, Replies, grpc.Server):
             if tcp_event is not None:
                 tcp_event.wait(5)
         finally:
+            self._stage = Stage.STOPPED
             self._terminated.set()
 
     def wait_for_termination(self, timeout: Optional[float] = None) -> bool:
@@ -603,9 +630,14 @@ class Server(ChannelTable, Replies, grpc.Server):
             if timeout_us:
                 self._deadlines.pop(id(call), None)
             outbox = ch.outbox
-            if not ch.dropped and outbox.put_bare(_STATUS, _BARE, cid, payload) and outbox.frames:
-                self._backlog[ch] = True
-            ch.bytes_out += len(payload)
+            with outbox.lock:  # straight to the ring unless something is queued before it (outbox.py)
+                sent = not outbox.frames and not ch.dropped and ch.tx.put(_STATUS, _BARE, cid, 0, payload)
+            if not sent:
+                self._write(ch, _STATUS, _BARE, cid, 0, (payload,), len(payload), None)
+            else:
+                ch.bytes_out += len(payload)
+                if ch.same_host and ch.tx.mem.load(ch.client_sleep):
+                    ch.tx.mem.wake_word(ch.tx.head_off)
             ch.calls_done += 1
         finally:
             if not _take_back(box):  # the monitor took the box: a new leader reads the rings now
@@ -770,6 +802,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         Sleeps ``IDLE_NAP`` or ``BUSY_NAP`` between looks, less when a deadline or a
         running handler's promotion is due sooner."""
         last_clients = 0.0
+        idle_since, trimmed = None, True
         while not self._stopped.is_set():
             now = _monotonic()
             nap = self._maybe_promote(now)
@@ -778,6 +811,13 @@ class Server(ChannelTable, Replies, grpc.Server):
             if now - last_clients >= CLIENT_CHECK_PERIOD:
                 last_clients = now
                 self._check_clients(now)
+            if not self._idle:
+                idle_since, trimmed = None, False
+            elif idle_since is None:
+                idle_since = now
+            elif not trimmed and now - idle_since > TRIM_AFTER:
+                trimmed = True
+                release_free_memory()
             self._stopped.wait(nap)
 
     def _expire_deadlines(self, now: float) -> float:

@@ -42,23 +42,35 @@ _COUNTER_LIMIT = 2**64 - 2**32  # counters are u64; 2**32 margin covers one fram
 Frame = Tuple[int, int, int, int, Optional[bytes]]  # kind, flags, call_id, aux, body (None: went to the sink)
 
 
-class RingWriter:
-    """The producer end. Keeps its own head; reloads the consumer's tail only when short."""
+class _RingEnd:
+    """What both ends of a ring hold: its region, its two counters' offsets, and direct
+    views of the memory for the hot paths (none when a cost model or checksums must see
+    every access)."""
 
-    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "head", "_tail", "_view", "_words", "_hidx", "crc")
+    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "_view", "_words", "_hidx", "_tidx", "crc")
 
-    def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, head: int = 0,
-                 crc: bool = False) -> None:
+    def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, crc: bool) -> None:
         mem.check(data, size)
         mem.check(head_off, 8)
+        mem.check(tail_off, 8)
         self.mem, self.data, self.size = mem, data, size
         self.head_off, self.tail_off = head_off, tail_off
-        self.head = head
-        self._tail = head
         self.crc = crc
         views = None if crc else mem.views()  # no views: every frame takes the checked path
         self._view, self._words = views if views is not None else (None, None)
-        self._hidx = head_off >> 3
+        self._hidx, self._tidx = head_off >> 3, tail_off >> 3
+
+
+class RingWriter(_RingEnd):
+    """The producer end. Keeps its own head; reloads the consumer's tail only when short."""
+
+    __slots__ = ("head", "_tail")
+
+    def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, head: int = 0,
+                 crc: bool = False) -> None:
+        super().__init__(mem, data, size, head_off, tail_off, crc)
+        self.head = head
+        self._tail = head
 
     @property
     def max_frame(self) -> int:
@@ -171,25 +183,16 @@ class RingWriter:
         return pos
 
 
-class RingReader:
+class RingReader(_RingEnd):
     """The consumer end. ``read`` returns one frame (skipping pads) and publishes the tail."""
 
-    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "tail", "_head", "sink", "_view", "_words", "_hidx",
-                 "_tidx", "crc")
+    __slots__ = ("tail", "_head", "sink")
 
     def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, tail: int = 0,
                  crc: bool = False) -> None:
-        mem.check(data, size)
-        mem.check(head_off, 8)
-        mem.check(tail_off, 8)
-        self.mem, self.data, self.size = mem, data, size
-        self.head_off, self.tail_off = head_off, tail_off
+        super().__init__(mem, data, size, head_off, tail_off, crc)
         self.tail = tail
         self._head = tail
-        self.crc = crc
-        views = None if crc else mem.views()  # no views: every frame takes the checked path
-        self._view, self._words = views if views is not None else (None, None)
-        self._hidx, self._tidx = head_off >> 3, tail_off >> 3
         # sink(kind, flags, call_id, aux, body_len) -> writable memoryview or None: lets the
         # owner take a large body straight into its own buffer (one copy instead of two);
         # such frames come back with body None.

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from emulator.errors import UserError
-from emulator.topology.model import parse_topology
 from emulator.image import guest_config as config
+from emulator.topology.model import parse_topology
 
 TOPOLOGY = """
 name: t
@@ -37,7 +37,8 @@ def test_guest_json_lists_the_hosts_pools_in_order(tmp_path: Path):
     assert data["pools"][1] == {"name": "poolB", "uuid": t.pool("poolB").uuid,
                                 "serial": t.pool("poolB").serial, "size": 512 << 20, "coherence": "coherent"}
     assert data["state_dir"] == str(tmp_path)
-    assert data["network"] == {"address": "169.254.100.1/24"}
+    assert data["network"] == {"address": "169.254.100.1/24",
+                               "hosts": {"h0": "169.254.100.1", "h1": "169.254.100.2"}}
     assert data["path"].startswith(data["venv"] + "/bin:")
     assert data["agent_ports"] == 4
     assert "-ERMS" in data["env"]["GLIBC_TUNABLES"], "the template's guest_env reaches the guest"
@@ -67,6 +68,22 @@ def test_commands_are_interposed_unless_the_topology_says_no(tmp_path: Path):
     off = topo(TOPOLOGY.replace("network: true", "network: true\ninterpose: false"))
     assert off.interpose is False and off.with_backend("sim").interpose is False
     assert "NOTNETS_INTERPOSE" not in command_env(config.guest_config(off, off.host("h0"), tmp_path), device)
+
+
+def test_every_guest_resolves_every_host_name(tmp_path: Path):
+    from guest.agent import hosts_file, write_hosts_file
+
+    t = topo()
+    data = config.guest_config(t, t.host("h1"), tmp_path)
+    lines = hosts_file(data).splitlines()
+    assert lines[0].startswith("127.0.0.1") and "169.254.100.1\th0" in lines and "169.254.100.2\th1" in lines
+    target = tmp_path / "hosts"
+    write_hosts_file(data, str(target))
+    assert target.read_text() == hosts_file(data)
+    quiet = tmp_path / "untouched"
+    write_hosts_file(config.guest_config(topo(TOPOLOGY.replace("network: true", "network: false")), t.host("h1"),
+                                         tmp_path), str(quiet))
+    assert not quiet.exists(), "no network: the guest's /etc/hosts stays the machine's"
 
 
 def test_second_host_gets_its_own_address_and_pools(tmp_path: Path):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from emulator.errors import UserError
-from emulator.paths import Kernel
 from emulator.image import initramfs, modules
+from emulator.paths import Kernel
 
 from harness.cpio_reader import parse
 
@@ -103,3 +103,25 @@ def test_agent_is_byte_compiled(fake_kernel: Kernel):
     initramfs.build_initramfs(fake_kernel)
     cache = initramfs.GUEST_DIR / "__pycache__"
     assert any(p.name.startswith("agent.") for p in cache.glob("*.pyc"))
+
+
+def signed(body: bytes, sig: bytes) -> bytes:
+    """A module as the kernel's sign-file leaves it: body, PKCS#7 signature, info, magic."""
+    info = struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, len(sig))  # id_type 2: PKCS#7
+    return body + sig + info + initramfs.SIG_MAGIC
+
+
+def test_module_signatures_are_stripped():
+    body = b"\x7fELF" + bytes(range(200))
+    assert initramfs.without_signature(signed(body, b"S" * 470)) == body
+    assert initramfs.without_signature(body) == body  # unsigned: as it is
+    bogus = body + struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, 1 << 30) + initramfs.SIG_MAGIC
+    assert initramfs.without_signature(bogus) == bogus  # a length past the start: left alone
+
+
+def test_stored_modules_carry_no_signature(fake_kernel: Kernel, tmp_path: Path):
+    ko = next(fake_kernel.modules_dir.rglob("*.ko*"))
+    plain = lzma.decompress(ko.read_bytes()) if ko.name.endswith(".xz") else ko.read_bytes()
+    data = signed(plain, b"S" * 300)
+    ko.write_bytes(lzma.compress(data) if ko.name.endswith(".xz") else data)
+    assert initramfs._module_bytes(ko) == plain

@@ -21,12 +21,13 @@ import signal
 import sys
 import threading
 import time
-from concurrent import futures
 from typing import Dict
 
 import grpc
 
 import notnets_rpc
+
+from . import peer
 
 SIZES = (64, 1024, 16 << 10, 200 << 10, 1 << 20)
 SIZE_WEIGHTS = (50, 20, 15, 10, 5)
@@ -69,13 +70,7 @@ def handlers() -> grpc.GenericRpcHandler:
 
 def serve(pool: str, name: str, workers: str) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=int(workers)), pool=pool)
-    server.add_generic_rpc_handlers((handlers(),))
-    server.add_endpoint(name)
-    server.start()
-    print("serving", flush=True)
-    server.wait_for_termination()
-    return 0
+    return peer.serve(pool, name, handlers(), int(workers))
 
 
 class Tally:

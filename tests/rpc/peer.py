@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from concurrent import futures
+from typing import Optional
 
 import grpc
 
@@ -22,9 +23,10 @@ import notnets_rpc
 from .service import test_handlers
 
 
-def serve(pool: str, name: str) -> int:
-    server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=8), pool=pool)
-    server.add_generic_rpc_handlers((test_handlers(),))
+def serve(pool: str, name: str, handlers: Optional[grpc.GenericRpcHandler] = None, workers: int = 8) -> int:
+    """Serve ``handlers`` (default: the test service) as ``name`` until killed."""
+    server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=workers), pool=pool)
+    server.add_generic_rpc_handlers((handlers or test_handlers(),))
     server.add_endpoint(name)
     server.start()
     print("serving", flush=True)

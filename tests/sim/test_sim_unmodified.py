@@ -5,17 +5,15 @@ the calls; with NOTNETS_INTERPOSE=0 the same client cannot reach host0."""
 
 from __future__ import annotations
 
-import json
 import os
-import time
 
 import pytest
 
-from harness.cli import REPO, Emu, pool_files, running_under
+from harness.cli import Emu, pool_files, running_under
+from harness.unmodified import CALLS_PER_CLIENT, EXAMPLES, EXPECTED, endpoint_calls, wait_calls
 
 pytestmark = [pytest.mark.timeout(180)]
 
-EXAMPLES = REPO / "examples" / "unmodified"
 TOPOLOGY = """\
 name: {name}
 backend: sim
@@ -25,29 +23,10 @@ hosts:
   - {{name: host0, pools: [pool0]}}
   - {{name: host1, pools: [pool0]}}
 """
-EXPECTED = (EXAMPLES / "expected-output.txt").read_text()
 
 
 def _isolated() -> bool:
     return os.geteuid() == 0 and os.environ.get("NOTNETS_SIM_ISOLATION") != "none"
-
-
-def _calls(emu: Emu, pool: str, name: str) -> int:
-    result = emu("pool", "inspect", pool, "--json", timeout=30)
-    assert result.returncode == 0, result.stderr
-    services = json.loads(result.stdout)["services"]
-    return sum(s["calls"] for s in services if s["name"] == name and s["state"] == "live")
-
-
-def _wait_published(emu: Emu, pool: str, name: str, timeout: float = 60) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        result = emu("pool", "inspect", pool, "--json", timeout=30)
-        if result.returncode == 0 and any(s["name"] == name and s["state"] == "live"
-                                          for s in json.loads(result.stdout)["services"]):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{name} never appeared in {pool}")
 
 
 @pytest.mark.parametrize("server,client", [("server_aio.py", "client.py"), ("server.py", "client_aio.py")])
@@ -64,19 +43,16 @@ def test_unmodified_programs_across_sim_hosts(tmp_path, server, client):
         pool = emu.status()["pools"][0]["backing"]
         started = emu("exec", "-d", "host0", "--", f"python {EXAMPLES / server} --port '[::]:50051'", timeout=30)
         assert started.returncode == 0, started.stderr
-        _wait_published(emu, pool, "host0:50051")
+        assert wait_calls(emu, pool, "host0:50051", 0, 60) == 0, "the server published host0:50051"
         result = emu("exec", "host1", "--", f"python {EXAMPLES / client} --target host0:50051", timeout=120)
         assert result.returncode == 0, result.stderr
         assert result.stdout == EXPECTED
-        end = time.monotonic() + 5
-        while _calls(emu, pool, "host0:50051") < 7 and time.monotonic() < end:
-            time.sleep(0.1)
-        assert _calls(emu, pool, "host0:50051") == 7
+        assert wait_calls(emu, pool, "host0:50051", CALLS_PER_CLIENT, 10) == CALLS_PER_CLIENT
         # without interposition the same client has no way to host0
         plain = emu("exec", "host1", "--", f"python {EXAMPLES / client} --target host0:50051 2>&1",
                     env={"NOTNETS_INTERPOSE": "0"}, timeout=120)
         assert plain.returncode != 0 and "UNAVAILABLE" in plain.stdout
-        assert _calls(emu, pool, "host0:50051") == 7
+        assert endpoint_calls(emu, pool, "host0:50051") == CALLS_PER_CLIENT
     finally:
         emu("down", timeout=60)
         emu.cleanup()

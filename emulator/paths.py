@@ -9,6 +9,15 @@ from pathlib import Path
 from emulator.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+STATE_FILE = "run.json"  # a run's state file, in its state dir
+DIR_MODE = 0o700
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) readable by the owner only: it holds sockets to the VMs."""
+    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    os.chmod(path, DIR_MODE)
+    return path
 
 
 def cache_dir() -> Path:

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from notnets_bench.hosts import HostRunner
-from notnets_bench.workloads import grpc_address
 from emulator.errors import UserError
 from emulator.paths import REPO_ROOT
 from emulator.progress import Progress
+from notnets_bench.hosts import HostRunner
+from notnets_bench.workloads import grpc_address
 
 DEFAULT_TOPOLOGY = REPO_ROOT / "examples" / "two-hosts.yaml"
 SERVER, CLIENT = "host0", "host1"

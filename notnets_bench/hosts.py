@@ -18,8 +18,8 @@ from typing import Callable, Mapping, Optional
 
 from emulator.backends.base import Backend
 from emulator.errors import UserError
-from emulator.runs.guest_env import forwarded_env
 from emulator.paths import REPO_ROOT
+from emulator.runs.guest_env import forwarded_env
 from emulator.runs.state import HostState, RunState
 
 POLL_INTERVAL = 0.2

@@ -8,9 +8,8 @@ A workload that fails does not stop the others; `bench` then exits non-zero nami
 
 from __future__ import annotations
 
-import importlib.util
-
 import dataclasses
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -18,16 +17,16 @@ from typing import Any
 
 import click
 
+from emulator.errors import UserError
+from emulator.progress import Progress
+from emulator.runs.kernel_faults import describe, run_kernel_faults
+from emulator.topology.model import Topology, load_topology
 from notnets_bench.hosts import HostRunner
 from notnets_bench.meta import load_average, machine_meta
 from notnets_bench.options import BenchOptions
 from notnets_bench.results import ratio_table, summary_line, write_results
 from notnets_bench.stats import pool_rounds
 from notnets_bench.workloads import CHAIN_PLACEMENT, ECHO_CLIENT, ECHO_SERVER, WORKLOADS, Workload, mesh_hosts
-from emulator.errors import UserError
-from emulator.runs.kernel_faults import describe, run_kernel_faults
-from emulator.progress import Progress
-from emulator.topology.model import Topology, load_topology
 
 RUN_NAME_ENV = "NOTNETS_BENCH_RUN"  # another run name (tests, two benches at once)
 

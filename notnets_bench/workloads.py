@@ -24,12 +24,12 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from notnets_bench.hosts import HostRunner
-from notnets_bench.options import BenchOptions
-from notnets_bench.results import human_size
 from emulator.errors import UserError
 from emulator.progress import Progress
 from emulator.topology.model import Topology
+from notnets_bench.hosts import HostRunner
+from notnets_bench.options import BenchOptions
+from notnets_bench.results import human_size
 
 SERVER_READY = r"serving on (?:tcp (\S+)|(notnets:\S+))"
 SERVER_START_TIMEOUT = 180.0  # a server in a loaded TCG guest takes a while to import grpc

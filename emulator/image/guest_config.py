@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from emulator.backends.qemu.command import load_template
 from emulator.errors import UserError
 from emulator.paths import REPO_ROOT
-from emulator.backends.qemu.command import load_template
 from emulator.topology.model import Host, Topology
 
 CONFIG_VERSION = 1
@@ -47,6 +47,18 @@ def guest_python(project: Path = REPO_ROOT) -> Path:
     return Path(sys.executable)
 
 
+HOSTROOT_CACHE_MODES = ("mmap", "none", "loose")
+
+
+def hostroot_cache() -> str:
+    """The 9p cache mode of the guest's view of this machine's root:
+    $NOTNETS_HOSTROOT_CACHE, else the template's ``hostroot_cache`` (mmap)."""
+    mode = os.environ.get("NOTNETS_HOSTROOT_CACHE") or str(load_template().get("hostroot_cache", "mmap"))
+    if mode not in HOSTROOT_CACHE_MODES:
+        raise UserError(f"NOTNETS_HOSTROOT_CACHE={mode!r}: expected one of {', '.join(HOSTROOT_CACHE_MODES)}")
+    return mode
+
+
 def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, Any]:
     """The content of guest.json (a pure function, so tests can check it)."""
     state = Path(os.path.abspath(state_dir))
@@ -72,7 +84,7 @@ def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, A
         "interpose": topology.interpose,
         "agent_ports": int(load_template()["agent_ports"]),
         "env": {str(k): str(v) for k, v in (load_template().get("guest_env") or {}).items()},
-        "hostroot_cache": str(load_template().get("hostroot_cache", "mmap")),
+        "hostroot_cache": hostroot_cache(),
     }
 
 

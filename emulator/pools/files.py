@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from emulator.pools.backing import HUGETLBFS_MOUNT, SHM_DIR, backing_path
 from emulator.errors import UserError
+from emulator.pools.backing import HUGETLBFS_MOUNT, SHM_DIR, backing_path
 from emulator.runs.state import FILE_MODE, PoolState
 from emulator.sizes import format_size
 from emulator.topology.model import Pool, Topology

@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from emulator.backends.by_name import get_backend
 from emulator.backends.base import Backend, BootError
+from emulator.backends.by_name import get_backend
 from emulator.errors import UserError
 from emulator.pools.files import PoolAllocator, release_pools
 from emulator.progress import Progress

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from emulator.runs.state import STATE_FILE, make_private_dir
+from emulator.paths import STATE_FILE, make_private_dir
 
 
 def registry_dir() -> Path:

@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from emulator.errors import UserError
-from emulator.paths import state_root
+from emulator.paths import STATE_FILE, make_private_dir, state_root  # noqa: F401 (re-exported)
 
-STATE_FILE = "run.json"
 ARTIFACTS_DIR = "artifacts"  # STATE/artifacts/HOST: $NOTNETS_ARTIFACTS, kept by `down`
 FORMAT_VERSION = 1
-DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
@@ -125,13 +123,6 @@ def run_dir(name: str, root: Optional[Path] = None) -> Path:
     return ((root or state_root()) / name).absolute()
 
 
-def make_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) readable by the owner only: it holds sockets to the VMs."""
-    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    os.chmod(path, DIR_MODE)
-    return path
-
-
 def load_run(directory: Path) -> RunState:
     """Read a run's state file; a damaged one is a clear error naming the file."""
     path = directory / STATE_FILE
@@ -155,14 +146,15 @@ def list_runs(root: Optional[Path] = None) -> list[str]:
 def visible_runs(root: Optional[Path] = None) -> dict[str, Path]:
     """name -> state dir of the runs a verb without --name chooses from: those under
     ``root`` if given or $NOTNETS_STATE is set, else those under the current directory's
-    .notnets/runs and every run registered on this machine (emulator/runs/registry.py)."""
+    .notnets/runs, and only when there are none there, every run registered on this
+    machine (emulator/runs/registry.py): as compose picks the project of the current
+    directory first, so a run elsewhere on the machine never makes a local one ambiguous."""
     from emulator.runs.registry import registered
 
     base = (root or state_root()).absolute()
     found = {name: base / name for name in list_runs(base)}
-    if root is None and "NOTNETS_STATE" not in os.environ:
-        for name, directory in registered().items():
-            found.setdefault(name, directory)
+    if not found and root is None and "NOTNETS_STATE" not in os.environ:
+        found = dict(registered())
     return dict(sorted(found.items()))
 
 

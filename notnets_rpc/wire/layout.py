@@ -293,8 +293,6 @@ def parse_superblock(mem: Memory) -> Layout:
         _check_params(max_hosts, dir_slots, channels)
     except ValueError as exc:
         raise PoolCorruptError(f"pool superblock: {exc}") from None
-    if flags & ~KNOWN_FLAGS:
-        raise LayoutVersionError(f"pool uses format options this code does not know (flags {flags:#x})")
     if ring_bytes % PAGE or not MIN_RING_BYTES <= ring_bytes <= MAX_RING_BYTES:
         raise PoolCorruptError(f"pool superblock: bad ring size {ring_bytes}")
     expected = _regions(max_hosts, dir_slots, channels)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from emulator.errors import UserError
 from notnets_bench.options import BUDGETS, options_from, parse_bench_args, parse_sizes
 from notnets_bench.plots import plot_all
 from notnets_bench.results import pairs, ratio_table, read_results, summary_line, write_results
 from notnets_bench.stats import percentile, pool_rounds, summarize
-from emulator.errors import UserError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -4,12 +4,20 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 import pytest
 
 from harness.cli import EMU, REPO, Emu, pool_files, qemu_available, running_under, wait_until
+from harness.cli_scenarios import (  # noqa: F401 - collected here, against the QEMU `cluster` below
+    test_exec_ctrl_c_stops_the_guest_command,
+    test_exec_detach_returns_at_once_and_keeps_running,
+    test_exec_exit_code_and_streams_pass_through,
+    test_exec_timeout_gives_124,
+    test_exec_unknown_host_is_one_line,
+    test_name_is_required_with_two_runs,
+    test_state_dir_is_private,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -80,20 +88,6 @@ def test_status_json_lists_hosts_and_pools(cluster):
     assert text.returncode == 0 and "host1" in text.stdout and "BACKING" in text.stdout
 
 
-def test_state_dir_is_private(cluster):
-    emu, name, _ = cluster
-    assert (emu.state / name).stat().st_mode & 0o777 == 0o700
-    assert (emu.state / name / "run.json").stat().st_mode & 0o777 == 0o600
-
-
-def test_exec_exit_code_and_streams_pass_through(cluster):
-    emu, _, _ = cluster
-    result = emu("exec", "host0", "--", "echo", "out;", "echo", "err", ">&2;", "exit", "3", timeout=120)
-    assert result.returncode == 3, result.stderr
-    assert result.stdout == "out\n"
-    assert "err" in result.stderr
-
-
 def test_exec_runs_in_callers_cwd_with_notnets_env_and_venv(cluster):
     emu, _, _ = cluster
     result = emu("exec", "host1", "--", 'echo "$PWD $NOTNETS_HOST $NOTNETS_HOST_ID $NOTNETS_POOL_POOL1 $NOTNETS_X";'
@@ -104,48 +98,6 @@ def test_exec_runs_in_callers_cwd_with_notnets_env_and_venv(cluster):
     assert (cwd, host, host_id, fwd) == (str(emu.cwd), "host1", "1", "fwd")
     assert dev.startswith("/dev/dax")
     assert second == str(REPO / ".venv" / "bin" / "python")
-
-
-def test_exec_timeout_gives_124(cluster):
-    emu, _, _ = cluster
-    result = emu("exec", "--timeout", "2", "host0", "--", "sleep", "30", timeout=60)
-    assert result.returncode == 124
-
-
-def test_exec_detach_returns_at_once_and_keeps_running(cluster):
-    emu, name, _ = cluster
-    marker = emu.state / name / "detached.txt"
-    started = time.monotonic()
-    result = emu("exec", "--detach", "host0", "--", f"sleep 1; echo done > {marker}", timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert time.monotonic() - started < 15
-    assert int(result.stdout.strip()) > 0
-    assert wait_until(marker.exists, 60), "the detached command did not run"
-
-
-def test_exec_ctrl_c_stops_the_guest_command(cluster):
-    import subprocess
-
-    emu, _, _ = cluster
-    proc = subprocess.Popen(EMU + ["exec", "host0", "--", "sleep 77"], cwd=emu.cwd, env=emu.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        def sleeping() -> bool:
-            return emu("exec", "host0", "--", "pgrep -f '^sleep 77'", timeout=60).returncode == 0
-
-        assert wait_until(sleeping, 60, step=0.5), "the command never started in the guest"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 130
-        assert wait_until(lambda: not sleeping(), 30, step=0.5), "the guest command outlived Ctrl-C"
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def test_exec_unknown_host_is_one_line(cluster):
-    emu, _, _ = cluster
-    result = emu("exec", "nohost", "--", "true", timeout=30)
-    assert result.returncode != 0 and "no host 'nohost'" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_logs_prints_the_console(cluster):
@@ -168,18 +120,6 @@ def test_console_attaches_and_ctrl_bracket_leaves(cluster):
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
-
-
-def test_name_is_required_with_two_runs(cluster):
-    emu, name, _ = cluster
-    other = emu.state / "other"
-    other.mkdir()
-    (other / "run.json").write_text('{"name": "other", "backend": "qemu", "state_dir": "%s"}' % other)
-    try:
-        result = emu("status", timeout=30)
-        assert result.returncode != 0 and f"several runs are up: {name}, other" in result.stderr
-    finally:
-        (other / "run.json").unlink()
 
 
 def test_a_frozen_host_is_refused_at_once(cluster):
@@ -264,20 +204,5 @@ def test_zy_a_killed_host_restarts_with_its_pools(cluster):
     assert seen.stdout == "restart-marker", "the pool kept its content across the host's restart"
 
 
-def test_zz_down_after_a_qemu_was_killed(cluster):
-    emu, name, _ = cluster
-    data = emu.status()
-    victim = data["hosts"][1]["pid"]
-    os.kill(victim, signal.SIGKILL)
-    assert wait_until(lambda: emu.status()["hosts"][1]["state"] == "dead", 10)
-    started = time.monotonic()
-    result = emu("down", timeout=60)
-    elapsed = time.monotonic() - started
-    print(f"\ndown: {elapsed:.1f} s\n{result.stderr}")
-    assert result.returncode == 0, result.stderr
-    assert running_under(str(emu.state)) == []
-    assert pool_files(name) == []
-    again = emu("down", timeout=30)
-    assert again.returncode == 0 and "nothing to do" in again.stderr
-    assert emu("status", timeout=30).returncode != 0
-
+# Last: it brings the shared cluster down (tests run in the order they appear here).
+from harness.cli_scenarios import test_zz_down_after_a_host_was_killed  # noqa: E402,F401

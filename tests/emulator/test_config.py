@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from emulator.errors import UserError
-from emulator.topology.model import parse_topology
 from emulator.image import guest_config as config
+from emulator.topology.model import parse_topology
 
 TOPOLOGY = """
 name: t
@@ -121,3 +121,19 @@ def test_too_many_hosts_for_the_subnet():
     assert config.network_address(Host("x", 253)) == "169.254.100.254/24"
     with pytest.raises(UserError, match="does not fit"):
         config.network_address(Host("x", 254))
+
+
+def test_hostroot_cache_mode_from_the_template_or_the_environment(monkeypatch):
+    """The guest's view of this machine's files: mmap (fresh at every open) unless asked."""
+    import pytest
+
+    from emulator.errors import UserError
+    from emulator.image.guest_config import hostroot_cache
+
+    monkeypatch.delenv("NOTNETS_HOSTROOT_CACHE", raising=False)
+    assert hostroot_cache() == "mmap"
+    monkeypatch.setenv("NOTNETS_HOSTROOT_CACHE", "loose")
+    assert hostroot_cache() == "loose"
+    monkeypatch.setenv("NOTNETS_HOSTROOT_CACHE", "fscache")
+    with pytest.raises(UserError, match="NOTNETS_HOSTROOT_CACHE='fscache'"):
+        hostroot_cache()

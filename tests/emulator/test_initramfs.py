@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from emulator.errors import UserError
-from emulator.paths import Kernel
 from emulator.image import initramfs, modules
+from emulator.paths import Kernel
 
 from harness.cpio_reader import parse
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.runs import lifecycle
 from emulator.errors import UserError
 from emulator.progress import Progress
+from emulator.runs import lifecycle
 from emulator.runs.state import list_runs, load_run
 from emulator.topology.model import parse_topology
 from harness.fakes import FakeBackend

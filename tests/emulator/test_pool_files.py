@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from emulator.pools import files as pool_files
 from emulator.errors import UserError
+from emulator.pools import files as pool_files
 from emulator.pools.files import PoolAllocator, read_hugepages, release_pools
 from emulator.topology.model import parse_topology
 

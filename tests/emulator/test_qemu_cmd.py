@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from emulator.errors import UserError
 from emulator.backends.qemu.command import HostPaths, build_qemu_argv, load_template
+from emulator.errors import UserError
 from emulator.topology.model import parse_topology
 
 THREE = textwrap.dedent("""\

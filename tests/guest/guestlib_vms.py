@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from emulator.backends.agent_client import AgentClient
-from emulator.paths import find_kernel
 from emulator.backends.qemu.command import HostPaths, build_qemu_argv, load_template
-from emulator.sizes import parse_size
-from emulator.topology.model import Topology, parse_topology
 from emulator.image.guest_config import write_guest_config
 from emulator.image.initramfs import build_initramfs
 from emulator.image.kernel_image import boot_image
+from emulator.paths import find_kernel
+from emulator.sizes import parse_size
+from emulator.topology.model import Topology, parse_topology
 
 SCRIPTS = Path(__file__).resolve().parent / "guest_scripts"
 

@@ -40,10 +40,10 @@ def checks(channel: grpc.Channel) -> dict[str, Callable[[], None]]:
 
     def metadata() -> None:
         reply, call = uu("/test.T/Metadata").with_call(
-            b"", metadata=(("text", "hello there"), ("blob-bin", b"\x00\xff")), timeout=30)
+            b"", metadata=(("text", "hello world"), ("blob-bin", b"\x00\xff")), timeout=30)
         assert reply == b"ok"
         assert dict(call.initial_metadata()) == {"initial-key": "initial", "initial-bin": b"\x00\x01"}
-        assert dict(call.trailing_metadata()) == {"echo-text": "hello there", "echo-bin": b"\x00\xff"}
+        assert dict(call.trailing_metadata()) == {"echo-text": "hello world", "echo-bin": b"\x00\xff"}
 
     def status() -> None:
         try:

@@ -1,5 +1,5 @@
 """The CLI contract on the sim backend: the QEMU end-to-end scenarios that apply to a process
-tree (imported from tests/e2e/test_cli_lifecycle.py and run here against a sim cluster), and
+tree (tests/harness/cli_scenarios.py, run here against a sim cluster), and
 what is particular to sim hosts: fast up, namespaces, files as pools, everything ends at down."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 import pytest
 
 from harness.cli import EMU, Emu, pool_files, running_under, wait_until
-from test_cli_lifecycle import (  # noqa: F401 - collected here, against the sim `cluster` below
+from harness.cli_scenarios import (  # noqa: F401 - collected here, against the sim `cluster` below
     test_exec_ctrl_c_stops_the_guest_command,
     test_exec_detach_returns_at_once_and_keeps_running,
     test_exec_exit_code_and_streams_pass_through,
@@ -201,4 +201,4 @@ def test_ctrl_c_during_exec_returns_130(cluster):
 
 
 # Last: it brings the shared cluster down (tests run in the order they appear here).
-from test_cli_lifecycle import test_zz_down_after_a_qemu_was_killed  # noqa: E402,F401
+from harness.cli_scenarios import test_zz_down_after_a_host_was_killed  # noqa: E402,F401

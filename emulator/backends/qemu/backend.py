@@ -16,22 +16,22 @@ from pathlib import Path
 from typing import Any, BinaryIO, Mapping, Optional
 
 from emulator.backends import agent_client
+from emulator.backends.base import Backend, BootError
 from emulator.backends.qemu import process as qemu_process
 from emulator.backends.qemu import qmp_control
 from emulator.backends.qemu.accel import choose_accel
 from emulator.backends.qemu.boot_watch import BootWatch
+from emulator.backends.qemu.command import HostPaths, build_qemu_argv, load_template
+from emulator.backends.qemu.vde import start_switch, stop_switch
 from emulator.errors import UserError
 from emulator.image.guest_config import write_guest_config
 from emulator.image.initramfs import build_initramfs
 from emulator.image.kernel_image import boot_image  # uncompressed PVH vmlinux: ~3 s less per TCG boot
 from emulator.paths import Kernel, find_kernel
 from emulator.progress import Progress
-from emulator.backends.qemu.command import HostPaths, build_qemu_argv, load_template
 from emulator.runs.state import FILE_MODE, HostState, RunState, make_private_dir
 from emulator.sizes import parse_size
 from emulator.topology.model import Host, Topology
-from emulator.backends.qemu.vde import start_switch, stop_switch
-from emulator.backends.base import Backend, BootError
 
 DEFAULT_BOOT_TIMEOUT = {"tcg": 180.0, "kvm": 60.0}
 POWERDOWN_GRACE = 1.5  # seconds a guest gets to power off before QEMU is told to quit

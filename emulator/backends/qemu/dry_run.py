@@ -6,9 +6,9 @@ import shlex
 
 import click
 
-from emulator.pools.backing import backing_path
-from emulator.paths import find_kernel, state_root
 from emulator.backends.qemu.command import HostPaths, build_qemu_argv, load_template
+from emulator.paths import find_kernel, state_root
+from emulator.pools.backing import backing_path
 from emulator.topology.model import Topology
 
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from emulator.errors import UserError
 from emulator.backends.qemu.process import is_alive, kill, wait_dead
+from emulator.errors import UserError
 
 START_TIMEOUT = 5.0
 

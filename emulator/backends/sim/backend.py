@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping, Optional
 
+from emulator.backends.base import Backend, BootError
 from emulator.backends.sim import procs as sim_procs
+from emulator.backends.sim.config import sim_config, write_sim_config
 from emulator.errors import UserError
 from emulator.paths import REPO_ROOT
 from emulator.progress import Progress
 from emulator.runs.state import HostState, RunState, make_private_dir
-from emulator.backends.sim.config import sim_config, write_sim_config
 from emulator.topology.model import Topology
-from emulator.backends.base import Backend, BootError
 
 READY_TIMEOUT = 20.0  # seconds; a sim host is normally ready in well under one
 STOP_GRACE = 2.0  # after SIGTERM, before SIGKILL

@@ -37,7 +37,7 @@ from ..backoff import ONE_CPU, Backoff
 from ..options import message_limits
 from ..errors import ChecksumError, EndpointInUseError, ProtocolError
 from ..wire.messages import on_chunk, takes_buffers
-from ..pool import Endpoint, Pool, stale_ms
+from ..pool import BeatWatch, Endpoint, Pool, stale_ms
 from .budget import DEFAULT_LIMIT as DEFAULT_BUDGET, OPTION as BUDGET_OPTION, Budget
 from .call import ANSWERED, END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
 from .channels import ChannelTable, ServerChannel
@@ -277,7 +277,10 @@ class Server(ChannelTable, Replies, grpc.Server):
             if h != pool.host_id:
                 continue
             ep = pool.read_endpoint(h, s)
-            if ep is not None and ep.name == name and pool.endpoint_alive(ep):
+            # seen beating, not merely not yet known: a restarted host numbers its processes
+            # from 1 again, so a dead server's pid may exist (even be ours); its entry goes
+            # stale within the retries of _publish and is taken over then
+            if ep is not None and ep.name == name and pool.liveness(ep) == BeatWatch.ALIVE:
                 return True
         return False
 

@@ -364,3 +364,20 @@ def test_bytes_sprayed_over_rings_never_come_back_as_ok(crc_pool):
     with notnets_rpc.insecure_channel("notnets:t", pool=crc_pool) as clean:
         assert clean.unary_unary("/test.T/Echo")(b"clean", timeout=5) == b"clean"
     server.stop(None).wait(5)
+
+
+def test_restarted_host_takes_over_its_dead_servers_entry(serve, pool_path, monkeypatch):
+    """A restarted host numbers its processes from 1 again: the dead server's entry may
+    name a pid that exists (here: ours). Its heartbeat stands still, so the new server
+    takes the name over within the stale interval."""
+    import os
+
+    from .hostile import forge_entry
+
+    monkeypatch.setenv("NOTNETS_STALE_MS", "500")
+    forge_entry(pool_path, host=0, slot=0, name="t", heartbeat_ms=123, pid=os.getpid())
+    start = time.monotonic()
+    serve()
+    assert time.monotonic() - start < 2.0
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"mine", timeout=5) == b"mine"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import time
 import os
 from typing import Any, Dict, List
 
@@ -49,11 +50,18 @@ def pool_offset(buf: Any) -> int:
     return 0
 
 
-def inspect_pool(path: PathLike) -> Dict[str, Any]:
+WATCH_S = 1.0  # how long inspect watches a live entry's heartbeat for a change (beats come every 0.1 s)
+
+
+def inspect_pool(path: PathLike, watch_s: float = WATCH_S) -> Dict[str, Any]:
     """The snapshot as plain data (the --json output); raises PoolError on a bad pool.
 
     ``path`` may also be the backing file of a QEMU run's CXL device, where the pool
-    starts at the DAX device's offset ("offset" in the snapshot)."""
+    starts at the DAX device's offset ("offset" in the snapshot). A directory entry
+    that says "live" is only a claim (its server may have died without unpublishing,
+    e.g. before `down --keep-pools`): each one's heartbeat is watched for up to
+    ``watch_s`` seconds of this machine's clock, and ``heartbeat_moving`` says whether
+    it changed, as clients judge liveness (docs/rpc.md), never by comparing clocks."""
     mapping = Mapping(path, writable=False)
     offset = pool_offset(mapping.mm)
     window = memoryview(mapping.mm)[offset:]
@@ -82,7 +90,7 @@ def inspect_pool(path: PathLike) -> Dict[str, Any]:
                        "directory_bell": mem.load(lay.host_entry(h) + L.HOST_DIR_BELL)}
                       for h in range(lay.max_hosts)
                       if mem.load(lay.host_entry(h) + L.HOST_CHANNEL_BELL) or mem.load(lay.host_entry(h) + L.HOST_DIR_BELL)],
-            "services": _services(mem, lay),
+            "services": _watch_heartbeats(mem, lay, _services(mem, lay), watch_s),
             "channels": _channels(mem, lay),
         }
     finally:
@@ -128,6 +136,30 @@ def _services(mem: Memory, lay: L.Layout) -> List[Dict[str, Any]]:
     return out
 
 
+def _watch_heartbeats(mem: Memory, lay: L.Layout, services: List[Dict[str, Any]],
+                      watch_s: float) -> List[Dict[str, Any]]:
+    """Set each live service's ``heartbeat_moving``: True once its heartbeat word
+    changes within ``watch_s`` (polled every 50 ms), False if it stood still; None for
+    entries that do not claim to be live."""
+    first = {}
+    for svc in services:
+        svc["heartbeat_moving"] = None
+        if svc["state"] == "live":
+            first[svc["index"]] = (svc, mem.load(lay.dir_entry(svc["host"], svc["slot"]) + L.DIR_HEARTBEAT))
+    deadline = time.monotonic() + watch_s
+    while first:
+        for index, (svc, beat) in list(first.items()):
+            if mem.load(lay.dir_entry(svc["host"], svc["slot"]) + L.DIR_HEARTBEAT) != beat:
+                svc["heartbeat_moving"] = True
+                del first[index]
+        if not first or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    for svc, _ in first.values():
+        svc["heartbeat_moving"] = False
+    return services
+
+
 def _backlog(mem: Memory, head_off: int, tail_off: int, ring: int) -> Any:
     head, tail = mem.load(head_off), mem.load(tail_off)
     n = head - tail
@@ -164,8 +196,11 @@ def _channels(mem: Memory, lay: L.Layout) -> List[Dict[str, Any]]:
                 "in_flight": max(0, started - done) if state == L.CH_OPEN else 0,
                 "errors": mem.load(off + L.CH_ERRORS),
                 "bytes_in": mem.load(off + L.CH_BYTES_IN), "bytes_out": mem.load(off + L.CH_BYTES_OUT),
-                "request_backlog": _backlog(mem, off + L.CH_REQ_HEAD, off + L.CH_REQ_TAIL, lay.ring_bytes),
-                "response_backlog": _backlog(mem, off + L.CH_RESP_HEAD, off + L.CH_RESP_TAIL, lay.ring_bytes),
+                # a closed or free slot's counters mean nothing until it is claimed again
+                "request_backlog": _backlog(mem, off + L.CH_REQ_HEAD, off + L.CH_REQ_TAIL, lay.ring_bytes)
+                if state == L.CH_OPEN else None,
+                "response_backlog": _backlog(mem, off + L.CH_RESP_HEAD, off + L.CH_RESP_TAIL, lay.ring_bytes)
+                if state == L.CH_OPEN else None,
             })
     return out
 
@@ -194,7 +229,10 @@ def format_inspection(snap: Dict[str, Any]) -> str:
     services = snap["services"]
     lines.append(f"services ({len(services)}):")
     for s in services:
-        lines.append(f"  {s['name']!s:<20} host {s['host']} slot {s['slot']} gen {s['generation']} {s['state']:<8} "
+        state = s["state"]
+        if s.get("heartbeat_moving") is False:
+            state = "live, but its heartbeat stood still (server gone?)"
+        lines.append(f"  {s['name']!s:<20} host {s['host']} slot {s['slot']} gen {s['generation']} {state:<8} "
                      f"pid {s['pid']} heartbeat {s['heartbeat_age_s']} s ago; calls {s['calls']} errors {s['errors']} "
                      f"in {s['bytes_in']} B out {s['bytes_out']} B")
     channels = snap["channels"]
@@ -203,7 +241,8 @@ def format_inspection(snap: Dict[str, Any]) -> str:
         lines.append(f"  host {c['host']} slot {c['slot']} gen {c['generation']} {c['state']:<6} -> "
                      f"{c['target']['name']} ({c['server_verdict']}); client pid {c['client_pid']} heartbeat "
                      f"{c['client_heartbeat_age_s']} s ago; calls {c['calls_started']} started {c['calls_done']} done "
-                     f"{c['in_flight']} in flight; backlog req {c['request_backlog']} resp {c['response_backlog']}")
+                     f"{c['in_flight']} in flight"
+                     + (f"; backlog req {c['request_backlog']} resp {c['response_backlog']}" if c["state"] == "open" else ""))
     in_flight = sum(c["in_flight"] for c in channels)
     lines.append(f"in-flight calls: {in_flight}")
     return "\n".join(lines)

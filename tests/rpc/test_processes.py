@@ -196,3 +196,26 @@ def test_pool_truncated_under_its_users(peers, pool_path):
     assert client.wait(10) == 0
     _out, err = server.communicate(timeout=10)  # terminated (wait_for_termination returned), not SIGBUS
     assert server.returncode == 0 and "stops serving" in err and "shrank" in err, err
+
+
+def test_inspect_tells_a_dead_servers_entry_from_a_live_one(peers, pool_path):
+    """A server killed without unpublishing leaves an entry that still says "live"
+    (as after `down --keep-pools`); inspect watches its heartbeat and says it stood
+    still, while a running server's moves. A closed channel shows no backlog."""
+    from notnets_rpc.inspect import format_inspection, inspect_pool
+
+    dead = peers.start("serve", pool_path, "gone", host=1)
+    peers.expect(dead, "serving")
+    with notnets_rpc.insecure_channel("notnets:gone", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"x", timeout=10) == b"x"
+    dead.kill()
+    dead.wait(10)
+    alive = peers.start("serve", pool_path, "here", host=0)
+    peers.expect(alive, "serving")
+    snap = inspect_pool(pool_path)
+    by_name = {s["name"]: s for s in snap["services"]}
+    assert by_name["gone"]["state"] == "live" and by_name["gone"]["heartbeat_moving"] is False
+    assert by_name["here"]["state"] == "live" and by_name["here"]["heartbeat_moving"] is True
+    assert all(c["request_backlog"] is None for c in snap["channels"] if c["state"] != "open")
+    text = format_inspection(snap)
+    assert "heartbeat stood still" in text and "corrupt" not in text

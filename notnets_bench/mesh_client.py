@@ -52,8 +52,8 @@ def wait_for_file(path: str, timeout: float) -> None:
 def round_robin(calls: list[Callable[[], Any]], seconds: float) -> tuple[list[list[int]], float]:
     """Call each of ``calls`` in turn for ``seconds``; samples per call, and the elapsed time."""
     samples: list[list[int]] = [[] for _ in calls]
-    end = CLOCK() + int(seconds * 1e9)
     start = now = CLOCK()
+    end = start + int(seconds * 1e9)  # from the same reading as start: elapsed >= seconds
     while now < end:
         for i, call in enumerate(calls):
             t = CLOCK()

@@ -38,6 +38,11 @@ def env(tmp_path, monkeypatch):
     shm = tmp_path / "shm"
     shm.mkdir()
     monkeypatch.setenv("NOTNETS_STATE", str(tmp_path / "runs"))
+    # runs these tests leave "up" (their state stays in tmp_path) must not be listed by
+    # later tests' `ls` and run lookups: a registry of their own
+    registry = tmp_path / "xdg-runtime"
+    registry.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(registry))
     monkeypatch.setattr("emulator.pools.files.SHM_DIR", shm)
     monkeypatch.setattr("emulator.pools.backing.SHM_DIR", shm)
     original = lifecycle.PoolAllocator

@@ -19,6 +19,7 @@ import grpc.aio
 
 from .. import grpc_native
 from .. import Server as SyncServer
+from ..serving.server import check_generic_handlers
 from .bridge import in_thread
 from .servicer import bridged
 
@@ -83,9 +84,7 @@ class Server(grpc.aio.Server):
 
     # -- registration ------------------------------------------------------------------------------
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        for handler in generic_rpc_handlers:
-            if not hasattr(handler, "service"):
-                raise AttributeError(f"{handler!r} must have a service method")
+        check_generic_handlers(generic_rpc_handlers)
         self._generic.extend(generic_rpc_handlers)
         if self._tcp is not None:
             self._tcp.add_generic_rpc_handlers(generic_rpc_handlers)

@@ -110,6 +110,14 @@ class _HandlerCallDetails(collections.namedtuple("_HandlerCallDetails", ("method
     pass
 
 
+
+def check_generic_handlers(generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+    """grpcio's check, at registration rather than at the first call: a handler without
+    ``service`` raises AttributeError."""
+    for handler in generic_rpc_handlers:
+        if not hasattr(handler, "service"):
+            raise AttributeError(f"{handler!r} must have a service method")
+
 class Server(ChannelTable, Replies, grpc.Server):
     def __init__(self, thread_pool: Optional[futures.Executor] = None, pool: Optional[str] = None,
                  handlers: Optional[Sequence[grpc.GenericRpcHandler]] = None,
@@ -169,9 +177,7 @@ class Server(ChannelTable, Replies, grpc.Server):
 
     # -- registration ---------------------------------------------------------------------------
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        for handler in generic_rpc_handlers:
-            if not hasattr(handler, "service"):
-                raise AttributeError(f"{handler!r} must have a service method")
+        check_generic_handlers(generic_rpc_handlers)
         self._generic.extend(generic_rpc_handlers)
         self._resolved = {}
         if self._tcp is not None:

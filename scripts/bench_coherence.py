@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -30,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
-from bench_rpc import MALLOC_ENV, load_average, run_client, start_server  # noqa: E402
+from bench_rpc import MALLOC_ENV, load_average, run_client, start_server, stop_servers  # noqa: E402
 
 CONFIGS = {  # name: (pool coherence, extra environment)
     "coherent": ("coherent", {}),
@@ -76,14 +74,7 @@ def main(argv=None) -> int:
                 case[f"{name}_throughput_ratio"] = round(case[name]["mbps"] / case["coherent"]["mbps"], 2)
             results["cases"].append(case)
     finally:
-        for proc in servers.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in servers.values():
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_servers(servers.values())
         for path in pools.values():
             Path(path).unlink(missing_ok=True)
     results["machine"]["load_after"] = load_average()

@@ -54,6 +54,19 @@ def start_server(target: str, pool: str, env: dict) -> subprocess.Popen:
     raise SystemExit(f"bench: echo server for {target} did not start: {proc.stderr.read()}")
 
 
+def stop_servers(procs) -> None:
+    """SIGTERM every server at once, then wait for each; one that ignores it is killed."""
+    procs = list(procs)
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def run_client(target: str, pool: str, size: int, calls: int, mode: str, env: dict, warmup: int) -> dict:
     out = subprocess.run([PY, "-m", "notnets_bench.echo.client", "--target", target, "--pool", pool, "--size", str(size),
                           "--calls", str(calls), "--mode", mode, "--warmup", str(warmup)],
@@ -145,14 +158,7 @@ def main(argv=None) -> int:
                            "first_call_after_idle_max_us": max(first["p50_us"], first["p99_us"]),
                            "idle_seconds": 2.0}
     finally:
-        for proc in servers.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in servers.values():
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_servers(servers.values())
         Path(pool).unlink(missing_ok=True)
     results["machine"]["load_after"] = load_average()
     print_table(results)

@@ -8,7 +8,8 @@ phase lasts a fixed time since the last useful work, so that a peer that pauses 
 few milliseconds between calls (say, to serialize a large message) still finds us
 awake; after that the sleep doubles up to a cap. Tunables (environment):
 NOTNETS_SPIN (iterations, default 400), NOTNETS_YIELD_US (default 20000),
-NOTNETS_MAX_SLEEP_US (default 1000).
+NOTNETS_WAKE_YIELD_US (default 0: the yield phase of a waiter that its peer wakes from a
+kernel sleep, see ``Backoff.__init__``), NOTNETS_MAX_SLEEP_US (default 1000).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def _env_int(name: str, default: int) -> int:
 
 SPIN = _env_int("NOTNETS_SPIN", 400)
 YIELD_TIME = _env_int("NOTNETS_YIELD_US", 20000) / 1e6
+WAKE_YIELD_TIME = _env_int("NOTNETS_WAKE_YIELD_US", 0) / 1e6
 MAX_SLEEP = _env_int("NOTNETS_MAX_SLEEP_US", 1000) / 1e6
 MIN_SLEEP = 50e-6
 SPIN_FLOOR = 16
@@ -45,10 +47,10 @@ class Backoff:
     """
 
     __slots__ = ("n", "spin", "spin_max", "yield_time", "yield_end", "sleep", "max_sleep", "sleeping", "sleeper",
-                 "forced", "learn")
+                 "forced", "learn", "woken")
 
     def __init__(self, spin: int = SPIN, yield_time: float = YIELD_TIME, max_sleep: float = MAX_SLEEP,
-                 sleeper: Optional[Callable[[float], None]] = None, learn: bool = True) -> None:
+                 sleeper: Optional[Callable[[float], None]] = None, learn: bool = True, woken: bool = False) -> None:
         """``sleeper(seconds)``: how to sleep in the last phase; a same-host peer can be
         woken early from a kernel sleep (memory.Memory.wait_word), so it sleeps
         ``max_sleep`` at once instead of doubling up to it.
@@ -58,11 +60,23 @@ class Backoff:
         late answer only means a slow peer (an emulated host takes hundreds of
         microseconds per call), and halving the spin would turn every wait into system
         calls. With several CPUs the peer may be a process on this very machine under
-        another host id (simulated hosts), so we keep learning (see ``remote_peer``)."""
+        another host id (simulated hosts), so we keep learning (see ``remote_peer``).
+
+        ``woken=True``: the peer wakes us from the kernel sleep the moment it answers (a
+        same-host server answering a client). Then the yield phase is short
+        (``WAKE_YIELD_TIME``) and an answer that came only while we slept also halves
+        the spin: a waiter that yields stays runnable, and with more waiters than CPUs
+        (8 clients of one server on 2 cores, the tiers of a call chain) the yielders
+        share the CPUs with the one process that has work, while a sleeper leaves them
+        to it. The spin budget still doubles back as soon as answers come while
+        spinning, so a lone client on an idle machine keeps spinning."""
+        self.woken = woken
+        self.yield_time = yield_time
+        if woken:
+            self.yield_time = min(yield_time, WAKE_YIELD_TIME)
         self.spin = spin
         self.spin_max = spin
         self.learn = learn
-        self.yield_time = yield_time
         self.max_sleep = max(max_sleep, MIN_SLEEP)
         self.sleeper = sleeper
         self.restart()
@@ -80,9 +94,14 @@ class Backoff:
             if n <= self.spin:
                 if self.spin < self.spin_max:
                     self.spin = min(self.spin_max, self.spin * 2)
-            elif not self.sleeping and self.spin > SPIN_FLOOR:
+            elif (self.woken or not self.sleeping) and self.spin > SPIN_FLOOR:
                 self.spin = max(SPIN_FLOOR, self.spin // 2)
         self.restart()
+
+    def wakeable(self, woken: bool, yield_time: float = YIELD_TIME) -> None:
+        """Say whether the peers wake us now (a server whose clients come and go)."""
+        self.woken = woken
+        self.yield_time = min(yield_time, WAKE_YIELD_TIME) if woken else yield_time
 
     def restart(self) -> None:
         """Start a new wait without learning anything from the last one."""

@@ -110,7 +110,8 @@ class Connection:
         sleeper = self._sleep if self.futex else None
         if self.same_process:
             return Backoff(spin=0, sleeper=sleeper)
-        return Backoff(sleeper=sleeper, learn=not Backoff.remote_peer(self.endpoint.host != self.pool.host_id))
+        return Backoff(sleeper=sleeper, learn=not Backoff.remote_peer(self.endpoint.host != self.pool.host_id),
+                       woken=self.futex)
 
     def wake_server(self) -> None:
         """After writing a frame: if the server's poller sleeps in the kernel, kick and wake it."""
@@ -261,7 +262,9 @@ class Connection:
                 state = self._register(cid, deserializer, deadline)
             return state, None
         finally:
-            self._release_reader()
+            reader.release()  # _release_reader, inline
+            if self.want_reader:
+                self._hand_over()
 
     def _release_reader(self) -> None:
         self.reader.release()

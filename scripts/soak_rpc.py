@@ -44,14 +44,21 @@ def _env(host: int = 0) -> dict:
 
 
 def _rss_mib(pid: int) -> float:
+    return _memory(pid).get("VmRSS", 0.0)
+
+
+def _memory(pid: int) -> dict:
+    """VmRSS and its parts (RssAnon: the process's own; RssShmem: pool pages it touched), MiB."""
+    out = {}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "Threads"):
+                    out[key] = int(rest.split()[0]) / (1 if key == "Threads" else 1024)
     except OSError:
         pass
-    return 0.0
+    return out
 
 
 def _start_server(pool: str, name: str, workers: int) -> subprocess.Popen:
@@ -79,6 +86,7 @@ def soak(args: argparse.Namespace, pool: str) -> int:
     try:
         watch = load.HeartbeatWatch(pool, name)
         start_rss = _rss_mib(server.pid)
+        start_mem = _memory(server.pid)
         for i in range(args.procs):
             children.append(subprocess.Popen(
                 [sys.executable, "-m", "rpc.load", "client", pool, name, str(args.proc_threads), str(args.seconds),
@@ -124,6 +132,8 @@ def soak(args: argparse.Namespace, pool: str) -> int:
             time.sleep(0.1)
             watch.sample()
         end_rss = _rss_mib(server.pid)
+        print(f"server memory at start: {start_mem}")
+        print(f"server memory after idling: {_memory(server.pid)}")
         print(f"outcomes: {json.dumps(dict(totals), sort_keys=True)}")
         print(f"server RSS: start {start_rss:.1f} MiB, after {args.idle:.0f} s idle {end_rss:.1f} MiB; "
               f"heartbeat max age {watch.max_age:.2f} s")

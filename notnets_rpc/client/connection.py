@@ -29,7 +29,7 @@ import grpc
 
 from ..wire import frames as F
 from ..wire import layout as L
-from ..backoff import Backoff
+from ..backoff import Backoff, tunables
 from .call import WAIT_DONE, CallState, _NOTHING
 from ..errors import ChecksumError, ProtocolError
 from ..wire.messages import on_chunk, sink_slot, takes_buffers
@@ -100,6 +100,7 @@ class Connection:
         self.server_sleep = None if entry is None else entry + L.DIR_SLEEP
         self.server_kick = None if entry is None else entry + L.DIR_KICK
         self._claim = L.pack_state(generation, L.CH_OPEN)
+        self._tune = tunables()  # read once per connection, never per wait
         self._backoff = self._new_backoff()
         self._peer_beat = (endpoint.heartbeat_ms, _monotonic())
         self._lost_key = pool.on_lost(self.break_)  # the pool file shrank: stop touching it
@@ -109,8 +110,8 @@ class Connection:
         # a server in this very process needs the GIL to answer: do not spin
         sleeper = self._sleep if self.futex else None
         if self.same_process:
-            return Backoff(spin=0, sleeper=sleeper)
-        return Backoff(sleeper=sleeper, learn=not Backoff.remote_peer(self.endpoint.host != self.pool.host_id))
+            return Backoff(self._tune, spin=0, sleeper=sleeper)
+        return Backoff(self._tune, sleeper=sleeper, learn=not Backoff.remote_peer(self.endpoint.host != self.pool.host_id))
 
     def wake_server(self) -> None:
         """After writing a frame: if the server's poller sleeps in the kernel, kick and wake it."""
@@ -473,7 +474,7 @@ class Connection:
         read = self.rx.read
         dispatch = self._dispatch
         if pumping:
-            backoff = Backoff(spin=0, yield_time=0.001, sleeper=self._sleep if self.futex else None)
+            backoff = Backoff(self._tune, spin=0, yield_time=0.001, sleeper=self._sleep if self.futex else None)
         else:
             backoff = self._backoff
             if fresh:

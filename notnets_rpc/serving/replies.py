@@ -47,7 +47,7 @@ class Replies:
         window = self._call_window
         if call.queued <= window:
             return call.active
-        backoff = Backoff(spin=0, max_sleep=0.002)
+        backoff = Backoff(self._tune, spin=0, max_sleep=0.002)
         while call.queued > window:
             if not call.active or ch.dropped or self._stopped.is_set():
                 return False

@@ -33,7 +33,7 @@ import grpc
 
 from ..wire import frames as F
 from ..wire import layout as L
-from ..backoff import ONE_CPU, Backoff
+from ..backoff import ONE_CPU, Backoff, tunables
 from ..options import message_limits
 from ..errors import ChecksumError, EndpointInUseError, ProtocolError
 from ..wire.messages import on_chunk, takes_buffers
@@ -61,8 +61,7 @@ IDLE_NAP = 0.05  # how long the monitor sleeps between looks while the server is
 BUSY_NAP = 0.04 if ONE_CPU else 0.002
 CLIENT_CHECK_PERIOD = 0.5
 TRIM_AFTER = 2.0  # seconds of idling after traffic before freed memory goes back to the system
-IDLE_SLEEP = float(os.environ.get("NOTNETS_IDLE_SLEEP_US", "1000")) / 1e6
-KERNEL_SLEEP_FACTOR = 10  # an idle server asleep in the kernel wakes every 10 x IDLE_SLEEP to look around
+KERNEL_SLEEP_FACTOR = 10  # an idle server asleep in the kernel wakes every 10 x the idle sleep to look around
 _UNAVAILABLE_SHUTDOWN = "Cancelling all calls"
 _CALL_HEAD_SIZE = F.CALL_HEAD.size
 _unpack_call_head = F.CALL_HEAD.unpack_from
@@ -172,6 +171,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._backlog: Dict[ServerChannel, bool] = {}  # channels whose outbox holds frames
         self._beat_key: Optional[int] = None
         self._chunk = self._frame_limit = self._window = self._call_window = 0
+        self._tune = tunables()  # NOTNETS_SPIN & co., read again when the server starts
         if handlers:
             self.add_generic_rpc_handlers(handlers)
 
@@ -252,6 +252,7 @@ class Server(ChannelTable, Replies, grpc.Server):
     def _start_threads(self) -> None:
         """The poller, the monitor, and the heartbeat (on the process's beat thread, which
         only stores words: no channel, lock or ring can hold it up)."""
+        self._tune = tunables()
         self._beat_key = BEATER.register(self._beat)
         self._spawn_poller()
         threading.Thread(target=self._monitor, name="notnets-monitor", daemon=True).start()
@@ -372,7 +373,7 @@ class Server(ChannelTable, Replies, grpc.Server):
                 self._leader = me
         try:
             mem = self._pool.mem
-            backoff = Backoff(max_sleep=IDLE_SLEEP, sleeper=lambda seconds: self._sleep(mem, seconds))
+            backoff = Backoff(self._tune, max_sleep=self._tune.idle_sleep, sleeper=lambda seconds: self._sleep(mem, seconds))
             it = 0
             load = mem.load
             while self._leader == me:
@@ -541,20 +542,16 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._budget.give(n)
 
     def _on_call(self, ch: ServerChannel, flags: int, cid: int, body: bytes) -> None:
-        if len(body) < _CALL_HEAD_SIZE:
-            raise ProtocolError("CALL: body shorter than its header")
-        timeout_us, mlen, mdlen = _unpack_call_head(body)
-        at = _CALL_HEAD_SIZE + mlen + mdlen
-        if mlen == 0 or at > len(body):
-            raise ProtocolError("CALL: method or metadata overruns the body")
+        """A CALL frame off the fast path (``_drain`` handles the plain unary one itself):
+        parsed by ``frames.parse_call``, which the property tests hammer."""
+        timeout_us, method_raw, metadata_raw, at = F.parse_call(body)
         ch.bytes_in += len(body)
         if flags & F.F_HAS_MESSAGE and len(body) - at > self._max_receive:
             self._reject(ch, cid, grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"Received message larger than max ({len(body) - at} vs. {self._max_receive})")
             return
-        method_raw = body[_CALL_HEAD_SIZE : _CALL_HEAD_SIZE + mlen]
         cached = self._resolved.get(method_raw)
-        if cached is not None and not mdlen:
+        if cached is not None and not metadata_raw:
             method, handler, unary, _ = cached
             if unary and flags == _UNARY_CALL and self._inline_ok:
                 self._run_unary(ch, cid, method, handler, body[at:], timeout_us)
@@ -565,7 +562,7 @@ class Server(ChannelTable, Replies, grpc.Server):
                 method = method_raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise ProtocolError("method name is not UTF-8") from None
-            metadata = as_metadata(F.decode_metadata(body[_CALL_HEAD_SIZE + mlen : at])) if mdlen else ()
+            metadata = as_metadata(F.decode_metadata(metadata_raw)) if metadata_raw else ()
             try:
                 handler = self._lookup(method, metadata, method_raw)
             except Exception:

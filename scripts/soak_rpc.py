@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -43,27 +44,23 @@ def _env(host: int = 0) -> dict:
     return env
 
 
+RSS_TARGET_MIB = 10  # issue 11: the server's memory back within 10 MiB of its start after idling
+
+
 def _rss_mib(pid: int) -> float:
-    return _memory(pid).get("VmRSS", 0.0)
-
-
-def _memory(pid: int) -> dict:
-    """VmRSS and its parts (RssAnon: the process's own; RssShmem: pool pages it touched), MiB."""
-    out = {}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "Threads"):
-                    out[key] = int(rest.split()[0]) / (1 if key == "Threads" else 1024)
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return out
+    return 0.0
 
 
-def _start_server(pool: str, name: str, workers: int) -> subprocess.Popen:
+def _start_server(pool: str, name: str, workers: int, env: Optional[dict] = None) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "rpc.load", "serve", pool, name, str(workers)],
-                            stdout=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, text=True, env={**_env(), **(env or {})})
     line = proc.stdout.readline()
     if "serving" not in line:
         proc.kill()
@@ -78,15 +75,35 @@ def _server_calls(watch: "load.HeartbeatWatch") -> int:
     return 0 if off is None else watch._pool.mem.load(off - L.DIR_HEARTBEAT + L.DIR_CALLS)
 
 
+def _memory_report(server: subprocess.Popen, path: str) -> dict:
+    """Ask the server for its memory_report() (tests/rpc/load.py) and wait for it."""
+    before = os.path.getsize(path) if os.path.exists(path) else 0
+    server.send_signal(signal.SIGUSR2)
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        if os.path.exists(path) and os.path.getsize(path) > before:
+            with open(path) as f:
+                f.seek(before)
+                line = f.readline()
+            if line.endswith("\n"):
+                return json.loads(line)
+        time.sleep(0.05)
+    return {}
+
+
 def soak(args: argparse.Namespace, pool: str) -> int:
     name = "soak"
-    server = _start_server(pool, name, args.workers)
+    report_path = f"{pool}.memreport"
+    env = {load.MEMREPORT_ENV: report_path}
+    if args.trace_malloc:
+        env["PYTHONTRACEMALLOC"] = "1"
+    server = _start_server(pool, name, args.workers, env)
     children = []
     ok = True
     try:
         watch = load.HeartbeatWatch(pool, name)
+        start_report = _memory_report(server, report_path)
         start_rss = _rss_mib(server.pid)
-        start_mem = _memory(server.pid)
         for i in range(args.procs):
             children.append(subprocess.Popen(
                 [sys.executable, "-m", "rpc.load", "client", pool, name, str(args.proc_threads), str(args.seconds),
@@ -132,11 +149,17 @@ def soak(args: argparse.Namespace, pool: str) -> int:
             time.sleep(0.1)
             watch.sample()
         end_rss = _rss_mib(server.pid)
-        print(f"server memory at start: {start_mem}")
-        print(f"server memory after idling: {_memory(server.pid)}")
+        end_report = _memory_report(server, report_path)
+        print(f"server memory at start: {json.dumps(start_report)}")
+        print(f"server memory after {args.idle:.0f} s idle: {json.dumps(end_report)}")
         print(f"outcomes: {json.dumps(dict(totals), sort_keys=True)}")
         print(f"server RSS: start {start_rss:.1f} MiB, after {args.idle:.0f} s idle {end_rss:.1f} MiB; "
               f"heartbeat max age {watch.max_age:.2f} s")
+        grown = end_report.get("RssAnon", 0) - start_report.get("RssAnon", 0)
+        shared = end_report.get("RssShmem", 0) - start_report.get("RssShmem", 0)
+        print(f"server's own memory (RssAnon) after idling: {grown:+.1f} MiB against its start "
+              f"(target: within {RSS_TARGET_MIB} MiB): {'met' if grown <= RSS_TARGET_MIB else 'NOT MET'}; "
+              f"pool pages it touched (RssShmem, the pool's, shared): {shared:+.1f} MiB")
         ok &= server.poll() is None and not totals.get("UNAVAILABLE") and not totals.get("CORRUPT")
         ok &= watch.max_age < 1.0 and not totals.get("HUNG")
         watch.close()
@@ -186,6 +209,8 @@ def main() -> int:
     parser.add_argument("--pool-mib", type=int, default=256)
     parser.add_argument("--idle", type=float, default=10, help="seconds of idling before the final RSS")
     parser.add_argument("--kill-restart", type=int, default=0, metavar="N")
+    parser.add_argument("--trace-malloc", action="store_true",
+                        help="run the server with PYTHONTRACEMALLOC=1: its memory reports name the top Python sites")
     args = parser.parse_args()
     pool = f"/dev/shm/notnets-soak-{uuid.uuid4().hex[:8]}"
     notnets_rpc.create_pool(pool, args.pool_mib << 20)
@@ -193,6 +218,8 @@ def main() -> int:
         return kill_restart(args, pool) if args.kill_restart else soak(args, pool)
     finally:
         os.unlink(pool)
+        if os.path.exists(f"{pool}.memreport"):
+            os.unlink(f"{pool}.memreport")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ class CallState:
     trailing: tuple = ()
     messages: Optional[deque] = None
     partial: Any = None  # messages.Partial of a message that spans several frames
+    reserved = 0  # bytes of ``partial`` charged to the channel's reassembly budget (budget.py)
     waiter: Any = None
     callbacks: Optional[list] = None
     done_callbacks: Optional[list] = None

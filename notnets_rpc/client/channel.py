@@ -21,6 +21,7 @@ import grpc
 from ..wire import frames as F
 from .call import WAIT_DONE, CallState, ClientCall
 from .connection import Connection, ConnectionBroken
+from ..budget import Budget
 from ..errors import PoolError, PoolNotReadyError
 from ..liveness import BEATER
 from ..pool import Pool, default_pool_path, stale_ms
@@ -77,6 +78,7 @@ class Channel(grpc.Channel):
         self._name = name
         self._pool_path = default_pool_path(pool)
         self._max_receive, self._max_send = message_limits(options)
+        self._budget = Budget.from_options(options)  # partly received messages, across calls (budget.py)
         self._pool: Optional[Pool] = None
         self._conn: Optional[Connection] = None
         self._beat_key: Optional[int] = None
@@ -138,7 +140,7 @@ class Channel(grpc.Channel):
                 limit = min(limit, max(deadline, _monotonic() + 0.5))
             slot, generation = pool.claim_channel(endpoint, os.getpid())
             conn = Connection(pool, endpoint, slot, generation, self._max_receive, self._max_send,
-                              self._queue_callbacks)
+                              self._queue_callbacks, self._budget)
             try:
                 conn.await_accept(limit)
             except ConnectionBroken as exc:

@@ -30,6 +30,7 @@ import grpc
 from ..wire import frames as F
 from ..wire import layout as L
 from ..backoff import Backoff, tunables
+from ..budget import Budget
 from .call import WAIT_DONE, CallState, _NOTHING
 from ..errors import ChecksumError, ProtocolError
 from ..wire.messages import on_chunk, sink_slot, takes_buffers
@@ -66,7 +67,7 @@ class ConnectionBroken(Exception):
 
 class Connection:
     def __init__(self, pool: Pool, endpoint: Endpoint, slot: int, generation: int, max_receive: int,
-                 max_send: int, on_callback: Callable[[list], None]) -> None:
+                 max_send: int, on_callback: Callable[[list], None], budget: Budget) -> None:
         self.pool = pool
         self.endpoint = endpoint
         self.slot = slot
@@ -78,6 +79,7 @@ class Connection:
         self.chunk = pool.layout.chunk_bytes
         self.max_receive = max_receive
         self.max_send = max_send
+        self.budget = budget  # the channel's, for partly received messages (budget.py)
         self.lock = threading.Lock()
         self.tx_lock = threading.Lock()
         self.reader = threading.Lock()  # held by the thread that polls the response ring
@@ -583,18 +585,43 @@ class Connection:
             self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"Received message larger than max ({aux} vs. {self.max_receive})", cancel=True)
             return
+        if body is not None and state.partial is None and flags & _MORE and not self._reserve(state, aux):
+            self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"Client out of buffer space for partly received messages ({self.budget.limit} bytes)",
+                              cancel=True)
+            return
         whole = on_chunk(state, flags & _MORE, aux, body, takes_buffers(state.deserializer))
         if whole is not None:
+            if state.reserved:
+                self._unreserve(state)
             self._deliver(state, whole)
 
     def _sink(self, kind: int, flags: int, cid: int, aux: int, n: int) -> Optional[memoryview]:
-        """Ring sink: large chunks go straight into their call's message buffer."""
+        """Ring sink: large chunks go straight into their call's message buffer, charged to
+        the channel's budget before it is made (over it: None, and ``_on_message`` ends
+        the call)."""
         if kind != _MESSAGE:
             return None
         state = self.calls.get(cid)
-        if state is None:
+        if state is None or aux > self.max_receive:
+            return None
+        if state.partial is None and n != aux and not self._reserve(state, aux):
             return None
         return sink_slot(state, aux, n, self.max_receive)
+
+    def _reserve(self, state: CallState, n: int) -> bool:
+        """Charge a partly received message of ``n`` bytes to the channel's budget; False
+        when it does not fit or the call has ended (nothing to hold it for)."""
+        with self.lock:
+            if state.done or not self.budget.take(n):
+                return False
+            state.reserved = n
+            return True
+
+    def _unreserve(self, state: CallState) -> None:
+        with self.lock:
+            n, state.reserved = state.reserved, 0
+        self.budget.give(n)
 
     def _deliver(self, state: CallState, message: bytes) -> None:
         with self.lock:
@@ -676,6 +703,9 @@ class Connection:
                 self.unattended -= 1
             self._wake(state)
             callbacks = self._take_callbacks(state)
+            reserved, state.reserved, state.partial = state.reserved, 0, None
+        if reserved:
+            self.budget.give(reserved)
         if cancel or code is grpc.StatusCode.DEADLINE_EXCEEDED:
             self.try_send_cancel(state.id)
         if callbacks:

@@ -38,7 +38,7 @@ from ..options import message_limits
 from ..errors import ChecksumError, EndpointInUseError, ProtocolError
 from ..wire.messages import on_chunk, takes_buffers
 from ..pool import BeatWatch, Endpoint, Pool, stale_ms
-from .budget import DEFAULT_LIMIT as DEFAULT_BUDGET, OPTION as BUDGET_OPTION, Budget
+from ..budget import Budget
 from .call import ANSWERED, END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
 from .channels import ChannelTable, ServerChannel
 from .replies import Replies
@@ -128,7 +128,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._host_id = host_id
         self._options = list(options or ())
         self._max_receive, self._max_send = message_limits(options)
-        self._budget = Budget(dict(self._options).get(BUDGET_OPTION, DEFAULT_BUDGET))
+        self._budget = Budget.from_options(self._options)
         self._max_concurrent = maximum_concurrent_rpcs
         self._interceptors = list(interceptors or ())
         self._compression = compression

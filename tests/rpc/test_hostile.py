@@ -3,6 +3,7 @@ never other clients (docs/rpc.md, "Concurrency" and "Untrusted memory")."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import grpc
@@ -12,7 +13,7 @@ import notnets_rpc
 from notnets_rpc.wire import frames as F
 
 from . import load
-from .hostile import RawChannel
+from .hostile import RawChannel, RawServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -146,6 +147,62 @@ def test_announced_huge_messages_cost_no_memory_beyond_the_budget(serve, pool_pa
         big = b"q" * (3 << 20)
         assert ch.stream_unary("/test.T/Sum")(iter([big]), timeout=10) == big
     assert server._budget.used == 0
+
+
+def _raw_streams(raw, channel, n):
+    """``n`` response streams from ``channel`` to the raw server, and their call ids there."""
+    accepting = threading.Thread(target=raw.accept) if raw.tx is None else None
+    if accepting is not None:
+        accepting.start()
+    calls = [channel.unary_stream("/raw.R/Stream")(b"", timeout=30) for _ in range(n)]
+    if accepting is not None:
+        accepting.join(10)
+    return calls, raw.calls(n)
+
+
+def test_client_charges_announced_messages_to_its_budget(pool_path):
+    """A server announces 5 MiB messages in 16-byte chunks on four calls at once: the
+    channel's reassembly budget (8 MiB) takes the first, the others end
+    RESOURCE_EXHAUSTED before anything is allocated, and an ended or completed message
+    gives its charge back."""
+    raw = RawServer(pool_path, "raw")
+    try:
+        with notnets_rpc.insecure_channel("notnets:raw", pool=pool_path,
+                                          options=[("notnets.max_reassembly_bytes", 8 << 20)]) as ch:
+            calls, ids = _raw_streams(raw, ch, 4)
+            for cid in ids:
+                assert raw.write(F.MESSAGE, F.F_MORE, cid, 5 << 20, b"z" * 16)
+            for call in calls[1:]:
+                assert call.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "out of buffer space" in call.details()
+            assert calls[0].is_active() and ch._budget.used == 5 << 20
+            calls[0].cancel()
+            assert ch._budget.used == 0
+            (call,), (cid,) = _raw_streams(raw, ch, 1)
+            assert raw.write(F.MESSAGE, F.F_MORE, cid, 32, b"a" * 16)
+            assert raw.write(F.MESSAGE, 0, cid, 32, b"b" * 16)
+            assert next(call) == b"a" * 16 + b"b" * 16
+            assert ch._budget.used == 0
+    finally:
+        raw.close()
+
+
+def test_client_refuses_announced_or_single_frame_messages_over_its_limit(pool_path):
+    raw = RawServer(pool_path, "raw")
+    try:
+        with notnets_rpc.insecure_channel("notnets:raw", pool=pool_path,
+                                          options=[("grpc.max_receive_message_length", 1000)]) as ch:
+            calls, (chunked, single, fits) = _raw_streams(raw, ch, 3)
+            assert raw.write(F.MESSAGE, F.F_MORE, chunked, 5000, b"z" * 16)
+            assert raw.write(F.MESSAGE, 0, single, 1001, b"y" * 1001)
+            assert raw.write(F.MESSAGE, 0, fits, 1000, b"x" * 1000)
+            for call in calls[:2]:
+                assert call.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "Received message larger than max" in call.details()
+            assert next(calls[2]) == b"x" * 1000
+            assert ch._budget.used == 0
+    finally:
+        raw.close()
 
 
 def test_channel_dropped_by_the_server_is_reported(serve, pool_path):

@@ -97,6 +97,7 @@ def soak(args: argparse.Namespace, pool: str) -> int:
     env = {load.MEMREPORT_ENV: report_path}
     if args.trace_malloc:
         env["PYTHONTRACEMALLOC"] = "1"
+    env.update(item.split("=", 1) for item in args.server_env)
     server = _start_server(pool, name, args.workers, env)
     children = []
     ok = True
@@ -209,6 +210,8 @@ def main() -> int:
     parser.add_argument("--pool-mib", type=int, default=256)
     parser.add_argument("--idle", type=float, default=10, help="seconds of idling before the final RSS")
     parser.add_argument("--kill-restart", type=int, default=0, metavar="N")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="an environment variable for the server process only (e.g. MALLOC_ARENA_MAX=1)")
     parser.add_argument("--trace-malloc", action="store_true",
                         help="run the server with PYTHONTRACEMALLOC=1: its memory reports name the top Python sites")
     args = parser.parse_args()

@@ -94,6 +94,7 @@ class Connection:
         self._cancels: deque = deque()  # ids of calls that ended here, CANCEL not written yet
         self.senders = 0  # threads streaming requests: they need the GIL, so readers yield instead of spinning
         self._on_callback = on_callback
+        self.on_broken: Optional[Callable[["Connection"], None]] = None  # the channel's: it reconnects next time
         self.same_process = endpoint.host == pool.host_id and endpoint.pid == os.getpid()
         # same host: sleep in the kernel after spinning and let the server wake us (and we it)
         self.futex = self.mem.can_wait and endpoint.host == pool.host_id
@@ -794,9 +795,11 @@ class Connection:
 
         ``broken`` (the reason) is set with the first step, so that no new call starts;
         every call still registered ends; CLOSED also gives the slot back, once."""
+        broke = False
         with self.lock:
             if self.stage is Stage.OPEN:
                 self.stage, self.broken = stage, reason
+                broke = stage is Stage.BROKEN
             elif stage is Stage.CLOSED and self.stage is Stage.BROKEN:
                 self.stage = stage
             elif stage is not Stage.CLOSED or self.released:
@@ -807,6 +810,8 @@ class Connection:
                 self.released = True
         for state in calls:
             self.fail_locally(state, code, details, cancel=cancel)
+        if broke and self.on_broken is not None:
+            self.on_broken(self)
         if release:
             self.pool.forget_lost(self._lost_key)
             self.pool.close_channel(self.slot, self.generation)

@@ -18,7 +18,6 @@ load per host every few polls); a channel whose claim word changes is dropped.
 from __future__ import annotations
 
 import collections
-import ctypes
 import enum
 import logging
 import os
@@ -41,6 +40,7 @@ from ..pool import BeatWatch, Endpoint, Pool, stale_ms
 from ..budget import Budget
 from .call import ANSWERED, END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
 from .channels import ChannelTable, ServerChannel
+from .malloc_policy import ARENA_OPTION, DEFAULT_ARENAS, limit_arenas, release_free_memory
 from .replies import Replies
 from ..liveness import BEATER
 from ..status import as_metadata
@@ -70,15 +70,6 @@ _STATUS = F.STATUS
 _CALL = F.CALL
 _BIG = 16384  # requests from this size on are handed to buffer-taking parsers as a view
 _BARE = F.F_BARE
-
-
-def release_free_memory() -> None:
-    """Give freed heap memory back to the system (glibc's malloc keeps it otherwise: after
-    a burst of 1 MiB messages a server's RSS stayed ~30 MiB above its start)."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 class Stage(enum.Enum):
@@ -253,6 +244,8 @@ class Server(ChannelTable, Replies, grpc.Server):
         """The poller, the monitor, and the heartbeat (on the process's beat thread, which
         only stores words: no channel, lock or ring can hold it up)."""
         self._tune = tunables()
+        # before the poller, monitor and workers exist: they share one trimmable arena (malloc_policy.py)
+        limit_arenas(int(dict(self._options).get(ARENA_OPTION, DEFAULT_ARENAS)))
         self._beat_key = BEATER.register(self._beat)
         self._spawn_poller()
         threading.Thread(target=self._monitor, name="notnets-monitor", daemon=True).start()

@@ -12,7 +12,11 @@ stands still for 2 s it asks the server for a stack dump (SIGUSR1, on its stderr
     scripts/soak_rpc.py --kill-restart 50      # kill/restart server and clients N times
 
 Exit status 0 when: no UNAVAILABLE while the server lived, no CORRUPT answer, every
-thread and process ended, heartbeat age stayed under 1 s.
+thread and process ended, heartbeat age stayed under 1 s, and after idling the server's
+own memory (RssAnon) is back within 10 MiB of its start. Its memory report (SIGUSR2,
+tests/rpc/load.py ``memory_report``) at start and after idling says where memory is:
+/proc's split of RSS (pool pages it touched count as RssShmem), glibc's heap, and with
+--trace-malloc Python's top allocation sites.
 """
 
 from __future__ import annotations
@@ -161,6 +165,7 @@ def soak(args: argparse.Namespace, pool: str) -> int:
         print(f"server's own memory (RssAnon) after idling: {grown:+.1f} MiB against its start "
               f"(target: within {RSS_TARGET_MIB} MiB): {'met' if grown <= RSS_TARGET_MIB else 'NOT MET'}; "
               f"pool pages it touched (RssShmem, the pool's, shared): {shared:+.1f} MiB")
+        ok &= grown <= RSS_TARGET_MIB
         ok &= server.poll() is None and not totals.get("UNAVAILABLE") and not totals.get("CORRUPT")
         ok &= watch.max_age < 1.0 and not totals.get("HUNG")
         watch.close()

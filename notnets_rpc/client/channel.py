@@ -423,7 +423,10 @@ def _consume_requests(conn: Connection, state: CallState, requests: Iterator, se
             except Exception:
                 conn.fail_locally(state, grpc.StatusCode.INTERNAL, "Exception serializing request!", cancel=True)
                 return
+            if not conn.await_window(state):
+                return
             conn.send_message(state, payload, False)
+            state.sent += len(payload)
         if not state.done:
             conn.send_half_close(state)
     except ConnectionBroken:

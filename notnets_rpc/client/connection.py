@@ -77,6 +77,7 @@ class Connection:
         self.tx, self.rx = pool.client_rings(slot)
         self.rx.sink = self._sink
         self.chunk = pool.layout.chunk_bytes
+        self.request_window = pool.layout.ring_bytes  # a request stream's bytes ahead of its handler
         self.max_receive = max_receive
         self.max_send = max_send
         self.budget = budget  # the channel's, for partly received messages (budget.py)
@@ -303,6 +304,30 @@ class Connection:
             self.send(_MESSAGE, end if last else _MORE, state.id, n, (piece,), len(piece), state)
             if state.done:
                 return
+
+    def await_window(self, state: CallState) -> bool:
+        """(a request-streaming thread, holding nothing) Wait until the call may send
+        another message: fewer than ``request_window`` bytes sent that its handler has not
+        taken yet (the server credits them back with WINDOW frames). A slow handler so
+        waits alone; the channel's other calls go on. False if the call ended."""
+        window = self.request_window
+        if state.sent - state.credit < window:
+            return not state.done
+        backoff = Backoff(self._tune, spin=0, max_sleep=0.002)
+        while state.sent - state.credit >= window:
+            if state.done:
+                return False
+            if self.broken is not None:
+                raise ConnectionBroken(self.broken)
+            self._read_some()  # the credit may be waiting in the ring with nobody reading
+            if backoff.pause():
+                now = _monotonic()
+                if state.deadline is not None and now >= state.deadline:
+                    self.fail_locally(state, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", cancel=True)
+                    return False
+                if now - self._last_check > LIVENESS_PERIOD:
+                    self._check_peer(now)
+        return not state.done
 
     def send_half_close(self, state: CallState) -> None:
         self.send(F.HALF_CLOSE, 0, state.id, 0, (), 0, state)
@@ -570,6 +595,8 @@ class Connection:
                                F.decode_metadata(initial) if flags & F.F_HAS_HEADERS else None, message)
             elif kind == _MESSAGE:
                 self._on_message(state, flags, aux, body)
+            elif kind == F.WINDOW:
+                state.credit += aux
             elif kind == F.HEADERS:
                 md = F.decode_metadata(body)
                 with self.lock:

@@ -161,7 +161,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._totals = [0, 0, 0, 0]
         self._backlog: Dict[ServerChannel, bool] = {}  # channels whose outbox holds frames
         self._beat_key: Optional[int] = None
-        self._chunk = self._frame_limit = self._window = self._call_window = 0
+        self._chunk = self._frame_limit = self._window = self._call_window = self._request_window = 0
         self._tune = tunables()  # NOTNETS_SPIN & co., read again when the server starts
         if handlers:
             self.add_generic_rpc_handlers(handlers)
@@ -228,6 +228,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._chunk = self._bare_limit = self._frame_limit = lay.chunk_bytes
         self._window = 2 * lay.ring_bytes    # a channel's outbox before its requests wait (outbox.py)
         self._call_window = lay.chunk_bytes  # a streaming call's queued bytes before its handler waits
+        self._request_window = lay.ring_bytes  # a request stream's bytes the client may send ahead of its handler
         self._futex_ok = pool.mem.can_wait
         pool.on_lost(self._abandon)
 
@@ -649,6 +650,11 @@ class Server(ChannelTable, Replies, grpc.Server):
         handler = call.handler
         if handler.request_streaming:
             if message is not None:
+                if call.arrived - call.taken >= self._request_window:  # the client ignored its window
+                    self._fail(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"Client sent past its request window ({self._request_window} bytes)")
+                    return
+                call.arrived += len(message)
                 call.requests.put(message)
             if end:
                 call.request_done = True

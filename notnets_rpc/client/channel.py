@@ -21,7 +21,7 @@ import grpc
 
 from ..wire import frames as F
 from .call import WAIT_DONE, CallState, ClientCall
-from .connection import Connection, ConnectionBroken
+from .connection import AcceptTimeout, Connection, ConnectionBroken
 from ..budget import Budget
 from ..errors import PoolError, PoolNotReadyError
 from ..liveness import BEATER
@@ -189,9 +189,8 @@ class Channel(grpc.Channel):
             # one entry may be a leftover or a forgery: give each a short handshake while
             # others remain to be tried, the last one the full stale interval
             wait = ACCEPT_TRY if i + 1 < len(found) else stale_ms() / 1000 + 1.0
-            limit = _monotonic() + wait
-            if deadline is not None:
-                limit = min(limit, max(deadline, _monotonic() + 0.5))
+            full = _monotonic() + wait
+            limit = full if deadline is None else min(full, max(deadline, _monotonic() + 0.5))
             slot, generation = pool.claim_channel(endpoint, os.getpid())
             conn = Connection(pool, endpoint, slot, generation, self._max_receive, self._max_send,
                               self._queue_callbacks, self._budget)
@@ -199,6 +198,10 @@ class Channel(grpc.Channel):
                 conn.await_accept(limit)
             except ConnectionBroken as exc:
                 pool.close_channel(slot, generation)
+                if isinstance(exc, AcceptTimeout) and limit < full:
+                    # the call's deadline ended the wait, not the entry: no evidence against
+                    # it (marking it refused made the next calls UNAVAILABLE on a busy host)
+                    raise
                 pool.refused(endpoint)
                 failure = exc
                 continue

@@ -65,6 +65,10 @@ class ConnectionBroken(Exception):
     """The server behind this connection is gone; carries the details for UNAVAILABLE."""
 
 
+class AcceptTimeout(ConnectionBroken):
+    """The server did not accept the channel within the time it was given."""
+
+
 class Connection:
     def __init__(self, pool: Pool, endpoint: Endpoint, slot: int, generation: int, max_receive: int,
                  max_send: int, on_callback: Callable[[list], None], budget: Budget) -> None:
@@ -153,7 +157,7 @@ class Connection:
             if backoff.pause():
                 now = _monotonic()
                 if now >= deadline:
-                    raise ConnectionBroken("server did not accept the channel in time")
+                    raise AcceptTimeout("server did not accept the channel in time")
                 if now - self._last_check > LIVENESS_PERIOD:
                     self._check_peer(now)
 

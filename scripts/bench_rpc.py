@@ -103,6 +103,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out")
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per case (median is reported)")
+    parser.add_argument("--case", action="append", metavar="LABEL",
+                        help="only this case (repeatable), e.g. --case 'unary 64 B'")
     parser.add_argument("--pool-size", default=str(1 << 30),
                         help="bytes of the /dev/shm pool (1 GiB: 4 MiB rings, so a 1 MiB message fits a ring)")
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before each first-call sample")
@@ -131,6 +133,8 @@ def main(argv=None) -> int:
         for name, target in targets.items():
             servers[name] = start_server(target, pool, env)
         for label, size, mode, n_notnets, n_grpc in plan(args.quick):
+            if args.case and label not in args.case:
+                continue
             runs = {"notnets": [], "grpcio": []}
             for _ in range(args.rounds):
                 for name in ("notnets", "grpcio"):

@@ -5,8 +5,9 @@ Used by the mixed-load test (tests/rpc/test_load.py, bounded) and the soak scrip
 (scripts/soak_rpc.py, not in CI). Run as separate processes (tests/ on sys.path):
 
     python -m rpc.load serve POOL NAME WORKERS      # prints "serving"; SIGUSR1 dumps stacks
-    python -m rpc.load client POOL NAME THREADS SECONDS SEED
-        # runs the mix, then prints one JSON line {"outcomes": {code: n}, "corrupt": n}
+    python -m rpc.load client POOL NAME THREADS SECONDS SEED [CALLS]
+        # runs the mix for SECONDS (or until CALLS calls ended, SECONDS at most), then
+        # prints one JSON line {"outcomes": {code: n}, "details": {...}, "ended": bool}
 
 Every OK answer is checked against what was sent: a wrong payload counts as "CORRUPT".
 """
@@ -24,7 +25,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from typing import Dict
+from typing import Dict, Optional
 
 import grpc
 
@@ -137,6 +138,9 @@ class Tally:
         with self.lock:
             return dict(self.counts)
 
+    def total(self) -> int:
+        return sum(self.counts.values())
+
 
 def _payload(rng: random.Random) -> bytes:
     size = rng.choices(SIZES, SIZE_WEIGHTS)[0]
@@ -178,13 +182,16 @@ def one_call(channel: grpc.Channel, rng: random.Random, tally: Tally) -> None:
         tally.add(code, "" if code in ("OK", "CANCELLED", "DEADLINE_EXCEEDED") else str(exc.details()))
 
 
-def run_threads(channel: grpc.Channel, threads: int, seconds: float, seed: int, tally: Tally) -> bool:
-    """Run the mix on ``threads`` threads for ``seconds``; False if a thread did not end."""
+def run_threads(channel: grpc.Channel, threads: int, seconds: float, seed: int, tally: Tally,
+                calls: Optional[int] = None) -> bool:
+    """Run the mix on ``threads`` threads for ``seconds``, or (``calls``) until that many
+    calls have ended, ``seconds`` at most: the work then scales with what finished, not
+    with how fast a loaded machine runs. False if a thread did not end."""
     stop = time.monotonic() + seconds
 
     def worker(i: int) -> None:
         rng = random.Random(seed * 1000 + i)
-        while time.monotonic() < stop:
+        while time.monotonic() < stop and (calls is None or tally.total() < calls):
             one_call(channel, rng, tally)
 
     pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
@@ -195,10 +202,11 @@ def run_threads(channel: grpc.Channel, threads: int, seconds: float, seed: int, 
     return not any(t.is_alive() for t in pool)
 
 
-def client(pool: str, name: str, threads: str, seconds: str, seed: str) -> int:
+def client(pool: str, name: str, threads: str, seconds: str, seed: str, calls: Optional[str] = None) -> int:
     tally = Tally()
     with notnets_rpc.insecure_channel(f"notnets:{name}", pool=pool) as channel:
-        ended = run_threads(channel, int(threads), float(seconds), int(seed), tally)
+        ended = run_threads(channel, int(threads), float(seconds), int(seed), tally,
+                            None if calls is None else int(calls))
     counts = tally.snapshot()
     print(json.dumps({"outcomes": counts, "details": tally.details, "ended": ended}), flush=True)
     return 0 if ended else 1

@@ -82,6 +82,7 @@ def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, A
         "network": {"address": network_address(host),
                     "hosts": {h.name: guest_ip(h.index) for h in topology.hosts}} if topology.network else None,
         "interpose": topology.interpose,
+        "pool_hosts": topology.pool_hosts,
         "agent_ports": int(load_template()["agent_ports"]),
         "env": {str(k): str(v) for k, v in (load_template().get("guest_env") or {}).items()},
         "hostroot_cache": hostroot_cache(),

@@ -137,3 +137,20 @@ def test_hostroot_cache_mode_from_the_template_or_the_environment(monkeypatch):
     monkeypatch.setenv("NOTNETS_HOSTROOT_CACHE", "fscache")
     with pytest.raises(UserError, match="NOTNETS_HOSTROOT_CACHE='fscache'"):
         hostroot_cache()
+
+
+def test_pools_get_a_partition_for_every_host_of_the_run(tmp_path: Path):
+    from guest.agent import command_env
+    from guest.pools import PoolDevice
+
+    device = [PoolDevice("poolB", "/dev/dax0.0", 256 << 20, 0, "region0")]
+    small = topo()
+    assert small.pool_hosts == 8  # up to eight hosts the rings stay as they were
+    assert command_env(config.guest_config(small, small.host("h1"), tmp_path), device)["NOTNETS_POOL_HOSTS"] == "8"
+    hosts = "".join(f"  - {{name: h{i}, pools: [poolB]}}\n" for i in range(16))
+    wide = topo(TOPOLOGY.split("hosts:")[0] + "hosts:\n" + hosts.replace("poolB]", "poolB, pool-a]", 1))
+    assert wide.pool_hosts == 16
+    data = config.guest_config(wide, wide.host("h15"), tmp_path)
+    assert data["host_id"] == 15 and data["pool_hosts"] == 16
+    assert command_env(data, device)["NOTNETS_POOL_HOSTS"] == "16"
+    assert "NOTNETS_POOL_HOSTS" not in command_env(data, []), "no pool, nothing to format"

@@ -76,11 +76,6 @@ def run_client(target: str, pool: str, size: int, calls: int, mode: str, env: di
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def load_average() -> float:
     return os.getloadavg()[0]
 
@@ -118,6 +113,7 @@ def main(argv=None) -> int:
         env.update(MALLOC_ENV)
     sys.path.insert(0, str(ROOT))
     import notnets_rpc
+    from emulator.backends.qemu.process import cpu_seconds
 
     notnets_rpc.create_pool(pool, int(args.pool_size))
     port = free_port()

@@ -213,16 +213,20 @@ def client(pool: str, name: str, threads: str, seconds: str, seed: str, calls: O
 
 
 class HeartbeatWatch:
-    """Watches a server's heartbeat word from outside: ``age()`` is the local time since the
-    word last changed (no clock of the server's is compared with ours)."""
+    """Watches a server's heartbeat from outside, as the server publishes it: the word
+    holds the wall-clock milliseconds of the server's last beat, and on the same machine
+    ``sample()`` compares it with this process's wall clock right after reading it. So
+    a watcher that is itself slow to run (a busy machine, threads of its own holding the
+    GIL) never reads its own delay as the server's; it can only miss a stall that ends
+    between two of its looks. (Clients judge liveness differently, by change over their
+    own clock: hosts' clocks differ, docs/rpc.md "Liveness"; here both sides share one.)"""
 
     def __init__(self, pool: str, name: str) -> None:
         from notnets_rpc.pool import Pool
 
         self._pool = Pool.acquire(pool)
         self._name = name
-        self._word = None
-        self._seen = time.monotonic()
+        self._seen = time.monotonic()  # when an entry was last found (the age while none is)
         self.max_age = 0.0
 
     def _offset(self):
@@ -235,13 +239,16 @@ class HeartbeatWatch:
         return None
 
     def sample(self) -> float:
-        """Look once; returns the current age in seconds."""
-        now = time.monotonic()
+        """Look once; returns the age of the newest beat in seconds."""
+        from notnets_rpc.pool import now_ms
+
         off = self._offset()
-        word = None if off is None else self._pool.mem.load(off)
-        if word is not None and word != self._word:
-            self._word, self._seen = word, now
-        age = now - self._seen
+        if off is None:
+            age = time.monotonic() - self._seen
+        else:
+            beat = self._pool.mem.load(off)
+            age = max(0, now_ms() - beat) / 1000
+            self._seen = time.monotonic()
         self.max_age = max(self.max_age, age)
         return age
 

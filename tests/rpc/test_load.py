@@ -3,7 +3,7 @@ serving and keeps its heartbeat while threads and processes mix sizes up to 1 Mi
 deadlines, cancellations and streams.
 
 The work is a number of calls, not a time: every client runs until its share has ended
-(60 s at most, and then the test fails naming what finished), so a loaded machine makes
+(90 s at most, and then the test fails naming what finished), so a loaded machine makes
 the test slower, not different. The clients wait without spinning (NOTNETS_SPIN=0,
 NOTNETS_YIELD_US=0: read when their channels connect): on two shared CPUs, two dozen
 spinning client threads were most of the load that starved the server under test; the
@@ -22,11 +22,11 @@ import notnets_rpc
 from . import load
 from .test_processes import peers  # noqa: F401 - fixture
 
-pytestmark = pytest.mark.timeout(150)
+pytestmark = pytest.mark.timeout(240)
 
-LIMIT = 60.0        # seconds any client may take for its share
-DRIVER_CALLS = 1200  # calls of the 16 threads in this process
-CHILD_CALLS = 200   # calls of each client process (2 threads)
+LIMIT = 90.0        # seconds any client may take for its share
+DRIVER_CALLS = 2400  # calls of the 16 threads in this process
+CHILD_CALLS = 400   # calls of each client process (2 threads)
 QUIET = {"NOTNETS_SPIN": "0", "NOTNETS_YIELD_US": "0"}
 
 
@@ -70,3 +70,4 @@ def test_mixed_load_keeps_serving_and_beating(peers, blank_path, monkeypatch):  
     assert outcomes.get("OK", 0) > 100, outcomes
     bad = {code: n for code, n in outcomes.items() if code not in ("OK", "CANCELLED", "DEADLINE_EXCEEDED")}
     assert not bad, f"unexpected outcomes {bad} (all: {outcomes}; details: {details})"
+    print(outcomes, f"heartbeat max age {watch.max_age:.2f} s")

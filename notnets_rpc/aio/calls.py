@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import os
 import queue
 import threading
 import time
@@ -26,8 +25,6 @@ from .bridge import Inbox, in_thread
 
 OK = grpc.StatusCode.OK
 _END = object()
-_sched_yield = os.sched_yield
-POLL_SPIN = 32         # empty polls of a unary call before each poll also yields the CPU
 POLL_BUDGET = 0.005    # seconds the loop polls a unary call before a thread waits for it
 
 
@@ -262,10 +259,11 @@ class PolledResponse(UnaryResponse):
     polls the response ring with ``ClientCall.poll()``, which never waits: the awaiting
     coroutine polls once per turn of the loop (a bare ``yield``, so every other task and
     callback runs in between), or, when nobody awaits the call itself, a callback of the
-    call's does. After ``POLL_SPIN`` empty polls each poll also yields the CPU; after
-    ``POLL_BUDGET`` seconds (or at the deadline) a waiter thread takes over, or, when all
-    are busy, the channel's pump with the done callback. A response that comes back
-    while the loop polls thus costs no thread hand-off at all.
+    call's does. After ``POLL_BUDGET`` seconds (or at the deadline) a waiter thread takes
+    over, or, when all are busy, the channel's pump with the done callback. A response
+    that comes back while the loop polls thus costs no thread hand-off at all. (No poll
+    yields the CPU: with many calls waiting, one yield each per turn would add up; the
+    server's loop reader, one per server, does.)
     """
 
     _polling = False   # the loop polls this call (until it is settled or handed to a thread)
@@ -291,8 +289,6 @@ class PolledResponse(UnaryResponse):
             self._settle()
             return True
         n = self._polls = self._polls + 1
-        if n > POLL_SPIN:
-            _sched_yield()
         if not n & 15:
             now = time.monotonic()
             if now >= self._poll_end or (self._deadline is not None and now >= self._deadline):

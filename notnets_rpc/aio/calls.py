@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import os
 import queue
 import threading
 import time
@@ -25,7 +26,21 @@ from .bridge import Inbox, in_thread
 
 OK = grpc.StatusCode.OK
 _END = object()
+_sched_yield = os.sched_yield
 POLL_BUDGET = 0.005    # seconds the loop polls a unary call before a thread waits for it
+POLL_SPIN = 32         # empty polls of a call before its polls also yield the CPU (see _yield_cpu)
+YIELD_EVERY = 20e-6    # ... at most once in this many seconds, however many calls poll
+_last_yield = [0.0]
+
+
+def _yield_cpu() -> None:
+    """Let another process have this CPU (the server we wait for may need it: on a loaded
+    machine a loop that only spins made calls take milliseconds), but once per
+    ``YIELD_EVERY`` at most: every waiting call polls once per turn of the loop."""
+    now = time.monotonic()
+    if now - _last_yield[0] >= YIELD_EVERY:
+        _last_yield[0] = now
+        _sched_yield()
 
 
 class Stage(enum.Enum):
@@ -261,9 +276,8 @@ class PolledResponse(UnaryResponse):
     callback runs in between), or, when nobody awaits the call itself, a callback of the
     call's does. After ``POLL_BUDGET`` seconds (or at the deadline) a waiter thread takes
     over, or, when all are busy, the channel's pump with the done callback. A response
-    that comes back while the loop polls thus costs no thread hand-off at all. (No poll
-    yields the CPU: with many calls waiting, one yield each per turn would add up; the
-    server's loop reader, one per server, does.)
+    that comes back while the loop polls thus costs no thread hand-off at all. After
+    ``POLL_SPIN`` empty polls a call's polls also yield the CPU (``_yield_cpu``).
     """
 
     _polling = False   # the loop polls this call (until it is settled or handed to a thread)
@@ -289,6 +303,8 @@ class PolledResponse(UnaryResponse):
             self._settle()
             return True
         n = self._polls = self._polls + 1
+        if n > POLL_SPIN:
+            _yield_cpu()
         if not n & 15:
             now = time.monotonic()
             if now >= self._poll_end or (self._deadline is not None and now >= self._deadline):

@@ -70,6 +70,8 @@ class _FailedStart:
 class Call(grpc.aio.Call):
     """What every shape shares: start, settle, status, cancel, callbacks."""
 
+    _owner: Any = None  # the aio channel that started it
+
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: Optional[float]) -> None:
         self._loop = loop
         self._stage = Stage.STARTING
@@ -122,6 +124,9 @@ class Call(grpc.aio.Call):
         if self._stage is Stage.DONE:
             return
         self._stage = Stage.DONE
+        owner = self._owner
+        if owner is not None:
+            owner._settled(self)
         waiters, self._waiters = self._waiters, []
         for w in waiters:
             if not w.done():
@@ -284,13 +289,11 @@ class PolledResponse(UnaryResponse):
     _inline = False    # ... from the coroutine that awaits it
     _polls = 0
     _poll_end = 0.0
-    _owner: Any = None
 
     def _follow(self, sync: Any, owner: Any) -> None:
         if owner is None:
             super()._follow(sync, owner)
             return
-        self._owner = owner
         self._polling = True
         self._poll_end = time.monotonic() + POLL_BUDGET
         self._loop.call_soon(self._poll_step)

@@ -38,8 +38,7 @@ class Channel(grpc.aio.Channel):
     # -- starting calls ----------------------------------------------------------------------------
     def _start(self, call: C.Call, start: Callable[[], Any], wait_for_ready: Optional[bool]) -> None:
         self._active.add(call)
-        call.add_done_callback(self._active.discard)
-        call.add_done_callback(self._note_outcome)
+        call._owner = self  # its _settle tells _settled
         if self._warm and not wait_for_ready:
             try:
                 sync = start()
@@ -53,9 +52,10 @@ class Channel(grpc.aio.Channel):
     def _started(self, call: C.Call, fut: "asyncio.Future[Any]") -> None:
         call._begin(fut.result(), self)
 
-    def _note_outcome(self, call: C.Call) -> None:
-        """Connected while calls get through; after an UNAVAILABLE the next call may have
-        to reconnect, which waits: it starts on a thread again."""
+    def _settled(self, call: C.Call) -> None:
+        """A call ended. Connected while calls get through; after an UNAVAILABLE the next
+        call may have to reconnect, which waits: it starts on a thread again."""
+        self._active.discard(call)
         sync = call._sync
         if isinstance(sync, C._FailedStart):
             return

@@ -85,7 +85,7 @@ def answered_later(behaviour: Callable, server: Any, serializer: Optional[Callab
     asynchronous = is_async(behaviour)
 
     def serve(request: Any, context: Any) -> Any:
-        run = _Later(server, context, False, False, serializer)
+        run = _Later(server, context, serializer)
         if threading.get_ident() == server._loop_thread:
             run.begin(behaviour, request, asynchronous, False)
         else:
@@ -266,16 +266,32 @@ class _Later(_Run):
     """A unary-unary RPC answered from the loop when its handler is done: a task for a
     coroutine, the server's threads for a plain function. No server thread waits."""
 
+    response_streaming = request_streaming = False
+    requests = out = credit = None
+
+    def __init__(self, server: Any, sync_context: Any, serializer: Optional[Callable]) -> None:
+        self.serializer = serializer
+        self.server = server
+        self.loop = server._loop
+        self.sync = sync_context
+        self.context = ServicerContext(self)
+        self.future = None
+        self.ended = self.cancelled = self.task_finished = False
+        self.done_callbacks = None
+        self.lock = threading.Lock()
+
     def begin(self, behaviour: Callable, request: Any, asynchronous: bool, passed: bool) -> None:
         """(loop) Start the handler; ``passed``: the loop reads the rings from now on."""
         server = self.server
         if passed:
             server._reader.lead()
         if asynchronous:
-            future = self.future = self.loop.create_task(self._guarded(behaviour(request, self.context)))
+            future = self.future = asyncio.Task(behaviour(request, self.context), loop=self.loop)
             if _step_now(self.loop, future) and future.done():  # answered in its first step
                 self._answer(future)
-                self._terminated()  # the RPC has ended too: context.done(), done callbacks
+                self.ended = True  # (answered: the RPC has ended as well)
+                if self.done_callbacks:
+                    self.loop.call_soon(self._run_done_callbacks)
                 return
         else:
             future = self.future = self.loop.run_in_executor(server._threads, behaviour, request, self.sync)
@@ -290,7 +306,13 @@ class _Later(_Run):
             pass
 
     def _answer(self, future: "asyncio.Future[Any]") -> None:
-        """(loop) The handler is done: its response or its status to the client."""
+        """(loop) The handler is done: its response or its status to the client. Its done
+        callbacks run once the RPC has ended too (grpc.aio's order; see ``_guarded``)."""
+        with self.lock:
+            self.task_finished = True
+            ended_first = self.ended and bool(self.done_callbacks)
+        if ended_first:
+            self.loop.call_soon(self._run_done_callbacks)
         finish = self.server._sync.finish_later
         if future.cancelled():
             if not self.ended:  # the handler cancelled itself

@@ -222,8 +222,9 @@ class _Run:
         aborted = self.context._aborted
         if aborted is not None:
             code, details = aborted
-            if code is grpc.StatusCode.OK:
-                code = grpc.StatusCode.UNKNOWN
+            if code is grpc.StatusCode.OK:  # grpcio's documented rule (abort "must not be OK"), as its sync server
+                _log.error("abort() called with StatusCode.OK; returning UNKNOWN")
+                code, details = grpc.StatusCode.UNKNOWN, ""
             return code, details
         if getattr(self.sync, "aborted", False):  # a plain handler called the sync context's abort
             return self.sync.code_, self.sync.details_

@@ -6,8 +6,9 @@ then on the loop itself looks at every ring once per turn (``Server.poll_rings``
 never waits), so the calls that follow are read, run and answered on the loop with no
 thread hand-off. Between looks every other task and callback runs; after ``SPIN``
 empty looks each look also yields the CPU (``os.sched_yield``), like a waiting poller
-thread; after ``IDLE_AFTER`` seconds without work the loop gives the reading back to a
-poller thread (``Server.unlead``), which sleeps until the next call.
+thread; after NOTNETS_YIELD_US without work (when a poller thread would start to sleep)
+the loop gives the reading back to a poller thread (``Server.unlead``), which sleeps
+until the next call.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import threading
 import time
 from typing import Any
 
-from ..backoff import YIELD_TIME
+from ..backoff import tunables
 
-SPIN = 64               # empty looks before each look also yields the CPU
-IDLE_AFTER = YIELD_TIME  # seconds without work before a poller thread takes the rings back (as it would sleep)
+SPIN = 64  # empty looks before each look also yields the CPU
 
 _sched_yield = os.sched_yield
 _monotonic = time.monotonic
@@ -37,6 +37,7 @@ class LoopReader:
         self.reading = False
         self._empty = 0
         self._last_work = 0.0
+        self._idle_after = tunables().yield_time  # seconds without work before a poller thread takes over
         self.looks = 0  # (tests) looks taken
 
     def lead(self) -> None:
@@ -61,7 +62,7 @@ class LoopReader:
             n = self._empty = self._empty + 1
             if n > SPIN:
                 _sched_yield()
-            if not n & 15 and _monotonic() - self._last_work > IDLE_AFTER:
+            if not n & 15 and _monotonic() - self._last_work > self._idle_after:
                 self.reading = False
                 self._server.unlead(self.me)
                 return

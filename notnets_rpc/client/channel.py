@@ -60,6 +60,9 @@ class _DeadConnection:
     def unattend(self, state: CallState) -> None:
         pass
 
+    def read_arrived(self) -> None:
+        pass
+
 
 _DEAD = _DeadConnection()
 
@@ -267,6 +270,11 @@ class Channel(grpc.Channel):
                     return failed_call(code, f"NotNets: {exc}" if code is grpc.StatusCode.UNAVAILABLE
                                        else "Deadline Exceeded")
         raise AssertionError("unreachable")
+
+    def pump_for(self, call: ClientCall) -> None:
+        """The pump reads for a call from ``start()`` from now on, as for a ``future()``:
+        its caller stopped polling it and waits for its done callback."""
+        self._unattended(call._conn, call._state)
 
     def _unattended(self, conn: Any, state: CallState) -> ClientCall:
         call = ClientCall(conn, state)
@@ -521,6 +529,15 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
         conn, state = self._channel._start(self._method, request, self._serializer, self._deserializer, timeout,
                                            metadata, wait_for_ready, True, True)
         return self._channel._unattended(conn, state)
+
+    def start(self, request: Any, timeout: Optional[float] = None, metadata: Any = None,
+              wait_for_ready: Optional[bool] = None) -> ClientCall:
+        """``future()`` for a caller that reads the response itself: the channel's pump
+        leaves the call alone (notnets_rpc.aio polls it from its event loop with
+        ``ClientCall.poll()``, or waits for it on a thread) until ``Channel.pump_for``."""
+        conn, state = self._channel._start(self._method, request, self._serializer, self._deserializer, timeout,
+                                           metadata, wait_for_ready, True, True)
+        return ClientCall(conn, state)
 
 
 class UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable):

@@ -376,6 +376,12 @@ class Connection:
             self.break_(f"corrupted request ring: {exc}")
             raise ConnectionBroken(self.broken) from None
 
+    def read_arrived(self) -> None:
+        """Dispatch what the response ring holds now, without waiting, unless another
+        thread is reading it (that thread dispatches it). notnets_rpc.aio polls with this
+        from its event loop, which must never wait on the pool."""
+        self._read_some()
+
     def _read_some(self) -> None:
         """Read what the response ring holds now, if no other thread is reading it."""
         reader = self.reader

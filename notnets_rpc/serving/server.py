@@ -38,7 +38,7 @@ from ..errors import ChecksumError, EndpointInUseError, ProtocolError
 from ..wire.messages import on_chunk, takes_buffers
 from ..pool import BeatWatch, Endpoint, Pool, stale_ms
 from ..budget import Budget
-from .call import ANSWERED, END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
+from .call import ANSWERED, END_OF_REQUESTS, LATER, AbortError, RequestIterator, ServerCall, UnaryCall
 from .channels import ChannelTable, ServerChannel
 from .malloc_policy import ARENA_OPTION, DEFAULT_ARENAS, limit_arenas, release_free_memory
 from .replies import Replies
@@ -138,6 +138,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._inline_seen: Tuple[Any, float] = (None, 0.0)  # the monitor's last look at the box
         self._inline_ok = maximum_concurrent_rpcs is None  # unary handlers may run on the poller
         self._pollers = 0
+        self._outside_polls = 0  # looks at the rings by an event loop (poll_rings)
         self._threads_busy = 0  # handlers running on the thread pool
         self._local_client = False  # a client in this process: it needs the GIL, do not spin
         self._futex_ok = False      # every client is on this host: sleep in the kernel, they wake us
@@ -612,6 +613,8 @@ class Server(ChannelTable, Replies, grpc.Server):
             except Exception as exc:
                 self._handler_raised(call, exc, "Exception calling application: {}")
                 return
+            if response is LATER:
+                return
             serializer = handler.response_serializer
             try:
                 payload = response if serializer is None else serializer(response)
@@ -751,7 +754,8 @@ class Server(ChannelTable, Replies, grpc.Server):
                 self._handler_raised(call, exc, "Exception calling application: {}")
                 return
             if not handler.response_streaming:
-                self._respond(call, result)
+                if result is not LATER:
+                    self._respond(call, result)
                 return
             try:
                 for response in result:
@@ -869,6 +873,66 @@ class Server(ChannelTable, Replies, grpc.Server):
             self._pollers += 1
         threading.Thread(target=self._poll_loop, name="notnets-poller", daemon=True).start()
         return nap
+
+    # -- answering later, reading from an event loop (notnets_rpc.aio) ---------------------------------------
+    def finish_later(self, call: ServerCall, response: Optional[bytes],
+                     error: Optional[Tuple[grpc.StatusCode, str]] = None) -> None:
+        """End a call whose handler returned ``LATER`` (from any thread, never waiting):
+        with ``error``, that status; otherwise the serialized ``response`` with the code,
+        details and metadata the handler set. A call that ended meanwhile stays ended."""
+        if error is not None:
+            call.code_, call.details_ = error
+            self._fail(call, error[0], error[1])
+        else:
+            self._finish(call, response)
+
+    def pass_lead(self, to: int) -> bool:
+        """(a handler running inline on the thread that reads the rings) Hand the reading
+        to ``to`` (an event loop's thread id), which reads with ``poll_rings`` from now on:
+        this thread stops when the handler returns, as when the monitor promotes another
+        poller. False if it cannot (another thread reads now, or the monitor took over)."""
+        with self._leader_lock:
+            if self._leader != threading.get_ident() or self._stopped.is_set() or not _take_back(self._inline_box):
+                return False
+            self._leader = to
+            self._pollers += 1  # counted for ``to`` until it stops reading (poll_rings -> None, unlead)
+            return True
+
+    def poll_rings(self, me: int) -> Optional[bool]:
+        """(``me`` reads the rings, see ``pass_lead``) One look at every ring, as a poller
+        thread takes one per turn, never waiting; whether there was work. None when ``me``
+        no longer reads them (the monitor promoted a poller thread, or the server stops)."""
+        if self._leader == me:
+            worked = False
+            if self._backlog:
+                self._flush_backlog()
+            load = self._pool.mem.load
+            for ch in self._active:
+                rx = ch.rx
+                if (rx._head != rx.tail or load(rx.head_off) != rx.tail) and not ch.outbox.full:
+                    worked = True
+                    if not self._drain(ch, me):
+                        break
+            else:
+                self._outside_polls += 1
+                if not self._outside_polls & 63:
+                    self._discover()
+                if self._leader == me:
+                    return worked
+        with self._leader_lock:
+            self._pollers -= 1
+        return None
+
+    def unlead(self, me: int) -> None:
+        """``me`` stops reading the rings (idle; not after ``poll_rings`` said None): a
+        poller thread takes over."""
+        with self._leader_lock:
+            self._pollers -= 1
+            if self._leader != me:
+                return
+            self._leader = None
+        if not self._stopped.is_set():
+            self._spawn_poller()
 
     # -- introspection (tests, tools) ----------------------------------------------------------------------------
     @property

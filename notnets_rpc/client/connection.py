@@ -75,6 +75,8 @@ class Connection:
         self.ctl = pool.layout.channel(pool.host_id, slot)
         self.tx, self.rx = pool.client_rings(slot)
         self.rx.sink = self._sink
+        self.rx.viewer = self._viewer
+        self._fast: "tuple[int, Optional[Callable]]" = (0, None)  # the unregistered fast-path call
         self.chunk = pool.layout.chunk_bytes
         self.max_receive = max_receive
         self.max_send = max_send
@@ -218,6 +220,7 @@ class Connection:
             self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
             return state, None
         state = None
+        self._fast = (cid, deserializer)
         try:
             if self.server_sleep is not None and self.mem.load(self.server_sleep):
                 self.wake_server()
@@ -556,6 +559,10 @@ class Connection:
             if kind == _STATUS:
                 initial, details, trailing, at = F.parse_status(body)
                 message = body[at:] if flags & _HAS_MESSAGE else None
+                if type(body) is memoryview:  # lent by the ring: the message view is what keeps the loan
+                    details = details.tobytes()
+                    if message is not None:
+                        self.rx.loan.track(message)
                 if message is not None and len(message) > self.max_receive:
                     self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                       f"Received message larger than max ({len(message)} vs. {self.max_receive})",
@@ -594,6 +601,20 @@ class Connection:
         if state is None:
             return None
         return sink_slot(state, aux, n, self.max_receive)
+
+    def _viewer(self, kind: int, flags: int, cid: int, aux: int, n: int) -> bool:
+        """Ring viewer: lend a whole response message in one frame to a call whose
+        deserializer takes buffers (``as_view``, protobuf) instead of copying it out."""
+        if kind == _STATUS:
+            if not flags & (_BARE | _HAS_MESSAGE):
+                return False
+        elif kind != _MESSAGE or flags & _MORE or n != aux:
+            return False
+        state = self.calls.get(cid)
+        if state is not None:
+            return takes_buffers(state.deserializer)
+        fast_cid, deserializer = self._fast
+        return cid == fast_cid and takes_buffers(deserializer)
 
     def _deliver(self, state: CallState, message: bytes) -> None:
         with self.lock:

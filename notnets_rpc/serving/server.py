@@ -381,7 +381,8 @@ class Server(ChannelTable, Replies, grpc.Server):
                     self._flush_backlog()
                 for ch in self._active:
                     rx = ch.rx
-                    if (rx._head != rx.tail or load(rx.head_off) != rx.tail) and not ch.outbox.full:
+                    if ((rx._head != rx.tail or load(rx.head_off) != rx.tail or rx.loans and rx.loans[0].ending)
+                            and not ch.outbox.full):
                         worked = True
                         if not self._drain(ch, me):
                             return
@@ -462,14 +463,29 @@ class Server(ChannelTable, Replies, grpc.Server):
                     at = _CALL_HEAD_SIZE + mlen
                     cached = (resolved.get(body[_CALL_HEAD_SIZE:at])
                               if flags == _UNARY_CALL and not timeout_us and not mdlen and at <= len(body) else None)
+                    loan = rx.loan if type(body) is memoryview else None  # a view of the ring, not a copy
                     if cached is not None and cached[2] and self._inline_ok and len(body) - at <= self._max_receive:
                         n = len(body)
                         ch.bytes_in += n
-                        # a large request is parsed where it lies in ``body``: no copy for the slice
-                        self._run_unary(ch, cid, cached[0], cached[1],
-                                        memoryview(body)[at:] if n >= _BIG and cached[3] else body[at:])
+                        if loan is None:  # a large request is parsed where it lies in ``body``: no copy for the slice
+                            self._run_unary(ch, cid, cached[0], cached[1],
+                                            memoryview(body)[at:] if n >= _BIG and cached[3] else body[at:])
+                        elif cached[3]:  # the parser (or an as_view handler) reads the ring itself
+                            message = body[at:]
+                            loan.track(message)
+                            del body, frame
+                            self._run_unary(ch, cid, cached[0], cached[1], message, loan=loan)
+                            del message
+                            rx.settle()
+                        else:  # a handler that wants bytes: one copy, the ring space is free at once
+                            message = body[at:].tobytes()
+                            loan.end()
+                            rx.settle()
+                            self._run_unary(ch, cid, cached[0], cached[1], message)
                     else:
-                        self._on_call(ch, flags, cid, body)
+                        self._on_call(ch, flags, cid, body, loan)
+                        if loan is not None:
+                            rx.settle()
                 else:
                     self._on_frame(ch, frame)
                 if self._leader != me:
@@ -540,7 +556,18 @@ class Server(ChannelTable, Replies, grpc.Server):
         call.partial = None
         self._budget.give(n)
 
-    def _on_call(self, ch: ServerChannel, flags: int, cid: int, body: bytes) -> None:
+    def _on_call(self, ch: ServerChannel, flags: int, cid: int, body: bytes, loan: Any = None) -> None:
+        """A CALL frame off the fast path. ``loan``: ``body`` is a view of the ring; only a
+        cached unary method whose parser takes buffers keeps it (until the call ends),
+        everything else gets a copy and the ring space back at once."""
+        if loan is not None:
+            method_raw = body[_CALL_HEAD_SIZE : _CALL_HEAD_SIZE + _unpack_call_head(body)[1]] \
+                if len(body) >= _CALL_HEAD_SIZE else b""
+            cached = self._resolved.get(method_raw)
+            if cached is None or not cached[2] or not cached[3] or not self._inline_ok or _unpack_call_head(body)[2]:
+                body = body.tobytes()
+                loan.end()
+                loan = None
         if len(body) < _CALL_HEAD_SIZE:
             raise ProtocolError("CALL: body shorter than its header")
         timeout_us, mlen, mdlen = _unpack_call_head(body)
@@ -557,7 +584,11 @@ class Server(ChannelTable, Replies, grpc.Server):
         if cached is not None and not mdlen:
             method, handler, unary, _ = cached
             if unary and flags == _UNARY_CALL and self._inline_ok:
-                self._run_unary(ch, cid, method, handler, body[at:], timeout_us)
+                message = body[at:]
+                if loan is not None:
+                    loan.track(message)
+                    del body
+                self._run_unary(ch, cid, method, handler, message, timeout_us, loan)
                 return
             metadata: tuple = ()
         else:
@@ -594,12 +625,13 @@ class Server(ChannelTable, Replies, grpc.Server):
             self._on_request(call, body[at:], True)
 
     def _run_unary(self, ch: ServerChannel, cid: int, method: str, handler: Any, message: bytes,
-                   timeout_us: int = 0) -> None:
+                   timeout_us: int = 0, loan: Any = None) -> None:
         """The fast path: a unary-unary call whose request came in one frame, run inline.
 
         The inline box holds the running call until the handler returns; the monitor pops
         it to take the leader role away from a handler that runs too long (see
-        ``_maybe_promote``)."""
+        ``_maybe_promote``). ``loan``: ``message`` is a view of the request ring, which
+        the call gives back when it ends (whoever reads the ring next publishes it)."""
         if timeout_us:
             call = ServerCall(self, ch, cid, method, (), _monotonic() + timeout_us / 1e6, handler)
             call.request_done = True
@@ -649,6 +681,8 @@ class Server(ChannelTable, Replies, grpc.Server):
                     ch.tx.mem.wake_word(ch.tx.head_off)
             ch.calls_done += 1
         finally:
+            if loan is not None:
+                loan.end()
             if not _take_back(box):  # the monitor took the box: a new leader reads the rings now
                 raise _Demoted()
 

@@ -36,7 +36,7 @@ from ..wire import layout as L
 from ..backoff import ONE_CPU, Backoff
 from ..options import message_limits
 from ..errors import ChecksumError, EndpointInUseError, ProtocolError
-from ..wire.messages import on_chunk, takes_buffers
+from ..wire.messages import as_bytes, on_chunk, takes_buffers
 from ..pool import BeatWatch, Endpoint, Pool, stale_ms
 from .budget import DEFAULT_LIMIT as DEFAULT_BUDGET, OPTION as BUDGET_OPTION, Budget
 from .call import ANSWERED, END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
@@ -655,7 +655,7 @@ class Server(ChannelTable, Replies, grpc.Server):
                 return
             serializer = handler.response_serializer
             try:
-                payload = response if serializer is None else serializer(response)
+                payload = response if serializer is None or serializer is as_bytes else serializer(response)
                 if type(payload) is not bytes and not isinstance(payload, (bytearray, memoryview)):
                     raise TypeError("serialized response is not bytes")
             except Exception:
@@ -824,7 +824,7 @@ class Server(ChannelTable, Replies, grpc.Server):
     def _serialize(self, call: ServerCall, response: Any) -> Optional[bytes]:
         serializer = call.handler.response_serializer
         try:
-            payload = response if serializer is None else serializer(response)
+            payload = response if serializer is None or serializer is as_bytes else serializer(response)
             if not isinstance(payload, (bytes, bytearray, memoryview)):
                 raise TypeError("serialized response is not bytes")
             return payload

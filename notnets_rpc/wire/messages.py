@@ -31,6 +31,13 @@ def as_view(data: Any) -> memoryview:
     return memoryview(data).toreadonly()
 
 
+def as_bytes(message: Any) -> bytes:
+    """A serializer for messages that already are buffers (a view from ``as_view``, a
+    bytearray): NotNets writes the buffer into the ring as it is and never calls this;
+    grpcio, which sends only ``bytes``, gets a copy."""
+    return message if type(message) is bytes else bytes(message)
+
+
 def takes_buffers(deserializer: Optional[Callable[[Any], Any]]) -> bool:
     """True for ``as_view`` and for generated ``Message.FromString`` parsers, which accept
     any buffer: they may be handed views into the pool instead of ``bytes``."""

@@ -33,10 +33,9 @@ if TYPE_CHECKING:  # any object with Memory's methods will do; wire/ imports no 
     from ..memory import Memory
 
 from ..errors import ChecksumError, ProtocolError
-from .frames import ALIGN, FRAME_MAGIC, HEADER, HEADER_BYTES, PAD
+from .frames import ALIGN, FRAME_MAGIC, HEADER, HEADER_BYTES, MAX_KIND, PAD
 from .loans import Loan
 
-MAX_KIND = PAD
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
 

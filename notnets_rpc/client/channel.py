@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 import grpc
 
 from ..wire import frames as F
+from ..wire.messages import as_bytes
 from .call import WAIT_DONE, CallState, ClientCall
 from .connection import AcceptTimeout, Connection, ConnectionBroken
 from ..budget import Budget
@@ -457,7 +458,7 @@ class _MultiCallable:
                  deserializer: Optional[Callable]) -> None:
         self._channel = channel
         self._method = method.encode("utf-8") if isinstance(method, str) else bytes(method)
-        self._serializer = serializer
+        self._serializer = None if serializer is as_bytes else serializer  # buffers go into the ring as they are
         self._deserializer = deserializer
         # CALL body up to the message, for calls without deadline and metadata
         self._prefix = F.CALL_HEAD.pack(0, len(self._method), 0) + self._method
@@ -483,7 +484,9 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
         if conn is not None and timeout is None and not metadata and conn.broken is None:
             serializer = self._serializer
             if serializer is None:
-                payload = request if type(request) is bytes else None  # anything else: checked on the general path
+                # anything else (a view, say): checked on the general path
+                payload = request if type(request) is bytes or (type(request) is memoryview and request.itemsize == 1
+                                                                and request.c_contiguous) else None
             else:
                 try:
                     payload = serializer(request)

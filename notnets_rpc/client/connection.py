@@ -80,6 +80,8 @@ class Connection:
         self.ctl = pool.layout.channel(pool.host_id, slot)
         self.tx, self.rx = pool.client_rings(slot)
         self.rx.sink = self._sink
+        self.rx.viewer = self._viewer
+        self._fast: "tuple[int, Optional[Callable]]" = (0, None)  # the unregistered fast-path call
         self.chunk = pool.layout.chunk_bytes
         self.request_window = pool.layout.ring_bytes  # a request stream's bytes ahead of its handler
         self.max_receive = max_receive
@@ -227,6 +229,7 @@ class Connection:
             self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
             return state, None
         state = None
+        self._fast = (cid, deserializer)
         try:
             if self.server_sleep is not None and self.mem.load(self.server_sleep):
                 self.wake_server()
@@ -595,6 +598,10 @@ class Connection:
             if kind == _STATUS:
                 initial, details, trailing, at = F.parse_status(body)
                 message = body[at:] if flags & _HAS_MESSAGE else None
+                if type(body) is memoryview:  # lent by the ring: the message view is what keeps the loan
+                    details = details.tobytes()
+                    if message is not None:
+                        self.rx.loan.track(message)
                 if message is not None and len(message) > self.max_receive:
                     self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                       f"Received message larger than max ({len(message)} vs. {self.max_receive})",
@@ -660,6 +667,20 @@ class Connection:
         with self.lock:
             n, state.reserved = state.reserved, 0
         self.budget.give(n)
+
+    def _viewer(self, kind: int, flags: int, cid: int, aux: int, n: int) -> bool:
+        """Ring viewer: lend a whole response message in one frame to a call whose
+        deserializer takes buffers (``as_view``, protobuf) instead of copying it out."""
+        if kind == _STATUS:
+            if not flags & (_BARE | _HAS_MESSAGE):
+                return False
+        elif kind != _MESSAGE or flags & _MORE or n != aux:
+            return False
+        state = self.calls.get(cid)
+        if state is not None:
+            return takes_buffers(state.deserializer)
+        fast_cid, deserializer = self._fast
+        return cid == fast_cid and takes_buffers(deserializer)
 
     def _deliver(self, state: CallState, message: bytes) -> None:
         with self.lock:

@@ -481,7 +481,7 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
     def __call__(self, request: Any, timeout: Optional[float] = None, metadata: Any = None, credentials: Any = None,
                  wait_for_ready: Optional[bool] = None, compression: Any = None) -> Any:
         conn = self._channel._conn
-        if conn is not None and timeout is None and not metadata and conn.broken is None:
+        if conn is not None and not metadata and conn.broken is None and (timeout is None or timeout > 0):
             serializer = self._serializer
             if serializer is None:
                 # anything else (a view, say): checked on the general path
@@ -494,9 +494,14 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                     payload = None
                 if type(payload) is not bytes:
                     payload = None
-            if payload is not None and len(payload) + len(self._prefix) <= conn.chunk and len(payload) <= conn.max_send:
+            if timeout is None:
+                prefix, deadline = self._prefix, None
+            else:  # the same CALL body with the timeout filled in, as start_call would write it
+                deadline = _monotonic() + timeout
+                prefix = F.CALL_HEAD.pack(max(1, int(timeout * 1e6)), len(self._method), 0) + self._method
+            if payload is not None and len(payload) + len(prefix) <= conn.chunk and len(payload) <= conn.max_send:
                 try:
-                    state, raw = conn.unary_fast(self._prefix, payload, self._deserializer)
+                    state, raw = conn.unary_fast(prefix, payload, self._deserializer, deadline)
                 except ConnectionBroken:
                     state = raw = None
                 if raw is not None:
@@ -514,7 +519,7 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                 if state is not None:
                     return _outcome(conn, state)
             elif payload is not None and len(payload) <= conn.max_send:  # too large for one frame: the general path, without serializing again
-                conn, state = self._channel._start(self._method, payload, None, self._deserializer, None, None,
+                conn, state = self._channel._start(self._method, payload, None, self._deserializer, timeout, None,
                                                    wait_for_ready, True, True)
                 return _outcome(conn, state)
         conn, state = self._channel._start(self._method, request, self._serializer, self._deserializer, timeout,

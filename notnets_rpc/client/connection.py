@@ -186,9 +186,13 @@ class Connection:
                 self.send_message(state, payload, end_stream)
         return state
 
-    def unary_fast(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable]
-                   ) -> "tuple[Optional[CallState], Optional[bytes]]":
-        """A blocking unary call without deadline or metadata, in as few steps as possible.
+    def unary_fast(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable],
+                   deadline: Optional[float] = None) -> "tuple[Optional[CallState], Optional[bytes]]":
+        """A blocking unary call without metadata, in as few steps as possible.
+
+        ``prefix`` is the CALL body up to the message (its timeout field says ``deadline``
+        to the server); the spin phase is far shorter than any deadline, and a call that
+        leaves it is registered with ``deadline``, which ``wait`` then enforces.
 
         Returns (None, raw response) when the answer came back as a bare STATUS frame
         while this thread held the reader token and spun; otherwise (state, None) and the
@@ -201,7 +205,7 @@ class Connection:
             raise ConnectionBroken(self.broken)
         reader = self.reader
         if not reader.acquire(False):
-            return self._unary_shared(prefix, payload, deserializer), None
+            return self._unary_shared(prefix, payload, deserializer, deadline), None
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
         self.calls_started += 1
         sent = False
@@ -224,7 +228,7 @@ class Connection:
             finally:
                 tx_lock.release()
         if not sent:  # a full request ring: wait for room without the token (the server may need us to read)
-            state = self._register(cid, deserializer)
+            state = self._register(cid, deserializer, deadline)
             self._release_reader()
             self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
             return state, None
@@ -246,7 +250,7 @@ class Connection:
                     break
             else:
                 frame = None
-            state = self._register(cid, deserializer)
+            state = self._register(cid, deserializer, deadline)
             if frame is not None:
                 self._dispatch(frame)
                 if state.done:
@@ -259,14 +263,14 @@ class Connection:
             return state, None
         except ChecksumError as exc:
             if state is None:
-                state = self._register(cid, deserializer)
+                state = self._register(cid, deserializer, deadline)
             self._on_bad_frame(exc)
             self._read_until(state, WAIT_DONE, None, False, fresh=False)
             return state, None
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
             if state is None:
-                state = self._register(cid, deserializer)
+                state = self._register(cid, deserializer, deadline)
             return state, None
         finally:
             self._release_reader()
@@ -276,18 +280,19 @@ class Connection:
         if self.want_reader:
             self._hand_over()
 
-    def _register(self, cid: int, deserializer: Optional[Callable]) -> CallState:
+    def _register(self, cid: int, deserializer: Optional[Callable], deadline: Optional[float] = None) -> CallState:
         """Make a fast-path call visible to the reader, or end it if the connection broke."""
-        state = CallState(cid, None, deserializer, True)
+        state = CallState(cid, deadline, deserializer, True)
         self.calls[cid] = state
         if self.broken is not None:
             self.fail_locally(state, UNAVAILABLE, f"NotNets server unavailable: {self.broken}")
         return state
 
-    def _unary_shared(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable]) -> CallState:
+    def _unary_shared(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable],
+                      deadline: Optional[float]) -> CallState:
         """Another thread reads the response ring: register, send, and wait like any call."""
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
-        state = CallState(cid, None, deserializer, True)
+        state = CallState(cid, deadline, deserializer, True)
         self.calls[cid] = state
         self.calls_started += 1
         self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)

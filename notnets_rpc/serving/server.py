@@ -437,7 +437,7 @@ class Server(ChannelTable, Replies, grpc.Server):
     def _drain(self, ch: ServerChannel, me: int) -> bool:
         """Handle up to 32 frames of one channel; False if this thread lost the leader role.
 
-        A unary call to a cached method with no deadline and no metadata -- the common
+        A unary call to a cached method with no metadata -- the common
         case, and the one whose latency we are measured by -- goes straight to
         ``_run_unary`` from here; everything else through ``_on_call``/``_on_frame``."""
         if ch.dropped:
@@ -458,26 +458,26 @@ class Server(ChannelTable, Replies, grpc.Server):
                     timeout_us, mlen, mdlen = _unpack_call_head(body)
                     at = _CALL_HEAD_SIZE + mlen
                     cached = (resolved.get(body[_CALL_HEAD_SIZE:at])
-                              if flags == _UNARY_CALL and not timeout_us and not mdlen and at <= len(body) else None)
+                              if flags == _UNARY_CALL and not mdlen and at <= len(body) else None)
                     loan = rx.loan if type(body) is memoryview else None  # a view of the ring, not a copy
                     if cached is not None and cached[2] and self._inline_ok and len(body) - at <= self._max_receive:
                         n = len(body)
                         ch.bytes_in += n
                         if loan is None:  # a large request is parsed where it lies in ``body``: no copy for the slice
                             self._run_unary(ch, cid, cached[0], cached[1],
-                                            memoryview(body)[at:] if n >= _BIG and cached[3] else body[at:])
+                                            memoryview(body)[at:] if n >= _BIG and cached[3] else body[at:], timeout_us)
                         elif cached[3]:  # the parser (or an as_view handler) reads the ring itself
                             message = body[at:]
                             loan.track(message)
                             del body, frame
-                            self._run_unary(ch, cid, cached[0], cached[1], message, loan=loan)
+                            self._run_unary(ch, cid, cached[0], cached[1], message, timeout_us, loan=loan)
                             del message
                             rx.settle()
                         else:  # a handler that wants bytes: one copy, the ring space is free at once
                             message = body[at:].tobytes()
                             loan.end()
                             rx.settle()
-                            self._run_unary(ch, cid, cached[0], cached[1], message)
+                            self._run_unary(ch, cid, cached[0], cached[1], message, timeout_us)
                     else:
                         self._on_call(ch, flags, cid, body, loan)
                         if loan is not None:

@@ -77,6 +77,7 @@ class RunState:
     network: bool = False
     vde_pid: Optional[int] = None
     vde_socket: Optional[str] = None
+    namespaces: list[str] = field(default_factory=list)  # sim: the run's named network namespaces (`down` deletes them)
     hugepages_raised: int = 0  # added to /proc/sys/vm/nr_hugepages by this run
     hosts: list[HostState] = field(default_factory=list)
     pools: list[PoolState] = field(default_factory=list)

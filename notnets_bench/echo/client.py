@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import time
 from typing import Any
 
 import notnets_rpc
@@ -46,12 +48,20 @@ def _modes(channel: Any) -> dict:
 MODES = ("idle", "raw", "server-stream", "stream", "unary")
 
 
-def measure(target, pool, size, calls, warmup, mode):
-    """Run the benchmark and return the statistics dict (also used by scripts/bench_rpc.py)."""
+def measure(target, pool, size, calls, warmup, mode, seconds=math.inf, start_at=None):
+    """Run the benchmark and return the statistics dict (also used by scripts/bench_rpc.py).
+
+    ``seconds``: stop after that long (or ``calls``); ``start_at``: a wall-clock time
+    (time.time()) to start measuring at, so that several clients measure the same window."""
     payload = os.urandom(size)
     with notnets_rpc.insecure_channel(target, options=UNLIMITED, pool=pool) as channel:
         echo_pb2_grpc.EchoStub(channel).Unary(echo_pb2.EchoRequest(payload=b""), timeout=60, wait_for_ready=True)
-        samples, elapsed = _modes(channel)[mode](payload, Budget(calls), warmup)
+        run = _modes(channel)[mode]
+        if start_at is not None:
+            run(payload, Budget(warmup), 0)  # warm up before the common start, not inside the window
+            warmup = 0
+            time.sleep(max(0.0, start_at - time.time()))
+        samples, elapsed = run(payload, Budget(calls, seconds, min_calls=1), warmup)
     return {"target": target, "mode": mode, "size": size, **summarize(samples, elapsed, size)}
 
 
@@ -63,11 +73,14 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=10000)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--mode", choices=MODES, default="unary")
+    parser.add_argument("--seconds", type=float, default=math.inf, help="stop after this long (or --calls)")
+    parser.add_argument("--start-at", type=float, help="wall-clock time (time.time()) to start measuring at")
     args = parser.parse_args(argv)
     if args.target.startswith(notnets_rpc.SCHEME) and not args.pool:
         parser.error("a notnets: target needs --pool or NOTNETS_POOL")
     try:
-        stats = measure(args.target, args.pool, args.size, args.calls, args.warmup, args.mode)
+        stats = measure(args.target, args.pool, args.size, args.calls, args.warmup, args.mode, args.seconds,
+                        args.start_at)
     except notnets_rpc.PoolError as exc:
         print(f"echo client: {exc}", file=sys.stderr)
         return 1

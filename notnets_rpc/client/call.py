@@ -34,6 +34,9 @@ class CallState:
     trailing: tuple = ()
     messages: Optional[deque] = None
     partial: Any = None  # messages.Partial of a message that spans several frames
+    reserved = 0  # bytes of ``partial`` charged to the channel's reassembly budget (budget.py)
+    sent = 0  # request-stream bytes sent (the sending thread writes) ...
+    credit = 0  # ... and credited back by the server's WINDOW frames (the reader writes)
     waiter: Any = None
     callbacks: Optional[list] = None
     done_callbacks: Optional[list] = None

@@ -18,7 +18,6 @@ load per host every few polls); a channel whose claim word changes is dropped.
 from __future__ import annotations
 
 import collections
-import ctypes
 import enum
 import logging
 import os
@@ -33,14 +32,15 @@ import grpc
 
 from ..wire import frames as F
 from ..wire import layout as L
-from ..backoff import ONE_CPU, Backoff
+from ..backoff import ONE_CPU, Backoff, tunables
 from ..options import message_limits
 from ..errors import ChecksumError, EndpointInUseError, ProtocolError
 from ..wire.messages import on_chunk, takes_buffers
 from ..pool import BeatWatch, Endpoint, Pool, stale_ms
-from .budget import DEFAULT_LIMIT as DEFAULT_BUDGET, OPTION as BUDGET_OPTION, Budget
+from ..budget import Budget
 from .call import ANSWERED, END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
 from .channels import ChannelTable, ServerChannel
+from .malloc_policy import ARENA_OPTION, DEFAULT_ARENAS, limit_arenas, release_free_memory
 from .replies import Replies
 from ..liveness import BEATER
 from ..status import as_metadata
@@ -61,8 +61,7 @@ IDLE_NAP = 0.05  # how long the monitor sleeps between looks while the server is
 BUSY_NAP = 0.04 if ONE_CPU else 0.002
 CLIENT_CHECK_PERIOD = 0.5
 TRIM_AFTER = 2.0  # seconds of idling after traffic before freed memory goes back to the system
-IDLE_SLEEP = float(os.environ.get("NOTNETS_IDLE_SLEEP_US", "1000")) / 1e6
-KERNEL_SLEEP_FACTOR = 10  # an idle server asleep in the kernel wakes every 10 x IDLE_SLEEP to look around
+KERNEL_SLEEP_FACTOR = 10  # an idle server asleep in the kernel wakes every 10 x the idle sleep to look around
 _UNAVAILABLE_SHUTDOWN = "Cancelling all calls"
 _CALL_HEAD_SIZE = F.CALL_HEAD.size
 _unpack_call_head = F.CALL_HEAD.unpack_from
@@ -71,15 +70,6 @@ _STATUS = F.STATUS
 _CALL = F.CALL
 _BIG = 16384  # requests from this size on are handed to buffer-taking parsers as a view
 _BARE = F.F_BARE
-
-
-def release_free_memory() -> None:
-    """Give freed heap memory back to the system (glibc's malloc keeps it otherwise: after
-    a burst of 1 MiB messages a server's RSS stayed ~30 MiB above its start)."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 class Stage(enum.Enum):
@@ -129,7 +119,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._host_id = host_id
         self._options = list(options or ())
         self._max_receive, self._max_send = message_limits(options)
-        self._budget = Budget(dict(self._options).get(BUDGET_OPTION, DEFAULT_BUDGET))
+        self._budget = Budget.from_options(self._options)
         self._max_concurrent = maximum_concurrent_rpcs
         self._interceptors = list(interceptors or ())
         self._compression = compression
@@ -171,7 +161,8 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._totals = [0, 0, 0, 0]
         self._backlog: Dict[ServerChannel, bool] = {}  # channels whose outbox holds frames
         self._beat_key: Optional[int] = None
-        self._chunk = self._frame_limit = self._window = self._call_window = 0
+        self._chunk = self._frame_limit = self._window = self._call_window = self._request_window = 0
+        self._tune = tunables()  # NOTNETS_SPIN & co., read again when the server starts
         if handlers:
             self.add_generic_rpc_handlers(handlers)
 
@@ -237,6 +228,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._chunk = self._bare_limit = self._frame_limit = lay.chunk_bytes
         self._window = 2 * lay.ring_bytes    # a channel's outbox before its requests wait (outbox.py)
         self._call_window = lay.chunk_bytes  # a streaming call's queued bytes before its handler waits
+        self._request_window = lay.ring_bytes  # a request stream's bytes the client may send ahead of its handler
         self._futex_ok = pool.mem.can_wait
         pool.on_lost(self._abandon)
 
@@ -252,6 +244,9 @@ class Server(ChannelTable, Replies, grpc.Server):
     def _start_threads(self) -> None:
         """The poller, the monitor, and the heartbeat (on the process's beat thread, which
         only stores words: no channel, lock or ring can hold it up)."""
+        self._tune = tunables()
+        # before the poller, monitor and workers exist: they share one trimmable arena (malloc_policy.py)
+        limit_arenas(int(dict(self._options).get(ARENA_OPTION, DEFAULT_ARENAS)))
         self._beat_key = BEATER.register(self._beat)
         self._spawn_poller()
         threading.Thread(target=self._monitor, name="notnets-monitor", daemon=True).start()
@@ -372,7 +367,7 @@ class Server(ChannelTable, Replies, grpc.Server):
                 self._leader = me
         try:
             mem = self._pool.mem
-            backoff = Backoff(max_sleep=IDLE_SLEEP, sleeper=lambda seconds: self._sleep(mem, seconds))
+            backoff = Backoff(self._tune, max_sleep=self._tune.idle_sleep, sleeper=lambda seconds: self._sleep(mem, seconds))
             it = 0
             load = mem.load
             while self._leader == me:
@@ -541,20 +536,16 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._budget.give(n)
 
     def _on_call(self, ch: ServerChannel, flags: int, cid: int, body: bytes) -> None:
-        if len(body) < _CALL_HEAD_SIZE:
-            raise ProtocolError("CALL: body shorter than its header")
-        timeout_us, mlen, mdlen = _unpack_call_head(body)
-        at = _CALL_HEAD_SIZE + mlen + mdlen
-        if mlen == 0 or at > len(body):
-            raise ProtocolError("CALL: method or metadata overruns the body")
+        """A CALL frame off the fast path (``_drain`` handles the plain unary one itself):
+        parsed by ``frames.parse_call``, which the property tests hammer."""
+        timeout_us, method_raw, metadata_raw, at = F.parse_call(body)
         ch.bytes_in += len(body)
         if flags & F.F_HAS_MESSAGE and len(body) - at > self._max_receive:
             self._reject(ch, cid, grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"Received message larger than max ({len(body) - at} vs. {self._max_receive})")
             return
-        method_raw = body[_CALL_HEAD_SIZE : _CALL_HEAD_SIZE + mlen]
         cached = self._resolved.get(method_raw)
-        if cached is not None and not mdlen:
+        if cached is not None and not metadata_raw:
             method, handler, unary, _ = cached
             if unary and flags == _UNARY_CALL and self._inline_ok:
                 self._run_unary(ch, cid, method, handler, body[at:], timeout_us)
@@ -565,7 +556,7 @@ class Server(ChannelTable, Replies, grpc.Server):
                 method = method_raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise ProtocolError("method name is not UTF-8") from None
-            metadata = as_metadata(F.decode_metadata(body[_CALL_HEAD_SIZE + mlen : at])) if mdlen else ()
+            metadata = as_metadata(F.decode_metadata(metadata_raw)) if metadata_raw else ()
             try:
                 handler = self._lookup(method, metadata, method_raw)
             except Exception:
@@ -659,6 +650,11 @@ class Server(ChannelTable, Replies, grpc.Server):
         handler = call.handler
         if handler.request_streaming:
             if message is not None:
+                if call.arrived - call.taken >= self._request_window:  # the client ignored its window
+                    self._fail(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"Client sent past its request window ({self._request_window} bytes)")
+                    return
+                call.arrived += len(message)
                 call.requests.put(message)
             if end:
                 call.request_done = True

@@ -28,9 +28,8 @@ if TYPE_CHECKING:  # any object with Memory's methods will do; wire/ imports no 
     from ..memory import Memory
 
 from ..errors import ChecksumError, ProtocolError
-from .frames import ALIGN, FRAME_MAGIC, HEADER, HEADER_BYTES, PAD
+from .frames import ALIGN, FRAME_MAGIC, HEADER, HEADER_BYTES, MAX_KIND, PAD
 
-MAX_KIND = PAD
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
 

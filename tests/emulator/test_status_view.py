@@ -47,5 +47,6 @@ def test_addresses_say_how_other_hosts_reach_a_host():
     assert [h["addresses"] for h in data["hosts"]] == [["169.254.100.1"], ["169.254.100.2"]]
     assert "169.254.100.2" in status_text(data)
     sim = RunState(name="s", backend="sim", state_dir="/s", accel="netns")
-    sim.hosts = [HostState(name="a", index=0, accel="netns"), HostState(name="b", index=1, accel="pidns")]
-    assert [h["addresses"] for h in status_data(sim, FakeBackend())["hosts"]] == [[], ["127.0.0.1"]]
+    sim.hosts = [HostState(name="a", index=0, accel="netns"), HostState(name="b", index=1, accel="pidns"),
+                 HostState(name="c", index=2, accel="bridge")]
+    assert [h["addresses"] for h in status_data(sim, FakeBackend())["hosts"]] == [[], ["127.0.0.1"], ["169.254.100.3"]]

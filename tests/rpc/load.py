@@ -14,13 +14,16 @@ Every OK answer is checked against what was sent: a wrong payload counts as "COR
 from __future__ import annotations
 
 import collections
+import ctypes
 import faulthandler
 import json
+import os
 import random
 import signal
 import sys
 import threading
 import time
+import tracemalloc
 from typing import Dict
 
 import grpc
@@ -70,7 +73,50 @@ def handlers() -> grpc.GenericRpcHandler:
 
 def serve(pool: str, name: str, workers: str) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    report = os.environ.get(MEMREPORT_ENV)
+    if report:
+        signal.signal(signal.SIGUSR2, lambda *_: _write_memory_report(report))
     return peer.serve(pool, name, handlers(), int(workers))
+
+
+MEMREPORT_ENV = "NOTNETS_LOAD_MEMREPORT"  # serve: on SIGUSR2, append memory_report() as JSON to this file
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def memory_report() -> dict:
+    """Where this process's memory is, in MiB: /proc's split of RSS, glibc malloc's heap
+    (in use, free, mmapped), Python's traced allocations (with PYTHONTRACEMALLOC) and
+    their top sites, and the thread count."""
+    out: dict = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "Threads"):
+                out[key] = int(rest.split()[0]) / (1 if key == "Threads" else 1024)
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = _MallInfo2
+        mi = libc.mallinfo2()
+        out["malloc"] = {"heap": mi.arena / 2**20, "in_use": mi.uordblks / 2**20, "free": mi.fordblks / 2**20,
+                         "mmapped": mi.hblkhd / 2**20}
+    except (OSError, AttributeError):
+        pass
+    out["python_blocks"] = sys.getallocatedblocks()
+    if tracemalloc.is_tracing():
+        current, peak = tracemalloc.get_traced_memory()
+        out["traced"] = current / 2**20
+        stats = tracemalloc.take_snapshot().statistics("lineno")[:8]
+        out["top"] = [f"{st.size / 1024:.0f} KiB {st.count} {st.traceback[0]}" for st in stats]
+    return out
+
+
+def _write_memory_report(path: str) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(memory_report()) + "\n")
 
 
 class Tally:

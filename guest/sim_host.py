@@ -3,7 +3,10 @@
 The sim backend starts it as ``python -S -m guest.sim_host STATE/hosts/HOST/sim.json``,
 inside ``unshare --net --mount --pid --fork --mount-proc`` where the machine allows (then
 it is pid 1 of its PID namespace, so its death ends every process the host started, and
-its network namespace has only a loopback, which it brings up). It reuses the guest
+its network namespace has only a loopback, which it brings up), or, with ``network:
+true``, in the network namespace the backend made for it on the run's bridge
+(emulator/backends/sim/network.py), where it bind-mounts an /etc/hosts naming every host
+over the machine's, in its own mount namespace only. It reuses the guest
 agent unchanged (guest/agent.py: exec, spawn, signal, poll, status over the same JSON-line
 protocol), so emulator/backends/agent_client.py drives a sim host exactly like a VM. There is no
 CXL setup: each pool is the run's backing file, mapped directly by whoever opens it (or,
@@ -40,6 +43,8 @@ EVICTOR_READY_TIMEOUT = 60.0  # seconds; emptying a host's caches of a 256 MiB p
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
+MS_BIND = 0x1000
+HOSTS_FILE = "/etc/hosts"
 
 
 def loopback_up() -> None:
@@ -48,6 +53,29 @@ def loopback_up() -> None:
         req = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def bind_mount(source: str, target: str) -> None:
+    """``mount --bind SOURCE TARGET`` through libc (no util-linux needed in the host)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(source.encode(), target.encode(), None, MS_BIND, None) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno), target)
+
+
+def name_the_hosts(config: dict[str, Any], target: str = HOSTS_FILE) -> bool:
+    """Every host's name resolves, as in a VM: the host's /etc/hosts (guest/agent.py's
+    hosts_file, written in its own dir) is bind-mounted over ``target``, which only this
+    host's mount namespace sees. False when the run has no network to name."""
+    if not (config.get("network") or {}).get("hosts"):
+        return False
+    path = os.path.join(config["host_dir"], "hosts")
+    with open(path, "w") as f:
+        f.write(guest_agent.hosts_file(config))
+    bind_mount(path, target)
+    return True
 
 
 def pool_devices(config: dict[str, Any]) -> list[PoolDevice]:
@@ -174,16 +202,21 @@ def main(argv: list[str]) -> int:
     log = guest_agent.log
     log(f"sim host {config['host']} (id {config['host_id']}, {config['isolation']}), pools: "
         f"{', '.join(p['name'] for p in config.get('pools', [])) or 'none'}")
-    if config["isolation"] == "netns":
+    if config["isolation"] in ("netns", "bridge"):
         try:
             loopback_up()
         except OSError as err:
             log(f"cannot bring the loopback up: {err}")
-    if config["isolation"] != "none":  # its own UTS namespace: named like a VM is
+    if config["isolation"] != "none":  # its own UTS and mount namespaces: named like a VM is
         try:
             socket.sethostname(config["host"])
         except OSError as err:
             log(f"cannot set the hostname: {err}")
+        try:
+            if name_the_hosts(config):
+                log(f"{HOSTS_FILE}: {', '.join(sorted(config['network']['hosts']))}")
+        except OSError as err:
+            log(f"cannot write {HOSTS_FILE}: {err}; host names will not resolve")
     agent = guest_agent.Agent(config, env_script=config["env_script"])
     evictors: list[subprocess.Popen] = []
     try:

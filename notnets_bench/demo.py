@@ -37,7 +37,7 @@ def _us(value: float) -> str:
 
 def comparison_line(notnets_us: float, grpc_us: float, calls: int, backend: str) -> str:
     """The demo's last line."""
-    network = "the hosts' virtual network" if backend == "qemu" else "loopback"
+    network = "the hosts' virtual network" if backend == "qemu" else "the hosts' veth bridge"
     ratio = grpc_us / notnets_us if notnets_us > 0 else float("inf")
     return (f"greeter {CLIENT} -> {SERVER} ({backend}, median of {calls} calls): NotNets {_us(notnets_us)}, "
             f"gRPC over {network} {_us(grpc_us)}: {ratio:.0f}x lower over the shared pool")
@@ -74,7 +74,7 @@ def run_demo(topology_path: Path, backend: Optional[str], calls: int) -> str:
     try:
         runner = HostRunner(run, get_backend(run.backend))
         progress.say("demo: starting the greeter server (NotNets and TCP)...", host=SERVER)
-        listen = f"{grpc_address(topology, SERVER)}:0"
+        listen = f"{grpc_address(run, SERVER)}:0"
         server = runner.start(SERVER, f"python -m examples.greeter.server --port {listen}", SERVER_READY,
                               180.0, "greeter")
         try:

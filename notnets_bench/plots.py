@@ -13,8 +13,8 @@ from notnets_bench.results import BASELINE, NOTNETS, human_size
 
 COLORS = {BASELINE: "#d62728", NOTNETS: "#1f77b4"}
 LABELS = {BASELINE: "gRPC over the network", NOTNETS: "NotNets (shared CXL pool)"}
-BASELINE_LABELS = {"sim": "gRPC over loopback", "qemu": "gRPC over the virtual L2"}  # what the title says
-BACKEND_NAMES = {"sim": "sim hosts (gRPC over loopback)", "qemu": "QEMU TCG hosts (gRPC over a virtual L2)"}
+BASELINE_LABELS = {"sim": "gRPC over a veth bridge", "qemu": "gRPC over the virtual L2"}  # what the title says
+BACKEND_NAMES = {"sim": "sim hosts (gRPC over a veth bridge)", "qemu": "QEMU TCG hosts (gRPC over a virtual L2)"}
 
 
 def label(transport: str, backend: str) -> str:

@@ -9,10 +9,10 @@ mesh: every host of the topology runs an echo server and a client
 aggregate calls/s of the mesh and each pair's latency (examples/mesh.yaml: 8 hosts).
 
 Transports differ only in the targets: ``notnets:NAME`` in the shared pool, or
-``ADDRESS:PORT`` where ADDRESS is the serving host's address on the hosts' network
-(169.254.100.<id+1> between QEMU guests; 127.0.0.1 between sim hosts, which share the
-machine's loopback when the topology has ``network: true``). Servers bind port 0 and
-print the port they got, so concurrent runs never collide.
+``ADDRESS:PORT`` where ADDRESS is the serving host's address on the hosts' network, as
+`status` shows it (169.254.100.<id+1> between QEMU guests and between sim hosts on the
+run's bridge; 127.0.0.1 where sim hosts share the machine's network). Servers bind port
+0 and print the port they got, so concurrent runs never collide.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from typing import Callable, Optional
 
 from emulator.errors import UserError
 from emulator.progress import Progress
+from emulator.runs.state import RunState
+from emulator.runs.status_view import host_addresses
 from emulator.topology.model import Topology
 from notnets_bench.hosts import HostRunner
 from notnets_bench.options import BenchOptions
@@ -39,17 +41,13 @@ CHAIN_PLACEMENT = {"inventory": "host0", "catalog": "host2", "frontend": "host1"
 CHAIN_CLIENT = "host0"
 
 
-def grpc_address(topology: Topology, host: str) -> str:
+def grpc_address(run: RunState, host: str) -> str:
     """Where a gRPC server in ``host`` listens: its address on the hosts' network."""
-    if topology.backend == "sim":
-        return "127.0.0.1"
-    from emulator.image.guest_config import network_address
-
-    return network_address(topology.host(host)).split("/", 1)[0]
+    return (host_addresses(run, run.host(host)) or ["127.0.0.1"])[0]
 
 
-def listen_target(topology: Topology, transport: str, host: str, name: str) -> str:
-    return f"notnets:{name}" if transport == "notnets" else f"{grpc_address(topology, host)}:0"
+def listen_target(run: RunState, transport: str, host: str, name: str) -> str:
+    return f"notnets:{name}" if transport == "notnets" else f"{grpc_address(run, host)}:0"
 
 
 @dataclass
@@ -107,7 +105,7 @@ def run_echo(w: Workload, transport: str) -> None:
     calls, seconds = -(-budget.calls // rounds), budget.seconds / rounds
     min_calls = -(-budget.min_calls // rounds)
     server, target = w.start_server(
-        ECHO_SERVER, f"python -m notnets_bench.echo.server --target {listen_target(w.topology, transport, ECHO_SERVER, 'echo')}",
+        ECHO_SERVER, f"python -m notnets_bench.echo.server --target {listen_target(w.runner.run, transport, ECHO_SERVER, 'echo')}",
         f"echo-{transport}")
     try:
         points = len(w.options.shapes) * len(budget.sizes)
@@ -131,7 +129,7 @@ def run_chain(w: Workload, transport: str) -> None:
         for role in ("inventory", "catalog", "frontend"):  # leaves first: each tier dials the next
             host = CHAIN_PLACEMENT[role]
             command = (f"python -m examples.chain.server --role {role} "
-                       f"--listen {listen_target(w.topology, transport, host, role)}")
+                       f"--listen {listen_target(w.runner.run, transport, host, role)}")
             if downstream:
                 command += f" --downstream {shlex.quote(downstream)}"
             server, downstream = w.start_server(host, command, f"shop-{role}-{transport}")
@@ -183,7 +181,7 @@ def _mesh_round(w: Workload, transport: str, hosts: list[str], size: int,
                 seconds: float) -> tuple[list[dict], dict[str, str]]:
     """Start a server in every host, then every client at once; (pair rows, errors by host)."""
     spawned = [w.runner.spawn(host, "python -m notnets_bench.echo.server --target "
-                              + listen_target(w.topology, transport, host, f"echo-{host}"), f"mesh-echo-{transport}")
+                              + listen_target(w.runner.run, transport, host, f"echo-{host}"), f"mesh-echo-{transport}")
                for host in hosts]
     w.progress.say(f"mesh over {transport}: starting {len(hosts)} echo servers...")
     targets = {}

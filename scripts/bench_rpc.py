@@ -80,11 +80,6 @@ def run_client(target: str, pool: str, size: int, calls: int, mode: str, env: di
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def load_average() -> float:
     return os.getloadavg()[0]
 
@@ -98,6 +93,7 @@ def plan(quick: bool) -> list:
         ("unary 1 KiB", 1024, "unary", n(10000), n(2000)),
         ("unary 1 MiB", 1 << 20, "unary", n(500), n(200)),
         ("raw 1 MiB", 1 << 20, "raw", n(500), n(200)),
+        ("view 1 MiB", 1 << 20, "view", n(500), n(200)),
         ("bidi stream 64 B", 64, "stream", n(5000), n(2000)),
     ]
 
@@ -107,6 +103,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out")
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per case (median is reported)")
+    parser.add_argument("--only", action="append", metavar="LABEL",
+                        help="of the echo group, only this case (repeatable), e.g. --only 'unary 64 B'")
     parser.add_argument("--pool-size", default=str(1 << 30),
                         help="bytes of the /dev/shm pool (1 GiB: 4 MiB rings, so a 1 MiB message fits a ring)")
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before each first-call sample")
@@ -129,6 +127,7 @@ def main(argv=None) -> int:
         env.update(MALLOC_ENV)
     sys.path.insert(0, str(ROOT))
     import notnets_rpc
+    from emulator.backends.qemu.process import cpu_seconds
 
     notnets_rpc.create_pool(pool, int(args.pool_size))
     port = free_port()
@@ -142,6 +141,8 @@ def main(argv=None) -> int:
         for name, target in targets.items():
             servers[name] = start_server(target, pool, env)
         for label, size, mode, n_notnets, n_grpc in plan(args.quick) if "echo" in groups else ():
+            if args.only and label not in args.only:
+                continue
             runs = {"notnets": [], "grpcio": []}
             for _ in range(args.rounds):
                 for name in ("notnets", "grpcio"):

@@ -12,6 +12,12 @@ import os
 
 import pytest
 
+from harness import terminate
+
+
+def pytest_configure(config):
+    terminate.pytest_configure(config)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_run_registry(tmp_path_factory):

@@ -42,6 +42,7 @@ class HostState:
     qmp_socket: str = ""
     agent_sockets: list[str] = field(default_factory=list)
     boot_seconds: Optional[float] = None
+    boot_cpu_seconds: Optional[float] = None  # QEMU's user+system CPU time when the host turned ready
     error: Optional[str] = None
     argv: list[str] = field(default_factory=list)  # how the host was started (to restart it)
 
@@ -76,6 +77,7 @@ class RunState:
     network: bool = False
     vde_pid: Optional[int] = None
     vde_socket: Optional[str] = None
+    namespaces: list[str] = field(default_factory=list)  # sim: the run's named network namespaces (`down` deletes them)
     hugepages_raised: int = 0  # added to /proc/sys/vm/nr_hugepages by this run
     hosts: list[HostState] = field(default_factory=list)
     pools: list[PoolState] = field(default_factory=list)

@@ -31,6 +31,7 @@ def status_data(run: RunState, backend: Backend) -> dict[str, Any]:
                 "addresses": host_addresses(run, h),
                 "console_log": h.console_log,
                 "boot_seconds": h.boot_seconds,
+                "boot_cpu_seconds": h.boot_cpu_seconds,
             }
             for h in run.hosts
         ],
@@ -43,12 +44,15 @@ def status_data(run: RunState, backend: Backend) -> dict[str, Any]:
 
 
 def host_addresses(run: RunState, host: HostState) -> list[str]:
-    """Where other hosts reach ``host`` over TCP: QEMU hosts on the run's network have
-    their own address (their names resolve in every guest); sim hosts that share the
-    machine's network (network: true, or no namespaces) are this machine's loopback; sim
-    hosts in network namespaces of their own have only their loopback: none."""
+    """Where other hosts reach ``host`` over TCP: QEMU hosts on the run's network, and sim
+    hosts on the run's bridge (isolation bridge), have 169.254.100.<id+1> (their names
+    resolve in every host); sim hosts that share the machine's network (pidns, or no
+    namespaces) are this machine's loopback; sim hosts with only a loopback of their own
+    (netns), like QEMU hosts without ``network: true``: none."""
     if run.backend == "qemu":
         return [guest_ip(host.index)] if run.network else []
+    if host.accel == "bridge":
+        return [guest_ip(host.index)]
     return [] if host.accel == "netns" else ["127.0.0.1"]
 
 

@@ -170,10 +170,11 @@ def test_a_silent_agent_is_a_user_error_not_a_traceback(tmp_path: Path):
 
 
 def test_plot_legend_names_what_the_baseline_ran_over():
-    """The sim plots' title says loopback: the legend must not say 'over the network'."""
+    """The sim plots' title says what sim hosts' network is (a veth bridge between network
+    namespaces): the legend says the same."""
     from notnets_bench.plots import BACKEND_NAMES, label
     from notnets_bench.results import BASELINE, NOTNETS
 
-    assert label(BASELINE, "sim") == "gRPC over loopback" and "loopback" in BACKEND_NAMES["sim"]
+    assert label(BASELINE, "sim") == "gRPC over a veth bridge" and "veth bridge" in BACKEND_NAMES["sim"]
     assert label(BASELINE, "qemu") == "gRPC over the virtual L2"
     assert label(NOTNETS, "sim") == "NotNets (shared CXL pool)"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from harness.cli import Emu, pool_files, running_under
+from harness.cli import Emu, pool_files, run_namespaces, running_under
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,6 +41,7 @@ def quick_sim_bench(tmp_path: Path, name: str, *args: str, timeout: float) -> tu
         emu.cleanup()
     assert running_under(str(emu.state)) == [], "processes outlived the bench"
     assert pool_files(name) == [], "pool files left behind"
+    assert run_namespaces(name) == [], "network namespaces left behind"
     return result, out
 
 

@@ -7,7 +7,8 @@ from harness.fakes import FakeBackend
 
 def _run():
     run = RunState(name="r", backend="qemu", state_dir="/s", accel="tcg")
-    run.hosts = [HostState(name="host0", index=0, state="ready", pid=42, accel="tcg", pools={"pool0": "/dev/dax0.0"})]
+    run.hosts = [HostState(name="host0", index=0, state="ready", pid=42, accel="tcg", pools={"pool0": "/dev/dax0.0"},
+                           boot_seconds=12.5, boot_cpu_seconds=11.25)]
     run.pools = [PoolState(name="pool0", size=256 << 20, kind="shm", backing="/dev/shm/notnets-r-pool0",
                            note="/dev/hugepages is not a hugetlbfs mount"),
                  PoolState(name="pool1", size=64 << 20, kind="shm", backing="/dev/shm/notnets-r-pool1",
@@ -21,7 +22,7 @@ def test_json_shape():
     data = status_data(_run(), backend)
     assert data["hosts"] == [{"name": "host0", "id": 0, "state": "ready", "pid": 42, "accel": "tcg",
                               "pools": {"pool0": "/dev/dax0.0"}, "addresses": [], "console_log": "",
-                              "boot_seconds": None}]
+                              "boot_seconds": 12.5, "boot_cpu_seconds": 11.25}]
     assert data["pools"] == [{"name": "pool0", "size": 256 << 20, "kind": "shm",
                               "backing": "/dev/shm/notnets-r-pool0", "note": "/dev/hugepages is not a hugetlbfs mount",
                               "coherence": "coherent", "model_dir": None},
@@ -46,5 +47,6 @@ def test_addresses_say_how_other_hosts_reach_a_host():
     assert [h["addresses"] for h in data["hosts"]] == [["169.254.100.1"], ["169.254.100.2"]]
     assert "169.254.100.2" in status_text(data)
     sim = RunState(name="s", backend="sim", state_dir="/s", accel="netns")
-    sim.hosts = [HostState(name="a", index=0, accel="netns"), HostState(name="b", index=1, accel="pidns")]
-    assert [h["addresses"] for h in status_data(sim, FakeBackend())["hosts"]] == [[], ["127.0.0.1"]]
+    sim.hosts = [HostState(name="a", index=0, accel="netns"), HostState(name="b", index=1, accel="pidns"),
+                 HostState(name="c", index=2, accel="bridge")]
+    assert [h["addresses"] for h in status_data(sim, FakeBackend())["hosts"]] == [[], ["127.0.0.1"], ["169.254.100.3"]]

@@ -64,6 +64,17 @@ class Emu:
                 pids.append(data["vde_pid"])
         return pids
 
+    def namespaces(self) -> list[str]:
+        """Every network namespace recorded in any run.json under the state dir (sim runs
+        with ``network: true``)."""
+        names = []
+        for path in self.state.glob("*/run.json"):
+            try:
+                names += json.loads(path.read_text()).get("namespaces", [])
+            except (OSError, ValueError):
+                pass
+        return names
+
     def backing_files(self) -> list[str]:
         files = []
         for path in self.state.glob("*/run.json"):
@@ -87,7 +98,7 @@ class Emu:
 
     def cleanup(self) -> None:
         """Safety net: `down` every run, then kill whatever is still recorded."""
-        pids, files = self.pids(), self.backing_files()
+        pids, files, namespaces = self.pids(), self.backing_files(), self.namespaces()
         for path in self.state.glob("*/run.json"):
             self("down", "--name", path.parent.name, timeout=60)
         for pid in pids:
@@ -96,6 +107,8 @@ class Emu:
         for f in files:
             if "/notnets-" in f:
                 Path(f).unlink(missing_ok=True)
+        for name in set(namespaces) & set(network_namespaces()):
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10)
 
 
 def _is_ours(pid: int, marker: str) -> bool:
@@ -122,6 +135,21 @@ def pool_files(run_name: str) -> list[str]:
     for base in ("/dev/hugepages", "/dev/shm"):
         out += [str(p) for p in Path(base).glob(f"notnets-{run_name}-*")]
     return out
+
+
+def network_namespaces(prefix: str = "notnets-") -> list[str]:
+    """The machine's named network namespaces (`ip netns list`) whose name starts with ``prefix``."""
+    try:
+        done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    names = [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
+    return [name for name in names if name.startswith(prefix)]
+
+
+def run_namespaces(run_name: str) -> list[str]:
+    """Network namespaces of sim run ``run_name`` (emulator/backends/sim/network.py names them)."""
+    return network_namespaces(f"notnets-{run_name}-")
 
 
 def wait_until(predicate, timeout: float, step: float = 0.1) -> bool:

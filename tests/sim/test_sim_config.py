@@ -69,3 +69,22 @@ def test_a_non_coherent_pool_is_seen_through_the_hosts_own_view(tmp_path):
     assert b["coherence_models"] == [{"pool": "model", "dir": "/dev/shm/x-model.coherence", "evictions_per_s": 50.0,
                                       "seed": 9}]
     assert [p["coherence"] for p in a["pools"]] == ["coherent", "software", "none"]
+
+
+NETWORKED = TOPOLOGY + "network: true\n"
+
+
+def test_hosts_on_the_bridge_are_named_at_their_qemu_addresses(tmp_path):
+    topo = parse_topology(NETWORKED, memory_probe=lambda: None)
+    backing = {"fast": "/dev/shm/x-fast", "far": "/dev/shm/x-far"}
+    config = sim_config(topo, topo.host("b"), tmp_path / "state", backing, "bridge")
+    assert config["network"] == {"address": "169.254.100.2/24", "hosts": {"a": "169.254.100.1", "b": "169.254.100.2"}}
+
+
+def test_hosts_on_the_machines_network_are_named_at_its_loopback(tmp_path):
+    """pidns: the hosts share the machine's network, where 169.254.100.x reaches nobody."""
+    topo = parse_topology(NETWORKED, memory_probe=lambda: None)
+    backing = {"fast": "/dev/shm/x-fast", "far": "/dev/shm/x-far"}
+    config = sim_config(topo, topo.host("b"), tmp_path / "state", backing, "pidns")
+    assert config["network"] == {"address": None, "hosts": {"a": "127.0.0.1", "b": "127.0.0.1"}}
+    assert _config("a", tmp_path)["network"] is None, "no network: nothing to name, as on QEMU"

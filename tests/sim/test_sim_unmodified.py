@@ -1,7 +1,9 @@
 """Unmodified grpc programs (examples/unmodified) across two sim hosts, where interposition
 is on by default: the client on host1 dials host0:50051, which no TCP route reaches (each
 sim host has only its loopback), and gets its answers over the pool, whose counters count
-the calls; with NOTNETS_INTERPOSE=0 the same client cannot reach host0."""
+the calls; with NOTNETS_INTERPOSE=0 the same client cannot reach host0. With ``network:
+true`` the same programs, addressed by host name, print the same over the pool (by
+default) and over TCP on the run's bridge (``interpose: false``)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import os
 
 import pytest
 
-from harness.cli import Emu, pool_files, running_under
+from harness.cli import Emu, pool_files, run_namespaces, running_under, wait_until
 from harness.unmodified import CALLS_PER_CLIENT, EXAMPLES, EXPECTED, endpoint_calls, wait_calls
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -74,3 +76,37 @@ def test_interpose_false_in_the_topology_turns_it_off(tmp_path):
         emu("down", timeout=60)
         emu.cleanup()
         assert pool_files(name) == [], "pool files left behind"
+
+
+@pytest.mark.parametrize("interpose", [True, False], ids=["pool", "tcp"])
+def test_unmodified_programs_by_host_name_on_the_runs_network(tmp_path, interpose):
+    if not _isolated():
+        pytest.skip("needs root for the hosts' network namespaces")
+    name = f"snug{os.getpid()}"  # short: the agent sockets live under the state dir (108-byte limit)
+    topo = tmp_path / "t.yaml"
+    topo.write_text(TOPOLOGY.format(name=name) + "network: true\n" + ("" if interpose else "interpose: false\n"))
+    emu = Emu(tmp_path / "state", tmp_path)
+    try:
+        up = emu("up", str(topo), timeout=60)
+        assert up.returncode == 0, up.stderr
+        status = emu.status()
+        assert [h["addresses"] for h in status["hosts"]] == [["169.254.100.1"], ["169.254.100.2"]]
+        pool = status["pools"][0]["backing"]
+        started = emu("exec", "-d", "host0", "--", f"python {EXAMPLES / 'server_aio.py'} --port '[::]:50051'",
+                      timeout=30)
+        assert started.returncode == 0, started.stderr
+        assert wait_until(lambda: "serving on port 50051" in emu("logs", "host0", timeout=30).stdout, 60)
+        for client in ("client.py", "client_aio.py"):
+            result = emu("exec", "host1", "--", f"python {EXAMPLES / client} --target host0:50051", timeout=120)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout == EXPECTED, client
+        if interpose:
+            assert wait_calls(emu, pool, "host0:50051", 2 * CALLS_PER_CLIENT, 10) == 2 * CALLS_PER_CLIENT
+        else:
+            assert endpoint_calls(emu, pool, "host0:50051") == -1, "interpose: false published in the pool"
+    finally:
+        emu("down", timeout=60)
+        emu.cleanup()
+        assert running_under(str(emu.state)) == [], "processes outlived the test"
+        assert pool_files(name) == [], "pool files left behind"
+        assert run_namespaces(name) == [], "network namespaces left behind"

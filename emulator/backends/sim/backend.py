@@ -1,13 +1,14 @@
 """Hosts as process trees on this machine: fast to start, no VM, same contract as QEMU.
 
 Each host is ``guest/sim_host.py`` (the guest agent, serving unix sockets in
-STATE/hosts/HOST/) started inside ``unshare --net --mount --pid --fork --mount-proc``
-when we may (root): its own network namespace with only a loopback (proof that no
-network is used), its own mount namespace (with its own /proc) and its own PID
-namespace, whose end takes every process of the host with it. Without the right to
-unshare, hosts are plain processes and `status` says so. Pools are the run's backing
-files, mapped directly (NOTNETS_POOL is the file's path). Commands reach a host through
-the same AgentClient as a VM.
+STATE/hosts/HOST/) started inside ``unshare --mount --uts --pid --fork --mount-proc``
+when we may (root): its own mount namespace (with its own /proc), UTS namespace and PID
+namespace, whose end takes every process of the host with it, and its own network
+namespace: with only a loopback (``unshare --net``: proof that no network is used), or,
+for topologies with ``network: true``, on the run's private bridge with the address the
+host has on QEMU (network.py). Without the right to unshare, hosts are plain processes
+and `status` says so. Pools are the run's backing files, mapped directly (NOTNETS_POOL is
+the file's path). Commands reach a host through the same AgentClient as a VM.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Mapping, Optional
 
 from emulator.backends.base import Backend, BootError
+from emulator.backends.sim import network as sim_network
 from emulator.backends.sim import procs as sim_procs
 from emulator.backends.sim.config import sim_config, write_sim_config
 from emulator.errors import UserError
@@ -34,9 +36,13 @@ READY_TIMEOUT = 20.0  # seconds; a sim host is normally ready in well under one
 STOP_GRACE = 2.0  # after SIGTERM, before SIGKILL
 AGENT_CONNECT_TIMEOUT = 15.0
 ISOLATION_ENV = "NOTNETS_SIM_ISOLATION"  # "none" forces plain processes (tests, debugging)
-UNSHARE_FLAGS = ["--mount", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child"]
+# slave: the machine's unmounts reach the host's copy of its mounts, so a copy of a run's
+# /run/netns/NAME never keeps that namespace alive after `down` deletes it
+UNSHARE_FLAGS = ["--mount", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child", "--propagation", "slave"]
 NOTES = {
     "netns": "sim: each host in its own network (loopback only), mount, UTS and PID namespace",
+    "bridge": "sim: each host in its own network, mount, UTS and PID namespace; the hosts' network is a "
+              "private bridge, host i at 169.254.100.<i+1> (network: true)",
     "pidns": "sim: each host in its own mount, UTS and PID namespace, on the machine's network (network: true)",
 }
 
@@ -45,29 +51,38 @@ def choose_isolation(network: bool) -> tuple[str, str]:
     """(isolation, note): namespaces when unshare works here, else plain processes."""
     if os.environ.get(ISOLATION_ENV, "").lower() == "none":
         return "none", f"sim: hosts are plain processes ({ISOLATION_ENV}=none), sharing the machine's network"
-    wanted = "pidns" if network else "netns"
     unshare = shutil.which("unshare")
     if unshare is None:
         return "none", "sim: hosts are plain processes (no unshare(1) here), sharing the machine's network"
-    argv = [unshare] + ([] if network else ["--net"]) + UNSHARE_FLAGS + ["true"]
+    argv = [unshare, "--net"] + UNSHARE_FLAGS + ["true"]
     try:
         probe = subprocess.run(argv, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as err:
         why = str(err)
     else:
         if probe.returncode == 0:
-            return wanted, NOTES[wanted]
+            if not network:
+                return "netns", NOTES["netns"]
+            missing = sim_network.missing_tool()
+            if missing:
+                return "pidns", f"{NOTES['pidns']}; no private network: {missing}"
+            return "bridge", NOTES["bridge"]
         why = (probe.stderr.strip().splitlines() or ["unshare failed"])[-1]
     return "none", f"sim: hosts are plain processes (cannot unshare: {why}), sharing the machine's network"
 
 
-def host_argv(isolation: str, config_path: Path) -> list[str]:
+def host_argv(isolation: str, config_path: Path, netns: Optional[str] = None) -> list[str]:
+    """How to start the host: in the named network namespace ``netns`` for isolation bridge."""
     python = os.path.join(REPO_ROOT, ".venv", "bin", "python")
     if not os.path.exists(python):
         python = sys.executable
     inner = [python, "-S", "-m", "guest.sim_host", str(config_path)]
     if isolation == "none":
         return inner
+    if isolation == "bridge":  # nsenter execs unshare: the pid stays the one recorded
+        if not netns:
+            raise ValueError("isolation bridge needs the host's network namespace")
+        return ["nsenter", f"--net={sim_network.netns_path(netns)}", "--", "unshare"] + UNSHARE_FLAGS + ["--"] + inner
     net = ["--net"] if isolation == "netns" else []
     return ["unshare"] + net + UNSHARE_FLAGS + ["--"] + inner
 
@@ -80,12 +95,21 @@ def _isolation(hs: HostState) -> str:
     return hs.accel or "none"
 
 
+def _netns(run: RunState, hs: HostState) -> Optional[str]:
+    """The host's network namespace on the run's bridge (isolation bridge), else None."""
+    if _isolation(hs) != "bridge":
+        return None
+    return sim_network.namespace_names(run.name, run.state_dir, [hs.name])[1][hs.name]
+
+
 class SimBackend(Backend):
     name = "sim"
 
     # -- up ---------------------------------------------------------------------------
     def start_hosts(self, topology: Topology, run: RunState, accel: str, progress: Progress) -> None:
         isolation, note = choose_isolation(topology.network)
+        if isolation == "bridge":
+            isolation, note = self._make_network(topology, run, note)
         run.accel, run.accel_note = isolation, note
         progress.say(note)
         state_dir = Path(run.state_dir)
@@ -105,6 +129,26 @@ class SimBackend(Backend):
         procs = {hs.name: self._launch(run, hs, progress) for hs in run.hosts}
         for hs in run.hosts:
             self._wait_ready(run, hs, procs[hs.name], started, progress)
+
+    def _make_network(self, topology: Topology, run: RunState, note: str) -> tuple[str, str]:
+        """The run's bridge and each host's namespace on it (network.py): (isolation, note).
+        When they cannot be made, what was made is removed and the hosts share the
+        machine's network (pidns), which the note says, with why."""
+        bridge, namespaces = sim_network.namespace_names(run.name, run.state_dir, [h.name for h in topology.hosts])
+
+        def record(name: str) -> None:
+            run.namespaces.append(name)
+            run.save()
+
+        try:
+            sim_network.create(bridge, [(h.index, namespaces[h.name]) for h in topology.hosts], record)
+        except sim_network.NetworkError as err:
+            left = sim_network.remove(run.namespaces)
+            run.namespaces = []
+            run.save()
+            why = f"no private network ({err})" + (f"; not removed: {'; '.join(left)}" if left else "")
+            return "pidns", f"{NOTES['pidns']}; {why}"
+        return "bridge", f"{note}; namespaces {bridge}[-HOST]"
 
     def _coherence_models(self, topology: Topology, run: RunState, progress: Progress) -> dict[str, str]:
         """A non-coherent model (docs/coherence.md) for each pool with coherence none:
@@ -138,7 +182,7 @@ class SimBackend(Backend):
         try:
             os.chmod(hs.console_log, 0o600)
             proc = subprocess.Popen(
-                host_argv(_isolation(hs), Path(_marker(hs))), stdin=subprocess.DEVNULL, stdout=log,
+                host_argv(_isolation(hs), Path(_marker(hs)), _netns(run, hs)), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, umask=0o077, cwd=REPO_ROOT,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO_ROOT),
                      "LANG": "C.UTF-8"},
@@ -204,11 +248,19 @@ class SimBackend(Backend):
 
     # -- down -------------------------------------------------------------------------
     def stop_hosts(self, run: RunState, progress: Progress) -> None:
-        for hs in run.hosts:
-            if hs.pid:
-                how = self._stop_one(hs)
-                if how:
-                    progress.say(how, host=hs.name)
+        """End every host, then delete the run's network namespaces (network.py)."""
+        try:
+            for hs in run.hosts:
+                if hs.pid:
+                    how = self._stop_one(hs)
+                    if how:
+                        progress.say(how, host=hs.name)
+        finally:
+            if run.namespaces:
+                for problem in sim_network.remove(run.namespaces):
+                    progress.say(f"network namespace not removed: {problem}")
+                run.namespaces = []
+                run.save()
 
     def _stop_one(self, hs: HostState) -> str:
         """SIGTERM the host's init (its agent ends its commands), then SIGKILL what is left."""

@@ -6,8 +6,13 @@ content (emulator/image/guest_config.py), with what differs for a process tree a
 - ``sockets``: the unix sockets it serves the agent protocol on (STATE/hosts/HOST/agentN.sock);
 - ``env_script``: where the agent writes the environment commands get (the VM's
   /run/notnets would be the machine's own /run here);
-- ``isolation``: netns (own network, mount and PID namespaces), pidns (own mount and PID
-  namespaces, the machine's network: topologies with ``network: true``) or none;
+- ``isolation``: netns (own network with only a loopback, own mount and PID namespaces),
+  bridge (``network: true``: own network namespace on the run's bridge, network.py), pidns
+  (own mount and PID namespaces on the machine's network: ``network: true`` where no
+  bridge could be made) or none;
+- ``network``: as for a VM, the host's address and every host's, which sim_host.py puts
+  in the /etc/hosts of the host's mount namespace; where the hosts share the machine's
+  network (pidns) every name is 127.0.0.1 there;
 - ``extra_env``: the far-memory model of the host's pools (NOTNETS_FARMEM), when the
   topology gives one;
 - ``coherence_models``: for each pool with ``coherence: none``, the model directory,
@@ -27,6 +32,7 @@ from emulator.topology.model import Host, Topology
 
 SIM_SOCKETS = 8  # concurrent agent clients (exec, status, ...) per host
 FARMEM_ENV = "NOTNETS_FARMEM"  # read by notnets_rpc.farmem
+LOOPBACK = "127.0.0.1"
 
 
 def farmem_spec(topology: Topology, host: Host, backing: Mapping[str, str]) -> dict[str, dict[str, float]]:
@@ -65,6 +71,8 @@ def sim_config(topology: Topology, host: Host, state_dir: Path, backing: Mapping
     config["sockets"] = [str(host_dir / f"agent{i}.sock") for i in range(SIM_SOCKETS)]
     config["env_script"] = str(host_dir / "env.sh")
     config["isolation"] = isolation
+    if config["network"] and isolation != "bridge":  # one network, the machine's: its loopback
+        config["network"] = {"address": None, "hosts": {name: LOOPBACK for name in config["network"]["hosts"]}}
     config["env"] = {}  # the QEMU template's guest_env works around TCG; sim hosts run natively
     farmem = farmem_spec(topology, host, backing)
     config["extra_env"] = {FARMEM_ENV: json.dumps(farmem, sort_keys=True)} if farmem else {}

@@ -93,6 +93,7 @@ def plan(quick: bool) -> list:
         ("unary 1 KiB", 1024, "unary", n(10000), n(2000)),
         ("unary 1 MiB", 1 << 20, "unary", n(500), n(200)),
         ("raw 1 MiB", 1 << 20, "raw", n(500), n(200)),
+        ("view 1 MiB", 1 << 20, "view", n(500), n(200)),
         ("bidi stream 64 B", 64, "stream", n(5000), n(2000)),
     ]
 

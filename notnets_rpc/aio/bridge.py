@@ -109,6 +109,14 @@ class DaemonPool:
             self._workers += 1
         threading.Thread(target=self._work, name=self._name, daemon=True).start()
 
+    def try_submit(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Run ``fn`` if a thread is idle or may be added; False (nothing queued) otherwise."""
+        with self._lock:
+            if self._idle <= self._jobs.qsize() and self._workers >= self._max:
+                return False
+        self.submit(fn, *args)
+        return True
+
     def _work(self) -> None:
         while True:
             with self._lock:

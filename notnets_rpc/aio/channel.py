@@ -38,24 +38,24 @@ class Channel(grpc.aio.Channel):
     # -- starting calls ----------------------------------------------------------------------------
     def _start(self, call: C.Call, start: Callable[[], Any], wait_for_ready: Optional[bool]) -> None:
         self._active.add(call)
-        call.add_done_callback(self._active.discard)
-        call.add_done_callback(self._note_outcome)
+        call._owner = self  # its _settle tells _settled
         if self._warm and not wait_for_ready:
             try:
                 sync = start()
             except Exception as exc:
                 sync = C._FailedStart(exc)
-            call._begin(sync, self._waiting)
+            call._begin(sync, self)
             return
         fut = in_thread(call._loop, _started, start)  # a daemon thread: wait_for_ready may wait long
         fut.add_done_callback(functools.partial(self._started, call))
 
     def _started(self, call: C.Call, fut: "asyncio.Future[Any]") -> None:
-        call._begin(fut.result(), self._waiting)
+        call._begin(fut.result(), self)
 
-    def _note_outcome(self, call: C.Call) -> None:
-        """Connected while calls get through; after an UNAVAILABLE the next call may have
-        to reconnect, which waits: it starts on a thread again."""
+    def _settled(self, call: C.Call) -> None:
+        """A call ended. Connected while calls get through; after an UNAVAILABLE the next
+        call may have to reconnect, which waits: it starts on a thread again."""
+        self._active.discard(call)
         sync = call._sync
         if isinstance(sync, C._FailedStart):
             return
@@ -158,7 +158,7 @@ class UnaryUnaryMultiCallable(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable):
     def __call__(self, request: Any, *, timeout: Optional[float] = None, metadata: Any = None, credentials: Any = None,
                  wait_for_ready: Optional[bool] = None, compression: Any = None) -> C.UnaryUnaryCall:
         call = C.UnaryUnaryCall(asyncio.get_running_loop(), timeout)
-        start = functools.partial(self._sync.future, request, timeout, C.as_pairs(metadata), None, wait_for_ready)
+        start = functools.partial(self._sync.start, request, timeout, C.as_pairs(metadata), wait_for_ready)
         self._channel._start(call, start, wait_for_ready)
         return call
 

@@ -80,6 +80,8 @@ class Connection:
         self.ctl = pool.layout.channel(pool.host_id, slot)
         self.tx, self.rx = pool.client_rings(slot)
         self.rx.sink = self._sink
+        self.rx.viewer = self._viewer
+        self._fast: "tuple[int, Optional[Callable]]" = (0, None)  # the unregistered fast-path call
         self.chunk = pool.layout.chunk_bytes
         self.request_window = pool.layout.ring_bytes  # a request stream's bytes ahead of its handler
         self.max_receive = max_receive
@@ -184,9 +186,13 @@ class Connection:
                 self.send_message(state, payload, end_stream)
         return state
 
-    def unary_fast(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable]
-                   ) -> "tuple[Optional[CallState], Optional[bytes]]":
-        """A blocking unary call without deadline or metadata, in as few steps as possible.
+    def unary_fast(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable],
+                   deadline: Optional[float] = None) -> "tuple[Optional[CallState], Optional[bytes]]":
+        """A blocking unary call without metadata, in as few steps as possible.
+
+        ``prefix`` is the CALL body up to the message (its timeout field says ``deadline``
+        to the server); the spin phase is far shorter than any deadline, and a call that
+        leaves it is registered with ``deadline``, which ``wait`` then enforces.
 
         Returns (None, raw response) when the answer came back as a bare STATUS frame
         while this thread held the reader token and spun; otherwise (state, None) and the
@@ -199,7 +205,7 @@ class Connection:
             raise ConnectionBroken(self.broken)
         reader = self.reader
         if not reader.acquire(False):
-            return self._unary_shared(prefix, payload, deserializer), None
+            return self._unary_shared(prefix, payload, deserializer, deadline), None
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
         self.calls_started += 1
         sent = False
@@ -222,11 +228,12 @@ class Connection:
             finally:
                 tx_lock.release()
         if not sent:  # a full request ring: wait for room without the token (the server may need us to read)
-            state = self._register(cid, deserializer)
+            state = self._register(cid, deserializer, deadline)
             self._release_reader()
             self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
             return state, None
         state = None
+        self._fast = (cid, deserializer)
         try:
             if self.server_sleep is not None and self.mem.load(self.server_sleep):
                 self.wake_server()
@@ -243,7 +250,7 @@ class Connection:
                     break
             else:
                 frame = None
-            state = self._register(cid, deserializer)
+            state = self._register(cid, deserializer, deadline)
             if frame is not None:
                 self._dispatch(frame)
                 if state.done:
@@ -256,14 +263,14 @@ class Connection:
             return state, None
         except ChecksumError as exc:
             if state is None:
-                state = self._register(cid, deserializer)
+                state = self._register(cid, deserializer, deadline)
             self._on_bad_frame(exc)
             self._read_until(state, WAIT_DONE, None, False, fresh=False)
             return state, None
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
             if state is None:
-                state = self._register(cid, deserializer)
+                state = self._register(cid, deserializer, deadline)
             return state, None
         finally:
             self._release_reader()
@@ -273,18 +280,19 @@ class Connection:
         if self.want_reader:
             self._hand_over()
 
-    def _register(self, cid: int, deserializer: Optional[Callable]) -> CallState:
+    def _register(self, cid: int, deserializer: Optional[Callable], deadline: Optional[float] = None) -> CallState:
         """Make a fast-path call visible to the reader, or end it if the connection broke."""
-        state = CallState(cid, None, deserializer, True)
+        state = CallState(cid, deadline, deserializer, True)
         self.calls[cid] = state
         if self.broken is not None:
             self.fail_locally(state, UNAVAILABLE, f"NotNets server unavailable: {self.broken}")
         return state
 
-    def _unary_shared(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable]) -> CallState:
+    def _unary_shared(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable],
+                      deadline: Optional[float]) -> CallState:
         """Another thread reads the response ring: register, send, and wait like any call."""
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
-        state = CallState(cid, None, deserializer, True)
+        state = CallState(cid, deadline, deserializer, True)
         self.calls[cid] = state
         self.calls_started += 1
         self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
@@ -375,6 +383,12 @@ class Connection:
         except ProtocolError as exc:
             self.break_(f"corrupted request ring: {exc}")
             raise ConnectionBroken(self.broken) from None
+
+    def read_arrived(self) -> None:
+        """Dispatch what the response ring holds now, without waiting, unless another
+        thread is reading it (that thread dispatches it). notnets_rpc.aio polls with this
+        from its event loop, which must never wait on the pool."""
+        self._read_some()
 
     def _read_some(self) -> None:
         """Read what the response ring holds now, if no other thread is reading it."""
@@ -589,6 +603,10 @@ class Connection:
             if kind == _STATUS:
                 initial, details, trailing, at = F.parse_status(body)
                 message = body[at:] if flags & _HAS_MESSAGE else None
+                if type(body) is memoryview:  # lent by the ring: the message view is what keeps the loan
+                    details = details.tobytes()
+                    if message is not None:
+                        self.rx.loan.track(message)
                 if message is not None and len(message) > self.max_receive:
                     self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                       f"Received message larger than max ({len(message)} vs. {self.max_receive})",
@@ -654,6 +672,20 @@ class Connection:
         with self.lock:
             n, state.reserved = state.reserved, 0
         self.budget.give(n)
+
+    def _viewer(self, kind: int, flags: int, cid: int, aux: int, n: int) -> bool:
+        """Ring viewer: lend a whole response message in one frame to a call whose
+        deserializer takes buffers (``as_view``, protobuf) instead of copying it out."""
+        if kind == _STATUS:
+            if not flags & (_BARE | _HAS_MESSAGE):
+                return False
+        elif kind != _MESSAGE or flags & _MORE or n != aux:
+            return False
+        state = self.calls.get(cid)
+        if state is not None:
+            return takes_buffers(state.deserializer)
+        fast_cid, deserializer = self._fast
+        return cid == fast_cid and takes_buffers(deserializer)
 
     def _deliver(self, state: CallState, message: bytes) -> None:
         with self.lock:

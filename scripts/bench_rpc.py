@@ -108,6 +108,7 @@ def main(argv=None) -> int:
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before each first-call sample")
     parser.add_argument("--cases", default="echo,clients,chain",
                         help="comma-separated groups: echo (the size/shape table), clients, chain")
+    parser.add_argument("--only", default="", help="echo cases whose label contains this text (e.g. '1 MiB')")
     parser.add_argument("--clients", type=int, default=8, help="client processes of the many-clients case")
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring window of the clients and chain cases")
     parser.add_argument("--no-malloc-tuning", action="store_true",
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
     try:
         for name, target in targets.items():
             servers[name] = start_server(target, pool, env)
-        for label, size, mode, n_notnets, n_grpc in plan(args.quick) if "echo" in groups else ():
+        for label, size, mode, n_notnets, n_grpc in [c for c in plan(args.quick) if args.only in c[0]] if "echo" in groups else ():
             runs = {"notnets": [], "grpcio": []}
             for _ in range(args.rounds):
                 for name in ("notnets", "grpcio"):

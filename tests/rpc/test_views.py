@@ -209,8 +209,18 @@ class Recorder:
         self.seen.append(request)
         return request
 
+    def slow_echo(self, request, context):
+        """Holds its request view until the test says go (the server has promoted another
+        poller meanwhile, which reads the channel's later requests behind this one)."""
+        assert self.go.wait(20)
+        return bytes(request)
+
     def handlers(self):
+        import threading
+
+        self.go = threading.Event()
         return grpc.method_handlers_generic_handler("v.V", {
+            "Slow": grpc.unary_unary_rpc_method_handler(self.slow_echo, request_deserializer=notnets_rpc.as_view),
             "View": grpc.unary_unary_rpc_method_handler(self.view_echo, request_deserializer=notnets_rpc.as_view,
                                                         response_serializer=notnets_rpc.as_bytes),
             "Plain": grpc.unary_unary_rpc_method_handler(self.plain_echo),
@@ -343,3 +353,47 @@ def test_view_requests_go_out_without_a_serializer_copy(view_server):
         first = echo(body_of(BIG, 6))
         second = echo(first)  # forwarded straight from the response ring to the request ring
         assert second == body_of(BIG, 6)
+
+
+def test_a_view_still_queued_is_copied_not_revoked(view_server):
+    """Responses nobody has collected yet (futures) are copied out when the ring needs
+    their bytes back: every result arrives intact."""
+    rec, pool = view_server
+    with notnets_rpc.insecure_channel("notnets:views", pool=pool) as ch:
+        view_call = ch.unary_unary("/v.V/View", response_deserializer=notnets_rpc.as_view)
+        futures_ = [view_call.future(body_of(BIG, i), timeout=20) for i in range(24)]  # 3 MiB through 1 MiB rings
+        for f in futures_:
+            f.exception()  # all done before any result is taken
+        assert [bytes(f.result()) for f in futures_] == [body_of(BIG, i) for i in range(24)]
+
+
+def test_evict_runs_before_a_revocation():
+    size = 4 * BIG
+    mem, w, r = make_ring(size)
+    assert w.try_write(MESSAGE, 0, 1, BIG, (body_of(BIG, 1),), BIG)
+    queue = [r.read()[4]]
+    r.loan.evict = lambda: queue.__setitem__(0, queue[0].tobytes())
+    small = bytes(1000)
+    for _ in range(3 * size // len(small)):
+        while not w.try_write(MESSAGE, 0, 2, len(small), (small,), len(small)):
+            assert r.read() is not None
+        r.read()
+    assert type(queue[0]) is bytes and queue[0] == body_of(BIG, 1)
+    assert not r.loans
+
+
+def test_a_handler_keeps_its_view_for_the_whole_call(view_server):
+    """The server never revokes a request view: later traffic on the same channel (more
+    than half a ring of it) does not take it from a handler that is still running."""
+    rec, pool = view_server
+    with notnets_rpc.insecure_channel("notnets:views", pool=pool) as ch:
+        assert ch.unary_unary("/v.V/Slow").future(b"warm") is not None
+        rec.go.set()
+        ch.unary_unary("/v.V/Plain")(b"warm")
+        rec.go.clear()
+        slow = ch.unary_unary("/v.V/Slow").future(body_of(BIG, 21), timeout=20)
+        plain = ch.unary_unary("/v.V/Plain")
+        for i in range(5):  # 640 KiB behind the held request in a 1 MiB ring
+            assert plain(body_of(BIG, i), timeout=20) == body_of(BIG, i)
+        rec.go.set()
+        assert slow.result() == body_of(BIG, 21)

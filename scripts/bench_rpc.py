@@ -32,10 +32,8 @@ from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-# With glibc's defaults every fresh 1 MiB buffer of a Python process is a new mmap and
-# costs ~256 page faults (milliseconds on this VM). These keep freed memory for reuse;
-# both transports get the same environment, so the comparison stays fair.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+sys.path.insert(0, str(ROOT))
+from notnets_bench.malloc_env import MALLOC_ENV  # noqa: E402  (both transports get the same malloc settings)
 
 
 def free_port() -> int:

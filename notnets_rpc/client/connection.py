@@ -676,6 +676,14 @@ class Connection:
         fast_cid, deserializer = self._fast
         return cid == fast_cid and takes_buffers(deserializer)
 
+    def _end_loans(self) -> None:
+        """The slot goes back (and its rings to the next client): views of them still
+        queued become copies, views already handed out are released."""
+        for loan in list(self.rx.loans):
+            if loan.evict is not None:
+                loan.evict()
+            loan.end()
+
     def _evict(self, ref: "weakref.ref[CallState]") -> None:
         """(reader) Views of the ring still queued for the call become copies (the ring
         needs their bytes back; views already handed to the caller are released)."""
@@ -875,5 +883,6 @@ class Connection:
         if broke and self.on_broken is not None:
             self.on_broken(self)
         if release:
+            self._end_loans()
             self.pool.forget_lost(self._lost_key)
             self.pool.close_channel(self.slot, self.generation)

@@ -397,3 +397,18 @@ def test_a_handler_keeps_its_view_for_the_whole_call(view_server):
             assert plain(body_of(BIG, i), timeout=20) == body_of(BIG, i)
         rec.go.set()
         assert slow.result() == body_of(BIG, 21)
+
+
+def test_views_end_with_their_channel(view_server):
+    """Closing the channel gives its slot (and rings) to the next client: a view still
+    held is released, a response still uncollected is copied first."""
+    rec, pool = view_server
+    ch = notnets_rpc.insecure_channel("notnets:views", pool=pool)
+    view_call = ch.unary_unary("/v.V/View", response_deserializer=notnets_rpc.as_view)
+    held = view_call(body_of(BIG, 31))
+    pending = view_call.future(body_of(BIG, 32))
+    pending.exception()
+    ch.close()
+    with pytest.raises(ValueError):
+        bytes(held)
+    assert bytes(pending.result()) == body_of(BIG, 32)

@@ -123,7 +123,8 @@ class Connection:
         sleeper = self._sleep if self.futex else None
         if self.same_process:
             return Backoff(self._tune, spin=0, sleeper=sleeper)
-        return Backoff(self._tune, sleeper=sleeper, learn=not Backoff.remote_peer(self.endpoint.host != self.pool.host_id))
+        return Backoff(self._tune, sleeper=sleeper, learn=not Backoff.remote_peer(self.endpoint.host != self.pool.host_id),
+                       woken=self.futex)
 
     def wake_server(self) -> None:
         """After writing a frame: if the server's poller sleeps in the kernel, kick and wake it."""

@@ -371,13 +371,16 @@ class Server(ChannelTable, Replies, grpc.Server):
             backoff = Backoff(self._tune, max_sleep=self._tune.idle_sleep, sleeper=lambda seconds: self._sleep(mem, seconds))
             it = 0
             load = mem.load
+            views = mem.views()  # plain memory: index the ring heads directly (no call per channel and poll)
+            words = views[1] if views is not None else None
             while self._leader == me:
                 worked = False
                 if self._backlog:
                     self._flush_backlog()
                 for ch in self._active:
                     rx = ch.rx
-                    if ((rx._head != rx.tail or load(rx.head_off) != rx.tail or rx.loans and rx.loans[0].ending)
+                    if ((rx._head != rx.tail or (words[rx._hidx] if words is not None else load(rx.head_off)) != rx.tail
+                         or rx.loans and rx.loans[0].ending)
                             and not ch.outbox.full):
                         worked = True
                         if not self._drain(ch, me):
@@ -387,6 +390,8 @@ class Server(ChannelTable, Replies, grpc.Server):
                     self._discover()
                 if worked:
                     backoff.learn = not Backoff.remote_peer(self._remote_client)
+                    if backoff.woken is not self._futex_ok:  # every client can wake us: yield briefly, then sleep
+                        backoff.wakeable(self._futex_ok)
                     backoff.reset()
                     self._poll_sleep = 50e-6
                     if self._threads_busy or self._local_client:  # other threads here need the GIL

@@ -1,13 +1,12 @@
 """Boot benchmark: `notnets-emu up` of N QEMU hosts sharing one pool, to READY.
 
-    .venv/bin/python scripts/bench_boot.py [--hosts 1,4,8,16] [--waves 0] [--rounds 1] [--out bench-boot]
+    .venv/bin/python scripts/bench_boot.py [--hosts 1,4,8,16] [--rounds 1] [--out bench-boot]
 
 For each N (in turns when --rounds > 1): a topology of N hosts (1 vCPU, --memory each)
 on one 256 MiB pool, `up` timed from start to exit (every host READY), then `down`.
 Recorded per host: the wall time to READY and the CPU seconds its QEMU process had
 used by then (`status --json`: boot_seconds, boot_cpu_seconds), plus the guest uptime
-at each milestone of its console and agent log. --waves compares how many hosts boot
-at once (NOTNETS_BOOT_WAVE; 0: all), each setting in turn for each host count. CPU seconds per host are the figure
+at each milestone of its console and agent log. CPU seconds per host are the figure
 to compare: wall time on this shared 2-core machine moves with everyone's load (the
 load average before each run is recorded). Writes OUT/boot.json and OUT/boot.png.
 
@@ -85,11 +84,11 @@ def emu(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProce
     return subprocess.run(EMU + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def measure(hosts: int, wave: int, args: argparse.Namespace) -> dict:
+def measure(hosts: int, args: argparse.Namespace) -> dict:
     """One `up` of ``hosts`` hosts, then `down`; every host stopped in the finally."""
     work = Path(tempfile.mkdtemp(prefix=f"notnets-bootbench-{hosts}-"))
     name = f"bootbench{hosts}"
-    env = dict(os.environ, NOTNETS_STATE=str(work / "runs"), PYTHONPATH=str(ROOT), NOTNETS_BOOT_WAVE=str(wave))
+    env = dict(os.environ, NOTNETS_STATE=str(work / "runs"), PYTHONPATH=str(ROOT))
     topo = work / "topology.yaml"
     topo.write_text(yaml.safe_dump(topology(hosts, args.memory, args.backing), sort_keys=False))
     try:
@@ -114,7 +113,7 @@ def measure(hosts: int, wave: int, args: argparse.Namespace) -> dict:
                              "guest_uptime": milestones(Path(h["console_log"]).parent, h["console_log"])})
         cpu = [h["cpu_s"] for h in per_host if h["cpu_s"] is not None]
         return {
-            "hosts": hosts, "wave": wave, "up_wall_s": round(wall, 2), "all_ready_s": max(h["ready_s"] for h in per_host),
+            "hosts": hosts, "up_wall_s": round(wall, 2), "all_ready_s": max(h["ready_s"] for h in per_host),
             "cpu_s_total": round(sum(cpu), 1), "cpu_s_per_host_mean": round(statistics.mean(cpu), 2),
             "cpu_s_per_host_max": max(cpu), "load_before": round(load, 2), "load_after": round(load_after, 2),
             "lock_wait_s": round(waited, 1), "per_host": per_host,
@@ -134,14 +133,10 @@ def plot(results: dict, path: Path) -> None:
     fig, (wall_ax, cpu_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((wall_ax, "up_wall_s", "`up` to all READY (s, wall)"),
                            (cpu_ax, "cpu_s_per_host_mean", "QEMU CPU-s per host at READY")):
-        for k, wave in enumerate(sorted({r["wave"] for r in runs})):
-            mine = [r for r in runs if r["wave"] == wave]
-            color = f"C{k}"
-            for r in mine:
-                ax.scatter([r["hosts"]], [r[key]], color=color)
-            xs = sorted({r["hosts"] for r in mine})
-            ax.plot(xs, [statistics.median(r[key] for r in mine if r["hosts"] == n) for n in xs], color=color,
-                    label="all at once" if wave == 0 else f"{wave} at once")
+        for n in ns:
+            values = [r[key] for r in runs if r["hosts"] == n]
+            ax.scatter([n] * len(values), values, color="tab:blue")
+        ax.plot(ns, [statistics.median(r[key] for r in runs if r["hosts"] == n) for n in ns], color="tab:blue")
         ax.set_xlabel("hosts")
         ax.set_ylabel(label)
         ax.set_xticks(ns)
@@ -165,7 +160,6 @@ def commit() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", default="1,4,8,16", help="host counts, comma-separated")
-    parser.add_argument("--waves", default="0", help="hosts booting at once (NOTNETS_BOOT_WAVE; 0: all), comma-separated")
     parser.add_argument("--rounds", type=int, default=1, help="times each host count is measured, in turns")
     parser.add_argument("--memory", default="512M", help="guest RAM per host")
     parser.add_argument("--backing", default="hugetlbfs", choices=("hugetlbfs", "shm"))
@@ -175,18 +169,17 @@ def main() -> int:
     args = parser.parse_args()
     try:
         counts = [int(n) for n in args.hosts.split(",")]
-        waves = [int(n) for n in args.waves.split(",")]
     except ValueError:
-        parser.error("--hosts and --waves: expected numbers separated by commas")
+        parser.error(f"--hosts {args.hosts!r}: expected numbers separated by commas")
     args.out.mkdir(parents=True, exist_ok=True)
     results = {"commit": commit(), "machine": platform.node(), "cpus": os.cpu_count(), "memory": args.memory,
                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": []}
     for rnd in range(args.rounds):
-        for n, wave in ((n, w) for n in counts for w in waves):
-            run = measure(n, wave, args)
+        for n in counts:
+            run = measure(n, args)
             run["round"] = rnd
             results["runs"].append(run)
-            print(f"{n:3d} hosts, wave {wave}: up {run['up_wall_s']:6.1f} s, all READY {run['all_ready_s']:6.1f} s, "
+            print(f"{n:3d} hosts: up {run['up_wall_s']:6.1f} s, all READY {run['all_ready_s']:6.1f} s, "
                   f"{run['cpu_s_per_host_mean']:5.2f} CPU-s per host ({run['cpu_s_total']:.0f} in all), "
                   f"load {run['load_before']}", flush=True)
             (args.out / "boot.json").write_text(json.dumps(results, indent=1) + "\n")

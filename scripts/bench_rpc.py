@@ -32,10 +32,8 @@ from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-# With glibc's defaults every fresh 1 MiB buffer of a Python process is a new mmap and
-# costs ~256 page faults (milliseconds on this VM). These keep freed memory for reuse;
-# both transports get the same environment, so the comparison stays fair.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+sys.path.insert(0, str(ROOT))
+from notnets_bench.malloc_env import MALLOC_ENV  # noqa: E402  (both transports get the same malloc settings)
 
 
 def free_port() -> int:
@@ -104,7 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per case (median is reported)")
     parser.add_argument("--only", action="append", metavar="LABEL",
-                        help="of the echo group, only this case (repeatable), e.g. --only 'unary 64 B'")
+                        help="of the echo group, only cases whose label contains this text (repeatable), e.g. --only '1 MiB'")
     parser.add_argument("--pool-size", default=str(1 << 30),
                         help="bytes of the /dev/shm pool (1 GiB: 4 MiB rings, so a 1 MiB message fits a ring)")
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before each first-call sample")
@@ -141,7 +139,7 @@ def main(argv=None) -> int:
         for name, target in targets.items():
             servers[name] = start_server(target, pool, env)
         for label, size, mode, n_notnets, n_grpc in plan(args.quick) if "echo" in groups else ():
-            if args.only and label not in args.only:
+            if args.only and not any(text in label for text in args.only):
                 continue
             runs = {"notnets": [], "grpcio": []}
             for _ in range(args.rounds):

@@ -1,11 +1,13 @@
 """Client call objects of ``notnets_rpc.aio``: grpc.aio's four call shapes over a sync call.
 
 Each wraps one call of the sync layer (``ClientCall``: a ``grpc.Future``, an iterator of
-responses for response streams). Nothing here blocks the event loop: the sync call's
-done callback (run by the channel's pump thread) wakes the loop through
-``call_soon_threadsafe``; responses of a stream are read by a thread of their own and
-handed over through an ``Inbox``; request streams are pulled by the sync layer's
-request thread, one message at a time, from the loop.
+responses for response streams). Nothing here blocks the event loop: a unary-unary
+call is polled from the loop without waiting (``PolledResponse``), then, if slow,
+waited for by a thread; for the other shapes the sync call's done callback (run by the
+channel's pump thread) wakes the loop through ``call_soon_threadsafe``; responses of a
+stream are read by a thread of their own and handed over through an ``Inbox``; request
+streams are pulled by the sync layer's request thread, one message at a time, from the
+loop.
 """
 
 from __future__ import annotations
@@ -28,15 +30,17 @@ OK = grpc.StatusCode.OK
 _END = object()
 _sched_yield = os.sched_yield
 POLL_BUDGET = 0.005    # seconds the loop polls a unary call before a thread waits for it
-POLL_SPIN = 32         # empty polls of a call before its polls also yield the CPU (see _yield_cpu)
-YIELD_EVERY = 20e-6    # ... at most once in this many seconds, however many calls poll
+POLL_SPIN = 2          # empty polls of a call before its polls also yield the CPU (see _yield_cpu)
+YIELD_EVERY = 5e-6     # ... at most once in this many seconds (about once a turn), however many calls poll
 _last_yield = [0.0]
 
 
 def _yield_cpu() -> None:
-    """Let another process have this CPU (the server we wait for may need it: on a loaded
-    machine a loop that only spins made calls take milliseconds), but once per
-    ``YIELD_EVERY`` at most: every waiting call polls once per turn of the loop."""
+    """Let another process have this CPU, but once per ``YIELD_EVERY`` at most: every
+    waiting call polls once per turn of the loop. On a loaded 2-CPU machine the server
+    we wait for often shares our CPU and answers only once we yield it: a loop that
+    only spun made calls take milliseconds, and 16 turns before the first yield cost
+    ~60 us a call against 2 (the answer came right after the first yield either way)."""
     now = time.monotonic()
     if now - _last_yield[0] >= YIELD_EVERY:
         _last_yield[0] = now
@@ -83,9 +87,8 @@ class Call(grpc.aio.Call):
         self._deadline = None if timeout is None else time.monotonic() + timeout
 
     # -- lifecycle (loop thread) ---------------------------------------------------------------
-    def _begin(self, sync: Any, owner: Any = None) -> None:
-        """The sync call exists (or failed to start): follow it to its end. ``owner``: the
-        aio channel (its waiter threads and sync channel; see ``_follow``)."""
+    def _begin(self, sync: Any) -> None:
+        """The sync call exists (or failed to start): follow it to its end."""
         self._sync = sync
         waiters, self._start_waiters = self._start_waiters, []
         for w in waiters:
@@ -98,17 +101,12 @@ class Call(grpc.aio.Call):
         if self._cancelled_here:
             sync.cancel()
         self._on_started()
-        self._follow(sync, owner)
+        self._follow(sync)
 
-    def _follow(self, sync: Any, owner: Any) -> None:
+    def _follow(self, sync: Any) -> None:
         """How the loop learns that the sync call ended: its done callback (run on the
-        channel's pump thread), and whatever the shape adds (``_watch``)."""
+        channel's pump thread); unary-unary calls are polled instead (PolledResponse)."""
         sync.add_done_callback(self._sync_done)
-        if owner is not None:
-            self._watch(owner)
-
-    def _watch(self, owner: Any) -> None:
-        """Hook: have a thread wait for the sync call (unary responses)."""
 
     def _on_started(self) -> None:
         """Hook for the shapes (request streams start pulling)."""
@@ -239,17 +237,8 @@ class Call(grpc.aio.Call):
 
 
 class UnaryResponse:
-    """``await call``: the response, or the call's error.
-
-    The sync call's done callback alone would do, but it runs on the channel's pump
-    thread, which polls lazily (about 300 us a call measured here); a thread of the
-    channel's that waits for the call reads the response ring itself, as a blocking
-    call does, and settles the call at once. The done callback stays as the fallback
-    when all those threads are busy waiting for other calls.
-    """
-
-    def _watch(self, owner: Any) -> None:
-        owner._waiting.submit(_wait_then_settle, self)
+    """``await call``: the response, or the call's error (settled by the sync call's done
+    callback, run on the channel's pump thread, for a request stream's call)."""
 
     def __await__(self):
         w = self._waiter()
@@ -279,8 +268,8 @@ class PolledResponse(UnaryResponse):
     polls the response ring with ``ClientCall.poll()``, which never waits: the awaiting
     coroutine polls once per turn of the loop (a bare ``yield``, so every other task and
     callback runs in between), or, when nobody awaits the call itself, a callback of the
-    call's does. After ``POLL_BUDGET`` seconds (or at the deadline) a waiter thread takes
-    over, or, when all are busy, the channel's pump with the done callback. A response
+    call's does. After ``POLL_BUDGET`` seconds (or at the deadline) the channel's pump
+    thread takes over, with the done callback. A response
     that comes back while the loop polls thus costs no thread hand-off at all. After
     ``POLL_SPIN`` empty polls a call's polls also yield the CPU (``_yield_cpu``).
     """
@@ -290,10 +279,7 @@ class PolledResponse(UnaryResponse):
     _polls = 0
     _poll_end = 0.0
 
-    def _follow(self, sync: Any, owner: Any) -> None:
-        if owner is None:
-            super()._follow(sync, owner)
-            return
+    def _follow(self, sync: Any) -> None:
         self._polling = True
         self._poll_end = time.monotonic() + POLL_BUDGET
         self._loop.call_soon(self._poll_step)
@@ -316,13 +302,14 @@ class PolledResponse(UnaryResponse):
         return False
 
     def _hand_over(self) -> None:
-        """Stop polling: a waiter thread waits for the call (it also ends it at its
-        deadline and watches the server's liveness), or the pump with the done callback."""
+        """Stop polling: the channel's pump thread reads for the call from now on (it
+        also ends it at its deadline and watches the server's liveness) and the done
+        callback wakes the loop. One thread for all slow calls, not one each: with 16
+        waiter threads contending for the GIL a loaded machine stalled the loop for
+        ~0.5 s at a time (tests/aio/test_loop_free.py)."""
         self._polling = False
-        owner = self._owner
-        if not owner._waiting.try_submit(_wait_then_settle, self):
-            owner._sync.pump_for(self._sync)
-            self._sync.add_done_callback(self._sync_done)
+        self._owner._sync.pump_for(self._sync)
+        self._sync.add_done_callback(self._sync_done)
 
     def _poll_step(self) -> None:
         if self._polling and not self._inline and not self._poll_once():
@@ -393,14 +380,6 @@ class StreamResponse:
             if item is EOF:
                 return
             yield item
-
-
-def _wait_then_settle(call: Call) -> None:
-    try:
-        call._sync.exception()  # reads the response ring on this thread, like a blocking call
-    except Exception:  # cancelled
-        pass
-    call._sync_done(call._sync)
 
 
 def _read_responses(call: Any, inbox: Inbox) -> None:

@@ -16,11 +16,10 @@ import grpc
 import grpc.aio
 
 from . import calls as C
-from .bridge import DaemonPool, in_thread
+from .bridge import in_thread
 from .client_interceptors import intercepted
 
 
-WAITERS = 16  # threads that wait for unary responses (more calls at once: the pump's slower path)
 START_WAIT_S = 5.0  # close() waits this long at most for calls that are still connecting
 
 
@@ -33,7 +32,6 @@ class Channel(grpc.aio.Channel):
                 raise ValueError(f"Interceptor {i} must be a grpc.aio client interceptor")
         self._warm = False  # a call got through: the sync channel is connected, starting does not wait
         self._active: set = set()  # calls not settled yet (for close's grace)
-        self._waiting = DaemonPool(WAITERS, "notnets-aio-waiter")  # see calls.UnaryResponse
 
     # -- starting calls ----------------------------------------------------------------------------
     def _start(self, call: C.Call, start: Callable[[], Any], wait_for_ready: Optional[bool]) -> None:
@@ -44,13 +42,13 @@ class Channel(grpc.aio.Channel):
                 sync = start()
             except Exception as exc:
                 sync = C._FailedStart(exc)
-            call._begin(sync, self)
+            call._begin(sync)
             return
         fut = in_thread(call._loop, _started, start)  # a daemon thread: wait_for_ready may wait long
         fut.add_done_callback(functools.partial(self._started, call))
 
     def _started(self, call: C.Call, fut: "asyncio.Future[Any]") -> None:
-        call._begin(fut.result(), self)
+        call._begin(fut.result())
 
     def _settled(self, call: C.Call) -> None:
         """A call ended. Connected while calls get through; after an UNAVAILABLE the next
@@ -104,7 +102,6 @@ class Channel(grpc.aio.Channel):
         for call in list(self._active):
             call.cancel()  # as grpc.aio: "Locally cancelled by application!", CancelledError when awaited
         await in_thread(asyncio.get_running_loop(), self._sync.close)
-        self._waiting.shutdown()
 
     async def __aenter__(self) -> "Channel":
         return self

@@ -21,7 +21,8 @@ from typing import Any
 
 from ..backoff import tunables
 
-SPIN = 64  # empty looks before each look also yields the CPU
+SPIN = 4  # empty looks before each look also yields the CPU (the client may need it: see calls._yield_cpu)
+
 
 _sched_yield = os.sched_yield
 _monotonic = time.monotonic

@@ -3,8 +3,9 @@
 
 The pool side is a sync ``notnets_rpc.Server`` whose handlers are the servicer's,
 bridged (``servicer.bridged``) so that coroutines run on the loop that called
-``start()``. Each async call in progress holds one of the sync server's threads while
-its task runs (``THREADS`` of them).
+``start()``; while calls come, that loop reads the rings itself (``LoopReader``).
+Unary-unary calls are answered from the loop; each streaming async call in progress
+holds one of the sync server's threads while its task runs (``THREADS`` of them).
 """
 
 from __future__ import annotations

@@ -1,17 +1,21 @@
 """Async servicers behind the sync server: one bridged call per RPC.
 
-The sync server (``notnets_rpc.Server``) reads the pool on its own threads and hands
-each call to a handler on one of them. For a coroutine (or async generator) handler,
-the bridged handler runs it as a task on the server's event loop
-(``asyncio.run_coroutine_threadsafe``) and waits, on its server thread, for what the
-task produces: the response, the messages of a response stream (through a queue, with
-a window of ``WINDOW`` messages that are queued but not yet written), initial metadata.
-Requests of a request stream are fetched for the task on demand by a thread of the
-call's own. When the RPC ends early (the client cancelled, the deadline passed, the
-server stops), the sync context's callback cancels the task.
+Unary-unary handlers are answered later (``answered_later``): the handler the sync
+server calls returns ``LATER`` at once, the coroutine runs as a task on the server's
+loop (its first step at once, ``_step_now``), a plain function on the server's threads,
+and the loop sends the outcome (``_Later``). The sync server calls it on the loop when
+the loop reads the rings (``loop_reader``), else on a poller thread, which then passes
+the reading to the loop.
 
-Plain (non-async) handlers are left to the sync server: grpc.aio runs them on its
-``migration_thread_pool``; here they run on the server's threads.
+Streaming handlers run on the sync server's threads: for a coroutine (or async
+generator) handler, the bridged handler runs it as a task on the server's event loop
+(``asyncio.run_coroutine_threadsafe``) and waits, on its server thread, for what the
+task produces: the messages of a response stream (through a queue, with a window of
+``WINDOW`` messages that are queued but not yet written), initial metadata. Requests of
+a request stream are fetched for the task on demand by a thread of the call's own.
+When the RPC ends early (the client cancelled, the deadline passed, the server stops),
+the sync context's callback cancels the task. Plain streaming handlers are left to the
+sync server, which runs them on its threads (grpc.aio: its ``migration_thread_pool``).
 """
 
 from __future__ import annotations

@@ -22,7 +22,9 @@ import itertools
 import os
 import threading
 import time
+import weakref
 from collections import deque
+from functools import partial
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import grpc
@@ -572,6 +574,8 @@ class Connection:
         state = self.calls.get(cid)
         if state is None:
             return  # a late frame for a call that already ended (cancelled, deadline)
+        if type(body) is memoryview:  # lent by the ring: if revoked while still queued, it is copied first
+            self.rx.loan.evict = partial(self._evict, weakref.ref(state))  # (the loan must not keep the call alive)
         if kind == _STATUS and flags & _BARE:
             if len(body) > self.max_receive:
                 self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -687,6 +691,24 @@ class Connection:
             return takes_buffers(state.deserializer)
         fast_cid, deserializer = self._fast
         return cid == fast_cid and takes_buffers(deserializer)
+
+    def _end_loans(self) -> None:
+        """The slot goes back (and its rings to the next client): views of them still
+        queued become copies, views already handed out are released."""
+        for loan in list(self.rx.loans):
+            if loan.evict is not None:
+                loan.evict()
+            loan.end()
+
+    def _evict(self, ref: "weakref.ref[CallState]") -> None:
+        """(reader) Views of the ring still queued for the call become copies (the ring
+        needs their bytes back; views already handed to the caller are released)."""
+        state = ref()
+        if state is None:
+            return
+        with self.lock:
+            if state.messages and any(type(m) is memoryview for m in state.messages):
+                state.messages = deque(m.tobytes() if type(m) is memoryview else m for m in state.messages)
 
     def _deliver(self, state: CallState, message: bytes) -> None:
         with self.lock:
@@ -877,5 +899,6 @@ class Connection:
         if broke and self.on_broken is not None:
             self.on_broken(self)
         if release:
+            self._end_loans()
             self.pool.forget_lost(self._lost_key)
             self.pool.close_channel(self.slot, self.generation)

@@ -55,6 +55,7 @@ class ServerChannel:
         # large unary requests are lent as views of the ring (ring.py, loans.py): the poller
         # hands them to buffer-taking parsers or copies them out, and ends the loan with the call
         self.rx.viewer = lambda kind, flags, cid, aux, n: kind == F.CALL and flags == _UNARY_CALL
+        self.rx.revoke = False  # a request view lasts as long as its call: a slow handler holds only its client
         self.outbox = Outbox(self.tx, window, self._wake_client)
         self.client_pid = client_pid
         self.peer = f"notnets:host{host}/pid{client_pid}"

@@ -10,7 +10,8 @@ less room; the wire format does not change.
 A loan ends when the view it tracks is dropped (its last reference goes away), when
 somebody calls ``release()`` on that view, when its owner ends it (``Loan.end``: the
 call it belongs to is over), or when the reader revokes it because more than half the
-ring behind it has been read (``RingReader.settle``). Ending releases the view, so any
+ring behind it has been read (``RingReader.settle``; the owner first copies out what it
+has not handed on yet, ``Loan.evict``). Ending releases the view, so any
 later use of it raises ``ValueError`` instead of reading bytes the peer may have
 overwritten. Slices taken from a view share its memory but are separate objects: they
 are not tracked (copy with ``bytes(view)`` what must outlive the view).
@@ -22,19 +23,23 @@ Pure: no locks, no clocks, no I/O.
 from __future__ import annotations
 
 import weakref
-from typing import Optional
+from typing import Callable, Optional
 
 
 class Loan:
     """One lent frame: ring counters ``[start, stop)`` and the view that keeps it."""
 
-    __slots__ = ("start", "stop", "ref", "ending")
+    __slots__ = ("start", "stop", "ref", "ending", "evict")
 
     def __init__(self, start: int, stop: int, view: memoryview) -> None:
         self.start = start
         self.stop = stop
         self.ref: "weakref.ref[memoryview]" = weakref.ref(view)
         self.ending = False
+        # evict(): before a revocation, the owner copies out what it holds but has not
+        # handed on yet (a response still queued for its caller), so that only views
+        # already given away are released
+        self.evict: Optional[Callable[[], None]] = None
 
     def track(self, view: memoryview) -> None:
         """Follow ``view`` (a slice of the lent body, say the message inside a CALL frame)

@@ -192,7 +192,7 @@ class RingWriter(_RingEnd):
 class RingReader(_RingEnd):
     """The consumer end. ``read`` returns one frame (skipping pads) and publishes the tail."""
 
-    __slots__ = ("tail", "_head", "sink", "viewer", "loans", "loan", "_shown")
+    __slots__ = ("tail", "_head", "sink", "viewer", "loans", "loan", "_shown", "revoke")
 
     def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, tail: int = 0,
                  crc: bool = False) -> None:
@@ -210,6 +210,7 @@ class RingReader(_RingEnd):
         self.loans: deque = deque()  # Loans in ring order; the published tail stops at the first
         self.loan: Optional[Loan] = None  # the loan of the last frame that came back as a view
         self._shown = tail
+        self.revoke = True  # False: loans end only when their owner says so (a server's, with their call)
 
     def pending(self) -> bool:
         """Cheap check (one load) for the poll loop."""
@@ -272,8 +273,10 @@ class RingReader(_RingEnd):
         while loans:
             first = loans[0]
             if not first.done():
-                if self.tail - first.start <= self.size // 2:
+                if not self.revoke or self.tail - first.start <= self.size // 2:
                     break
+                if first.evict is not None:
+                    first.evict()
                 first.end()
                 if not first.done():  # exported (a parser holds its buffer): wait for it
                     break

@@ -13,7 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping, Optional
+from typing import Any, BinaryIO, Mapping, Optional
 
 from emulator.backends import agent_client
 from emulator.backends.base import Backend, BootError
@@ -48,20 +48,6 @@ def boot_timeout(accel: str) -> float:
         except ValueError:
             raise UserError(f"NOTNETS_BOOT_TIMEOUT={env!r}: expected a number of seconds") from None
     return DEFAULT_BOOT_TIMEOUT.get(accel, 180.0)
-
-
-def boot_wave(hosts: int) -> int:
-    """How many hosts boot at once (0: all): $NOTNETS_BOOT_WAVE, else all of them."""
-    env = os.environ.get("NOTNETS_BOOT_WAVE")
-    if not env:
-        return 0
-    try:
-        wave = int(env)
-    except ValueError:
-        wave = -1
-    if wave < 0:
-        raise UserError(f"NOTNETS_BOOT_WAVE={env!r}: expected how many hosts boot at once (0: all)")
-    return min(wave, hosts)
 
 
 def _sparse_file(path: Path, size: int) -> None:
@@ -139,60 +125,43 @@ class QemuBackend(Backend):
                 argv=argvs[host.name],
             ))
         run.save()
+        procs = {}
         started = time.monotonic()
-
-        def launch(hs: HostState) -> Any:
+        for hs in run.hosts:
             proc = qemu_process.start_detached(argvs[hs.name], Path(hs.dir) / "qemu.log")
+            procs[hs.name] = proc
             hs.pid, hs.state = proc.pid, "booting"
             run.save()
             progress.say(f"booting ({accel_name}, pid {proc.pid})...", host=hs.name)
-            return proc
-
         wanted = {h.name: set(h.pools) for h in topology.hosts}
-        self._wait_ready(run, run.hosts, wanted, {}, started, boot_timeout(accel_name), progress,
-                         launch=launch, wave=boot_wave(len(run.hosts)))
+        self._wait_ready(run, run.hosts, wanted, procs, started, boot_timeout(accel_name), progress)
 
     def _wait_ready(self, run: RunState, hosts: list[HostState], wanted: dict[str, set[str]], procs: dict,
                     started: float, timeout: float, progress: Progress,
-                    log_offsets: Optional[dict[str, int]] = None,
-                    launch: Optional[Callable[[HostState], Any]] = None, wave: int = 0) -> None:
-        """Wait until every host of ``hosts`` is ready. With ``launch``, the hosts are not
-        started yet: ``wave`` of them (0: all) boot at once, and the next one starts as
-        soon as one is ready; each host's timeout counts from its own start."""
+                    log_offsets: Optional[dict[str, int]] = None) -> None:
         agent = agent_client
-        deadlines = {hs.name: started + timeout for hs in hosts}
+        deadline = started + timeout
         results: dict[str, Any] = {}
         lock = threading.Lock()
-        queued = [hs for hs in hosts if hs.name not in procs] if launch is not None else []
 
         def wait_one(hs: HostState) -> None:
             try:
-                info = self._wait_agent(agent, hs, procs[hs.name], deadlines[hs.name])
+                info = self._wait_agent(agent, hs, procs[hs.name], deadline)
                 outcome: Any = ("ok", info)
             except BaseException as err:  # noqa: BLE001 - reported by the main thread
                 outcome = ("error", err)
             with lock:
                 results[hs.name] = outcome
 
-        def start_waiting(hs: HostState) -> None:
-            threading.Thread(target=wait_one, args=(hs,), daemon=True, name=f"boot-{hs.name}").start()
-
-        def launch_next() -> None:
-            hs = queued.pop(0)
-            procs[hs.name] = launch(hs)  # type: ignore[misc]
-            deadlines[hs.name] = time.monotonic() + timeout
-            start_waiting(hs)
-
-        for hs in hosts:
-            if hs.name in procs:
-                start_waiting(hs)
-        while queued and (wave <= 0 or len(procs) < wave):
-            launch_next()
+        threads = [threading.Thread(target=wait_one, args=(hs,), daemon=True, name=f"boot-{hs.name}")
+                   for hs in hosts]
+        for t in threads:
+            t.start()
         pending = {hs.name for hs in hosts}
         watches = {hs.name: BootWatch(hs.console_log, (log_offsets or {}).get(hs.name, 0)) for hs in hosts}
         while pending:
             for hs in hosts:
-                if hs.name not in pending or hs.name not in procs:
+                if hs.name not in pending:
                     continue
                 fatal = None
                 for event in watches[hs.name].poll():
@@ -206,7 +175,7 @@ class QemuBackend(Backend):
                     outcome = ("error", RuntimeError(fatal))  # the guest gave up; no need to wait
                 if outcome is None and proc.poll() is not None:
                     outcome = ("error", RuntimeError(self._exit_reason(hs, proc.returncode)))
-                if outcome is None and time.monotonic() > deadlines[hs.name]:
+                if outcome is None and time.monotonic() > deadline:
                     outcome = ("error", TimeoutError(_agent_says(hs).lstrip("; ")))
                 if outcome is None:
                     continue
@@ -223,8 +192,6 @@ class QemuBackend(Backend):
                     raise BootError(hs.name, hs.error, hs.console_log)
                 self._mark_ready(run, hs, wanted[hs.name], value, started, progress)
                 pending.discard(hs.name)
-                if queued:
-                    launch_next()
             time.sleep(0.05)
 
     def _mark_ready(self, run: RunState, hs: HostState, wanted: set[str], info: Any, started: float,

@@ -18,6 +18,7 @@ import grpc.aio
 from . import calls as C
 from .bridge import in_thread
 from .client_interceptors import intercepted
+from .spin import SpinBudget
 
 
 START_WAIT_S = 5.0  # close() waits this long at most for calls that are still connecting
@@ -32,6 +33,7 @@ class Channel(grpc.aio.Channel):
                 raise ValueError(f"Interceptor {i} must be a grpc.aio client interceptor")
         self._warm = False  # a call got through: the sync channel is connected, starting does not wait
         self._active: set = set()  # calls not settled yet (for close's grace)
+        self._spin = SpinBudget()  # turns a waiting unary call polls before it also yields the CPU
 
     # -- starting calls ----------------------------------------------------------------------------
     def _start(self, call: C.Call, start: Callable[[], Any], wait_for_ready: Optional[bool]) -> None:

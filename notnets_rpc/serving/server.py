@@ -370,17 +370,10 @@ class Server(ChannelTable, Replies, grpc.Server):
             mem = self._pool.mem
             backoff = Backoff(self._tune, max_sleep=self._tune.idle_sleep, sleeper=lambda seconds: self._sleep(mem, seconds))
             it = 0
-            load = mem.load
             while self._leader == me:
-                worked = False
-                if self._backlog:
-                    self._flush_backlog()
-                for ch in self._active:
-                    rx = ch.rx
-                    if (rx._head != rx.tail or load(rx.head_off) != rx.tail) and not ch.outbox.full:
-                        worked = True
-                        if not self._drain(ch, me):
-                            return
+                worked = self._look_at_rings(me)
+                if worked is None:
+                    return
                 it += 1
                 if not it & 63 or backoff.sleeping:
                     self._discover()
@@ -408,6 +401,21 @@ class Server(ChannelTable, Replies, grpc.Server):
         finally:
             with self._leader_lock:
                 self._pollers -= 1
+
+    def _look_at_rings(self, me: int) -> Optional[bool]:
+        """(``me`` reads the rings) Write what the outboxes hold, then drain every ring
+        that has frames; whether there was work, None if ``me`` lost the leader role."""
+        worked = False
+        if self._backlog:
+            self._flush_backlog()
+        load = self._pool.mem.load
+        for ch in self._active:
+            rx = ch.rx
+            if (rx._head != rx.tail or load(rx.head_off) != rx.tail) and not ch.outbox.full:
+                worked = True
+                if not self._drain(ch, me):
+                    return None
+        return worked
 
     def _sleep(self, mem: Any, seconds: float) -> None:
         """Idle: sleep in the kernel until a same-host client wakes us, or ``seconds``.
@@ -903,17 +911,8 @@ class Server(ChannelTable, Replies, grpc.Server):
         thread takes one per turn, never waiting; whether there was work. None when ``me``
         no longer reads them (the monitor promoted a poller thread, or the server stops)."""
         if self._leader == me:
-            worked = False
-            if self._backlog:
-                self._flush_backlog()
-            load = self._pool.mem.load
-            for ch in self._active:
-                rx = ch.rx
-                if (rx._head != rx.tail or load(rx.head_off) != rx.tail) and not ch.outbox.full:
-                    worked = True
-                    if not self._drain(ch, me):
-                        break
-            else:
+            worked = self._look_at_rings(me)
+            if worked is not None:
                 self._outside_polls += 1
                 if not self._outside_polls & 63:
                     self._discover()

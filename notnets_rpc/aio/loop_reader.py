@@ -14,6 +14,7 @@ until the next call.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,7 @@ from .spin import SpinBudget
 
 
 
+_log = logging.getLogger("notnets_rpc.aio.server")
 _sched_yield = os.sched_yield
 _monotonic = time.monotonic
 
@@ -53,7 +55,13 @@ class LoopReader:
         self._loop.call_soon(self._look)
 
     def _look(self) -> None:
-        worked = self._server.poll_rings(self.me)
+        try:
+            worked = self._server.poll_rings(self.me)
+        except Exception:  # a bug of ours (what a peer sends ends in the server's _drain): a thread reads on
+            _log.exception("NotNets: reading the rings from the event loop failed")
+            self.reading = False
+            self._server.unlead(self.me)
+            return
         self.looks += 1
         if worked is None:  # a poller thread reads now (the server was stopped, or promoted one)
             self.reading = False

@@ -287,9 +287,16 @@ class _Later(_Run):
 
     def begin(self, behaviour: Callable, request: Any, asynchronous: bool, passed: bool) -> None:
         """(loop) Start the handler; ``passed``: the loop reads the rings from now on."""
-        server = self.server
         if passed:
-            server._reader.lead()
+            self.server._reader.lead()
+        try:
+            self._start(behaviour, request, asynchronous)
+        except Exception as exc:  # nothing of the handler's ran (say, a bad task factory): the call still ends
+            _log.exception("starting a handler failed")
+            self.server._sync.finish_later(self.sync, None, (grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}"))
+
+    def _start(self, behaviour: Callable, request: Any, asynchronous: bool) -> None:
+        server = self.server
         if asynchronous:
             future = self.future = asyncio.Task(behaviour(request, self.context), loop=self.loop)
             if _step_now(self.loop, future) and future.done():  # answered in its first step

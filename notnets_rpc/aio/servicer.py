@@ -89,6 +89,8 @@ def answered_later(behaviour: Callable, server: Any, serializer: Optional[Callab
     asynchronous = is_async(behaviour)
 
     def serve(request: Any, context: Any) -> Any:
+        if type(request) is memoryview:  # (``as_view``) a view of the request ring ends when we return LATER:
+            request = memoryview(request.tobytes())  # a handler that outlives this step needs its own bytes
         run = _Later(server, context, serializer)
         if threading.get_ident() == server._loop_thread:
             run.begin(behaviour, request, asynchronous, False)

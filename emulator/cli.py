@@ -227,11 +227,12 @@ def pool() -> None:
 @click.option("--overwrite", is_flag=True, help="Format even if PATH already holds a pool.")
 @click.option("--coherence", type=click.Choice(["coherent", "software"]), default="coherent", show_default=True,
               help="software: every user writes back and invalidates (docs/coherence.md).")
-def pool_create(path: Path, size: str, overwrite: bool, coherence: str) -> None:
+@click.option("--hosts", type=int, help="Host partitions, for host ids 0..N-1 (default 8); more hosts, smaller rings.")
+def pool_create(path: Path, size: str, overwrite: bool, coherence: str, hosts: Optional[int]) -> None:
     """Format PATH as an empty pool."""
     from emulator import commands
 
-    commands.pool_create(path, size, overwrite=overwrite, coherence=coherence)
+    commands.pool_create(path, size, overwrite=overwrite, coherence=coherence, hosts=hosts)
 
 
 @pool.command("inspect")

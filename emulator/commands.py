@@ -322,15 +322,20 @@ def bench(args: list[str]) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def pool_create(path: Path, size: str, overwrite: bool, coherence: str = "coherent") -> None:
+def pool_create(path: Path, size: str, overwrite: bool, coherence: str = "coherent",
+                hosts: Optional[int] = None) -> None:
     from notnets_rpc import PoolError, create_pool
     from notnets_rpc.mapping import is_char_device
+    from notnets_rpc.wire.layout import DEFAULT_MAX_HOSTS, MAX_HOSTS
 
     from emulator.sizes import format_size, parse_size
 
+    if hosts is not None and not 1 <= hosts <= MAX_HOSTS:
+        raise UserError(f"pool create: --hosts {hosts}: expected 1..{MAX_HOSTS}")
     try:
         nbytes = None if is_char_device(path) else parse_size(size)  # a DAX device: all of it
-        layout = create_pool(path, nbytes, overwrite=overwrite, coherence=coherence)
+        layout = create_pool(path, nbytes, overwrite=overwrite, coherence=coherence,
+                             max_hosts=DEFAULT_MAX_HOSTS if hosts is None else hosts)
     except (PoolError, ValueError) as exc:
         raise UserError(f"pool create: {exc}") from None
     print(f"formatted {path}: {format_size(layout.pool_bytes)}, {layout.max_hosts} hosts x "

@@ -86,6 +86,8 @@ def command_env(config: dict[str, Any], devices: list[PoolDevice]) -> dict[str, 
     if devices:
         env["NOTNETS_POOL"] = devices[0].device
         env["NOTNETS_POOL_SIZE"] = str(devices[0].size)
+        if config.get("pool_hosts"):  # a pool formatted in this host gets a partition for every host of the run
+            env["NOTNETS_POOL_HOSTS"] = str(config["pool_hosts"])
     for device in devices:
         env[env_name(device.name)] = device.device
         env[env_name(device.name) + "_SIZE"] = str(device.size)

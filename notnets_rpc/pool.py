@@ -33,6 +33,7 @@ POOL_ENV = "NOTNETS_POOL"
 HOST_ID_ENV = "NOTNETS_HOST_ID"
 STALE_ENV = "NOTNETS_STALE_MS"
 COHERENCE_ENV = "NOTNETS_COHERENCE"  # "software", or JSON {pool path: "software" | "coherent"}
+POOL_HOSTS_ENV = "NOTNETS_POOL_HOSTS"  # host partitions of a pool this process formats
 
 
 def now_ms() -> int:
@@ -55,6 +56,22 @@ def host_id_from_env() -> int:
         raise PoolError(f"{HOST_ID_ENV}={raw!r} is not an integer") from None
     if value < 0:
         raise PoolError(f"{HOST_ID_ENV}={raw!r} must be >= 0")
+    return value
+
+
+def pool_hosts_from_env() -> int:
+    """How many host partitions a pool formatted here gets: $NOTNETS_POOL_HOSTS (the
+    emulator sets it from the topology's host count), else the layout's default. Only
+    the formatter reads it; every other process takes the count from the superblock."""
+    raw = os.environ.get(POOL_HOSTS_ENV, "").strip()
+    if not raw:
+        return L.DEFAULT_MAX_HOSTS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= L.MAX_HOSTS:
+        raise PoolError(f"{POOL_HOSTS_ENV}={raw!r}: expected a host count in 1..{L.MAX_HOSTS}")
     return value
 
 
@@ -266,7 +283,8 @@ class Pool:
         self.mem = pool_memory(mapping.mm, path, writable=mapping.writable, ops=software)
         self.layout = layout
         if host_id >= self.layout.max_hosts:
-            raise PoolError(f"host id {host_id} ({HOST_ID_ENV}) is outside this pool's {self.layout.max_hosts} host partitions")
+            raise PoolError(f"host id {host_id} ({HOST_ID_ENV}) is outside this pool's {self.layout.max_hosts} host "
+                            f"partitions (its formatter set the count: {POOL_HOSTS_ENV}, `pool create --hosts`)")
         self.host_id = host_id
         self.users = 0
         self.beats = BeatWatch()
@@ -305,7 +323,7 @@ class Pool:
                             if format_if_empty:
                                 with mapping.host_lock():
                                     if L.looks_empty(mem):
-                                        _format(mem, mapping.size, L.DEFAULT_MAX_HOSTS, L.DEFAULT_DIR_SLOTS,
+                                        _format(mem, mapping.size, pool_hosts_from_env(), L.DEFAULT_DIR_SLOTS,
                                                 L.DEFAULT_CHANNELS, None,
                                                 L.FLAG_SOFTWARE_COHERENCE
                                                 if wanted_coherence(path, ops.kind) == "software" else 0)

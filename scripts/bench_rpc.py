@@ -8,7 +8,10 @@ transports are measured in the same run, interleaved, and the table reports rati
 
 Writes bench-out/bench_rpc.json and bench-out/bench_rpc.png. Also measures what an idle
 NotNets server costs: its CPU share while idle, and the latency of the first call after
-it has backed off to sleeping.
+it has backed off to sleeping. Two more groups of cases (``--cases``): ``clients``, one
+echo server serving 1 and then --clients client processes at once (aggregate calls/s over
+a common window), and ``chain``, the shop of examples/chain (frontend -> catalog ->
+inventory, one process each) at call depths 1, 2 and 3.
 """
 
 from __future__ import annotations
@@ -25,13 +28,12 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-# With glibc's defaults every fresh 1 MiB buffer of a Python process is a new mmap and
-# costs ~256 page faults (milliseconds on this VM). These keep freed memory for reuse;
-# both transports get the same environment, so the comparison stays fair.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+sys.path.insert(0, str(ROOT))
+from notnets_bench.malloc_env import MALLOC_ENV  # noqa: E402  (both transports get the same malloc settings)
 
 
 def free_port() -> int:
@@ -76,11 +78,6 @@ def run_client(target: str, pool: str, size: int, calls: int, mode: str, env: di
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def load_average() -> float:
     return os.getloadavg()[0]
 
@@ -94,6 +91,7 @@ def plan(quick: bool) -> list:
         ("unary 1 KiB", 1024, "unary", n(10000), n(2000)),
         ("unary 1 MiB", 1 << 20, "unary", n(500), n(200)),
         ("raw 1 MiB", 1 << 20, "raw", n(500), n(200)),
+        ("view 1 MiB", 1 << 20, "view", n(500), n(200)),
         ("bidi stream 64 B", 64, "stream", n(5000), n(2000)),
     ]
 
@@ -103,13 +101,22 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out")
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per case (median is reported)")
+    parser.add_argument("--only", action="append", metavar="LABEL",
+                        help="of the echo group, only cases whose label contains this text (repeatable), e.g. --only '1 MiB'")
     parser.add_argument("--pool-size", default=str(1 << 30),
                         help="bytes of the /dev/shm pool (1 GiB: 4 MiB rings, so a 1 MiB message fits a ring)")
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before each first-call sample")
+    parser.add_argument("--cases", default="echo,clients,chain",
+                        help="comma-separated groups: echo (the size/shape table), clients, chain")
+    parser.add_argument("--clients", type=int, default=8, help="client processes of the many-clients case")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring window of the clients and chain cases")
     parser.add_argument("--no-malloc-tuning", action="store_true",
                         help="leave glibc's malloc alone (by default both transports' processes keep freed "
                              "memory instead of returning it, see MALLOC_ENV)")
     args = parser.parse_args(argv)
+    groups = set(args.cases.split(","))
+    if groups - {"echo", "clients", "chain"}:
+        parser.error(f"--cases: unknown {', '.join(sorted(groups - {'echo', 'clients', 'chain'}))}")
     args.out.mkdir(parents=True, exist_ok=True)
     pool = f"/dev/shm/notnets-bench-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -118,6 +125,7 @@ def main(argv=None) -> int:
         env.update(MALLOC_ENV)
     sys.path.insert(0, str(ROOT))
     import notnets_rpc
+    from emulator.backends.qemu.process import cpu_seconds
 
     notnets_rpc.create_pool(pool, int(args.pool_size))
     port = free_port()
@@ -130,7 +138,9 @@ def main(argv=None) -> int:
     try:
         for name, target in targets.items():
             servers[name] = start_server(target, pool, env)
-        for label, size, mode, n_notnets, n_grpc in plan(args.quick):
+        for label, size, mode, n_notnets, n_grpc in plan(args.quick) if "echo" in groups else ():
+            if args.only and not any(text in label for text in args.only):
+                continue
             runs = {"notnets": [], "grpcio": []}
             for _ in range(args.rounds):
                 for name in ("notnets", "grpcio"):
@@ -147,6 +157,10 @@ def main(argv=None) -> int:
             case["p99_ratio"] = round(case["grpcio"]["p99_us"] / case["notnets"]["p99_us"], 1)
             case["throughput_ratio"] = round(case["notnets"]["rps"] / case["grpcio"]["rps"], 1)
             results["cases"].append(case)
+        if "clients" in groups:
+            results["clients"] = many_clients(targets, pool, env, args.clients, args.seconds, args.rounds)
+        if "chain" in groups:
+            results["chain"] = chain_depths(pool, env, args.seconds, args.rounds)
         # idle: CPU share of a backed-off server, then the first call after silence
         pid = servers["notnets"].pid
         time.sleep(1.0)
@@ -163,9 +177,96 @@ def main(argv=None) -> int:
     results["machine"]["load_after"] = load_average()
     print_table(results)
     (args.out / "bench_rpc.json").write_text(json.dumps(results, indent=2))
-    plot(results, args.out / "bench_rpc.png")
-    print(f"wrote {args.out / 'bench_rpc.json'} and {args.out / 'bench_rpc.png'}")
+    if results["cases"]:
+        plot(results, args.out / "bench_rpc.png")
+    print(f"wrote {args.out / 'bench_rpc.json'}" + (f" and {args.out / 'bench_rpc.png'}" if results["cases"] else ""))
     return 0
+
+
+def many_clients(targets: dict, pool: str, env: dict, clients: int, seconds: float, rounds: int) -> dict:
+    """One server, 1 and then ``clients`` client processes of sequential 64 B unary calls,
+    measuring the same window (they start together at a wall-clock time): aggregate calls/s,
+    the median client's p50. Transports and client counts alternate, round after round."""
+    rows: dict = {name: {1: [], clients: []} for name in targets}
+    for _ in range(rounds):
+        for name, target in targets.items():
+            for n in (1, clients):
+                start_at = time.time() + 2.0 + 0.5 * n  # every client imported, connected and warmed up by then
+                cmd = [PY, "-m", "notnets_bench.echo.client", "--target", target, "--pool", pool, "--size", "64",
+                       "--calls", "100000000", "--warmup", "200", "--mode", "unary", "--seconds", str(seconds),
+                       "--start-at", str(start_at)]
+                procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True) for _ in range(n)]
+                outs = []
+                for proc in procs:
+                    out, err = proc.communicate(timeout=120 + seconds)
+                    if proc.returncode != 0:
+                        raise SystemExit(f"bench: client {target} failed: {err.strip()}")
+                    outs.append(json.loads(out.strip().splitlines()[-1]))
+                rows[name][n].append({"rps": sum(o["rps"] for o in outs),
+                                      "p50_us": statistics.median(o["p50_us"] for o in outs),
+                                      "p99_us": statistics.median(o["p99_us"] for o in outs)})
+                print(f"  {n} client(s)        {name:<8} {rows[name][n][-1]['rps']:>9.0f}/s  "
+                      f"median p50 {rows[name][n][-1]['p50_us']:>8.1f} us", flush=True)
+    result: dict = {"clients": clients, "seconds": seconds}
+    for name, by_n in rows.items():
+        result[name] = {str(n): {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50_us", "p99_us")}
+                        for n, rs in by_n.items()}
+        result[name]["scaling"] = round(result[name][str(clients)]["rps"] / result[name]["1"]["rps"], 2)
+    result["rps_ratio"] = round(result["notnets"][str(clients)]["rps"] / result["grpcio"][str(clients)]["rps"], 1)
+    return result
+
+
+def start_tier(role: str, listen: str, downstream: Optional[str], pool: str, env: dict) -> "tuple[subprocess.Popen, str]":
+    """One shop tier (examples/chain/server.py); returns it and the target it serves."""
+    cmd = [PY, "-m", "examples.chain.server", "--role", role, "--listen", listen, "--pool", pool]
+    if downstream:
+        cmd += ["--downstream", downstream]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if " serving on " not in line:
+        proc.kill()
+        raise SystemExit(f"bench: shop {role} did not start: {proc.stderr.read().strip()}")
+    where = line.strip().rsplit(" serving on ", 1)[1]
+    return proc, where[len("tcp "):] if where.startswith("tcp ") else where
+
+
+def chain_depths(pool: str, env: dict, seconds: float, rounds: int) -> dict:
+    """The shop chain over each transport, depths 1-3, transports alternating per round."""
+    tiers: dict = {}
+    rows: dict = {"notnets": [], "grpcio": []}
+    try:
+        for name in rows:
+            down = None
+            tiers[name] = []
+            for role in ("inventory", "catalog", "frontend"):
+                listen = f"notnets:shop-{role}" if name == "notnets" else "127.0.0.1:0"
+                proc, down = start_tier(role, listen, down, pool, env)
+                tiers[name].append(proc)
+            tiers[name + "-target"] = down
+        for _ in range(rounds):
+            for name in rows:
+                out = subprocess.run([PY, "-m", "examples.chain.client", "--target", tiers[name + "-target"],
+                                      "--pool", pool, "--depths", "1,2,3", "--calls", "100000000", "--seconds",
+                                      str(seconds), "--min-calls", "50"],
+                                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=300 + 3 * seconds)
+                if out.returncode != 0:
+                    raise SystemExit(f"bench: chain client ({name}) failed: {out.stderr.strip()}")
+                rows[name].append({r["depth"]: r for r in map(json.loads, out.stdout.strip().splitlines())})
+                print("  chain " + name.ljust(8) + "  ".join(
+                    f"depth {d} p50 {rows[name][-1][d]['p50_us']:>7.1f} us" for d in (1, 2, 3)), flush=True)
+    finally:
+        stop_servers(p for k, v in tiers.items() if not k.endswith("-target") for p in v)
+    result: dict = {"seconds": seconds}
+    for d in (1, 2, 3):
+        row = {name: {k: statistics.median(r[d][k] for r in rs) for k in ("p50_us", "p99_us", "rps")}
+               for name, rs in rows.items()}
+        row["p50_ratio"] = round(row["grpcio"]["p50_us"] / row["notnets"]["p50_us"], 1)
+        result[str(d)] = row
+    for name in rows:  # what each hop after the first adds, against the first
+        p = [result[str(d)][name]["p50_us"] for d in (1, 2, 3)]
+        result[name + "_hop_us"] = [round(p[0], 1), round(p[1] - p[0], 1), round(p[2] - p[1], 1)]
+    return result
 
 
 def print_table(results: dict) -> None:
@@ -181,6 +282,19 @@ def print_table(results: dict) -> None:
     if idle:
         print(f"idle server: {idle['server_cpu_share_idle'] * 100:.2f}% of a core; first call after "
               f"{idle['idle_seconds']:.0f} s idle: p50 {idle['first_call_after_idle_p50_us']:.0f} us")
+    many = results.get("clients")
+    if many:
+        n = str(many["clients"])
+        for name in ("notnets", "grpcio"):
+            print(f"{name}: 1 client {many[name]['1']['rps']:.0f}/s, {n} clients {many[name][n]['rps']:.0f}/s "
+                  f"({many[name]['scaling']}x of one client)")
+    chain = results.get("chain")
+    if chain:
+        for d in ("1", "2", "3"):
+            print(f"chain depth {d}: notnets p50 {chain[d]['notnets']['p50_us']:.1f} us, grpcio "
+                  f"{chain[d]['grpcio']['p50_us']:.1f} us: {chain[d]['p50_ratio']}x")
+        print(f"chain p50 per hop (first, second, third): notnets {chain['notnets_hop_us']} us, "
+              f"grpcio {chain['grpcio_hop_us']} us")
     m = results["machine"]
     print(f"machine: {m['cpus']} CPUs, load {m['load_before']:.2f} -> {m.get('load_after', 0):.2f}")
 

@@ -12,7 +12,11 @@ stands still for 2 s it asks the server for a stack dump (SIGUSR1, on its stderr
     scripts/soak_rpc.py --kill-restart 50      # kill/restart server and clients N times
 
 Exit status 0 when: no UNAVAILABLE while the server lived, no CORRUPT answer, every
-thread and process ended, heartbeat age stayed under 1 s.
+thread and process ended, heartbeat age stayed under 1 s, and after idling the server's
+own memory (RssAnon) is back within 10 MiB of its start. Its memory report (SIGUSR2,
+tests/rpc/load.py ``memory_report``) at start and after idling says where memory is:
+/proc's split of RSS (pool pages it touched count as RssShmem), glibc's heap, and with
+--trace-malloc Python's top allocation sites.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -43,6 +48,9 @@ def _env(host: int = 0) -> dict:
     return env
 
 
+RSS_TARGET_MIB = 10  # issue 11: the server's memory back within 10 MiB of its start after idling
+
+
 def _rss_mib(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -54,9 +62,9 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _start_server(pool: str, name: str, workers: int) -> subprocess.Popen:
+def _start_server(pool: str, name: str, workers: int, env: Optional[dict] = None) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "rpc.load", "serve", pool, name, str(workers)],
-                            stdout=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, text=True, env={**_env(), **(env or {})})
     line = proc.stdout.readline()
     if "serving" not in line:
         proc.kill()
@@ -71,13 +79,35 @@ def _server_calls(watch: "load.HeartbeatWatch") -> int:
     return 0 if off is None else watch._pool.mem.load(off - L.DIR_HEARTBEAT + L.DIR_CALLS)
 
 
+def _memory_report(server: subprocess.Popen, path: str) -> dict:
+    """Ask the server for its memory_report() (tests/rpc/load.py) and wait for it."""
+    before = os.path.getsize(path) if os.path.exists(path) else 0
+    server.send_signal(signal.SIGUSR2)
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        if os.path.exists(path) and os.path.getsize(path) > before:
+            with open(path) as f:
+                f.seek(before)
+                line = f.readline()
+            if line.endswith("\n"):
+                return json.loads(line)
+        time.sleep(0.05)
+    return {}
+
+
 def soak(args: argparse.Namespace, pool: str) -> int:
     name = "soak"
-    server = _start_server(pool, name, args.workers)
+    report_path = f"{pool}.memreport"
+    env = {load.MEMREPORT_ENV: report_path}
+    if args.trace_malloc:
+        env["PYTHONTRACEMALLOC"] = "1"
+    env.update(item.split("=", 1) for item in args.server_env)
+    server = _start_server(pool, name, args.workers, env)
     children = []
     ok = True
     try:
         watch = load.HeartbeatWatch(pool, name)
+        start_report = _memory_report(server, report_path)
         start_rss = _rss_mib(server.pid)
         for i in range(args.procs):
             children.append(subprocess.Popen(
@@ -124,9 +154,18 @@ def soak(args: argparse.Namespace, pool: str) -> int:
             time.sleep(0.1)
             watch.sample()
         end_rss = _rss_mib(server.pid)
+        end_report = _memory_report(server, report_path)
+        print(f"server memory at start: {json.dumps(start_report)}")
+        print(f"server memory after {args.idle:.0f} s idle: {json.dumps(end_report)}")
         print(f"outcomes: {json.dumps(dict(totals), sort_keys=True)}")
         print(f"server RSS: start {start_rss:.1f} MiB, after {args.idle:.0f} s idle {end_rss:.1f} MiB; "
               f"heartbeat max age {watch.max_age:.2f} s")
+        grown = end_report.get("RssAnon", 0) - start_report.get("RssAnon", 0)
+        shared = end_report.get("RssShmem", 0) - start_report.get("RssShmem", 0)
+        print(f"server's own memory (RssAnon) after idling: {grown:+.1f} MiB against its start "
+              f"(target: within {RSS_TARGET_MIB} MiB): {'met' if grown <= RSS_TARGET_MIB else 'NOT MET'}; "
+              f"pool pages it touched (RssShmem, the pool's, shared): {shared:+.1f} MiB")
+        ok &= grown <= RSS_TARGET_MIB
         ok &= server.poll() is None and not totals.get("UNAVAILABLE") and not totals.get("CORRUPT")
         ok &= watch.max_age < 1.0 and not totals.get("HUNG")
         watch.close()
@@ -176,6 +215,10 @@ def main() -> int:
     parser.add_argument("--pool-mib", type=int, default=256)
     parser.add_argument("--idle", type=float, default=10, help="seconds of idling before the final RSS")
     parser.add_argument("--kill-restart", type=int, default=0, metavar="N")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="an environment variable for the server process only (e.g. MALLOC_ARENA_MAX=1)")
+    parser.add_argument("--trace-malloc", action="store_true",
+                        help="run the server with PYTHONTRACEMALLOC=1: its memory reports name the top Python sites")
     args = parser.parse_args()
     pool = f"/dev/shm/notnets-soak-{uuid.uuid4().hex[:8]}"
     notnets_rpc.create_pool(pool, args.pool_mib << 20)
@@ -183,6 +226,8 @@ def main() -> int:
         return kill_restart(args, pool) if args.kill_restart else soak(args, pool)
     finally:
         os.unlink(pool)
+        if os.path.exists(f"{pool}.memreport"):
+            os.unlink(f"{pool}.memreport")
 
 
 if __name__ == "__main__":

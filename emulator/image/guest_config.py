@@ -59,6 +59,21 @@ def hostroot_cache() -> str:
     return mode
 
 
+def liveness_window_ms(topology: Topology, cores: int | None = None) -> int:
+    """NOTNETS_STALE_MS for the run's VMs: how long a peer's heartbeat may stand still
+    before the RPC layer counts it dead, scaled by how far the run's vCPUs overcommit
+    this machine's cores. A guest that gets 1/k of a core is k times slower at
+    everything, rescheduling its heartbeat thread included: eight one-vCPU TCG guests on
+    two cores missed the 3 s window under load (the mesh benchmark failed at setup).
+    The peer cannot tell starvation from a freeze, so the window stays the same in the
+    host's own time, not in ours. A caller's NOTNETS_STALE_MS (forwarded) still wins."""
+    from notnets_rpc.pool import stale_ms  # the base: the RPC layer's default or this machine's setting
+
+    vcpus = sum(h.cpus for h in topology.hosts)
+    overcommit = -(-vcpus // max(cores or os.cpu_count() or 1, 1))
+    return stale_ms() * max(overcommit, 1)
+
+
 def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, Any]:
     """The content of guest.json (a pure function, so tests can check it)."""
     state = Path(os.path.abspath(state_dir))
@@ -82,8 +97,10 @@ def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, A
         "network": {"address": network_address(host),
                     "hosts": {h.name: guest_ip(h.index) for h in topology.hosts}} if topology.network else None,
         "interpose": topology.interpose,
+        "pool_hosts": topology.pool_hosts,
         "agent_ports": int(load_template()["agent_ports"]),
-        "env": {str(k): str(v) for k, v in (load_template().get("guest_env") or {}).items()},
+        "env": {**{str(k): str(v) for k, v in (load_template().get("guest_env") or {}).items()},
+                "NOTNETS_STALE_MS": str(liveness_window_ms(topology))},
         "hostroot_cache": hostroot_cache(),
     }
 

@@ -42,6 +42,7 @@ class HostState:
     qmp_socket: str = ""
     agent_sockets: list[str] = field(default_factory=list)
     boot_seconds: Optional[float] = None
+    boot_cpu_seconds: Optional[float] = None  # QEMU's user+system CPU time when the host turned ready
     error: Optional[str] = None
     argv: list[str] = field(default_factory=list)  # how the host was started (to restart it)
 

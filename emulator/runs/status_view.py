@@ -31,6 +31,7 @@ def status_data(run: RunState, backend: Backend) -> dict[str, Any]:
                 "addresses": host_addresses(run, h),
                 "console_log": h.console_log,
                 "boot_seconds": h.boot_seconds,
+                "boot_cpu_seconds": h.boot_cpu_seconds,
             }
             for h in run.hosts
         ],

@@ -115,6 +115,11 @@ class Topology:
     # unmodified grpc programs in the hosts use the pool (NOTNETS_INTERPOSE=1, docs/interpose.md)
     interpose: bool = True
 
+    @property
+    def pool_hosts(self) -> int:
+        """Host partitions every pool of this run is formatted with (NOTNETS_POOL_HOSTS)."""
+        return pool_partitions(len(self.hosts))
+
     def pool(self, name: str) -> Pool:
         for pool in self.pools:
             if pool.name == name:
@@ -143,6 +148,15 @@ class Topology:
 
 
 MemoryProbe = Callable[[], Optional[int]]
+
+
+def pool_partitions(host_count: int) -> int:
+    """How many host partitions a run's pools get: one per host of the topology (a host's
+    id is its index), and never fewer than the layout's default, so that runs of up to
+    eight hosts keep the rings they always had (more partitions mean smaller rings)."""
+    from notnets_rpc.wire.layout import DEFAULT_MAX_HOSTS
+
+    return max(DEFAULT_MAX_HOSTS, host_count)
 
 
 def available_memory() -> Optional[int]:
@@ -289,6 +303,15 @@ def _validate(doc: LocatedDocument, memory_probe: MemoryProbe, backend_override:
     network = c.boolean(top.get("network", False), ("network",))
     interpose = c.boolean(top.get("interpose", True), ("interpose",))
 
+    raw_hosts = c.sequence(top["hosts"], ("hosts",), "hosts")
+    if not raw_hosts:
+        c.fail(("hosts",), "at least one host is needed")
+    from notnets_rpc.wire.layout import MAX_HOSTS
+
+    if len(raw_hosts) > MAX_HOSTS:
+        c.fail(("hosts",), f"{len(raw_hosts)} hosts; a pool has host partitions for {MAX_HOSTS} at most")
+    partitions = pool_partitions(len(raw_hosts))
+
     pools: list[Pool] = []
     raw_pools = c.sequence(top.get("pools", []), ("pools",), "pools")
     for i, raw in enumerate(raw_pools):
@@ -301,7 +324,7 @@ def _validate(doc: LocatedDocument, memory_probe: MemoryProbe, backend_override:
         if backend == "qemu" and size % QEMU_POOL_ALIGN:
             c.fail(path + ("size",), f"{format_size(size)} is not a multiple of 256M, which QEMU's CXL Type-3 device "
                                      "needs (the sim backend takes any size)")
-        too_small = _pool_too_small(size)
+        too_small = _pool_too_small(size, partitions)
         if too_small:
             c.fail(path + ("size",), too_small)
         backing_raw = p.get("backing", "hugetlbfs")
@@ -325,9 +348,6 @@ def _validate(doc: LocatedDocument, memory_probe: MemoryProbe, backend_override:
     pool_names = [pool.name for pool in pools]
 
     hosts: list[Host] = []
-    raw_hosts = c.sequence(top["hosts"], ("hosts",), "hosts")
-    if not raw_hosts:
-        c.fail(("hosts",), "at least one host is needed")
     for i, raw in enumerate(raw_hosts):
         path = ("hosts", i)
         h = c.mapping(raw, path, HOST_KEYS, "a host")
@@ -443,13 +463,13 @@ def _env_text(value: Any) -> str:
     return str(value)
 
 
-def _pool_too_small(size: int) -> Optional[str]:
-    """Why a pool of ``size`` bytes cannot hold a NotNets pool, or None."""
+def _pool_too_small(size: int, partitions: int) -> Optional[str]:
+    """Why a pool of ``size`` bytes cannot hold a NotNets pool for ``partitions`` hosts, or None."""
     from notnets_rpc.errors import PoolTooSmallError
     from notnets_rpc.wire.layout import plan_layout
 
     try:
-        plan_layout(size)
+        plan_layout(size, max_hosts=partitions)
     except PoolTooSmallError as err:
         return f"{format_size(size)} is too small for a NotNets pool ({err})"
     return None

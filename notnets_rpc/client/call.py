@@ -34,6 +34,9 @@ class CallState:
     trailing: tuple = ()
     messages: Optional[deque] = None
     partial: Any = None  # messages.Partial of a message that spans several frames
+    reserved = 0  # bytes of ``partial`` charged to the channel's reassembly budget (budget.py)
+    sent = 0  # request-stream bytes sent (the sending thread writes) ...
+    credit = 0  # ... and credited back by the server's WINDOW frames (the reader writes)
     waiter: Any = None
     callbacks: Optional[list] = None
     done_callbacks: Optional[list] = None
@@ -101,6 +104,14 @@ class ClientCall(grpc.RpcError, grpc.Call, grpc.Future):
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
         return self._conn.add_callback(self._state, callback)
+
+    def poll(self) -> bool:
+        """Without blocking: read what has arrived on the call's connection (unless another
+        thread is reading it); whether the call is done. For a call from ``start()``."""
+        state = self._state
+        if not state.done:
+            self._conn.read_arrived()
+        return state.done
 
     def initial_metadata(self) -> tuple:
         self._wait(WAIT_HEADERS)

@@ -9,6 +9,7 @@ with it waits for a server until its deadline.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import threading
@@ -19,8 +20,10 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 import grpc
 
 from ..wire import frames as F
+from ..wire.messages import as_bytes
 from .call import WAIT_DONE, CallState, ClientCall
-from .connection import Connection, ConnectionBroken
+from .connection import AcceptTimeout, Connection, ConnectionBroken
+from ..budget import Budget
 from ..errors import PoolError, PoolNotReadyError
 from ..liveness import BEATER
 from ..pool import Pool, default_pool_path, stale_ms
@@ -58,6 +61,9 @@ class _DeadConnection:
     def unattend(self, state: CallState) -> None:
         pass
 
+    def read_arrived(self) -> None:
+        pass
+
 
 _DEAD = _DeadConnection()
 
@@ -66,6 +72,22 @@ def failed_call(code: grpc.StatusCode, details: str) -> Tuple[Any, CallState]:
     state = CallState(0, None, None, True)
     state.done, state.code, state.details, state.initial = True, code, details, ()
     return _DEAD, state
+
+
+class Stage(enum.Enum):
+    """Where a channel is (the names of ``grpc.ChannelConnectivity``). It moves only
+    through ``Channel._move``, and never out of SHUTDOWN, which only ``Channel._end``
+    enters."""
+
+    IDLE = "idle"                              # no connection yet: the first call connects
+    READY = "ready"                            # a connection is open
+    TRANSIENT_FAILURE = "transient_failure"    # connecting failed or the connection broke: the next call reconnects
+    SHUTDOWN = "shutdown"                      # closed: calls raise ValueError, nothing runs
+
+
+_CONNECTIVITY = {Stage.IDLE: grpc.ChannelConnectivity.IDLE, Stage.READY: grpc.ChannelConnectivity.READY,
+                 Stage.TRANSIENT_FAILURE: grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                 Stage.SHUTDOWN: grpc.ChannelConnectivity.SHUTDOWN}
 
 
 class Channel(grpc.Channel):
@@ -77,11 +99,13 @@ class Channel(grpc.Channel):
         self._name = name
         self._pool_path = default_pool_path(pool)
         self._max_receive, self._max_send = message_limits(options)
+        self._budget = Budget.from_options(options)  # partly received messages, across calls (budget.py)
         self._pool: Optional[Pool] = None
         self._conn: Optional[Connection] = None
         self._beat_key: Optional[int] = None
-        self._lock = threading.RLock()
-        self._closed = False
+        self._lock = threading.RLock()  # held while connecting (serialises connects, and the pool's release)
+        self._stage_lock = threading.Lock()  # held for one stage change only
+        self._stage = Stage.IDLE
         self._callbacks: deque = deque()
         self._pump_event = threading.Event()
         self._pump_thread: Optional[threading.Thread] = None
@@ -103,7 +127,7 @@ class Channel(grpc.Channel):
         if conn is not None and conn.broken is None:
             return conn
         with self._lock:
-            if self._closed:
+            if self._stage is Stage.SHUTDOWN:
                 raise ValueError("Cannot invoke RPC on closed channel!")
             conn = self._conn
             if conn is not None and conn.broken is None:
@@ -112,11 +136,47 @@ class Channel(grpc.Channel):
             end = deadline if deadline is not None else _monotonic() + (3600.0 if wait_for_ready else 0.0)
             while True:
                 try:
-                    return self._connect(deadline)
+                    conn = self._connect(deadline)
                 except (ConnectionBroken, PoolError) as exc:
-                    if not wait_for_ready or _monotonic() >= end or self._closed:
+                    self._move(Stage.TRANSIENT_FAILURE)
+                    if not wait_for_ready or _monotonic() >= end or self._stage is Stage.SHUTDOWN:
                         raise ConnectionBroken(str(exc)) from None
-                time.sleep(0.05)
+                    time.sleep(0.05)
+                    continue
+                if not self._adopt(conn):  # closed while we connected
+                    conn.close(grpc.StatusCode.CANCELLED, "Channel closed!")
+                    raise ValueError("Cannot invoke RPC on closed channel!")
+                return conn
+
+    def _move(self, stage: Stage, broken: Optional[Connection] = None) -> bool:
+        """The one place the stage changes (but SHUTDOWN: ``_end``). ``broken``: only if
+        that connection is still the current one (a late break of an old one is no news)."""
+        with self._stage_lock:
+            if self._stage is Stage.SHUTDOWN or (broken is not None and broken is not self._conn):
+                return False
+            self._stage = stage
+            return True
+
+    def _adopt(self, conn: Connection) -> bool:
+        """A new connection becomes the channel's: READY; False if the channel was closed."""
+        with self._stage_lock:
+            if self._stage is Stage.SHUTDOWN:
+                return False
+            self._conn = conn
+            self._stage = Stage.READY
+            self._beat_key = BEATER.register(conn.heartbeat)
+        conn.on_broken = self._on_broken
+        if conn.broken is not None:  # broke before it could tell us
+            self._on_broken(conn)
+        return True
+
+    def _on_broken(self, conn: Connection) -> None:
+        """(whichever thread broke ``conn``) the next call reconnects."""
+        self._move(Stage.TRANSIENT_FAILURE, broken=conn)
+
+    @property
+    def stage(self) -> Stage:
+        return self._stage
 
     def _connect(self, deadline: Optional[float]) -> Connection:
         if self._pool is not None and self._pool.lost is not None:  # truncated: map it afresh (or fail)
@@ -133,32 +193,35 @@ class Channel(grpc.Channel):
             # one entry may be a leftover or a forgery: give each a short handshake while
             # others remain to be tried, the last one the full stale interval
             wait = ACCEPT_TRY if i + 1 < len(found) else stale_ms() / 1000 + 1.0
-            limit = _monotonic() + wait
-            if deadline is not None:
-                limit = min(limit, max(deadline, _monotonic() + 0.5))
+            full = _monotonic() + wait
+            limit = full if deadline is None else min(full, max(deadline, _monotonic() + 0.5))
             slot, generation = pool.claim_channel(endpoint, os.getpid())
             conn = Connection(pool, endpoint, slot, generation, self._max_receive, self._max_send,
-                              self._queue_callbacks)
+                              self._queue_callbacks, self._budget)
             try:
                 conn.await_accept(limit)
             except ConnectionBroken as exc:
                 pool.close_channel(slot, generation)
+                if isinstance(exc, AcceptTimeout) and limit < full:
+                    # the call's deadline ended the wait, not the entry: no evidence against
+                    # it (marking it refused made the next calls UNAVAILABLE on a busy host)
+                    raise
                 pool.refused(endpoint)
                 failure = exc
                 continue
             except BaseException:
                 pool.close_channel(slot, generation)
                 raise
-            self._beat_key = BEATER.register(conn.heartbeat)
-            self._conn = conn
             return conn
         raise failure
 
     def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if self._beat_key is not None:
-            BEATER.unregister(self._beat_key)
-            self._beat_key = None
+        """(connect lock held) Let go of a broken connection before connecting again."""
+        with self._stage_lock:
+            conn, self._conn = self._conn, None
+            beat, self._beat_key = self._beat_key, None
+        if beat is not None:
+            BEATER.unregister(beat)
         if conn is not None:
             try:
                 conn.close(grpc.StatusCode.UNAVAILABLE, conn.broken or "connection dropped")
@@ -199,6 +262,8 @@ class Channel(grpc.Channel):
                 return conn, conn.start_call(method, deadline, md, payload, unary_request, deserializer,
                                              unary_response)
             except ConnectionBroken as exc:
+                if self._stage is Stage.SHUTDOWN:  # closed while this call waited for a server
+                    return failed_call(grpc.StatusCode.CANCELLED, "Channel closed!")
                 if attempt or (deadline is not None and _monotonic() >= deadline):
                     code = grpc.StatusCode.UNAVAILABLE
                     if deadline is not None and _monotonic() >= deadline:
@@ -206,6 +271,11 @@ class Channel(grpc.Channel):
                     return failed_call(code, f"NotNets: {exc}" if code is grpc.StatusCode.UNAVAILABLE
                                        else "Deadline Exceeded")
         raise AssertionError("unreachable")
+
+    def pump_for(self, call: ClientCall) -> None:
+        """The pump reads for a call from ``start()`` from now on, as for a ``future()``:
+        its caller stopped polling it and waits for its done callback."""
+        self._unattended(call._conn, call._state)
 
     def _unattended(self, conn: Any, state: CallState) -> ClientCall:
         call = ClientCall(conn, state)
@@ -242,7 +312,7 @@ class Channel(grpc.Channel):
                     callback()
                 except Exception:
                     _log.exception("NotNets call callback raised")
-            if self._closed and not self._callbacks:
+            if self._stage is Stage.SHUTDOWN and not self._callbacks:
                 return
             conn = self._conn
             if conn is not None and conn.unattended and conn.broken is None:
@@ -290,18 +360,15 @@ class Channel(grpc.Channel):
 
     def _watch(self, callback: Callable, try_to_connect: bool, stop: threading.Event) -> None:
         last = None
-        while not stop.is_set() and not self._closed:
-            conn = self._conn
-            if conn is not None and conn.broken is None:
-                state = grpc.ChannelConnectivity.READY
-            elif try_to_connect:
+        while not stop.is_set() and self._stage is not Stage.SHUTDOWN:
+            if try_to_connect and self._stage is not Stage.READY:
                 try:
                     self._connection(None, False)
-                    state = grpc.ChannelConnectivity.READY
                 except (ConnectionBroken, ValueError):
-                    state = grpc.ChannelConnectivity.TRANSIENT_FAILURE
-            else:
-                state = grpc.ChannelConnectivity.IDLE
+                    pass
+            state = _CONNECTIVITY[self._stage]
+            if state is grpc.ChannelConnectivity.SHUTDOWN:
+                break
             if state != last:
                 last = state
                 try:
@@ -309,18 +376,26 @@ class Channel(grpc.Channel):
                 except Exception:
                     _log.exception("connectivity callback raised")
             stop.wait(0.1)
-        if self._closed and last is not grpc.ChannelConnectivity.SHUTDOWN and not stop.is_set():
+        if self._stage is Stage.SHUTDOWN and last is not grpc.ChannelConnectivity.SHUTDOWN and not stop.is_set():
             callback(grpc.ChannelConnectivity.SHUTDOWN)
 
     def close(self) -> None:
-        with self._lock:
-            if self._closed:
+        self._end()
+
+    def _end(self) -> None:
+        """The one way a channel ends (``close``, ``with``, garbage collection): SHUTDOWN
+        first, under the stage lock only, so that no call or connect starts and a thread
+        connecting with wait_for_ready gives up; then the connection's calls end
+        CANCELLED, the pump and the watchers stop, and the pool is let go (under the
+        connect lock: a connect still running finishes first, within its bounded wait)."""
+        with self._stage_lock:
+            if self._stage is Stage.SHUTDOWN:
                 return
-            self._closed = True
+            self._stage = Stage.SHUTDOWN
             conn, self._conn = self._conn, None
-            if self._beat_key is not None:
-                BEATER.unregister(self._beat_key)
-                self._beat_key = None
+            beat, self._beat_key = self._beat_key, None
+        if beat is not None:
+            BEATER.unregister(beat)
         if conn is not None:
             conn.close(grpc.StatusCode.CANCELLED, "Channel closed!")
         self._pump_event.set()
@@ -328,8 +403,9 @@ class Channel(grpc.Channel):
             self._pump_thread.join(timeout=1.0)
         for stop in list(self._subscriptions.values()):
             stop.set()
-        if self._pool is not None:
+        with self._lock:
             pool, self._pool = self._pool, None
+        if pool is not None:
             pool.release()
 
     def __enter__(self) -> "Channel":
@@ -341,8 +417,8 @@ class Channel(grpc.Channel):
 
     def __del__(self) -> None:
         try:
-            if not self._closed and self._conn is not None:
-                self.close()
+            if self._conn is not None:
+                self._end()
         except Exception:
             pass
 
@@ -359,7 +435,10 @@ def _consume_requests(conn: Connection, state: CallState, requests: Iterator, se
             except Exception:
                 conn.fail_locally(state, grpc.StatusCode.INTERNAL, "Exception serializing request!", cancel=True)
                 return
+            if not conn.await_window(state):
+                return
             conn.send_message(state, payload, False)
+            state.sent += len(payload)
         if not state.done:
             conn.send_half_close(state)
     except ConnectionBroken:
@@ -379,7 +458,7 @@ class _MultiCallable:
                  deserializer: Optional[Callable]) -> None:
         self._channel = channel
         self._method = method.encode("utf-8") if isinstance(method, str) else bytes(method)
-        self._serializer = serializer
+        self._serializer = None if serializer is as_bytes else serializer  # buffers go into the ring as they are
         self._deserializer = deserializer
         # CALL body up to the message, for calls without deadline and metadata
         self._prefix = F.CALL_HEAD.pack(0, len(self._method), 0) + self._method
@@ -402,10 +481,12 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
     def __call__(self, request: Any, timeout: Optional[float] = None, metadata: Any = None, credentials: Any = None,
                  wait_for_ready: Optional[bool] = None, compression: Any = None) -> Any:
         conn = self._channel._conn
-        if conn is not None and timeout is None and not metadata and conn.broken is None:
+        if conn is not None and not metadata and conn.broken is None and (timeout is None or timeout > 0):
             serializer = self._serializer
             if serializer is None:
-                payload = request if type(request) is bytes else None  # anything else: checked on the general path
+                # anything else (a view, say): checked on the general path
+                payload = request if type(request) is bytes or (type(request) is memoryview and request.itemsize == 1
+                                                                and request.c_contiguous) else None
             else:
                 try:
                     payload = serializer(request)
@@ -413,9 +494,14 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                     payload = None
                 if type(payload) is not bytes:
                     payload = None
-            if payload is not None and len(payload) + len(self._prefix) <= conn.chunk and len(payload) <= conn.max_send:
+            if timeout is None:
+                prefix, deadline = self._prefix, None
+            else:  # the same CALL body with the timeout filled in, as start_call would write it
+                deadline = _monotonic() + timeout
+                prefix = F.CALL_HEAD.pack(max(1, int(timeout * 1e6)), len(self._method), 0) + self._method
+            if payload is not None and len(payload) + len(prefix) <= conn.chunk and len(payload) <= conn.max_send:
                 try:
-                    state, raw = conn.unary_fast(self._prefix, payload, self._deserializer)
+                    state, raw = conn.unary_fast(prefix, payload, self._deserializer, deadline)
                 except ConnectionBroken:
                     state = raw = None
                 if raw is not None:
@@ -433,7 +519,7 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                 if state is not None:
                     return _outcome(conn, state)
             elif payload is not None and len(payload) <= conn.max_send:  # too large for one frame: the general path, without serializing again
-                conn, state = self._channel._start(self._method, payload, None, self._deserializer, None, None,
+                conn, state = self._channel._start(self._method, payload, None, self._deserializer, timeout, None,
                                                    wait_for_ready, True, True)
                 return _outcome(conn, state)
         conn, state = self._channel._start(self._method, request, self._serializer, self._deserializer, timeout,
@@ -451,6 +537,15 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
         conn, state = self._channel._start(self._method, request, self._serializer, self._deserializer, timeout,
                                            metadata, wait_for_ready, True, True)
         return self._channel._unattended(conn, state)
+
+    def start(self, request: Any, timeout: Optional[float] = None, metadata: Any = None,
+              wait_for_ready: Optional[bool] = None) -> ClientCall:
+        """``future()`` for a caller that reads the response itself: the channel's pump
+        leaves the call alone (notnets_rpc.aio polls it from its event loop with
+        ``ClientCall.poll()``, or waits for it on a thread) until ``Channel.pump_for``."""
+        conn, state = self._channel._start(self._method, request, self._serializer, self._deserializer, timeout,
+                                           metadata, wait_for_ready, True, True)
+        return ClientCall(conn, state)
 
 
 class UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable):

@@ -22,14 +22,17 @@ import itertools
 import os
 import threading
 import time
+import weakref
 from collections import deque
+from functools import partial
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import grpc
 
 from ..wire import frames as F
 from ..wire import layout as L
-from ..backoff import Backoff
+from ..backoff import Backoff, tunables
+from ..budget import Budget
 from .call import WAIT_DONE, CallState, _NOTHING
 from ..errors import ChecksumError, ProtocolError
 from ..wire.messages import on_chunk, sink_slot, takes_buffers
@@ -64,9 +67,13 @@ class ConnectionBroken(Exception):
     """The server behind this connection is gone; carries the details for UNAVAILABLE."""
 
 
+class AcceptTimeout(ConnectionBroken):
+    """The server did not accept the channel within the time it was given."""
+
+
 class Connection:
     def __init__(self, pool: Pool, endpoint: Endpoint, slot: int, generation: int, max_receive: int,
-                 max_send: int, on_callback: Callable[[list], None]) -> None:
+                 max_send: int, on_callback: Callable[[list], None], budget: Budget) -> None:
         self.pool = pool
         self.endpoint = endpoint
         self.slot = slot
@@ -75,9 +82,13 @@ class Connection:
         self.ctl = pool.layout.channel(pool.host_id, slot)
         self.tx, self.rx = pool.client_rings(slot)
         self.rx.sink = self._sink
+        self.rx.viewer = self._viewer
+        self._fast: "tuple[int, Optional[Callable]]" = (0, None)  # the unregistered fast-path call
         self.chunk = pool.layout.chunk_bytes
+        self.request_window = pool.layout.ring_bytes  # a request stream's bytes ahead of its handler
         self.max_receive = max_receive
         self.max_send = max_send
+        self.budget = budget  # the channel's, for partly received messages (budget.py)
         self.lock = threading.Lock()
         self.tx_lock = threading.Lock()
         self.reader = threading.Lock()  # held by the thread that polls the response ring
@@ -92,6 +103,7 @@ class Connection:
         self._cancels: deque = deque()  # ids of calls that ended here, CANCEL not written yet
         self.senders = 0  # threads streaming requests: they need the GIL, so readers yield instead of spinning
         self._on_callback = on_callback
+        self.on_broken: Optional[Callable[["Connection"], None]] = None  # the channel's: it reconnects next time
         self.same_process = endpoint.host == pool.host_id and endpoint.pid == os.getpid()
         # same host: sleep in the kernel after spinning and let the server wake us (and we it)
         self.futex = self.mem.can_wait and endpoint.host == pool.host_id
@@ -100,6 +112,7 @@ class Connection:
         self.server_sleep = None if entry is None else entry + L.DIR_SLEEP
         self.server_kick = None if entry is None else entry + L.DIR_KICK
         self._claim = L.pack_state(generation, L.CH_OPEN)
+        self._tune = tunables()  # read once per connection, never per wait
         self._backoff = self._new_backoff()
         self._peer_beat = (endpoint.heartbeat_ms, _monotonic())
         self._lost_key = pool.on_lost(self.break_)  # the pool file shrank: stop touching it
@@ -109,8 +122,9 @@ class Connection:
         # a server in this very process needs the GIL to answer: do not spin
         sleeper = self._sleep if self.futex else None
         if self.same_process:
-            return Backoff(spin=0, sleeper=sleeper)
-        return Backoff(sleeper=sleeper, learn=not Backoff.remote_peer(self.endpoint.host != self.pool.host_id))
+            return Backoff(self._tune, spin=0, sleeper=sleeper)
+        return Backoff(self._tune, sleeper=sleeper, learn=not Backoff.remote_peer(self.endpoint.host != self.pool.host_id),
+                       woken=self.futex)
 
     def wake_server(self) -> None:
         """After writing a frame: if the server's poller sleeps in the kernel, kick and wake it."""
@@ -148,7 +162,7 @@ class Connection:
             if backoff.pause():
                 now = _monotonic()
                 if now >= deadline:
-                    raise ConnectionBroken("server did not accept the channel in time")
+                    raise AcceptTimeout("server did not accept the channel in time")
                 if now - self._last_check > LIVENESS_PERIOD:
                     self._check_peer(now)
 
@@ -175,9 +189,13 @@ class Connection:
                 self.send_message(state, payload, end_stream)
         return state
 
-    def unary_fast(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable]
-                   ) -> "tuple[Optional[CallState], Optional[bytes]]":
-        """A blocking unary call without deadline or metadata, in as few steps as possible.
+    def unary_fast(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable],
+                   deadline: Optional[float] = None) -> "tuple[Optional[CallState], Optional[bytes]]":
+        """A blocking unary call without metadata, in as few steps as possible.
+
+        ``prefix`` is the CALL body up to the message (its timeout field says ``deadline``
+        to the server); the spin phase is far shorter than any deadline, and a call that
+        leaves it is registered with ``deadline``, which ``wait`` then enforces.
 
         Returns (None, raw response) when the answer came back as a bare STATUS frame
         while this thread held the reader token and spun; otherwise (state, None) and the
@@ -190,7 +208,7 @@ class Connection:
             raise ConnectionBroken(self.broken)
         reader = self.reader
         if not reader.acquire(False):
-            return self._unary_shared(prefix, payload, deserializer), None
+            return self._unary_shared(prefix, payload, deserializer, deadline), None
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
         self.calls_started += 1
         sent = False
@@ -213,11 +231,12 @@ class Connection:
             finally:
                 tx_lock.release()
         if not sent:  # a full request ring: wait for room without the token (the server may need us to read)
-            state = self._register(cid, deserializer)
+            state = self._register(cid, deserializer, deadline)
             self._release_reader()
             self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
             return state, None
         state = None
+        self._fast = (cid, deserializer)
         try:
             if self.server_sleep is not None and self.mem.load(self.server_sleep):
                 self.wake_server()
@@ -234,7 +253,7 @@ class Connection:
                     break
             else:
                 frame = None
-            state = self._register(cid, deserializer)
+            state = self._register(cid, deserializer, deadline)
             if frame is not None:
                 self._dispatch(frame)
                 if state.done:
@@ -247,14 +266,14 @@ class Connection:
             return state, None
         except ChecksumError as exc:
             if state is None:
-                state = self._register(cid, deserializer)
+                state = self._register(cid, deserializer, deadline)
             self._on_bad_frame(exc)
             self._read_until(state, WAIT_DONE, None, False, fresh=False)
             return state, None
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
             if state is None:
-                state = self._register(cid, deserializer)
+                state = self._register(cid, deserializer, deadline)
             return state, None
         finally:
             self._release_reader()
@@ -264,18 +283,19 @@ class Connection:
         if self.want_reader:
             self._hand_over()
 
-    def _register(self, cid: int, deserializer: Optional[Callable]) -> CallState:
+    def _register(self, cid: int, deserializer: Optional[Callable], deadline: Optional[float] = None) -> CallState:
         """Make a fast-path call visible to the reader, or end it if the connection broke."""
-        state = CallState(cid, None, deserializer, True)
+        state = CallState(cid, deadline, deserializer, True)
         self.calls[cid] = state
         if self.broken is not None:
             self.fail_locally(state, UNAVAILABLE, f"NotNets server unavailable: {self.broken}")
         return state
 
-    def _unary_shared(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable]) -> CallState:
+    def _unary_shared(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable],
+                      deadline: Optional[float]) -> CallState:
         """Another thread reads the response ring: register, send, and wait like any call."""
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
-        state = CallState(cid, None, deserializer, True)
+        state = CallState(cid, deadline, deserializer, True)
         self.calls[cid] = state
         self.calls_started += 1
         self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
@@ -299,6 +319,30 @@ class Connection:
             self.send(_MESSAGE, end if last else _MORE, state.id, n, (piece,), len(piece), state)
             if state.done:
                 return
+
+    def await_window(self, state: CallState) -> bool:
+        """(a request-streaming thread, holding nothing) Wait until the call may send
+        another message: fewer than ``request_window`` bytes sent that its handler has not
+        taken yet (the server credits them back with WINDOW frames). A slow handler so
+        waits alone; the channel's other calls go on. False if the call ended."""
+        window = self.request_window
+        if state.sent - state.credit < window:
+            return not state.done
+        backoff = Backoff(self._tune, spin=0, max_sleep=0.002)
+        while state.sent - state.credit >= window:
+            if state.done:
+                return False
+            if self.broken is not None:
+                raise ConnectionBroken(self.broken)
+            self._read_some()  # the credit may be waiting in the ring with nobody reading
+            if backoff.pause():
+                now = _monotonic()
+                if state.deadline is not None and now >= state.deadline:
+                    self.fail_locally(state, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", cancel=True)
+                    return False
+                if now - self._last_check > LIVENESS_PERIOD:
+                    self._check_peer(now)
+        return not state.done
 
     def send_half_close(self, state: CallState) -> None:
         self.send(F.HALF_CLOSE, 0, state.id, 0, (), 0, state)
@@ -342,6 +386,12 @@ class Connection:
         except ProtocolError as exc:
             self.break_(f"corrupted request ring: {exc}")
             raise ConnectionBroken(self.broken) from None
+
+    def read_arrived(self) -> None:
+        """Dispatch what the response ring holds now, without waiting, unless another
+        thread is reading it (that thread dispatches it). notnets_rpc.aio polls with this
+        from its event loop, which must never wait on the pool."""
+        self._read_some()
 
     def _read_some(self) -> None:
         """Read what the response ring holds now, if no other thread is reading it."""
@@ -473,7 +523,7 @@ class Connection:
         read = self.rx.read
         dispatch = self._dispatch
         if pumping:
-            backoff = Backoff(spin=0, yield_time=0.001, sleeper=self._sleep if self.futex else None)
+            backoff = Backoff(self._tune, spin=0, yield_time=0.001, sleeper=self._sleep if self.futex else None)
         else:
             backoff = self._backoff
             if fresh:
@@ -524,6 +574,8 @@ class Connection:
         state = self.calls.get(cid)
         if state is None:
             return  # a late frame for a call that already ended (cancelled, deadline)
+        if type(body) is memoryview:  # lent by the ring: if revoked while still queued, it is copied first
+            self.rx.loan.evict = partial(self._evict, weakref.ref(state))  # (the loan must not keep the call alive)
         if kind == _STATUS and flags & _BARE:
             if len(body) > self.max_receive:
                 self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -556,6 +608,10 @@ class Connection:
             if kind == _STATUS:
                 initial, details, trailing, at = F.parse_status(body)
                 message = body[at:] if flags & _HAS_MESSAGE else None
+                if type(body) is memoryview:  # lent by the ring: the message view is what keeps the loan
+                    details = details.tobytes()
+                    if message is not None:
+                        self.rx.loan.track(message)
                 if message is not None and len(message) > self.max_receive:
                     self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                       f"Received message larger than max ({len(message)} vs. {self.max_receive})",
@@ -566,6 +622,8 @@ class Connection:
                                F.decode_metadata(initial) if flags & F.F_HAS_HEADERS else None, message)
             elif kind == _MESSAGE:
                 self._on_message(state, flags, aux, body)
+            elif kind == F.WINDOW:
+                state.credit += aux
             elif kind == F.HEADERS:
                 md = F.decode_metadata(body)
                 with self.lock:
@@ -582,18 +640,75 @@ class Connection:
             self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"Received message larger than max ({aux} vs. {self.max_receive})", cancel=True)
             return
+        if body is not None and state.partial is None and flags & _MORE and not self._reserve(state, aux):
+            self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"Client out of buffer space for partly received messages ({self.budget.limit} bytes)",
+                              cancel=True)
+            return
         whole = on_chunk(state, flags & _MORE, aux, body, takes_buffers(state.deserializer))
         if whole is not None:
+            if state.reserved:
+                self._unreserve(state)
             self._deliver(state, whole)
 
     def _sink(self, kind: int, flags: int, cid: int, aux: int, n: int) -> Optional[memoryview]:
-        """Ring sink: large chunks go straight into their call's message buffer."""
+        """Ring sink: large chunks go straight into their call's message buffer, charged to
+        the channel's budget before it is made (over it: None, and ``_on_message`` ends
+        the call)."""
         if kind != _MESSAGE:
             return None
         state = self.calls.get(cid)
-        if state is None:
+        if state is None or aux > self.max_receive:
+            return None
+        if state.partial is None and n != aux and not self._reserve(state, aux):
             return None
         return sink_slot(state, aux, n, self.max_receive)
+
+    def _reserve(self, state: CallState, n: int) -> bool:
+        """Charge a partly received message of ``n`` bytes to the channel's budget; False
+        when it does not fit or the call has ended (nothing to hold it for)."""
+        with self.lock:
+            if state.done or not self.budget.take(n):
+                return False
+            state.reserved = n
+            return True
+
+    def _unreserve(self, state: CallState) -> None:
+        with self.lock:
+            n, state.reserved = state.reserved, 0
+        self.budget.give(n)
+
+    def _viewer(self, kind: int, flags: int, cid: int, aux: int, n: int) -> bool:
+        """Ring viewer: lend a whole response message in one frame to a call whose
+        deserializer takes buffers (``as_view``, protobuf) instead of copying it out."""
+        if kind == _STATUS:
+            if not flags & (_BARE | _HAS_MESSAGE):
+                return False
+        elif kind != _MESSAGE or flags & _MORE or n != aux:
+            return False
+        state = self.calls.get(cid)
+        if state is not None:
+            return takes_buffers(state.deserializer)
+        fast_cid, deserializer = self._fast
+        return cid == fast_cid and takes_buffers(deserializer)
+
+    def _end_loans(self) -> None:
+        """The slot goes back (and its rings to the next client): views of them still
+        queued become copies, views already handed out are released."""
+        for loan in list(self.rx.loans):
+            if loan.evict is not None:
+                loan.evict()
+            loan.end()
+
+    def _evict(self, ref: "weakref.ref[CallState]") -> None:
+        """(reader) Views of the ring still queued for the call become copies (the ring
+        needs their bytes back; views already handed to the caller are released)."""
+        state = ref()
+        if state is None:
+            return
+        with self.lock:
+            if state.messages and any(type(m) is memoryview for m in state.messages):
+                state.messages = deque(m.tobytes() if type(m) is memoryview else m for m in state.messages)
 
     def _deliver(self, state: CallState, message: bytes) -> None:
         with self.lock:
@@ -675,6 +790,9 @@ class Connection:
                 self.unattended -= 1
             self._wake(state)
             callbacks = self._take_callbacks(state)
+            reserved, state.reserved, state.partial = state.reserved, 0, None
+        if reserved:
+            self.budget.give(reserved)
         if cancel or code is grpc.StatusCode.DEADLINE_EXCEEDED:
             self.try_send_cancel(state.id)
         if callbacks:
@@ -763,9 +881,11 @@ class Connection:
 
         ``broken`` (the reason) is set with the first step, so that no new call starts;
         every call still registered ends; CLOSED also gives the slot back, once."""
+        broke = False
         with self.lock:
             if self.stage is Stage.OPEN:
                 self.stage, self.broken = stage, reason
+                broke = stage is Stage.BROKEN
             elif stage is Stage.CLOSED and self.stage is Stage.BROKEN:
                 self.stage = stage
             elif stage is not Stage.CLOSED or self.released:
@@ -776,6 +896,9 @@ class Connection:
                 self.released = True
         for state in calls:
             self.fail_locally(state, code, details, cancel=cancel)
+        if broke and self.on_broken is not None:
+            self.on_broken(self)
         if release:
+            self._end_loans()
             self.pool.forget_lost(self._lost_key)
             self.pool.close_channel(self.slot, self.generation)

@@ -13,6 +13,7 @@ from ..status import as_metadata
 
 END_OF_REQUESTS = object()
 CANCELLED = object()
+LATER = object()  # a unary-response handler's return: "answered later" (``Server.finish_later``)
 
 
 class Stage(enum.Enum):
@@ -52,6 +53,9 @@ class ServerCall:
     request_done = False
     reserved = 0  # bytes charged to the server's reassembly budget (budget.py)
     queued = 0  # bytes of this call in its channel's outbox (outbox.py)
+    # request window (request streaming): bytes queued for the handler (poller writes), taken
+    # by it and credited back to the client (its thread writes): one writer each
+    arrived = taken = credited = 0
     touched = False  # the handler set a code, details, metadata or a callback: no bare reply
 
     def __init__(self, server: Any, channel: Any, call_id: int, method: str, metadata: tuple,
@@ -194,6 +198,7 @@ class RequestIterator:
         if item is CANCELLED:
             self._call.requests.put(CANCELLED)
             raise grpc.RpcError()
+        self._call._server._took_request(self._call, len(item))
         if self._deserializer is None:
             return item
         try:

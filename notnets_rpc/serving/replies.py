@@ -47,13 +47,23 @@ class Replies:
         window = self._call_window
         if call.queued <= window:
             return call.active
-        backoff = Backoff(spin=0, max_sleep=0.002)
+        backoff = Backoff(self._tune, spin=0, max_sleep=0.002)
         while call.queued > window:
             if not call.active or ch.dropped or self._stopped.is_set():
                 return False
             ch.outbox.flush()
             backoff.pause()
         return call.active
+
+    def _took_request(self, call: ServerCall, n: int) -> None:
+        """(the handler's thread) Its iterator took an ``n``-byte request off the queue:
+        once half a window is owed, credit the client with a WINDOW frame (through the
+        outbox, so it never waits), and the client may send that much more."""
+        call.taken += n
+        owed = call.taken - call.credited
+        if owed >= self._request_window // 2 and call.active:
+            call.credited = call.taken
+            self._write(call.channel, F.WINDOW, 0, call.call_id, owed, (), 0, None)
 
     def _flush_backlog(self) -> None:
         """(poller) Write what the outboxes hold, as far as the rings have room."""

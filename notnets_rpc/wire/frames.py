@@ -29,8 +29,10 @@ CANCEL = 4      # client -> server: the client gave up on the call
 HEADERS = 5     # server -> client: initial metadata
 STATUS = 6      # server -> client: final status (maybe with initial metadata and the last message)
 PAD = 7         # ring filler up to the end of the ring
+WINDOW = 8      # server -> client: a request-streaming call's handler took ``aux`` more bytes (send that much more)
+MAX_KIND = WINDOW
 KIND_NAMES = {CALL: "CALL", MESSAGE: "MESSAGE", HALF_CLOSE: "HALF_CLOSE", CANCEL: "CANCEL",
-              HEADERS: "HEADERS", STATUS: "STATUS", PAD: "PAD"}
+              HEADERS: "HEADERS", STATUS: "STATUS", PAD: "PAD", WINDOW: "WINDOW"}
 
 # flags
 F_HAS_MESSAGE = 0x01  # CALL / STATUS: a whole message is appended to the body

@@ -36,7 +36,8 @@ CHANNEL_CTL_BYTES = 384
 MAX_NAME_BYTES = 128
 MIN_RING_BYTES = 4096
 MAX_RING_BYTES = 1 << 30
-DEFAULT_MAX_HOSTS = 8
+DEFAULT_MAX_HOSTS = 8  # host partitions unless the formatter is told more (the count is in the superblock)
+MAX_HOSTS = 256
 DEFAULT_DIR_SLOTS = 16
 DEFAULT_CHANNELS = 16
 DEFAULT_RING_CAP = 4 << 20
@@ -206,8 +207,8 @@ def _regions(max_hosts: int, dir_slots: int, channels: int) -> tuple[int, int, i
 
 
 def _check_params(max_hosts: int, dir_slots: int, channels: int) -> None:
-    if not 1 <= max_hosts <= 256:
-        raise ValueError(f"max_hosts must be 1..256, got {max_hosts}")
+    if not 1 <= max_hosts <= MAX_HOSTS:
+        raise ValueError(f"max_hosts must be 1..{MAX_HOSTS}, got {max_hosts}")
     if not 1 <= dir_slots <= 1024:
         raise ValueError(f"dir_slots must be 1..1024, got {dir_slots}")
     if not 1 <= channels <= 4096:

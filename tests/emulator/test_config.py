@@ -137,3 +137,41 @@ def test_hostroot_cache_mode_from_the_template_or_the_environment(monkeypatch):
     monkeypatch.setenv("NOTNETS_HOSTROOT_CACHE", "fscache")
     with pytest.raises(UserError, match="NOTNETS_HOSTROOT_CACHE='fscache'"):
         hostroot_cache()
+
+
+def test_pools_get_a_partition_for_every_host_of_the_run(tmp_path: Path):
+    from guest.agent import command_env
+    from guest.pools import PoolDevice
+
+    device = [PoolDevice("poolB", "/dev/dax0.0", 256 << 20, 0, "region0")]
+    small = topo()
+    assert small.pool_hosts == 8  # up to eight hosts the rings stay as they were
+    assert command_env(config.guest_config(small, small.host("h1"), tmp_path), device)["NOTNETS_POOL_HOSTS"] == "8"
+    hosts = "".join(f"  - {{name: h{i}, pools: [poolB]}}\n" for i in range(16))
+    wide = topo(TOPOLOGY.split("hosts:")[0] + "hosts:\n" + hosts.replace("poolB]", "poolB, pool-a]", 1))
+    assert wide.pool_hosts == 16
+    data = config.guest_config(wide, wide.host("h15"), tmp_path)
+    assert data["host_id"] == 15 and data["pool_hosts"] == 16
+    assert command_env(data, device)["NOTNETS_POOL_HOSTS"] == "16"
+    assert "NOTNETS_POOL_HOSTS" not in command_env(data, []), "no pool, nothing to format"
+
+
+def test_the_liveness_window_grows_with_the_overcommit_of_the_cores(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("NOTNETS_STALE_MS", raising=False)
+    hosts = "".join(f"  - {{name: h{i}, pools: [poolB]}}\n" for i in range(8))
+    eight = topo(TOPOLOGY.split("hosts:")[0] + "hosts:\n" + hosts.replace("poolB]", "poolB, pool-a]", 1))
+    assert config.liveness_window_ms(eight, cores=2) == 12000  # 8 vCPUs on 2 cores: a quarter core each
+    assert config.liveness_window_ms(eight, cores=8) == 3000  # no overcommit: the RPC layer's default
+    assert config.liveness_window_ms(topo(), cores=2) == 3000
+    monkeypatch.setenv("NOTNETS_STALE_MS", "1000")  # this machine's setting is the base
+    assert config.liveness_window_ms(eight, cores=2) == 4000
+    data = config.guest_config(eight, eight.host("h3"), tmp_path)
+    assert data["env"]["NOTNETS_STALE_MS"] == str(config.liveness_window_ms(eight))
+
+
+def test_sim_hosts_get_no_stretched_liveness_window(tmp_path: Path):
+    from emulator.backends.sim.config import sim_config
+
+    t = topo().with_backend("sim")
+    data = sim_config(t, t.host("h0"), tmp_path, {"pool-a": "/dev/shm/a", "poolB": "/dev/shm/b"}, "none")
+    assert "NOTNETS_STALE_MS" not in data["env"]  # sim hosts run natively, at the machine's speed

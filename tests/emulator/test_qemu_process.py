@@ -75,3 +75,16 @@ def test_boot_watch_of_a_restart_skips_the_earlier_boots(tmp_path):
     with open(log, "ab") as f:
         f.write(b"notnets-init: new boot\n")
     assert watch.poll() == ["kernel running", "new boot"]
+
+
+def test_cpu_seconds_counts_what_the_process_used(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
+                             "while time.process_time() < end: pass\nprint('spun', flush=True)\ninput()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "spun"
+        used = qemu_process.cpu_seconds(proc.pid)
+        assert used is not None and 0.3 <= used < 30
+    finally:
+        proc.communicate("", timeout=30)
+    assert qemu_process.cpu_seconds(proc.pid) is None  # gone

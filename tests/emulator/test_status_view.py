@@ -7,7 +7,8 @@ from harness.fakes import FakeBackend
 
 def _run():
     run = RunState(name="r", backend="qemu", state_dir="/s", accel="tcg")
-    run.hosts = [HostState(name="host0", index=0, state="ready", pid=42, accel="tcg", pools={"pool0": "/dev/dax0.0"})]
+    run.hosts = [HostState(name="host0", index=0, state="ready", pid=42, accel="tcg", pools={"pool0": "/dev/dax0.0"},
+                           boot_seconds=12.5, boot_cpu_seconds=11.25)]
     run.pools = [PoolState(name="pool0", size=256 << 20, kind="shm", backing="/dev/shm/notnets-r-pool0",
                            note="/dev/hugepages is not a hugetlbfs mount"),
                  PoolState(name="pool1", size=64 << 20, kind="shm", backing="/dev/shm/notnets-r-pool1",
@@ -21,7 +22,7 @@ def test_json_shape():
     data = status_data(_run(), backend)
     assert data["hosts"] == [{"name": "host0", "id": 0, "state": "ready", "pid": 42, "accel": "tcg",
                               "pools": {"pool0": "/dev/dax0.0"}, "addresses": [], "console_log": "",
-                              "boot_seconds": None}]
+                              "boot_seconds": 12.5, "boot_cpu_seconds": 11.25}]
     assert data["pools"] == [{"name": "pool0", "size": 256 << 20, "kind": "shm",
                               "backing": "/dev/shm/notnets-r-pool0", "note": "/dev/hugepages is not a hugetlbfs mount",
                               "coherence": "coherent", "model_dir": None},

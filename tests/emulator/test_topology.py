@@ -265,3 +265,17 @@ def test_bad_coherence_is_named_with_its_line(backend, extra, fragment):
     with pytest.raises(TopologyError, match=r":4: pools\[0\]\.") as err:
         parse_topology(COHERENCE.format(backend=backend, extra=extra), memory_probe=lambda: None)
     assert fragment in str(err.value)
+
+
+def _hosts(n: int) -> str:
+    return "hosts:\n" + "".join(f"  - {{name: h{i}, memory: 256M, pools: [pool0]}}\n" for i in range(n))
+
+
+def test_a_pool_must_hold_rings_for_every_host_of_the_topology():
+    head = "name: wide\nbackend: sim\npools:\n  - {name: pool0, size: 2M, backing: shm}\n"
+    assert parse(head + _hosts(8)).pool_hosts == 8  # 8 partitions fit in 2M...
+    msg = error_of(head + _hosts(16))  # ...16 do not
+    assert msg.startswith("topo.yaml:4: pools[0].size: 2M is too small for a NotNets pool") and "16 hosts" in msg
+    assert parse(head.replace("2M", "256M") + _hosts(16)).pool_hosts == 16
+    many = error_of(head.replace("2M", "256M") + _hosts(257))
+    assert "hosts: 257 hosts; a pool has host partitions for 256 at most" in many

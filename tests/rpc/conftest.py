@@ -42,12 +42,26 @@ def blank_path():
 
 
 @pytest.fixture
-def serve(pool_path):
+def server_pool(pool_path):
+    """The pool path the ``serve`` fixture's servers map (a module may override it)."""
+    return pool_path
+
+
+@pytest.fixture
+def server_host():
+    """The host id of the ``serve`` fixture's servers (None: NOTNETS_HOST_ID; overridable)."""
+    return None
+
+
+@pytest.fixture
+def serve(server_pool, server_host):
     """serve(name="t", **server kwargs) -> a started server publishing the test service."""
     started = []
 
     def _serve(name: str = "t", workers: int = 8, **kwargs):
-        server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=workers), pool=pool_path, **kwargs)
+        if server_host is not None:
+            kwargs.setdefault("host_id", server_host)
+        server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=workers), pool=server_pool, **kwargs)
         server.add_generic_rpc_handlers((test_handlers(),))
         server.add_endpoint(name)
         server.start()

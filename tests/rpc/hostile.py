@@ -7,10 +7,11 @@ test asks for and reads responses only when told to.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import List, Optional
 
-from notnets_rpc.pool import Pool
+from notnets_rpc.pool import Pool, now_ms
 from notnets_rpc.wire import frames as F
 from notnets_rpc.wire import layout as L
 
@@ -64,6 +65,71 @@ class RawChannel:
 
     def close(self) -> None:
         self.pool.close_channel(self.slot, self.generation)
+        self.pool.release()
+
+
+class RawServer:
+    """A server that writes the wire format by hand: it publishes ``name``, beats, accepts
+    the first channel that claims it, then writes whatever frames a test asks for."""
+
+    def __init__(self, pool_path: str, name: str, host_id: int = 0, beat: bool = True) -> None:
+        """``beat=False``: the heartbeat word stands still (a stalled server, for up to
+        NOTNETS_STALE_MS before clients give up on it)."""
+        self.pool = Pool.acquire(pool_path, host_id)
+        self.mem = self.pool.mem
+        self.endpoint = self.pool.publish(name, os.getpid())
+        self._entry = self.pool.layout.dir_entry(self.endpoint.host, self.endpoint.slot)
+        self._stop = threading.Event()
+        self._beater = threading.Thread(target=self._beat, name="raw-server-beat", daemon=True)
+        if beat:
+            self._beater.start()
+        self.rx = self.tx = None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(0.05):
+            self.mem.store(self._entry + L.DIR_HEARTBEAT, now_ms())
+
+    def accept(self, timeout: float = 10.0) -> None:
+        """Wait for a client to claim a channel to us, and accept it."""
+        lay = self.pool.layout
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for host in range(lay.max_hosts):
+                for k in range(lay.channels):
+                    off = lay.channel(host, k)
+                    gen, state = L.unpack_state(self.mem.load(off + L.CH_CLAIM))
+                    index, _ = L.unpack_target(self.mem.load(off + L.CH_TARGET))
+                    if state == L.CH_OPEN and index == self.endpoint.index:
+                        for field in (L.CH_REQ_TAIL, L.CH_RESP_HEAD):
+                            self.mem.store(off + field, 0)
+                        self.mem.store(off + L.CH_SERVER_PID, os.getpid())
+                        self.rx, self.tx = self.pool.server_rings(host, k)
+                        self.mem.store(off + L.CH_ACCEPT, L.pack_state(gen, L.ACC_ACCEPTED))
+                        return
+            time.sleep(0.005)
+        raise AssertionError("no client claimed a channel to the raw server")
+
+    def write(self, kind: int, flags: int, cid: int, aux: int, body: bytes) -> bool:
+        return self.tx.try_write(kind, flags, cid, aux, (body,), len(body))
+
+    def calls(self, n: int, timeout: float = 10.0) -> List[int]:
+        """The ids of the next ``n`` CALL frames (other frames are skipped)."""
+        ids: List[int] = []
+        end = time.monotonic() + timeout
+        while len(ids) < n:
+            assert time.monotonic() < end, f"only {len(ids)} of {n} calls arrived"
+            frame = self.rx.read()
+            if frame is None:
+                time.sleep(0.002)
+            elif frame[0] == F.CALL:
+                ids.append(frame[2])
+        return ids
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._beater.is_alive():
+            self._beater.join(5)
+        self.pool.set_endpoint_state(self.endpoint, L.DIR_CLOSED)
         self.pool.release()
 
 

@@ -89,6 +89,14 @@ def _sum(request_iterator, context):
     return b"".join(request_iterator)
 
 
+HOLD = threading.Event()  # HeldSum's handler takes no request until a test sets it
+
+
+def _held_sum(request_iterator, context):
+    HOLD.wait(30)
+    return b"".join(request_iterator)
+
+
 def _count_requests(request_iterator, context):
     return str(sum(1 for _ in request_iterator)).encode()
 
@@ -127,6 +135,7 @@ def test_handlers() -> grpc.GenericRpcHandler:
         "CountSlow": grpc.unary_stream_rpc_method_handler(_count_slow),
         "StreamAbort": grpc.unary_stream_rpc_method_handler(_stream_abort),
         "Sum": grpc.stream_unary_rpc_method_handler(_sum),
+        "HeldSum": grpc.stream_unary_rpc_method_handler(_held_sum),
         "CountRequests": grpc.stream_unary_rpc_method_handler(_count_requests),
         "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
     })

@@ -3,6 +3,7 @@ never other clients (docs/rpc.md, "Concurrency" and "Untrusted memory")."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import grpc
@@ -11,8 +12,8 @@ import pytest
 import notnets_rpc
 from notnets_rpc.wire import frames as F
 
-from . import load
-from .hostile import RawChannel
+from . import load, service
+from .hostile import RawChannel, RawServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -146,6 +147,138 @@ def test_announced_huge_messages_cost_no_memory_beyond_the_budget(serve, pool_pa
         big = b"q" * (3 << 20)
         assert ch.stream_unary("/test.T/Sum")(iter([big]), timeout=10) == big
     assert server._budget.used == 0
+
+
+def _server_call(server, cid=None):
+    """The server's only request-streaming call in flight (or the one with id ``cid``)."""
+    for ch in list(server._channels.values()):
+        for call in list(ch.calls.values()):
+            if call.handler.request_streaming and (cid is None or call.call_id == cid):
+                return call
+    return None
+
+
+def test_a_held_request_stream_waits_alone(serve, pool_path):
+    """A handler that takes no requests: its client stops one window ahead (the server
+    holds no more than that for it), and the channel's other calls -- unary and another
+    request stream -- go on meanwhile; released, the stream delivers everything."""
+    server = serve()
+    service.HOLD.clear()
+    try:
+        with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+            parts = [bytes([i]) * (16 << 10) for i in range(64)]  # 1 MiB, 8 windows of a 32 MiB pool
+            held = ch.stream_unary("/test.T/HeldSum").future(iter(parts), timeout=30)
+            conn = ch._conn
+            window = conn.request_window
+            end = time.monotonic() + 10
+            while held._state.sent - held._state.credit < window:  # the client reached its window
+                assert time.monotonic() < end, "the request stream never waited for its window"
+                time.sleep(0.01)
+            for i in range(20):
+                assert ch.unary_unary("/test.T/Echo")(b"%d" % i, timeout=5) == b"%d" % i
+            assert ch.stream_unary("/test.T/Sum")(iter([b"a", b"b"]), timeout=5) == b"ab"
+            call = _server_call(server)
+            assert call is not None and call.arrived - call.taken <= window + (16 << 10)
+            assert held._state.sent < len(parts) * (16 << 10)
+            service.HOLD.set()
+            assert held.result(timeout=30) == b"".join(parts)
+    finally:
+        service.HOLD.set()
+
+
+def test_a_client_past_its_request_window_gets_resource_exhausted(serve, pool_path):
+    server = serve()
+    service.HOLD.clear()
+    raw = RawChannel(pool_path, "t")
+    try:
+        assert raw.write(F.CALL, 0, 1, 0, b"".join(F.call_parts(b"/test.T/HeldSum", 0, b"", None)))
+        window, sent = server._request_window, 0
+        end = time.monotonic() + 10
+        while sent <= window + (8 << 10):  # a whole window and one message more, never waiting for credit
+            if raw.write(F.MESSAGE, 0, 1, 8 << 10, b"w" * (8 << 10)):
+                sent += 8 << 10
+            else:  # the ring is full until the server reads it
+                assert time.monotonic() < end, "the server stopped reading the request ring"
+                time.sleep(0.001)
+        status = raw.wait_status(1)
+        assert status is not None and status[3] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        assert b"request window" in status[4]
+    finally:
+        service.HOLD.set()
+        raw.close()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"on", timeout=5) == b"on"
+
+
+def test_a_deadline_that_ends_the_handshake_is_deadline_exceeded(pool_path):
+    """A server too busy to accept before a call's deadline: the call ends
+    DEADLINE_EXCEEDED, and the entry is not held against the next call (it would end
+    UNAVAILABLE, "no live server", until the heartbeat moved)."""
+    raw = RawServer(pool_path, "slow", beat=False)
+    try:
+        with notnets_rpc.insecure_channel("notnets:slow", pool=pool_path) as ch:
+            for _ in range(2):
+                with pytest.raises(grpc.RpcError) as err:
+                    ch.unary_unary("/test.T/Echo")(b"x", timeout=0.6)
+                assert err.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED, err.value.details()
+    finally:
+        raw.close()
+
+
+def _raw_streams(raw, channel, n):
+    """``n`` response streams from ``channel`` to the raw server, and their call ids there."""
+    accepting = threading.Thread(target=raw.accept) if raw.tx is None else None
+    if accepting is not None:
+        accepting.start()
+    calls = [channel.unary_stream("/raw.R/Stream")(b"", timeout=30) for _ in range(n)]
+    if accepting is not None:
+        accepting.join(10)
+    return calls, raw.calls(n)
+
+
+def test_client_charges_announced_messages_to_its_budget(pool_path):
+    """A server announces 5 MiB messages in 16-byte chunks on four calls at once: the
+    channel's reassembly budget (8 MiB) takes the first, the others end
+    RESOURCE_EXHAUSTED before anything is allocated, and an ended or completed message
+    gives its charge back."""
+    raw = RawServer(pool_path, "raw")
+    try:
+        with notnets_rpc.insecure_channel("notnets:raw", pool=pool_path,
+                                          options=[("notnets.max_reassembly_bytes", 8 << 20)]) as ch:
+            calls, ids = _raw_streams(raw, ch, 4)
+            for cid in ids:
+                assert raw.write(F.MESSAGE, F.F_MORE, cid, 5 << 20, b"z" * 16)
+            for call in calls[1:]:
+                assert call.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "out of buffer space" in call.details()
+            assert calls[0].is_active() and ch._budget.used == 5 << 20
+            calls[0].cancel()
+            assert ch._budget.used == 0
+            (call,), (cid,) = _raw_streams(raw, ch, 1)
+            assert raw.write(F.MESSAGE, F.F_MORE, cid, 32, b"a" * 16)
+            assert raw.write(F.MESSAGE, 0, cid, 32, b"b" * 16)
+            assert next(call) == b"a" * 16 + b"b" * 16
+            assert ch._budget.used == 0
+    finally:
+        raw.close()
+
+
+def test_client_refuses_announced_or_single_frame_messages_over_its_limit(pool_path):
+    raw = RawServer(pool_path, "raw")
+    try:
+        with notnets_rpc.insecure_channel("notnets:raw", pool=pool_path,
+                                          options=[("grpc.max_receive_message_length", 1000)]) as ch:
+            calls, (chunked, single, fits) = _raw_streams(raw, ch, 3)
+            assert raw.write(F.MESSAGE, F.F_MORE, chunked, 5000, b"z" * 16)
+            assert raw.write(F.MESSAGE, 0, single, 1001, b"y" * 1001)
+            assert raw.write(F.MESSAGE, 0, fits, 1000, b"x" * 1000)
+            for call in calls[:2]:
+                assert call.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "Received message larger than max" in call.details()
+            assert next(calls[2]) == b"x" * 1000
+            assert ch._budget.used == 0
+    finally:
+        raw.close()
 
 
 def test_channel_dropped_by_the_server_is_reported(serve, pool_path):
@@ -381,3 +514,52 @@ def test_restarted_host_takes_over_its_dead_servers_entry(serve, pool_path, monk
     assert time.monotonic() - start < 2.0
     with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
         assert ch.unary_unary("/test.T/Echo")(b"mine", timeout=5) == b"mine"
+
+
+def _call_bodies():
+    from hypothesis import strategies as st
+
+    method = st.sampled_from([b"/test.T/Echo", b"/test.T/Sum", b"/test.T/Count", b"/nope.N/X", b"\xff\xfe", b""])
+    metadata = st.one_of(st.just(b""), st.binary(max_size=40),
+                         st.just(F.encode_metadata((("k", "v"), ("b-bin", b"\x00")))))
+    head = st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
+    well_formed = st.builds(lambda t, m, md, msg: b"".join(F.call_parts(m, t % 10**7, md, msg)),
+                            st.integers(0, 2**64 - 1), method, metadata, st.one_of(st.none(), st.binary(max_size=64)))
+    lying = st.builds(lambda h, rest: F.CALL_HEAD.pack(*h) + rest, head, st.binary(max_size=64))
+    return st.one_of(well_formed, lying, st.binary(max_size=40))
+
+
+def test_any_call_frame_gets_a_status_or_costs_its_channel(serve, pool_path):
+    """CALL frames of every shape (well formed, lying lengths, garbage), any flags: the
+    server parses them with frames.parse_call; each ends with a STATUS for its call or
+    the channel is rejected, and the server serves on."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from notnets_rpc.wire import layout as L
+
+    serve()
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_call_bodies(), st.sampled_from([0, F.F_HAS_MESSAGE, F.F_HAS_MESSAGE | F.F_END_STREAM, 0xFF]))
+    def check(body, flags):
+        raw = RawChannel(pool_path, "t")
+        try:
+            assert raw.write(F.CALL, flags, 7, 0, body)
+            if not flags & F.F_END_STREAM:  # a call still open for requests waits for them: close it
+                assert raw.write(F.HALF_CLOSE, 0, 7, 0, b"")
+            end = time.monotonic() + 5
+            while True:
+                if any(f[0] == F.STATUS and f[2] == 7 for f in raw.read_all()):
+                    break
+                _, verdict = L.unpack_state(raw.mem.load(raw.ctl + L.CH_ACCEPT))
+                if verdict == L.ACC_REJECTED:
+                    break
+                assert time.monotonic() < end, f"no status and no verdict for CALL {body!r} flags {flags:#x}"
+                raw.beat()
+                time.sleep(0.002)
+        finally:
+            raw.close()
+
+    check()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"still serving", timeout=5) == b"still serving"

@@ -9,8 +9,6 @@ Afterwards the model must have seen no lost update.
 
 from __future__ import annotations
 
-from concurrent import futures
-
 import pytest
 
 import notnets_rpc
@@ -18,7 +16,6 @@ from notnets_rpc.coherent_memory import SoftwareCoherent
 from notnets_rpc.pool import Pool
 
 from .noncoherent_fixtures import model_pool
-from .service import test_handlers
 from .test_semantics import *  # noqa: F401,F403 - the suite, collected again with the fixtures below
 
 pytestmark = pytest.mark.timeout(180)
@@ -39,23 +36,14 @@ def pool_path(model):
 
 
 @pytest.fixture
-def serve(model):
-    started = []
+def server_pool(model):
+    """The ``serve`` fixture's servers (and so ``channel``'s) map host 0's view."""
+    return model.view(0)
 
-    def _serve(name: str = "t", workers: int = 8, **kwargs):
-        server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=workers), pool=model.view(0),
-                                    host_id=0, **kwargs)
-        server.add_generic_rpc_handlers((test_handlers(),))
-        server.add_endpoint(name)
-        server.start()
-        started.append(server)
-        return server
 
-    try:
-        yield _serve
-    finally:
-        for server in started:
-            server.stop(None).wait(5)
+@pytest.fixture
+def server_host():
+    return 0
 
 
 def test_both_hosts_run_the_write_back_rule(channel, model):

@@ -223,3 +223,69 @@ def _read_everything(pool_path: str) -> None:
                         break
     finally:
         pool.release()
+
+
+# -- pools for more than eight hosts ------------------------------------------------------
+def test_sixteen_host_pool_formats_and_takes_host_ids_up_to_fifteen(blank_path):
+    lay = notnets_rpc.create_pool(blank_path, 64 << 20, max_hosts=16)
+    eight = L.plan_layout(64 << 20)
+    assert lay.max_hosts == 16 and eight.max_hosts == L.DEFAULT_MAX_HOSTS == 8
+    assert lay.ring_bytes < eight.ring_bytes  # twice the rings share the same bytes
+    assert lay.rings_offset + 16 * lay.channels * 2 * lay.ring_bytes == lay.pool_bytes <= 64 << 20
+    assert inspect_pool(blank_path)["header"]["max_hosts"] == 16
+    pool = Pool.acquire(blank_path, host_id=15)
+    try:
+        assert pool.layout.max_hosts == 16  # a reader takes the count from the superblock
+        assert pool.layout.channel(15, lay.channels - 1) + L.CHANNEL_CTL_BYTES <= lay.rings_offset
+    finally:
+        pool.release()
+    with pytest.raises(PoolError, match="host id 16 .* 16 host partitions"):
+        Pool.acquire(blank_path, host_id=16)
+
+
+def test_a_server_formats_an_empty_pool_for_NOTNETS_POOL_HOSTS(blank_path, monkeypatch):
+    with open(blank_path, "wb") as f:
+        f.truncate(32 << 20)  # an empty device
+    monkeypatch.setenv("NOTNETS_POOL_HOSTS", "16")
+    pool = Pool.acquire(blank_path, host_id=12, format_if_empty=True)
+    try:
+        assert pool.layout.max_hosts == 16
+    finally:
+        pool.release()
+    monkeypatch.setenv("NOTNETS_POOL_HOSTS", "4")  # only the formatter reads it: the pool keeps 16
+    pool = Pool.acquire(blank_path, host_id=12)
+    try:
+        assert pool.layout.max_hosts == 16
+    finally:
+        pool.release()
+
+
+@pytest.mark.parametrize("value", ["sixteen", "0", "257", "-3"])
+def test_a_bad_NOTNETS_POOL_HOSTS_is_one_clear_error(blank_path, monkeypatch, value):
+    with open(blank_path, "wb") as f:
+        f.truncate(16 << 20)
+    monkeypatch.setenv("NOTNETS_POOL_HOSTS", value)
+    with pytest.raises(PoolError, match=f"NOTNETS_POOL_HOSTS='{value}': expected a host count in 1..256"):
+        Pool.acquire(blank_path, format_if_empty=True)
+    with open(blank_path, "rb") as f:
+        assert f.read(L.SUPERBLOCK_BYTES) == bytes(L.SUPERBLOCK_BYTES)  # left unformatted
+
+
+def test_a_forged_host_count_is_refused(pool_path):
+    _rewrite_superblock(pool_path, 48, "<I", 16, fix_crc=True)  # 16 hosts, the 8-host offsets kept
+    with pytest.raises(notnets_rpc.PoolCorruptError, match="region offsets"):
+        inspect_pool(pool_path)
+    _rewrite_superblock(pool_path, 48, "<I", 300, fix_crc=True)
+    with pytest.raises(notnets_rpc.PoolCorruptError, match="max_hosts must be 1..256"):
+        inspect_pool(pool_path)
+
+
+def test_cli_create_for_sixteen_hosts(blank_path):
+    result = _emu("pool", "create", blank_path, "--size", "32M", "--hosts", "16")
+    assert result.returncode == 0, result.stderr
+    assert "16 hosts x 16 channels" in result.stdout
+    assert json.loads(_emu("pool", "inspect", blank_path, "--json").stdout)["header"]["max_hosts"] == 16
+    for bad, said in (("0", "--hosts 0: expected 1..256"), ("257", "--hosts 257: expected 1..256")):
+        result = _emu("pool", "create", blank_path, "--overwrite", "--hosts", bad)
+        assert result.returncode != 0 and said in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

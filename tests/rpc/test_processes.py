@@ -219,3 +219,21 @@ def test_inspect_tells_a_dead_servers_entry_from_a_live_one(peers, pool_path):
     assert all(c["request_backlog"] is None for c in snap["channels"] if c["state"] != "open")
     text = format_inspection(snap)
     assert "heartbeat stood still" in text and "corrupt" not in text
+
+
+def test_hosts_above_eight_on_a_pool_their_server_formatted_for_sixteen(peers, blank_path):
+    # what a 16-host run does: the emulator sets NOTNETS_POOL_HOSTS, the first server formats
+    with open(blank_path, "wb") as f:
+        f.truncate(32 << 20)  # an empty device, as a fresh CXL pool looks
+    server = peers.start("serve", blank_path, "wide", host=12, NOTNETS_POOL_HOSTS="16")
+    peers.expect(server, "serving")
+    clients = [peers.start("calls", blank_path, "wide", "60", host=h) for h in (9, 15, 0)]
+    for proc in clients:
+        assert proc.wait(90) == 0, proc.stderr.read()
+    snap = inspect_pool(blank_path)
+    assert snap["header"]["max_hosts"] == 16
+    assert [(s["name"], s["host"]) for s in snap["services"]] == [("wide", 12)]
+    assert {c["host"] for c in snap["channels"]} == {0, 9, 15}
+    late = peers.start("calls", blank_path, "wide", "1", host=16)  # no partition for a 17th host
+    assert late.wait(60) != 0
+    assert "host id 16 (NOTNETS_HOST_ID) is outside this pool's 16 host partitions" in late.stderr.read()

@@ -206,9 +206,12 @@ class QemuBackend(Backend):
         hs.pools = {name: str(dev) for name, dev in pools.items()}
         hs.state = "ready"
         hs.boot_seconds = round(time.monotonic() - started, 2)
+        cpu = qemu_process.cpu_seconds(hs.pid) if hs.pid else None  # the boot's cost, less disturbed by load
+        hs.boot_cpu_seconds = None if cpu is None else round(cpu, 2)
         run.save()
         devices = ", ".join(f"{n}={d}" if len(pools) > 1 else str(d) for n, d in hs.pools.items())
-        progress.say(f"ready in {hs.boot_seconds:.1f} s" + (f" ({devices})" if devices else ""), host=hs.name)
+        cost = f", {cpu:.1f} CPU-s" if cpu is not None else ""
+        progress.say(f"ready in {hs.boot_seconds:.1f} s{cost}" + (f" ({devices})" if devices else ""), host=hs.name)
 
     @staticmethod
     def _exit_reason(hs: HostState, code: Optional[int]) -> str:

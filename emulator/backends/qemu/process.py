@@ -34,6 +34,15 @@ def start_detached(argv: Sequence[str], log_path: Path) -> subprocess.Popen:
         log.close()
 
 
+def cpu_seconds(pid: int) -> Optional[float]:
+    """User + system CPU time a live process has used so far (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _proc_state(pid: int) -> Optional[str]:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

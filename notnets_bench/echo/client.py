@@ -65,8 +65,11 @@ def measure(target, pool, size, calls, warmup, mode, seconds=math.inf, start_at=
             run(payload, Budget(warmup), 0)  # warm up before the common start, not inside the window
             warmup = 0
             time.sleep(max(0.0, start_at - time.time()))
+        cpu = time.process_time()
         samples, elapsed = run(payload, Budget(calls, seconds, min_calls=1), warmup)
-    return {"target": target, "mode": mode, "size": size, **summarize(samples, elapsed, size)}
+        cpu = time.process_time() - cpu  # this process's CPU (every thread) while it measured
+    return {"target": target, "mode": mode, "size": size, **summarize(samples, elapsed, size),
+            "cpu_us_per_call": round(cpu / max(1, len(samples)) * 1e6, 2)}
 
 
 def main(argv=None) -> int:

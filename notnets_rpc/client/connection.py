@@ -67,6 +67,10 @@ class ConnectionBroken(Exception):
     """The server behind this connection is gone; carries the details for UNAVAILABLE."""
 
 
+class AcceptTimeout(ConnectionBroken):
+    """The server did not accept the channel within the time it was given."""
+
+
 class Connection:
     def __init__(self, pool: Pool, endpoint: Endpoint, slot: int, generation: int, max_receive: int,
                  max_send: int, on_callback: Callable[[list], None], budget: Budget) -> None:
@@ -119,7 +123,8 @@ class Connection:
         sleeper = self._sleep if self.futex else None
         if self.same_process:
             return Backoff(self._tune, spin=0, sleeper=sleeper)
-        return Backoff(self._tune, sleeper=sleeper, learn=not Backoff.remote_peer(self.endpoint.host != self.pool.host_id))
+        return Backoff(self._tune, sleeper=sleeper, learn=not Backoff.remote_peer(self.endpoint.host != self.pool.host_id),
+                       woken=self.futex)
 
     def wake_server(self) -> None:
         """After writing a frame: if the server's poller sleeps in the kernel, kick and wake it."""
@@ -157,7 +162,7 @@ class Connection:
             if backoff.pause():
                 now = _monotonic()
                 if now >= deadline:
-                    raise ConnectionBroken("server did not accept the channel in time")
+                    raise AcceptTimeout("server did not accept the channel in time")
                 if now - self._last_check > LIVENESS_PERIOD:
                     self._check_peer(now)
 
@@ -184,9 +189,13 @@ class Connection:
                 self.send_message(state, payload, end_stream)
         return state
 
-    def unary_fast(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable]
-                   ) -> "tuple[Optional[CallState], Optional[bytes]]":
-        """A blocking unary call without deadline or metadata, in as few steps as possible.
+    def unary_fast(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable],
+                   deadline: Optional[float] = None) -> "tuple[Optional[CallState], Optional[bytes]]":
+        """A blocking unary call without metadata, in as few steps as possible.
+
+        ``prefix`` is the CALL body up to the message (its timeout field says ``deadline``
+        to the server); the spin phase is far shorter than any deadline, and a call that
+        leaves it is registered with ``deadline``, which ``wait`` then enforces.
 
         Returns (None, raw response) when the answer came back as a bare STATUS frame
         while this thread held the reader token and spun; otherwise (state, None) and the
@@ -199,7 +208,7 @@ class Connection:
             raise ConnectionBroken(self.broken)
         reader = self.reader
         if not reader.acquire(False):
-            return self._unary_shared(prefix, payload, deserializer), None
+            return self._unary_shared(prefix, payload, deserializer, deadline), None
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
         self.calls_started += 1
         sent = False
@@ -222,7 +231,7 @@ class Connection:
             finally:
                 tx_lock.release()
         if not sent:  # a full request ring: wait for room without the token (the server may need us to read)
-            state = self._register(cid, deserializer)
+            state = self._register(cid, deserializer, deadline)
             self._release_reader()
             self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
             return state, None
@@ -244,7 +253,7 @@ class Connection:
                     break
             else:
                 frame = None
-            state = self._register(cid, deserializer)
+            state = self._register(cid, deserializer, deadline)
             if frame is not None:
                 self._dispatch(frame)
                 if state.done:
@@ -257,14 +266,14 @@ class Connection:
             return state, None
         except ChecksumError as exc:
             if state is None:
-                state = self._register(cid, deserializer)
+                state = self._register(cid, deserializer, deadline)
             self._on_bad_frame(exc)
             self._read_until(state, WAIT_DONE, None, False, fresh=False)
             return state, None
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
             if state is None:
-                state = self._register(cid, deserializer)
+                state = self._register(cid, deserializer, deadline)
             return state, None
         finally:
             self._release_reader()
@@ -274,18 +283,19 @@ class Connection:
         if self.want_reader:
             self._hand_over()
 
-    def _register(self, cid: int, deserializer: Optional[Callable]) -> CallState:
+    def _register(self, cid: int, deserializer: Optional[Callable], deadline: Optional[float] = None) -> CallState:
         """Make a fast-path call visible to the reader, or end it if the connection broke."""
-        state = CallState(cid, None, deserializer, True)
+        state = CallState(cid, deadline, deserializer, True)
         self.calls[cid] = state
         if self.broken is not None:
             self.fail_locally(state, UNAVAILABLE, f"NotNets server unavailable: {self.broken}")
         return state
 
-    def _unary_shared(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable]) -> CallState:
+    def _unary_shared(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable],
+                      deadline: Optional[float]) -> CallState:
         """Another thread reads the response ring: register, send, and wait like any call."""
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
-        state = CallState(cid, None, deserializer, True)
+        state = CallState(cid, deadline, deserializer, True)
         self.calls[cid] = state
         self.calls_started += 1
         self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
@@ -376,6 +386,12 @@ class Connection:
         except ProtocolError as exc:
             self.break_(f"corrupted request ring: {exc}")
             raise ConnectionBroken(self.broken) from None
+
+    def read_arrived(self) -> None:
+        """Dispatch what the response ring holds now, without waiting, unless another
+        thread is reading it (that thread dispatches it). notnets_rpc.aio polls with this
+        from its event loop, which must never wait on the pool."""
+        self._read_some()
 
     def _read_some(self) -> None:
         """Read what the response ring holds now, if no other thread is reading it."""

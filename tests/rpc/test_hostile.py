@@ -210,6 +210,21 @@ def test_a_client_past_its_request_window_gets_resource_exhausted(serve, pool_pa
         assert ch.unary_unary("/test.T/Echo")(b"on", timeout=5) == b"on"
 
 
+def test_a_deadline_that_ends_the_handshake_is_deadline_exceeded(pool_path):
+    """A server too busy to accept before a call's deadline: the call ends
+    DEADLINE_EXCEEDED, and the entry is not held against the next call (it would end
+    UNAVAILABLE, "no live server", until the heartbeat moved)."""
+    raw = RawServer(pool_path, "slow", beat=False)
+    try:
+        with notnets_rpc.insecure_channel("notnets:slow", pool=pool_path) as ch:
+            for _ in range(2):
+                with pytest.raises(grpc.RpcError) as err:
+                    ch.unary_unary("/test.T/Echo")(b"x", timeout=0.6)
+                assert err.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED, err.value.details()
+    finally:
+        raw.close()
+
+
 def _raw_streams(raw, channel, n):
     """``n`` response streams from ``channel`` to the raw server, and their call ids there."""
     accepting = threading.Thread(target=raw.accept) if raw.tx is None else None

@@ -397,6 +397,9 @@ def test_a_handler_keeps_its_view_for_the_whole_call(view_server):
             assert plain(body_of(BIG, i), timeout=20) == body_of(BIG, i)
         rec.go.set()
         assert slow.result() == body_of(BIG, 21)
+        # larger than what is left of the request ring: it fits only once the slow call's
+        # request is given back, which the poller that took over must publish unasked
+        assert plain(body_of(400 << 10, 7), timeout=10) == body_of(400 << 10, 7)
 
 
 def test_views_end_with_their_channel(view_server):

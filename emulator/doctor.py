@@ -38,6 +38,9 @@ HOST_TOOLS = {
     "cpio": "cpio",
     "depmod": "kmod",
     "vde_switch": "vde2",
+    "ip": "iproute2",  # sim hosts' network (network: true): namespaces, bridge, veths
+    "nsenter": "util-linux",
+    "unshare": "util-linux",  # sim hosts' namespaces
 }
 
 

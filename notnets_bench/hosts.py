@@ -21,6 +21,7 @@ from emulator.errors import UserError
 from emulator.paths import REPO_ROOT
 from emulator.runs.guest_env import forwarded_env
 from emulator.runs.state import HostState, RunState
+from notnets_bench.malloc_env import MALLOC_ENV
 
 POLL_INTERVAL = 0.2
 STOP_GRACE = 5.0
@@ -86,7 +87,7 @@ class HostRunner:
         self.backend = backend
         # the bench picks each transport itself: interposition (on in hosts by default) must
         # not carry its gRPC baseline over the pool, whatever the caller's environment says
-        self.env = {**forwarded_env(os.environ, run.name, run.state_dir),
+        self.env = {**forwarded_env(os.environ, run.name, run.state_dir), **MALLOC_ENV,
                     **(extra_env or {}), "NOTNETS_INTERPOSE": "0"}
         self.log_dir = Path(run.state_dir) / "bench"
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -22,11 +22,12 @@ from .errors import (EndpointInUseError, LayoutVersionError, NotAPoolError, Pool
                      PoolExistsError, PoolFullError, PoolNotReadyError, PoolTooSmallError, ProtocolError)
 from .pool import HOST_ID_ENV, POOL_ENV, create_pool
 from .serving.server import Server
+from .wire.messages import as_bytes, as_view
 
 __all__ = [
     "create_pool", "server", "insecure_channel", "Channel", "Server", "SCHEME", "POOL_ENV", "HOST_ID_ENV",
     "PoolError", "NotAPoolError", "PoolTooSmallError", "LayoutVersionError", "PoolCorruptError", "PoolExistsError",
-    "PoolFullError", "EndpointInUseError", "ProtocolError", "PoolNotReadyError",
+    "PoolFullError", "EndpointInUseError", "ProtocolError", "PoolNotReadyError", "as_view", "as_bytes",
 ]
 
 

@@ -34,12 +34,14 @@ class Tunables(NamedTuple):
     yield_time: float  # NOTNETS_YIELD_US: seconds of yielding after the last useful work
     max_sleep: float   # NOTNETS_MAX_SLEEP_US: cap of the doubling sleep, seconds
     idle_sleep: float  # NOTNETS_IDLE_SLEEP_US: an idle server's poll sleep, seconds
+    wake_yield: float = 0.0  # NOTNETS_WAKE_YIELD_US: the yield phase of a waiter its peer wakes (Backoff woken)
 
 
 def tunables() -> Tunables:
     """The waiting tunables as the environment says now (one read per channel or server)."""
     return Tunables(_env_int("NOTNETS_SPIN", 400), _env_int("NOTNETS_YIELD_US", 20000) / 1e6,
-                    _env_int("NOTNETS_MAX_SLEEP_US", 1000) / 1e6, _env_int("NOTNETS_IDLE_SLEEP_US", 1000) / 1e6)
+                    _env_int("NOTNETS_MAX_SLEEP_US", 1000) / 1e6, _env_int("NOTNETS_IDLE_SLEEP_US", 1000) / 1e6,
+                    _env_int("NOTNETS_WAKE_YIELD_US", 0) / 1e6)
 
 
 MIN_SLEEP = 50e-6
@@ -55,11 +57,11 @@ class Backoff:
     """
 
     __slots__ = ("n", "spin", "spin_max", "yield_time", "yield_end", "sleep", "max_sleep", "sleeping", "sleeper",
-                 "forced", "learn")
+                 "forced", "learn", "woken", "tune")
 
     def __init__(self, tune: Tunables, spin: Optional[int] = None, yield_time: Optional[float] = None,
                  max_sleep: Optional[float] = None, sleeper: Optional[Callable[[float], None]] = None,
-                 learn: bool = True) -> None:
+                 learn: bool = True, woken: bool = False) -> None:
         """``tune``: the owner's tunables (``tunables()``); ``spin``, ``yield_time`` and
         ``max_sleep`` override them for waits with needs of their own.
 
@@ -72,10 +74,24 @@ class Backoff:
         late answer only means a slow peer (an emulated host takes hundreds of
         microseconds per call), and halving the spin would turn every wait into system
         calls. With several CPUs the peer may be a process on this very machine under
-        another host id (simulated hosts), so we keep learning (see ``remote_peer``)."""
+        another host id (simulated hosts), so we keep learning (see ``remote_peer``).
+
+        ``woken=True``: the peer wakes us from the kernel sleep the moment it answers (a
+        same-host server answering a client, same-host clients calling a server). Then
+        the yield phase is short (``tune.wake_yield``; 0 means one round of 16 yields)
+        and an answer that came only while we slept also halves the spin: a waiter that
+        yields stays runnable, and with more waiters than CPUs (8 clients of one server
+        on 2 cores, the tiers of a call chain) the yielders share the CPUs with the one
+        process that has work, while a sleeper leaves them to it. The budget doubles
+        back as soon as answers come while spinning, so a lone client on an idle
+        machine keeps spinning."""
         self.spin = self.spin_max = tune.spin if spin is None else spin
         self.learn = learn
+        self.tune = tune
+        self.woken = False
         self.yield_time = tune.yield_time if yield_time is None else yield_time
+        if woken:
+            self.wakeable(True)
         self.max_sleep = max(tune.max_sleep if max_sleep is None else max_sleep, MIN_SLEEP)
         self.sleeper = sleeper
         self.restart()
@@ -93,9 +109,16 @@ class Backoff:
             if n <= self.spin:
                 if self.spin < self.spin_max:
                     self.spin = min(self.spin_max, self.spin * 2)
-            elif not self.sleeping and self.spin > SPIN_FLOOR:
+            elif (self.woken or not self.sleeping) and self.spin > SPIN_FLOOR:
                 self.spin = max(SPIN_FLOOR, self.spin // 2)
         self.restart()
+
+    def wakeable(self, woken: bool) -> None:
+        """Say whether the peers wake us (a server's clients come and go): the yield phase
+        is ``tune.wake_yield`` (at most the current one) or ``tune.yield_time``."""
+        if woken != self.woken:
+            self.woken = woken
+            self.yield_time = min(self.yield_time, self.tune.wake_yield) if woken else self.tune.yield_time
 
     def restart(self) -> None:
         """Start a new wait without learning anything from the last one."""

@@ -10,6 +10,8 @@ lands on all of them alike:
   aio-tcp       grpc.aio on both sides over loopback (the baseline of aio-pool)
   interposed    an unmodified grpc program (grpc.server / grpc.insecure_channel) with
                 NOTNETS_INTERPOSE=1 (the baseline: sync-pool)
+  aio-client    notnets_rpc.aio client, sync server (the client's share of aio-pool)
+  aio-server    sync client, notnets_rpc.aio server (the server's share of aio-pool)
 Prints a table and writes DIR/bench_aio.json.
 """
 
@@ -30,7 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-CASES = ("sync-pool", "aio-pool", "aio-tcp", "interposed")
+CASES = ("sync-pool", "aio-pool", "aio-tcp", "interposed", "aio-client", "aio-server")
+SYNC_SERVER = ("sync-pool", "interposed", "aio-client")
+SYNC_CLIENT = ("sync-pool", "interposed", "aio-server")
 ENDPOINT = "bench-echo"
 
 
@@ -54,8 +58,8 @@ def serve(case: str, pool: str) -> None:
         async def Unary(self, request, context):
             return echo_pb2.EchoReply(payload=request.payload)
 
-    if case in ("sync-pool", "interposed"):
-        if case == "sync-pool":
+    if case in SYNC_SERVER:
+        if case != "interposed":
             server = notnets_rpc.server(futures.ThreadPoolExecutor(8), pool=pool)
             server.add_endpoint(ENDPOINT)
             port = 0
@@ -71,7 +75,7 @@ def serve(case: str, pool: str) -> None:
         return
 
     async def main() -> None:
-        if case == "aio-pool":
+        if case != "aio-tcp":
             server = notnets_rpc.aio.server(pool=pool)
             server.add_endpoint(ENDPOINT)
             port = 0
@@ -98,8 +102,8 @@ def client(case: str, pool: str, port: int, calls: int, warmup: int) -> None:
     request = echo_pb2.EchoRequest(payload=b"x" * 64)
     samples = []
     clock = time.perf_counter_ns
-    if case in ("sync-pool", "interposed"):
-        channel = (notnets_rpc.insecure_channel(f"notnets:{ENDPOINT}", pool=pool) if case == "sync-pool"
+    if case in SYNC_CLIENT:
+        channel = (notnets_rpc.insecure_channel(f"notnets:{ENDPOINT}", pool=pool) if case != "interposed"
                    else grpc.insecure_channel(f"localhost:{port}"))
         stub = echo_pb2_grpc.EchoStub(channel)
         for i in range(warmup + calls):
@@ -110,7 +114,7 @@ def client(case: str, pool: str, port: int, calls: int, warmup: int) -> None:
         channel.close()
     else:
         async def main() -> None:
-            channel = (notnets_rpc.aio.insecure_channel(f"notnets:{ENDPOINT}", pool=pool) if case == "aio-pool"
+            channel = (notnets_rpc.aio.insecure_channel(f"notnets:{ENDPOINT}", pool=pool) if case != "aio-tcp"
                        else grpc.aio.insecure_channel(f"127.0.0.1:{port}"))
             stub = echo_pb2_grpc.EchoStub(channel)
             for i in range(warmup + calls):

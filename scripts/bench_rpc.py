@@ -32,10 +32,8 @@ from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-# With glibc's defaults every fresh 1 MiB buffer of a Python process is a new mmap and
-# costs ~256 page faults (milliseconds on this VM). These keep freed memory for reuse;
-# both transports get the same environment, so the comparison stays fair.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+sys.path.insert(0, str(ROOT))
+from notnets_bench.malloc_env import MALLOC_ENV  # noqa: E402  (both transports get the same malloc settings)
 
 
 def free_port() -> int:
@@ -93,6 +91,7 @@ def plan(quick: bool) -> list:
         ("unary 1 KiB", 1024, "unary", n(10000), n(2000)),
         ("unary 1 MiB", 1 << 20, "unary", n(500), n(200)),
         ("raw 1 MiB", 1 << 20, "raw", n(500), n(200)),
+        ("view 1 MiB", 1 << 20, "view", n(500), n(200)),
         ("bidi stream 64 B", 64, "stream", n(5000), n(2000)),
     ]
 
@@ -102,6 +101,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out")
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per case (median is reported)")
+    parser.add_argument("--only", action="append", metavar="LABEL",
+                        help="of the echo group, only cases whose label contains this text (repeatable), e.g. --only '1 MiB'")
     parser.add_argument("--pool-size", default=str(1 << 30),
                         help="bytes of the /dev/shm pool (1 GiB: 4 MiB rings, so a 1 MiB message fits a ring)")
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before each first-call sample")
@@ -138,6 +139,8 @@ def main(argv=None) -> int:
         for name, target in targets.items():
             servers[name] = start_server(target, pool, env)
         for label, size, mode, n_notnets, n_grpc in plan(args.quick) if "echo" in groups else ():
+            if args.only and not any(text in label for text in args.only):
+                continue
             runs = {"notnets": [], "grpcio": []}
             for _ in range(args.rounds):
                 for name in ("notnets", "grpcio"):

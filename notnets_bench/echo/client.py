@@ -4,7 +4,8 @@
     python -m notnets_bench.echo.client --target 127.0.0.1:50051 --size 1048576 --calls 200
 
 Prints {"p50_us", "p99_us", "mean_us", "rps", "mbps", "calls", "size", "mode", "target"}.
-Modes: unary (one call per sample), raw (unary on raw bytes, no protobuf), stream (bidi stream, one message round trip per
+Modes: unary (one call per sample), raw (unary on raw bytes, no protobuf), view (raw, but
+both sides take messages as views: notnets_rpc.as_view / as_bytes), stream (bidi stream, one message round trip per
 sample), server-stream (one call of N replies; rps counts replies), idle (each sample is
 the first call after 2 s of silence, so the server has backed off to sleeping).
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 import notnets_rpc
 from notnets_bench.echo.loops import Budget, run_idle, run_server_stream, run_stream, run_unary
-from notnets_bench.echo.server import RAW_METHOD, UNLIMITED, load_protos
+from notnets_bench.echo.server import RAW_METHOD, UNLIMITED, VIEW_METHOD, load_protos
 from notnets_bench.stats import summarize
 
 echo_pb2, echo_pb2_grpc = load_protos()
@@ -31,6 +32,8 @@ def _modes(channel: Any) -> dict:
     """mode -> a function of (payload, budget, warmup) running the loop on ``channel``."""
     stub = echo_pb2_grpc.EchoStub(channel)
     raw = channel.unary_unary(RAW_METHOD)
+    view = channel.unary_unary(VIEW_METHOD, request_serializer=notnets_rpc.as_bytes,
+                               response_deserializer=notnets_rpc.as_view)
 
     def message(payload: bytes) -> Any:
         return echo_pb2.EchoRequest(payload=payload)
@@ -38,6 +41,7 @@ def _modes(channel: Any) -> dict:
     return {
         "unary": lambda payload, budget, warmup: run_unary(stub.Unary, message(payload), budget, warmup),
         "raw": lambda payload, budget, warmup: run_unary(raw, payload, budget, warmup),
+        "view": lambda payload, budget, warmup: run_unary(view, payload, budget, warmup),
         "stream": lambda payload, budget, warmup: run_stream(stub.Bidi, message(payload), budget, warmup),
         "server-stream": lambda payload, budget, warmup: run_server_stream(
             lambda count: stub.ServerStream(echo_pb2.EchoRequest(payload=payload, count=count)), budget, warmup),
@@ -45,7 +49,7 @@ def _modes(channel: Any) -> dict:
     }
 
 
-MODES = ("idle", "raw", "server-stream", "stream", "unary")
+MODES = ("idle", "raw", "server-stream", "stream", "unary", "view")
 
 
 def measure(target, pool, size, calls, warmup, mode, seconds=math.inf, start_at=None):
@@ -61,8 +65,11 @@ def measure(target, pool, size, calls, warmup, mode, seconds=math.inf, start_at=
             run(payload, Budget(warmup), 0)  # warm up before the common start, not inside the window
             warmup = 0
             time.sleep(max(0.0, start_at - time.time()))
+        cpu = time.process_time()
         samples, elapsed = run(payload, Budget(calls, seconds, min_calls=1), warmup)
-    return {"target": target, "mode": mode, "size": size, **summarize(samples, elapsed, size)}
+        cpu = time.process_time() - cpu  # this process's CPU (every thread) while it measured
+    return {"target": target, "mode": mode, "size": size, **summarize(samples, elapsed, size),
+            "cpu_us_per_call": round(cpu / max(1, len(samples)) * 1e6, 2)}
 
 
 def main(argv=None) -> int:

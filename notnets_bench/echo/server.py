@@ -51,11 +51,16 @@ class Echo(echo_pb2_grpc.EchoServicer):
 
 
 RAW_METHOD = "/echo.Raw/Unary"  # the same echo on raw bytes (no protobuf): measures the transport alone
+VIEW_METHOD = "/echo.Raw/View"  # raw echo that takes the request as a view and sends it back as it is (zero copy)
 
 
 def raw_handlers() -> grpc.GenericRpcHandler:
-    return grpc.method_handlers_generic_handler(
-        "echo.Raw", {"Unary": grpc.unary_unary_rpc_method_handler(lambda request, context: request)})
+    return grpc.method_handlers_generic_handler("echo.Raw", {
+        "Unary": grpc.unary_unary_rpc_method_handler(lambda request, context: request),
+        "View": grpc.unary_unary_rpc_method_handler(lambda request, context: request,
+                                                    request_deserializer=notnets_rpc.as_view,
+                                                    response_serializer=notnets_rpc.as_bytes),
+    })
 
 
 def build_server(target: str, pool, workers: int = 8):

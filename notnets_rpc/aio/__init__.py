@@ -7,8 +7,9 @@
         reply = await GreeterStub(channel).SayHello(HelloRequest(name="x"))
     notnets_rpc.aio.insecure_channel("10.1.2.3:50051")  # plain grpc.aio
 
-The event loop never waits on the pool: the sync layer's threads do and hand results
-to the loop (see ``bridge``).
+The event loop never waits on the pool: it reads the rings itself without waiting,
+between its other callbacks, and threads of the sync layer take over the waiting when
+answers are slow (docs/aio.md, "How the event loop is kept free").
 """
 
 from __future__ import annotations

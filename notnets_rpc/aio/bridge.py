@@ -9,7 +9,6 @@ loop with ``loop.call_soon_threadsafe`` (one write to the loop's self-pipe), and
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 from collections import deque
 from typing import Any, Callable
@@ -87,47 +86,3 @@ def in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: An
 
     threading.Thread(target=run, name="notnets-aio-wait", daemon=True).start()
     return fut
-
-
-class DaemonPool:
-    """A few daemon threads for blocking waits (an executor whose threads never hold up
-    the interpreter's exit, unlike ThreadPoolExecutor's)."""
-
-    def __init__(self, max_workers: int, name: str) -> None:
-        self._max = max_workers
-        self._name = name
-        self._jobs: "queue.SimpleQueue" = queue.SimpleQueue()
-        self._idle = 0
-        self._workers = 0
-        self._lock = threading.Lock()
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._jobs.put((fn, args))
-        with self._lock:
-            if self._idle > 0 or self._workers >= self._max:
-                return
-            self._workers += 1
-        threading.Thread(target=self._work, name=self._name, daemon=True).start()
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                self._idle += 1
-            job = self._jobs.get()
-            with self._lock:
-                self._idle -= 1
-            if job is None:
-                with self._lock:
-                    self._workers -= 1
-                return
-            fn, args = job
-            try:
-                fn(*args)
-            except Exception:
-                pass
-
-    def shutdown(self) -> None:
-        with self._lock:
-            workers = self._workers
-        for _ in range(workers):
-            self._jobs.put(None)

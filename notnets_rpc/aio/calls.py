@@ -1,17 +1,20 @@
 """Client call objects of ``notnets_rpc.aio``: grpc.aio's four call shapes over a sync call.
 
 Each wraps one call of the sync layer (``ClientCall``: a ``grpc.Future``, an iterator of
-responses for response streams). Nothing here blocks the event loop: the sync call's
-done callback (run by the channel's pump thread) wakes the loop through
-``call_soon_threadsafe``; responses of a stream are read by a thread of their own and
-handed over through an ``Inbox``; request streams are pulled by the sync layer's
-request thread, one message at a time, from the loop.
+responses for response streams). Nothing here blocks the event loop: a unary-unary
+call is polled from the loop without waiting (``PolledResponse``), then, if slow,
+waited for by a thread; for the other shapes the sync call's done callback (run by the
+channel's pump thread) wakes the loop through ``call_soon_threadsafe``; responses of a
+stream are read by a thread of their own and handed over through an ``Inbox``; request
+streams are pulled by the sync layer's request thread, one message at a time, from the
+loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import os
 import queue
 import threading
 import time
@@ -25,6 +28,23 @@ from .bridge import Inbox, in_thread
 
 OK = grpc.StatusCode.OK
 _END = object()
+_sched_yield = os.sched_yield
+POLL_BUDGET = 0.005    # seconds the loop polls a unary call before a thread waits for it
+POLL_SPIN = 2          # empty polls of a call before its polls also yield the CPU (see _yield_cpu)
+YIELD_EVERY = 5e-6     # ... at most once in this many seconds (about once a turn), however many calls poll
+_last_yield = [0.0]
+
+
+def _yield_cpu() -> None:
+    """Let another process have this CPU, but once per ``YIELD_EVERY`` at most: every
+    waiting call polls once per turn of the loop. On a loaded 2-CPU machine the server
+    we wait for often shares our CPU and answers only once we yield it: a loop that
+    only spun made calls take milliseconds, and 16 turns before the first yield cost
+    ~60 us a call against 2 (the answer came right after the first yield either way)."""
+    now = time.monotonic()
+    if now - _last_yield[0] >= YIELD_EVERY:
+        _last_yield[0] = now
+        _sched_yield()
 
 
 class Stage(enum.Enum):
@@ -54,6 +74,8 @@ class _FailedStart:
 class Call(grpc.aio.Call):
     """What every shape shares: start, settle, status, cancel, callbacks."""
 
+    _owner: Any = None  # the aio channel that started it
+
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: Optional[float]) -> None:
         self._loop = loop
         self._stage = Stage.STARTING
@@ -65,9 +87,8 @@ class Call(grpc.aio.Call):
         self._deadline = None if timeout is None else time.monotonic() + timeout
 
     # -- lifecycle (loop thread) ---------------------------------------------------------------
-    def _begin(self, sync: Any, waiting: Any = None) -> None:
-        """The sync call exists (or failed to start): follow it to its end. ``waiting``:
-        threads that may wait for it (see UnaryResponse._watch)."""
+    def _begin(self, sync: Any) -> None:
+        """The sync call exists (or failed to start): follow it to its end."""
         self._sync = sync
         waiters, self._start_waiters = self._start_waiters, []
         for w in waiters:
@@ -80,12 +101,12 @@ class Call(grpc.aio.Call):
         if self._cancelled_here:
             sync.cancel()
         self._on_started()
-        sync.add_done_callback(self._sync_done)
-        if waiting is not None:
-            self._watch(waiting)
+        self._follow(sync)
 
-    def _watch(self, waiting: Any) -> None:
-        """Hook: have a thread wait for the sync call (unary responses)."""
+    def _follow(self, sync: Any) -> None:
+        """How the loop learns that the sync call ended: its done callback (run on the
+        channel's pump thread); unary-unary calls are polled instead (PolledResponse)."""
+        sync.add_done_callback(self._sync_done)
 
     def _on_started(self) -> None:
         """Hook for the shapes (request streams start pulling)."""
@@ -101,6 +122,9 @@ class Call(grpc.aio.Call):
         if self._stage is Stage.DONE:
             return
         self._stage = Stage.DONE
+        owner = self._owner
+        if owner is not None:
+            owner._settled(self)
         waiters, self._waiters = self._waiters, []
         for w in waiters:
             if not w.done():
@@ -213,17 +237,8 @@ class Call(grpc.aio.Call):
 
 
 class UnaryResponse:
-    """``await call``: the response, or the call's error.
-
-    The sync call's done callback alone would do, but it runs on the channel's pump
-    thread, which polls lazily (about 300 us a call measured here); a thread of the
-    channel's that waits for the call reads the response ring itself, as a blocking
-    call does, and settles the call at once. The done callback stays as the fallback
-    when all those threads are busy waiting for other calls.
-    """
-
-    def _watch(self, waiting: Any) -> None:
-        waiting.submit(_wait_then_settle, self)
+    """``await call``: the response, or the call's error (settled by the sync call's done
+    callback, run on the channel's pump thread, for a request stream's call)."""
 
     def __await__(self):
         w = self._waiter()
@@ -244,6 +259,83 @@ class UnaryResponse:
             except grpc.RpcError:  # the response did not deserialize: now INTERNAL
                 pass
         raise self._error()
+
+
+class PolledResponse(UnaryResponse):
+    """``await call`` for a unary-unary call, read from the event loop itself.
+
+    The call is started without the channel's pump (``UnaryUnary.start``); the loop
+    polls the response ring with ``ClientCall.poll()``, which never waits: the awaiting
+    coroutine polls once per turn of the loop (a bare ``yield``, so every other task and
+    callback runs in between), or, when nobody awaits the call itself, a callback of the
+    call's does. After ``POLL_BUDGET`` seconds (or at the deadline) the channel's pump
+    thread takes over, with the done callback. A response
+    that comes back while the loop polls thus costs no thread hand-off at all. After
+    ``POLL_SPIN`` empty polls a call's polls also yield the CPU (``_yield_cpu``).
+    """
+
+    _polling = False   # the loop polls this call (until it is settled or handed to a thread)
+    _inline = False    # ... from the coroutine that awaits it
+    _polls = 0
+    _poll_end = 0.0
+
+    def _follow(self, sync: Any) -> None:
+        self._polling = True
+        self._poll_end = time.monotonic() + POLL_BUDGET
+        self._loop.call_soon(self._poll_step)
+
+    def _poll_once(self) -> bool:
+        """One look; True once the call is settled or handed to a thread."""
+        sync = self._sync
+        if sync.poll():
+            self._polling = False
+            self._settle()
+            return True
+        n = self._polls = self._polls + 1
+        if n > POLL_SPIN:
+            _yield_cpu()
+        if not n & 15:
+            now = time.monotonic()
+            if now >= self._poll_end or (self._deadline is not None and now >= self._deadline):
+                self._hand_over()
+                return True
+        return False
+
+    def _hand_over(self) -> None:
+        """Stop polling: the channel's pump thread reads for the call from now on (it
+        also ends it at its deadline and watches the server's liveness) and the done
+        callback wakes the loop. One thread for all slow calls, not one each: with 16
+        waiter threads contending for the GIL a loaded machine stalled the loop for
+        ~0.5 s at a time (tests/aio/test_loop_free.py)."""
+        self._polling = False
+        self._owner._sync.pump_for(self._sync)
+        self._sync.add_done_callback(self._sync_done)
+
+    def _poll_step(self) -> None:
+        if self._polling and not self._inline and not self._poll_once():
+            self._loop.call_soon(self._poll_step)
+
+    def __await__(self):
+        if self._polling and not self._inline:
+            self._inline = True
+            try:
+                while not self._poll_once():
+                    yield  # one turn of the loop
+            except BaseException:  # cancelled while polling (CancelledError thrown in)
+                self.cancel()
+                raise
+            finally:
+                self._inline = False
+        if self._stage is not Stage.DONE:
+            return (yield from super().__await__())
+        return self._response()
+
+    def cancel(self) -> bool:
+        cancelled = super().cancel()
+        if cancelled and self._polling and self._sync is not None:
+            self._polling = False
+            self._loop.call_soon(self._settle)
+        return cancelled
 
 
 class StreamResponse:
@@ -288,14 +380,6 @@ class StreamResponse:
             if item is EOF:
                 return
             yield item
-
-
-def _wait_then_settle(call: Call) -> None:
-    try:
-        call._sync.exception()  # reads the response ring on this thread, like a blocking call
-    except Exception:  # cancelled
-        pass
-    call._sync_done(call._sync)
 
 
 def _read_responses(call: Any, inbox: Inbox) -> None:
@@ -412,7 +496,7 @@ class StreamRequest:
             self._pulled._writes.put((_END, None))
 
 
-class UnaryUnaryCall(UnaryResponse, Call, grpc.aio.UnaryUnaryCall):
+class UnaryUnaryCall(PolledResponse, Call, grpc.aio.UnaryUnaryCall):
     pass
 
 

@@ -16,11 +16,10 @@ import grpc
 import grpc.aio
 
 from . import calls as C
-from .bridge import DaemonPool, in_thread
+from .bridge import in_thread
 from .client_interceptors import intercepted
 
 
-WAITERS = 16  # threads that wait for unary responses (more calls at once: the pump's slower path)
 START_WAIT_S = 5.0  # close() waits this long at most for calls that are still connecting
 
 
@@ -33,29 +32,28 @@ class Channel(grpc.aio.Channel):
                 raise ValueError(f"Interceptor {i} must be a grpc.aio client interceptor")
         self._warm = False  # a call got through: the sync channel is connected, starting does not wait
         self._active: set = set()  # calls not settled yet (for close's grace)
-        self._waiting = DaemonPool(WAITERS, "notnets-aio-waiter")  # see calls.UnaryResponse
 
     # -- starting calls ----------------------------------------------------------------------------
     def _start(self, call: C.Call, start: Callable[[], Any], wait_for_ready: Optional[bool]) -> None:
         self._active.add(call)
-        call.add_done_callback(self._active.discard)
-        call.add_done_callback(self._note_outcome)
+        call._owner = self  # its _settle tells _settled
         if self._warm and not wait_for_ready:
             try:
                 sync = start()
             except Exception as exc:
                 sync = C._FailedStart(exc)
-            call._begin(sync, self._waiting)
+            call._begin(sync)
             return
         fut = in_thread(call._loop, _started, start)  # a daemon thread: wait_for_ready may wait long
         fut.add_done_callback(functools.partial(self._started, call))
 
     def _started(self, call: C.Call, fut: "asyncio.Future[Any]") -> None:
-        call._begin(fut.result(), self._waiting)
+        call._begin(fut.result())
 
-    def _note_outcome(self, call: C.Call) -> None:
-        """Connected while calls get through; after an UNAVAILABLE the next call may have
-        to reconnect, which waits: it starts on a thread again."""
+    def _settled(self, call: C.Call) -> None:
+        """A call ended. Connected while calls get through; after an UNAVAILABLE the next
+        call may have to reconnect, which waits: it starts on a thread again."""
+        self._active.discard(call)
         sync = call._sync
         if isinstance(sync, C._FailedStart):
             return
@@ -104,7 +102,6 @@ class Channel(grpc.aio.Channel):
         for call in list(self._active):
             call.cancel()  # as grpc.aio: "Locally cancelled by application!", CancelledError when awaited
         await in_thread(asyncio.get_running_loop(), self._sync.close)
-        self._waiting.shutdown()
 
     async def __aenter__(self) -> "Channel":
         return self
@@ -158,7 +155,7 @@ class UnaryUnaryMultiCallable(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable):
     def __call__(self, request: Any, *, timeout: Optional[float] = None, metadata: Any = None, credentials: Any = None,
                  wait_for_ready: Optional[bool] = None, compression: Any = None) -> C.UnaryUnaryCall:
         call = C.UnaryUnaryCall(asyncio.get_running_loop(), timeout)
-        start = functools.partial(self._sync.future, request, timeout, C.as_pairs(metadata), None, wait_for_ready)
+        start = functools.partial(self._sync.start, request, timeout, C.as_pairs(metadata), wait_for_ready)
         self._channel._start(call, start, wait_for_ready)
         return call
 

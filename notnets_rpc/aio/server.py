@@ -3,14 +3,16 @@
 
 The pool side is a sync ``notnets_rpc.Server`` whose handlers are the servicer's,
 bridged (``servicer.bridged``) so that coroutines run on the loop that called
-``start()``. Each async call in progress holds one of the sync server's threads while
-its task runs (``THREADS`` of them).
+``start()``; while calls come, that loop reads the rings itself (``LoopReader``).
+Unary-unary calls are answered from the loop; each streaming async call in progress
+holds one of the sync server's threads while its task runs (``THREADS`` of them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent import futures
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -21,6 +23,7 @@ from .. import grpc_native
 from .. import Server as SyncServer
 from ..serving.server import check_generic_handlers
 from .bridge import in_thread
+from .loop_reader import LoopReader
 from .servicer import bridged
 
 _log = logging.getLogger("notnets_rpc.aio.server")
@@ -77,6 +80,8 @@ class Server(grpc.aio.Server):
         self._on_pool_error = on_pool_error
         self._has_endpoints = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_thread = 0
+        self._reader: Optional[LoopReader] = None
         if self._interceptors:
             self._sync.add_generic_rpc_handlers((_Intercepting(self),))
         if handlers:
@@ -140,6 +145,8 @@ class Server(grpc.aio.Server):
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._reader = LoopReader(loop, self._sync)
         if self._has_endpoints:
             try:
                 await in_thread(loop, self._sync.start)  # claims directory slots: may wait for a stale holder

@@ -1,17 +1,21 @@
 """Async servicers behind the sync server: one bridged call per RPC.
 
-The sync server (``notnets_rpc.Server``) reads the pool on its own threads and hands
-each call to a handler on one of them. For a coroutine (or async generator) handler,
-the bridged handler runs it as a task on the server's event loop
-(``asyncio.run_coroutine_threadsafe``) and waits, on its server thread, for what the
-task produces: the response, the messages of a response stream (through a queue, with
-a window of ``WINDOW`` messages that are queued but not yet written), initial metadata.
-Requests of a request stream are fetched for the task on demand by a thread of the
-call's own. When the RPC ends early (the client cancelled, the deadline passed, the
-server stops), the sync context's callback cancels the task.
+Unary-unary handlers are answered later (``answered_later``): the handler the sync
+server calls returns ``LATER`` at once, the coroutine runs as a task on the server's
+loop (its first step at once, ``_step_now``), a plain function on the server's threads,
+and the loop sends the outcome (``_Later``). The sync server calls it on the loop when
+the loop reads the rings (``loop_reader``), else on a poller thread, which then passes
+the reading to the loop.
 
-Plain (non-async) handlers are left to the sync server: grpc.aio runs them on its
-``migration_thread_pool``; here they run on the server's threads.
+Streaming handlers run on the sync server's threads: for a coroutine (or async
+generator) handler, the bridged handler runs it as a task on the server's event loop
+(``asyncio.run_coroutine_threadsafe``) and waits, on its server thread, for what the
+task produces: the messages of a response stream (through a queue, with a window of
+``WINDOW`` messages that are queued but not yet written), initial metadata. Requests of
+a request stream are fetched for the task on demand by a thread of the call's own.
+When the RPC ends early (the client cancelled, the deadline passed, the server stops),
+the sync context's callback cancels the task. Plain streaming handlers are left to the
+sync server, which runs them on its threads (grpc.aio: its ``migration_thread_pool``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import grpc
 import grpc.aio
 from grpc.aio import EOF, AbortError, UsageError
 
+from ..serving.call import LATER
 from .bridge import Inbox
 
 _log = logging.getLogger("notnets_rpc.aio.server")
@@ -42,9 +47,15 @@ def is_async(behaviour: Any) -> bool:
 
 
 def bridged(handler: Optional[grpc.RpcMethodHandler], server: Any) -> Optional[grpc.RpcMethodHandler]:
-    """``handler`` with its coroutine behaviour run on ``server``'s loop (unchanged if sync)."""
+    """``handler`` with its coroutine behaviour run on ``server``'s loop; a plain unary-unary
+    one on the server's threads (grpc.aio's migration pool), so that it never holds the
+    loop when the loop reads the rings; other plain ones unchanged (they run there anyway)."""
     if handler is None:
         return None
+    if not handler.request_streaming and not handler.response_streaming:
+        return grpc.unary_unary_rpc_method_handler(
+            answered_later(handler.unary_unary, server, handler.response_serializer),
+            request_deserializer=handler.request_deserializer)
     if handler.request_streaming:
         behaviour = handler.stream_stream if handler.response_streaming else handler.stream_unary
     else:
@@ -68,6 +79,30 @@ def bridged(handler: Optional[grpc.RpcMethodHandler], server: Any) -> Optional[g
     return make(serve, request_deserializer=des)
 
 
+def answered_later(behaviour: Callable, server: Any, serializer: Optional[Callable]) -> Callable:
+    """A unary-unary handler for the sync server that returns ``LATER`` at once: the
+    behaviour runs on the loop (a task) or on the server's threads (a plain function),
+    and the loop answers when it is done (``_Later``). Read by the loop itself, the call
+    costs no thread hand-off; read by a poller thread, it costs one, and the loop takes
+    over reading the rings (``Server.pass_lead``; not with interceptors, whose async
+    lookup the reading thread waits for)."""
+    asynchronous = is_async(behaviour)
+
+    def serve(request: Any, context: Any) -> Any:
+        run = _Later(server, context, serializer)
+        if threading.get_ident() == server._loop_thread:
+            run.begin(behaviour, request, asynchronous, False)
+        else:
+            passed = not server._interceptors and server._sync.pass_lead(server._loop_thread)
+            try:
+                server._loop.call_soon_threadsafe(run.begin, behaviour, request, asynchronous, passed)
+            except RuntimeError:  # the loop is closed: nobody can run it
+                server._sync.finish_later(context, None, (grpc.StatusCode.UNAVAILABLE, "Server is shutting down"))
+        return LATER
+
+    return serve
+
+
 class _Ended(Exception):
     """The RPC ended before its task did (cancelled, deadline, shutdown)."""
 
@@ -78,6 +113,7 @@ class _Run:
     def __init__(self, server: Any, sync_context: Any, request_streaming: bool, response_streaming: bool,
                  serializer: Optional[Callable]) -> None:
         self.serializer = serializer
+        self.server = server
         self.loop: asyncio.AbstractEventLoop = server._loop
         self.sync = sync_context
         self.response_streaming = response_streaming
@@ -105,7 +141,7 @@ class _Run:
         """The sync call ended (any way; called by the sync server on some thread)."""
         if self.future is not None and not self.future.done():
             self.cancelled = True
-            self.future.cancel()  # the task is cancelled
+            self._cancel_task()
         with self.lock:
             self.ended = True
             callbacks = self.task_finished and bool(self.done_callbacks)
@@ -113,6 +149,9 @@ class _Run:
             self.requests.stop()
         if callbacks:
             self.loop.call_soon_threadsafe(self._run_done_callbacks)
+
+    def _cancel_task(self) -> None:
+        self.future.cancel()  # a concurrent future: the task is cancelled on its loop
 
     async def _guarded(self, coro: Any) -> Any:
         """The handler's task; done callbacks run once both it and the RPC have ended
@@ -176,17 +215,28 @@ class _Run:
 
     def _fail(self, exc: BaseException) -> None:
         """The task raised: the status grpc.aio would send, set on the sync context."""
+        status = self._status(exc)
+        if status is None:
+            raise _Ended() from None
+        self.sync.abort(*status)
+
+    def _status(self, exc: BaseException) -> Optional[tuple]:
+        """(code, details) grpc.aio sends when the handler raised ``exc``; None when the
+        RPC ended first (nothing is sent)."""
         aborted = self.context._aborted
         if aborted is not None:
             code, details = aborted
-            if code is grpc.StatusCode.OK:
-                code = grpc.StatusCode.UNKNOWN
-            self.sync.abort(code, details)
+            if code is grpc.StatusCode.OK:  # grpcio's documented rule (abort "must not be OK"), as its sync server
+                _log.error("abort() called with StatusCode.OK; returning UNKNOWN")
+                code, details = grpc.StatusCode.UNKNOWN, ""
+            return code, details
+        if getattr(self.sync, "aborted", False):  # a plain handler called the sync context's abort
+            return self.sync.code_, self.sync.details_
         if isinstance(exc, asyncio.CancelledError) or self.ended:
-            raise _Ended() from None
+            return None
         _log.error("Unexpected [%s] raised by servicer method [%s]", type(exc).__name__,
                    getattr(self.sync, "method", "?"), exc_info=exc)
-        self.sync.abort(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")
+        return grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}"
 
     # -- the loop's side ------------------------------------------------------------------------
     async def _stream_task(self, behaviour: Callable, argument: Any) -> None:
@@ -215,6 +265,93 @@ class _Run:
             self.out.put((_HEADERS, metadata))
         else:
             self.sync.send_initial_metadata(metadata)
+
+
+class _Later(_Run):
+    """A unary-unary RPC answered from the loop when its handler is done: a task for a
+    coroutine, the server's threads for a plain function. No server thread waits."""
+
+    response_streaming = request_streaming = False
+    requests = out = credit = None
+
+    def __init__(self, server: Any, sync_context: Any, serializer: Optional[Callable]) -> None:
+        self.serializer = serializer
+        self.server = server
+        self.loop = server._loop
+        self.sync = sync_context
+        self.context = ServicerContext(self)
+        self.future = None
+        self.ended = self.cancelled = self.task_finished = False
+        self.done_callbacks = None
+        self.lock = threading.Lock()
+
+    def begin(self, behaviour: Callable, request: Any, asynchronous: bool, passed: bool) -> None:
+        """(loop) Start the handler; ``passed``: the loop reads the rings from now on."""
+        server = self.server
+        if passed:
+            server._reader.lead()
+        if asynchronous:
+            future = self.future = asyncio.Task(behaviour(request, self.context), loop=self.loop)
+            if _step_now(self.loop, future) and future.done():  # answered in its first step
+                self._answer(future)
+                self.ended = True  # (answered: the RPC has ended as well)
+                if self.done_callbacks:
+                    self.loop.call_soon(self._run_done_callbacks)
+                return
+        else:
+            future = self.future = self.loop.run_in_executor(server._threads, behaviour, request, self.sync)
+        future.add_done_callback(self._answer)
+        if not self.sync.add_callback(self._terminated):
+            self._terminated()
+
+    def _cancel_task(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.future.cancel)  # an asyncio future: cancelled on its loop
+        except RuntimeError:  # the loop is closed
+            pass
+
+    def _answer(self, future: "asyncio.Future[Any]") -> None:
+        """(loop) The handler is done: its response or its status to the client. Its done
+        callbacks run once the RPC has ended too (grpc.aio's order; see ``_guarded``)."""
+        with self.lock:
+            self.task_finished = True
+            ended_first = self.ended and bool(self.done_callbacks)
+        if ended_first:
+            self.loop.call_soon(self._run_done_callbacks)
+        finish = self.server._sync.finish_later
+        if future.cancelled():
+            if not self.ended:  # the handler cancelled itself
+                finish(self.sync, None, (grpc.StatusCode.CANCELLED, "Cancelled"))
+            return
+        exc = future.exception()
+        if exc is None:
+            try:
+                payload = self._serialize(future.result())
+            except Exception as err:  # grpc.aio: the handler's exception
+                exc = err
+            else:
+                finish(self.sync, payload)
+                return
+        status = self._status(exc)
+        if status is not None:
+            finish(self.sync, None, status)
+
+
+def _step_now(loop: asyncio.AbstractEventLoop, task: "asyncio.Task[Any]") -> bool:
+    """Run a task's first step at once instead of a turn of the loop later (what Python
+    3.12's eager tasks do): a handler that never waits is answered in the same look at
+    the rings that read its call, two turns sooner. The step runs as the loop would run
+    it (the task is current, in its own context); False, leaving it scheduled, if the
+    loop keeps its queue elsewhere (not asyncio's own loop) or a task is running now."""
+    ready = getattr(loop, "_ready", None)
+    if not ready or asyncio.current_task(loop) is not None:
+        return False
+    handle = ready[-1]
+    if getattr(handle._callback, "__self__", None) is not task:
+        return False
+    ready.pop()
+    handle._run()
+    return True
 
 
 class _RequestPump:

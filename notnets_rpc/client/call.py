@@ -105,6 +105,14 @@ class ClientCall(grpc.RpcError, grpc.Call, grpc.Future):
     def add_callback(self, callback: Callable[[], None]) -> bool:
         return self._conn.add_callback(self._state, callback)
 
+    def poll(self) -> bool:
+        """Without blocking: read what has arrived on the call's connection (unless another
+        thread is reading it); whether the call is done. For a call from ``start()``."""
+        state = self._state
+        if not state.done:
+            self._conn.read_arrived()
+        return state.done
+
     def initial_metadata(self) -> tuple:
         self._wait(WAIT_HEADERS)
         return as_metadata(self._state.initial)

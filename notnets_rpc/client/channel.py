@@ -20,8 +20,9 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 import grpc
 
 from ..wire import frames as F
+from ..wire.messages import as_bytes
 from .call import WAIT_DONE, CallState, ClientCall
-from .connection import Connection, ConnectionBroken
+from .connection import AcceptTimeout, Connection, ConnectionBroken
 from ..budget import Budget
 from ..errors import PoolError, PoolNotReadyError
 from ..liveness import BEATER
@@ -58,6 +59,9 @@ class _DeadConnection:
         pass
 
     def unattend(self, state: CallState) -> None:
+        pass
+
+    def read_arrived(self) -> None:
         pass
 
 
@@ -189,9 +193,8 @@ class Channel(grpc.Channel):
             # one entry may be a leftover or a forgery: give each a short handshake while
             # others remain to be tried, the last one the full stale interval
             wait = ACCEPT_TRY if i + 1 < len(found) else stale_ms() / 1000 + 1.0
-            limit = _monotonic() + wait
-            if deadline is not None:
-                limit = min(limit, max(deadline, _monotonic() + 0.5))
+            full = _monotonic() + wait
+            limit = full if deadline is None else min(full, max(deadline, _monotonic() + 0.5))
             slot, generation = pool.claim_channel(endpoint, os.getpid())
             conn = Connection(pool, endpoint, slot, generation, self._max_receive, self._max_send,
                               self._queue_callbacks, self._budget)
@@ -199,6 +202,10 @@ class Channel(grpc.Channel):
                 conn.await_accept(limit)
             except ConnectionBroken as exc:
                 pool.close_channel(slot, generation)
+                if isinstance(exc, AcceptTimeout) and limit < full:
+                    # the call's deadline ended the wait, not the entry: no evidence against
+                    # it (marking it refused made the next calls UNAVAILABLE on a busy host)
+                    raise
                 pool.refused(endpoint)
                 failure = exc
                 continue
@@ -264,6 +271,11 @@ class Channel(grpc.Channel):
                     return failed_call(code, f"NotNets: {exc}" if code is grpc.StatusCode.UNAVAILABLE
                                        else "Deadline Exceeded")
         raise AssertionError("unreachable")
+
+    def pump_for(self, call: ClientCall) -> None:
+        """The pump reads for a call from ``start()`` from now on, as for a ``future()``:
+        its caller stopped polling it and waits for its done callback."""
+        self._unattended(call._conn, call._state)
 
     def _unattended(self, conn: Any, state: CallState) -> ClientCall:
         call = ClientCall(conn, state)
@@ -446,7 +458,7 @@ class _MultiCallable:
                  deserializer: Optional[Callable]) -> None:
         self._channel = channel
         self._method = method.encode("utf-8") if isinstance(method, str) else bytes(method)
-        self._serializer = serializer
+        self._serializer = None if serializer is as_bytes else serializer  # buffers go into the ring as they are
         self._deserializer = deserializer
         # CALL body up to the message, for calls without deadline and metadata
         self._prefix = F.CALL_HEAD.pack(0, len(self._method), 0) + self._method
@@ -469,10 +481,12 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
     def __call__(self, request: Any, timeout: Optional[float] = None, metadata: Any = None, credentials: Any = None,
                  wait_for_ready: Optional[bool] = None, compression: Any = None) -> Any:
         conn = self._channel._conn
-        if conn is not None and timeout is None and not metadata and conn.broken is None:
+        if conn is not None and not metadata and conn.broken is None and (timeout is None or timeout > 0):
             serializer = self._serializer
             if serializer is None:
-                payload = request if type(request) is bytes else None  # anything else: checked on the general path
+                # anything else (a view, say): checked on the general path
+                payload = request if type(request) is bytes or (type(request) is memoryview and request.itemsize == 1
+                                                                and request.c_contiguous) else None
             else:
                 try:
                     payload = serializer(request)
@@ -480,9 +494,14 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                     payload = None
                 if type(payload) is not bytes:
                     payload = None
-            if payload is not None and len(payload) + len(self._prefix) <= conn.chunk and len(payload) <= conn.max_send:
+            if timeout is None:
+                prefix, deadline = self._prefix, None
+            else:  # the same CALL body with the timeout filled in, as start_call would write it
+                deadline = _monotonic() + timeout
+                prefix = F.CALL_HEAD.pack(max(1, int(timeout * 1e6)), len(self._method), 0) + self._method
+            if payload is not None and len(payload) + len(prefix) <= conn.chunk and len(payload) <= conn.max_send:
                 try:
-                    state, raw = conn.unary_fast(self._prefix, payload, self._deserializer)
+                    state, raw = conn.unary_fast(prefix, payload, self._deserializer, deadline)
                 except ConnectionBroken:
                     state = raw = None
                 if raw is not None:
@@ -500,7 +519,7 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                 if state is not None:
                     return _outcome(conn, state)
             elif payload is not None and len(payload) <= conn.max_send:  # too large for one frame: the general path, without serializing again
-                conn, state = self._channel._start(self._method, payload, None, self._deserializer, None, None,
+                conn, state = self._channel._start(self._method, payload, None, self._deserializer, timeout, None,
                                                    wait_for_ready, True, True)
                 return _outcome(conn, state)
         conn, state = self._channel._start(self._method, request, self._serializer, self._deserializer, timeout,
@@ -518,6 +537,15 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
         conn, state = self._channel._start(self._method, request, self._serializer, self._deserializer, timeout,
                                            metadata, wait_for_ready, True, True)
         return self._channel._unattended(conn, state)
+
+    def start(self, request: Any, timeout: Optional[float] = None, metadata: Any = None,
+              wait_for_ready: Optional[bool] = None) -> ClientCall:
+        """``future()`` for a caller that reads the response itself: the channel's pump
+        leaves the call alone (notnets_rpc.aio polls it from its event loop with
+        ``ClientCall.poll()``, or waits for it on a thread) until ``Channel.pump_for``."""
+        conn, state = self._channel._start(self._method, request, self._serializer, self._deserializer, timeout,
+                                           metadata, wait_for_ready, True, True)
+        return ClientCall(conn, state)
 
 
 class UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable):

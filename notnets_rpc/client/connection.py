@@ -22,7 +22,9 @@ import itertools
 import os
 import threading
 import time
+import weakref
 from collections import deque
+from functools import partial
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import grpc
@@ -65,6 +67,10 @@ class ConnectionBroken(Exception):
     """The server behind this connection is gone; carries the details for UNAVAILABLE."""
 
 
+class AcceptTimeout(ConnectionBroken):
+    """The server did not accept the channel within the time it was given."""
+
+
 class Connection:
     def __init__(self, pool: Pool, endpoint: Endpoint, slot: int, generation: int, max_receive: int,
                  max_send: int, on_callback: Callable[[list], None], budget: Budget) -> None:
@@ -76,6 +82,8 @@ class Connection:
         self.ctl = pool.layout.channel(pool.host_id, slot)
         self.tx, self.rx = pool.client_rings(slot)
         self.rx.sink = self._sink
+        self.rx.viewer = self._viewer
+        self._fast: "tuple[int, Optional[Callable]]" = (0, None)  # the unregistered fast-path call
         self.chunk = pool.layout.chunk_bytes
         self.request_window = pool.layout.ring_bytes  # a request stream's bytes ahead of its handler
         self.max_receive = max_receive
@@ -115,7 +123,8 @@ class Connection:
         sleeper = self._sleep if self.futex else None
         if self.same_process:
             return Backoff(self._tune, spin=0, sleeper=sleeper)
-        return Backoff(self._tune, sleeper=sleeper, learn=not Backoff.remote_peer(self.endpoint.host != self.pool.host_id))
+        return Backoff(self._tune, sleeper=sleeper, learn=not Backoff.remote_peer(self.endpoint.host != self.pool.host_id),
+                       woken=self.futex)
 
     def wake_server(self) -> None:
         """After writing a frame: if the server's poller sleeps in the kernel, kick and wake it."""
@@ -153,7 +162,7 @@ class Connection:
             if backoff.pause():
                 now = _monotonic()
                 if now >= deadline:
-                    raise ConnectionBroken("server did not accept the channel in time")
+                    raise AcceptTimeout("server did not accept the channel in time")
                 if now - self._last_check > LIVENESS_PERIOD:
                     self._check_peer(now)
 
@@ -180,9 +189,13 @@ class Connection:
                 self.send_message(state, payload, end_stream)
         return state
 
-    def unary_fast(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable]
-                   ) -> "tuple[Optional[CallState], Optional[bytes]]":
-        """A blocking unary call without deadline or metadata, in as few steps as possible.
+    def unary_fast(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable],
+                   deadline: Optional[float] = None) -> "tuple[Optional[CallState], Optional[bytes]]":
+        """A blocking unary call without metadata, in as few steps as possible.
+
+        ``prefix`` is the CALL body up to the message (its timeout field says ``deadline``
+        to the server); the spin phase is far shorter than any deadline, and a call that
+        leaves it is registered with ``deadline``, which ``wait`` then enforces.
 
         Returns (None, raw response) when the answer came back as a bare STATUS frame
         while this thread held the reader token and spun; otherwise (state, None) and the
@@ -195,7 +208,7 @@ class Connection:
             raise ConnectionBroken(self.broken)
         reader = self.reader
         if not reader.acquire(False):
-            return self._unary_shared(prefix, payload, deserializer), None
+            return self._unary_shared(prefix, payload, deserializer, deadline), None
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
         self.calls_started += 1
         sent = False
@@ -218,11 +231,12 @@ class Connection:
             finally:
                 tx_lock.release()
         if not sent:  # a full request ring: wait for room without the token (the server may need us to read)
-            state = self._register(cid, deserializer)
+            state = self._register(cid, deserializer, deadline)
             self._release_reader()
             self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
             return state, None
         state = None
+        self._fast = (cid, deserializer)
         try:
             if self.server_sleep is not None and self.mem.load(self.server_sleep):
                 self.wake_server()
@@ -239,7 +253,7 @@ class Connection:
                     break
             else:
                 frame = None
-            state = self._register(cid, deserializer)
+            state = self._register(cid, deserializer, deadline)
             if frame is not None:
                 self._dispatch(frame)
                 if state.done:
@@ -252,14 +266,14 @@ class Connection:
             return state, None
         except ChecksumError as exc:
             if state is None:
-                state = self._register(cid, deserializer)
+                state = self._register(cid, deserializer, deadline)
             self._on_bad_frame(exc)
             self._read_until(state, WAIT_DONE, None, False, fresh=False)
             return state, None
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
             if state is None:
-                state = self._register(cid, deserializer)
+                state = self._register(cid, deserializer, deadline)
             return state, None
         finally:
             self._release_reader()
@@ -269,18 +283,19 @@ class Connection:
         if self.want_reader:
             self._hand_over()
 
-    def _register(self, cid: int, deserializer: Optional[Callable]) -> CallState:
+    def _register(self, cid: int, deserializer: Optional[Callable], deadline: Optional[float] = None) -> CallState:
         """Make a fast-path call visible to the reader, or end it if the connection broke."""
-        state = CallState(cid, None, deserializer, True)
+        state = CallState(cid, deadline, deserializer, True)
         self.calls[cid] = state
         if self.broken is not None:
             self.fail_locally(state, UNAVAILABLE, f"NotNets server unavailable: {self.broken}")
         return state
 
-    def _unary_shared(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable]) -> CallState:
+    def _unary_shared(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable],
+                      deadline: Optional[float]) -> CallState:
         """Another thread reads the response ring: register, send, and wait like any call."""
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
-        state = CallState(cid, None, deserializer, True)
+        state = CallState(cid, deadline, deserializer, True)
         self.calls[cid] = state
         self.calls_started += 1
         self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
@@ -371,6 +386,12 @@ class Connection:
         except ProtocolError as exc:
             self.break_(f"corrupted request ring: {exc}")
             raise ConnectionBroken(self.broken) from None
+
+    def read_arrived(self) -> None:
+        """Dispatch what the response ring holds now, without waiting, unless another
+        thread is reading it (that thread dispatches it). notnets_rpc.aio polls with this
+        from its event loop, which must never wait on the pool."""
+        self._read_some()
 
     def _read_some(self) -> None:
         """Read what the response ring holds now, if no other thread is reading it."""
@@ -553,6 +574,8 @@ class Connection:
         state = self.calls.get(cid)
         if state is None:
             return  # a late frame for a call that already ended (cancelled, deadline)
+        if type(body) is memoryview:  # lent by the ring: if revoked while still queued, it is copied first
+            self.rx.loan.evict = partial(self._evict, weakref.ref(state))  # (the loan must not keep the call alive)
         if kind == _STATUS and flags & _BARE:
             if len(body) > self.max_receive:
                 self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -585,6 +608,10 @@ class Connection:
             if kind == _STATUS:
                 initial, details, trailing, at = F.parse_status(body)
                 message = body[at:] if flags & _HAS_MESSAGE else None
+                if type(body) is memoryview:  # lent by the ring: the message view is what keeps the loan
+                    details = details.tobytes()
+                    if message is not None:
+                        self.rx.loan.track(message)
                 if message is not None and len(message) > self.max_receive:
                     self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                       f"Received message larger than max ({len(message)} vs. {self.max_receive})",
@@ -650,6 +677,38 @@ class Connection:
         with self.lock:
             n, state.reserved = state.reserved, 0
         self.budget.give(n)
+
+    def _viewer(self, kind: int, flags: int, cid: int, aux: int, n: int) -> bool:
+        """Ring viewer: lend a whole response message in one frame to a call whose
+        deserializer takes buffers (``as_view``, protobuf) instead of copying it out."""
+        if kind == _STATUS:
+            if not flags & (_BARE | _HAS_MESSAGE):
+                return False
+        elif kind != _MESSAGE or flags & _MORE or n != aux:
+            return False
+        state = self.calls.get(cid)
+        if state is not None:
+            return takes_buffers(state.deserializer)
+        fast_cid, deserializer = self._fast
+        return cid == fast_cid and takes_buffers(deserializer)
+
+    def _end_loans(self) -> None:
+        """The slot goes back (and its rings to the next client): views of them still
+        queued become copies, views already handed out are released."""
+        for loan in list(self.rx.loans):
+            if loan.evict is not None:
+                loan.evict()
+            loan.end()
+
+    def _evict(self, ref: "weakref.ref[CallState]") -> None:
+        """(reader) Views of the ring still queued for the call become copies (the ring
+        needs their bytes back; views already handed to the caller are released)."""
+        state = ref()
+        if state is None:
+            return
+        with self.lock:
+            if state.messages and any(type(m) is memoryview for m in state.messages):
+                state.messages = deque(m.tobytes() if type(m) is memoryview else m for m in state.messages)
 
     def _deliver(self, state: CallState, message: bytes) -> None:
         with self.lock:
@@ -840,5 +899,6 @@ class Connection:
         if broke and self.on_broken is not None:
             self.on_broken(self)
         if release:
+            self._end_loans()
             self.pool.forget_lost(self._lost_key)
             self.pool.close_channel(self.slot, self.generation)

@@ -13,6 +13,7 @@ from ..status import as_metadata
 
 END_OF_REQUESTS = object()
 CANCELLED = object()
+LATER = object()  # a unary-response handler's return: "answered later" (``Server.finish_later``)
 
 
 class Stage(enum.Enum):

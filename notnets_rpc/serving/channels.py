@@ -22,6 +22,7 @@ from .call import ServerCall
 from .outbox import Outbox
 
 _log = logging.getLogger("notnets_rpc.server")
+_UNARY_CALL = F.F_HAS_MESSAGE | F.F_END_STREAM
 _monotonic = time.monotonic
 
 
@@ -51,6 +52,10 @@ class ServerChannel:
             return sink_slot(call, aux, n, max_receive)
 
         self.rx.sink = sink
+        # large unary requests are lent as views of the ring (ring.py, loans.py): the poller
+        # hands them to buffer-taking parsers or copies them out, and ends the loan with the call
+        self.rx.viewer = lambda kind, flags, cid, aux, n: kind == F.CALL and flags == _UNARY_CALL
+        self.rx.revoke = False  # a request view lasts as long as its call: a slow handler holds only its client
         self.outbox = Outbox(self.tx, window, self._wake_client)
         self.client_pid = client_pid
         self.peer = f"notnets:host{host}/pid{client_pid}"

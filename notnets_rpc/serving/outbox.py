@@ -62,6 +62,8 @@ class Outbox:
             return True
 
     def _queue(self, cid: int, kind: int, flags: int, aux: int, parts: Sequence[Any], n: int, call: Any) -> None:
+        if any(type(p) is memoryview for p in parts):  # a view (of a lent request, say) may not outlive this call
+            parts = tuple(p.tobytes() if type(p) is memoryview else p for p in parts)
         self.frames.append((cid, kind, flags, aux, parts, n, call))
         self.nbytes += n
         if call is not None:

@@ -35,10 +35,10 @@ from ..wire import layout as L
 from ..backoff import ONE_CPU, Backoff, tunables
 from ..options import message_limits
 from ..errors import ChecksumError, EndpointInUseError, ProtocolError
-from ..wire.messages import on_chunk, takes_buffers
+from ..wire.messages import as_bytes, on_chunk, takes_buffers
 from ..pool import BeatWatch, Endpoint, Pool, stale_ms
 from ..budget import Budget
-from .call import ANSWERED, END_OF_REQUESTS, AbortError, RequestIterator, ServerCall, UnaryCall
+from .call import ANSWERED, END_OF_REQUESTS, LATER, AbortError, RequestIterator, ServerCall, UnaryCall
 from .channels import ChannelTable, ServerChannel
 from .malloc_policy import ARENA_OPTION, DEFAULT_ARENAS, limit_arenas, release_free_memory
 from .replies import Replies
@@ -138,6 +138,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._inline_seen: Tuple[Any, float] = (None, 0.0)  # the monitor's last look at the box
         self._inline_ok = maximum_concurrent_rpcs is None  # unary handlers may run on the poller
         self._pollers = 0
+        self._outside_polls = 0  # looks at the rings by an event loop (poll_rings)
         self._threads_busy = 0  # handlers running on the thread pool
         self._local_client = False  # a client in this process: it needs the GIL, do not spin
         self._futex_ok = False      # every client is on this host: sleep in the kernel, they wake us
@@ -370,13 +371,17 @@ class Server(ChannelTable, Replies, grpc.Server):
             backoff = Backoff(self._tune, max_sleep=self._tune.idle_sleep, sleeper=lambda seconds: self._sleep(mem, seconds))
             it = 0
             load = mem.load
+            views = mem.views()  # plain memory: index the ring heads directly (no call per channel and poll)
+            words = views[1] if views is not None else None
             while self._leader == me:
                 worked = False
                 if self._backlog:
                     self._flush_backlog()
                 for ch in self._active:
                     rx = ch.rx
-                    if (rx._head != rx.tail or load(rx.head_off) != rx.tail) and not ch.outbox.full:
+                    if ((rx._head != rx.tail or (words[rx._hidx] if words is not None else load(rx.head_off)) != rx.tail
+                         or rx.loans and rx.loans[0].ending)
+                            and not ch.outbox.full):
                         worked = True
                         if not self._drain(ch, me):
                             return
@@ -385,6 +390,8 @@ class Server(ChannelTable, Replies, grpc.Server):
                     self._discover()
                 if worked:
                     backoff.learn = not Backoff.remote_peer(self._remote_client)
+                    if backoff.woken is not self._futex_ok:  # every client can wake us: yield briefly, then sleep
+                        backoff.wakeable(self._futex_ok)
                     backoff.reset()
                     self._poll_sleep = 50e-6
                     if self._threads_busy or self._local_client:  # other threads here need the GIL
@@ -435,7 +442,7 @@ class Server(ChannelTable, Replies, grpc.Server):
     def _drain(self, ch: ServerChannel, me: int) -> bool:
         """Handle up to 32 frames of one channel; False if this thread lost the leader role.
 
-        A unary call to a cached method with no deadline and no metadata -- the common
+        A unary call to a cached method with no metadata -- the common
         case, and the one whose latency we are measured by -- goes straight to
         ``_run_unary`` from here; everything else through ``_on_call``/``_on_frame``."""
         if ch.dropped:
@@ -456,15 +463,30 @@ class Server(ChannelTable, Replies, grpc.Server):
                     timeout_us, mlen, mdlen = _unpack_call_head(body)
                     at = _CALL_HEAD_SIZE + mlen
                     cached = (resolved.get(body[_CALL_HEAD_SIZE:at])
-                              if flags == _UNARY_CALL and not timeout_us and not mdlen and at <= len(body) else None)
+                              if flags == _UNARY_CALL and not mdlen and at <= len(body) else None)
+                    loan = rx.loan if type(body) is memoryview else None  # a view of the ring, not a copy
                     if cached is not None and cached[2] and self._inline_ok and len(body) - at <= self._max_receive:
                         n = len(body)
                         ch.bytes_in += n
-                        # a large request is parsed where it lies in ``body``: no copy for the slice
-                        self._run_unary(ch, cid, cached[0], cached[1],
-                                        memoryview(body)[at:] if n >= _BIG and cached[3] else body[at:])
+                        if loan is None:  # a large request is parsed where it lies in ``body``: no copy for the slice
+                            self._run_unary(ch, cid, cached[0], cached[1],
+                                            memoryview(body)[at:] if n >= _BIG and cached[3] else body[at:], timeout_us)
+                        elif cached[3]:  # the parser (or an as_view handler) reads the ring itself
+                            message = body[at:]
+                            loan.track(message)
+                            del body, frame
+                            self._run_unary(ch, cid, cached[0], cached[1], message, timeout_us, loan=loan)
+                            del message
+                            rx.settle()
+                        else:  # a handler that wants bytes: one copy, the ring space is free at once
+                            message = body[at:].tobytes()
+                            loan.end()
+                            rx.settle()
+                            self._run_unary(ch, cid, cached[0], cached[1], message, timeout_us)
                     else:
-                        self._on_call(ch, flags, cid, body)
+                        self._on_call(ch, flags, cid, body, loan)
+                        if loan is not None:
+                            rx.settle()
                 else:
                     self._on_frame(ch, frame)
                 if self._leader != me:
@@ -535,10 +557,19 @@ class Server(ChannelTable, Replies, grpc.Server):
         call.partial = None
         self._budget.give(n)
 
-    def _on_call(self, ch: ServerChannel, flags: int, cid: int, body: bytes) -> None:
+    def _on_call(self, ch: ServerChannel, flags: int, cid: int, body: bytes, loan: Any = None) -> None:
         """A CALL frame off the fast path (``_drain`` handles the plain unary one itself):
-        parsed by ``frames.parse_call``, which the property tests hammer."""
+        parsed by ``frames.parse_call``, which the property tests hammer. ``loan``: ``body``
+        is a view of the ring; only a cached unary method whose parser takes buffers keeps
+        it (until the call ends), everything else gets a copy and the ring space back at once."""
         timeout_us, method_raw, metadata_raw, at = F.parse_call(body)
+        if loan is not None:
+            cached = self._resolved.get(method_raw)
+            if cached is None or not cached[2] or not cached[3] or not self._inline_ok or metadata_raw:
+                body = body.tobytes()
+                method_raw, metadata_raw = bytes(method_raw), bytes(metadata_raw)
+                loan.end()
+                loan = None
         ch.bytes_in += len(body)
         if flags & F.F_HAS_MESSAGE and len(body) - at > self._max_receive:
             self._reject(ch, cid, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -548,7 +579,11 @@ class Server(ChannelTable, Replies, grpc.Server):
         if cached is not None and not metadata_raw:
             method, handler, unary, _ = cached
             if unary and flags == _UNARY_CALL and self._inline_ok:
-                self._run_unary(ch, cid, method, handler, body[at:], timeout_us)
+                message = body[at:]
+                if loan is not None:
+                    loan.track(message)
+                    del body
+                self._run_unary(ch, cid, method, handler, message, timeout_us, loan)
                 return
             metadata: tuple = ()
         else:
@@ -585,12 +620,13 @@ class Server(ChannelTable, Replies, grpc.Server):
             self._on_request(call, body[at:], True)
 
     def _run_unary(self, ch: ServerChannel, cid: int, method: str, handler: Any, message: bytes,
-                   timeout_us: int = 0) -> None:
+                   timeout_us: int = 0, loan: Any = None) -> None:
         """The fast path: a unary-unary call whose request came in one frame, run inline.
 
         The inline box holds the running call until the handler returns; the monitor pops
         it to take the leader role away from a handler that runs too long (see
-        ``_maybe_promote``)."""
+        ``_maybe_promote``). ``loan``: ``message`` is a view of the request ring, which
+        the call gives back when it ends (whoever reads the ring next publishes it)."""
         if timeout_us:
             call = ServerCall(self, ch, cid, method, (), _monotonic() + timeout_us / 1e6, handler)
             call.request_done = True
@@ -612,9 +648,11 @@ class Server(ChannelTable, Replies, grpc.Server):
             except Exception as exc:
                 self._handler_raised(call, exc, "Exception calling application: {}")
                 return
+            if response is LATER:
+                return
             serializer = handler.response_serializer
             try:
-                payload = response if serializer is None else serializer(response)
+                payload = response if serializer is None or serializer is as_bytes else serializer(response)
                 if type(payload) is not bytes and not isinstance(payload, (bytearray, memoryview)):
                     raise TypeError("serialized response is not bytes")
             except Exception:
@@ -640,6 +678,8 @@ class Server(ChannelTable, Replies, grpc.Server):
                     ch.tx.mem.wake_word(ch.tx.head_off)
             ch.calls_done += 1
         finally:
+            if loan is not None:
+                loan.end()
             if not _take_back(box):  # the monitor took the box: a new leader reads the rings now
                 raise _Demoted()
 
@@ -751,7 +791,8 @@ class Server(ChannelTable, Replies, grpc.Server):
                 self._handler_raised(call, exc, "Exception calling application: {}")
                 return
             if not handler.response_streaming:
-                self._respond(call, result)
+                if result is not LATER:
+                    self._respond(call, result)
                 return
             try:
                 for response in result:
@@ -786,7 +827,7 @@ class Server(ChannelTable, Replies, grpc.Server):
     def _serialize(self, call: ServerCall, response: Any) -> Optional[bytes]:
         serializer = call.handler.response_serializer
         try:
-            payload = response if serializer is None else serializer(response)
+            payload = response if serializer is None or serializer is as_bytes else serializer(response)
             if not isinstance(payload, (bytes, bytearray, memoryview)):
                 raise TypeError("serialized response is not bytes")
             return payload
@@ -869,6 +910,66 @@ class Server(ChannelTable, Replies, grpc.Server):
             self._pollers += 1
         threading.Thread(target=self._poll_loop, name="notnets-poller", daemon=True).start()
         return nap
+
+    # -- answering later, reading from an event loop (notnets_rpc.aio) ---------------------------------------
+    def finish_later(self, call: ServerCall, response: Optional[bytes],
+                     error: Optional[Tuple[grpc.StatusCode, str]] = None) -> None:
+        """End a call whose handler returned ``LATER`` (from any thread, never waiting):
+        with ``error``, that status; otherwise the serialized ``response`` with the code,
+        details and metadata the handler set. A call that ended meanwhile stays ended."""
+        if error is not None:
+            call.code_, call.details_ = error
+            self._fail(call, error[0], error[1])
+        else:
+            self._finish(call, response)
+
+    def pass_lead(self, to: int) -> bool:
+        """(a handler running inline on the thread that reads the rings) Hand the reading
+        to ``to`` (an event loop's thread id), which reads with ``poll_rings`` from now on:
+        this thread stops when the handler returns, as when the monitor promotes another
+        poller. False if it cannot (another thread reads now, or the monitor took over)."""
+        with self._leader_lock:
+            if self._leader != threading.get_ident() or self._stopped.is_set() or not _take_back(self._inline_box):
+                return False
+            self._leader = to
+            self._pollers += 1  # counted for ``to`` until it stops reading (poll_rings -> None, unlead)
+            return True
+
+    def poll_rings(self, me: int) -> Optional[bool]:
+        """(``me`` reads the rings, see ``pass_lead``) One look at every ring, as a poller
+        thread takes one per turn, never waiting; whether there was work. None when ``me``
+        no longer reads them (the monitor promoted a poller thread, or the server stops)."""
+        if self._leader == me:
+            worked = False
+            if self._backlog:
+                self._flush_backlog()
+            load = self._pool.mem.load
+            for ch in self._active:
+                rx = ch.rx
+                if (rx._head != rx.tail or load(rx.head_off) != rx.tail) and not ch.outbox.full:
+                    worked = True
+                    if not self._drain(ch, me):
+                        break
+            else:
+                self._outside_polls += 1
+                if not self._outside_polls & 63:
+                    self._discover()
+                if self._leader == me:
+                    return worked
+        with self._leader_lock:
+            self._pollers -= 1
+        return None
+
+    def unlead(self, me: int) -> None:
+        """``me`` stops reading the rings (idle; not after ``poll_rings`` said None): a
+        poller thread takes over."""
+        with self._leader_lock:
+            self._pollers -= 1
+            if self._leader != me:
+                return
+            self._leader = None
+        if not self._stopped.is_set():
+            self._spawn_poller()
 
     # -- introspection (tests, tools) ----------------------------------------------------------------------------
     @property

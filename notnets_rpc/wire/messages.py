@@ -18,8 +18,31 @@ except ImportError:  # pragma: no cover - protobuf comes with grpcio-tools
     _ProtobufMessage = None
 
 
+def as_view(data: Any) -> memoryview:
+    """A deserializer that takes a message as it lies: a read-only ``memoryview``.
+
+    Given as ``response_deserializer`` (client) or ``request_deserializer`` (server), a
+    large message that came in one frame is a view into the pool's ring, not a copy; it
+    stays valid until it is dropped, released (``view.release()``) or, on the server,
+    until the call ends (docs/rpc.md, "Zero copy"). Over grpcio it wraps the bytes, so the
+    same code runs on both transports."""
+    if type(data) is memoryview and data.readonly:
+        return data
+    return memoryview(data).toreadonly()
+
+
+def as_bytes(message: Any) -> bytes:
+    """A serializer for messages that already are buffers (a view from ``as_view``, a
+    bytearray): NotNets writes the buffer into the ring as it is and never calls this;
+    grpcio, which sends only ``bytes``, gets a copy."""
+    return message if type(message) is bytes else bytes(message)
+
+
 def takes_buffers(deserializer: Optional[Callable[[Any], Any]]) -> bool:
-    """True for generated ``Message.FromString`` parsers, which accept any buffer."""
+    """True for ``as_view`` and for generated ``Message.FromString`` parsers, which accept
+    any buffer: they may be handed views into the pool instead of ``bytes``."""
+    if deserializer is as_view:
+        return True
     owner = getattr(deserializer, "__self__", None)
     return (_ProtobufMessage is not None and isinstance(owner, type) and issubclass(owner, _ProtobufMessage)
             and getattr(deserializer, "__name__", "") == "FromString")

@@ -16,12 +16,17 @@ rings take the careful paths (``try_write``, ``_read_any``).
 A frame never wraps. When it does not fit before the end of the ring, the producer
 fills the rest with a PAD frame (or, when fewer than 16 bytes remain, with nothing:
 the consumer skips such a stub by rule) and starts again at offset 0.
+
+Zero copy on the receiving side: a reader with a ``viewer`` may take a large frame's
+body as a read-only view of the ring instead of a copy (loans.py); the tail it
+publishes then stops at the oldest view still lent.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections import deque
 from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:  # any object with Memory's methods will do; wire/ imports no I/O
@@ -29,6 +34,7 @@ if TYPE_CHECKING:  # any object with Memory's methods will do; wire/ imports no 
 
 from ..errors import ChecksumError, ProtocolError
 from .frames import ALIGN, FRAME_MAGIC, HEADER, HEADER_BYTES, MAX_KIND, PAD
+from .loans import Loan
 
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
@@ -37,6 +43,7 @@ CRC_BYTES = 4
 _CRC = struct.Struct("<I")
 SINK_MIN = 16384  # bodies at least this large are offered to the reader's sink
 SMALL_FRAME = 4096  # bodies up to this size are joined with their header and copied once
+VIEW_MIN = 65536  # bodies from this size on may be lent as views (below it a copy costs less than a loan)
 _COUNTER_LIMIT = 2**64 - 2**32  # counters are u64; 2**32 margin covers one frame plus a pad
 Frame = Tuple[int, int, int, int, Optional[bytes]]  # kind, flags, call_id, aux, body (None: went to the sink)
 
@@ -185,17 +192,25 @@ class RingWriter(_RingEnd):
 class RingReader(_RingEnd):
     """The consumer end. ``read`` returns one frame (skipping pads) and publishes the tail."""
 
-    __slots__ = ("tail", "_head", "sink")
+    __slots__ = ("tail", "_head", "sink", "viewer", "loans", "loan", "_shown", "revoke")
 
     def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, tail: int = 0,
                  crc: bool = False) -> None:
         super().__init__(mem, data, size, head_off, tail_off, crc)
-        self.tail = tail
+        self.tail = tail  # bytes read; the published tail (``_shown``) lags it while frames are lent
         self._head = tail
         # sink(kind, flags, call_id, aux, body_len) -> writable memoryview or None: lets the
         # owner take a large body straight into its own buffer (one copy instead of two);
         # such frames come back with body None.
         self.sink: Optional[Callable[[int, int, int, int, int], Optional[memoryview]]] = None
+        # viewer(kind, flags, call_id, aux, body_len) -> bool: lend this body as a read-only
+        # view of the ring (no copy); such frames come back with a memoryview body and
+        # ``loan`` set to its Loan. Only on direct memory (no checksums, no cost model).
+        self.viewer: Optional[Callable[[int, int, int, int, int], bool]] = None
+        self.loans: deque = deque()  # Loans in ring order; the published tail stops at the first
+        self.loan: Optional[Loan] = None  # the loan of the last frame that came back as a view
+        self._shown = tail
+        self.revoke = True  # False: loans end only when their owner says so (a server's, with their call)
 
     def pending(self) -> bool:
         """Cheap check (one load) for the poll loop."""
@@ -211,6 +226,10 @@ class RingReader(_RingEnd):
         large bodies for the sink, anything suspicious and modelled memory take the
         careful path (``_read_any``), which re-reads the same header and raises on bad
         values."""
+        if self.loans:
+            self.settle()
+            if self.loans:  # frames are lent: the tail is published by settle()
+                return self._read_any()
         tail = self.tail
         words = self._words
         if self._head == tail:
@@ -239,9 +258,37 @@ class RingReader(_RingEnd):
             return self._read_any()
         at += HEADER_BYTES
         body = self._view[at : at + body_len].tobytes()
-        self.tail = tail = tail + flen
+        self.tail = self._shown = tail = tail + flen
         words[self._tidx] = tail
         return kind, flags, call_id, aux, body
+
+    def settle(self) -> None:
+        """(reader) Drop the loans that ended and publish the tail up to the oldest one
+        still lent (or up to what was read, when none is).
+
+        A view held while more than half the ring behind it has been read is revoked
+        (released: using it raises ValueError), so that a reader who keeps views cannot
+        stall the ring, and with it every call of the channel."""
+        loans = self.loans
+        while loans:
+            first = loans[0]
+            if not first.done():
+                if not self.revoke or self.tail - first.start <= self.size // 2:
+                    break
+                if first.evict is not None:
+                    first.evict()
+                first.end()
+                if not first.done():  # exported (a parser holds its buffer): wait for it
+                    break
+            loans.popleft()
+        shown = loans[0].start if loans else self.tail
+        if shown != self._shown:
+            self._shown = shown
+            self.mem.store(self.tail_off, shown)
+
+    def lent_bytes(self) -> int:
+        """Ring bytes that cannot be reused yet because of lent frames (from the oldest on)."""
+        return self.tail - self.loans[0].start if self.loans else 0
 
     def _read_any(self) -> Optional[Frame]:
         mem = self.mem
@@ -274,6 +321,14 @@ class RingReader(_RingEnd):
                     raise ProtocolError(f"pad frame at offset {pos} does not reach the end of the ring")
                 self._advance(tail + room)
                 continue
+            if (body_len >= VIEW_MIN and self.viewer is not None and self._view is not None
+                    and self.lent_bytes() + flen <= size // 2 and self.viewer(kind, flags, call_id, aux, body_len)):
+                at = self.data + pos + HEADER_BYTES
+                body = self._view[at : at + body_len].toreadonly()
+                self.loan = loan = Loan(tail, tail + flen, body)
+                self.loans.append(loan)
+                self.tail = tail + flen  # read, not published: settle() publishes once it ends
+                return kind, flags, call_id, aux, body
             if body_len >= SINK_MIN and self.sink is not None:
                 dest = self.sink(kind, flags, call_id, aux, body_len)
                 if dest is not None:
@@ -290,12 +345,13 @@ class RingReader(_RingEnd):
                 check = zlib.crc32(body if body is not None else dest, zlib.crc32(mem.read(at, HEADER_BYTES)))
                 stored = _CRC.unpack(mem.read(at + HEADER_BYTES + body_len, CRC_BYTES))[0]
             tail += flen
-            self.tail = tail
-            mem.store(self.tail_off, tail)
+            self._advance(tail)
             if checked and check != stored:
                 raise ChecksumError(kind, flags, call_id, f"frame checksum mismatch at ring offset {pos}")
             return kind, flags, call_id, aux, body
 
     def _advance(self, tail: int) -> None:
         self.tail = tail
-        self.mem.store(self.tail_off, tail)
+        if not self.loans:
+            self._shown = tail
+            self.mem.store(self.tail_off, tail)

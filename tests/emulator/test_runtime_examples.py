@@ -10,7 +10,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("path", ["examples/three-hosts-two-pools.yaml", "examples/ci/notnets-topology.yaml",
-                                  "examples/unmodified/two-hosts-sim.yaml"])
+                                  "examples/unmodified/two-hosts-sim.yaml",
+                                  "examples/unmodified/two-hosts-sim-tcp.yaml"])
 def test_example_topology_is_valid(path):
     topology = load_topology(REPO / path, memory_probe=lambda: None)
     assert topology.run, "examples show `run` steps"

@@ -72,14 +72,17 @@ class RawServer:
     """A server that writes the wire format by hand: it publishes ``name``, beats, accepts
     the first channel that claims it, then writes whatever frames a test asks for."""
 
-    def __init__(self, pool_path: str, name: str, host_id: int = 0) -> None:
+    def __init__(self, pool_path: str, name: str, host_id: int = 0, beat: bool = True) -> None:
+        """``beat=False``: the heartbeat word stands still (a stalled server, for up to
+        NOTNETS_STALE_MS before clients give up on it)."""
         self.pool = Pool.acquire(pool_path, host_id)
         self.mem = self.pool.mem
         self.endpoint = self.pool.publish(name, os.getpid())
         self._entry = self.pool.layout.dir_entry(self.endpoint.host, self.endpoint.slot)
         self._stop = threading.Event()
         self._beater = threading.Thread(target=self._beat, name="raw-server-beat", daemon=True)
-        self._beater.start()
+        if beat:
+            self._beater.start()
         self.rx = self.tx = None
 
     def _beat(self) -> None:
@@ -124,7 +127,8 @@ class RawServer:
 
     def close(self) -> None:
         self._stop.set()
-        self._beater.join(5)
+        if self._beater.is_alive():
+            self._beater.join(5)
         self.pool.set_endpoint_state(self.endpoint, L.DIR_CLOSED)
         self.pool.release()
 

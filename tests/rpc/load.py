@@ -5,8 +5,9 @@ Used by the mixed-load test (tests/rpc/test_load.py, bounded) and the soak scrip
 (scripts/soak_rpc.py, not in CI). Run as separate processes (tests/ on sys.path):
 
     python -m rpc.load serve POOL NAME WORKERS      # prints "serving"; SIGUSR1 dumps stacks
-    python -m rpc.load client POOL NAME THREADS SECONDS SEED
-        # runs the mix, then prints one JSON line {"outcomes": {code: n}, "corrupt": n}
+    python -m rpc.load client POOL NAME THREADS SECONDS SEED [CALLS]
+        # runs the mix for SECONDS (or until CALLS calls ended, SECONDS at most), then
+        # prints one JSON line {"outcomes": {code: n}, "details": {...}, "ended": bool}
 
 Every OK answer is checked against what was sent: a wrong payload counts as "CORRUPT".
 """
@@ -24,7 +25,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from typing import Dict
+from typing import Dict, Optional
 
 import grpc
 
@@ -137,6 +138,9 @@ class Tally:
         with self.lock:
             return dict(self.counts)
 
+    def total(self) -> int:
+        return sum(self.counts.values())
+
 
 def _payload(rng: random.Random) -> bytes:
     size = rng.choices(SIZES, SIZE_WEIGHTS)[0]
@@ -178,13 +182,16 @@ def one_call(channel: grpc.Channel, rng: random.Random, tally: Tally) -> None:
         tally.add(code, "" if code in ("OK", "CANCELLED", "DEADLINE_EXCEEDED") else str(exc.details()))
 
 
-def run_threads(channel: grpc.Channel, threads: int, seconds: float, seed: int, tally: Tally) -> bool:
-    """Run the mix on ``threads`` threads for ``seconds``; False if a thread did not end."""
+def run_threads(channel: grpc.Channel, threads: int, seconds: float, seed: int, tally: Tally,
+                calls: Optional[int] = None) -> bool:
+    """Run the mix on ``threads`` threads for ``seconds``, or (``calls``) until that many
+    calls have ended, ``seconds`` at most: the work then scales with what finished, not
+    with how fast a loaded machine runs. False if a thread did not end."""
     stop = time.monotonic() + seconds
 
     def worker(i: int) -> None:
         rng = random.Random(seed * 1000 + i)
-        while time.monotonic() < stop:
+        while time.monotonic() < stop and (calls is None or tally.total() < calls):
             one_call(channel, rng, tally)
 
     pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
@@ -195,26 +202,31 @@ def run_threads(channel: grpc.Channel, threads: int, seconds: float, seed: int, 
     return not any(t.is_alive() for t in pool)
 
 
-def client(pool: str, name: str, threads: str, seconds: str, seed: str) -> int:
+def client(pool: str, name: str, threads: str, seconds: str, seed: str, calls: Optional[str] = None) -> int:
     tally = Tally()
     with notnets_rpc.insecure_channel(f"notnets:{name}", pool=pool) as channel:
-        ended = run_threads(channel, int(threads), float(seconds), int(seed), tally)
+        ended = run_threads(channel, int(threads), float(seconds), int(seed), tally,
+                            None if calls is None else int(calls))
     counts = tally.snapshot()
     print(json.dumps({"outcomes": counts, "details": tally.details, "ended": ended}), flush=True)
     return 0 if ended else 1
 
 
 class HeartbeatWatch:
-    """Watches a server's heartbeat word from outside: ``age()`` is the local time since the
-    word last changed (no clock of the server's is compared with ours)."""
+    """Watches a server's heartbeat from outside, as the server publishes it: the word
+    holds the wall-clock milliseconds of the server's last beat, and on the same machine
+    ``sample()`` compares it with this process's wall clock right after reading it. So
+    a watcher that is itself slow to run (a busy machine, threads of its own holding the
+    GIL) never reads its own delay as the server's; it can only miss a stall that ends
+    between two of its looks. (Clients judge liveness differently, by change over their
+    own clock: hosts' clocks differ, docs/rpc.md "Liveness"; here both sides share one.)"""
 
     def __init__(self, pool: str, name: str) -> None:
         from notnets_rpc.pool import Pool
 
         self._pool = Pool.acquire(pool)
         self._name = name
-        self._word = None
-        self._seen = time.monotonic()
+        self._seen = time.monotonic()  # when an entry was last found (the age while none is)
         self.max_age = 0.0
 
     def _offset(self):
@@ -227,13 +239,16 @@ class HeartbeatWatch:
         return None
 
     def sample(self) -> float:
-        """Look once; returns the current age in seconds."""
-        now = time.monotonic()
+        """Look once; returns the age of the newest beat in seconds."""
+        from notnets_rpc.pool import now_ms
+
         off = self._offset()
-        word = None if off is None else self._pool.mem.load(off)
-        if word is not None and word != self._word:
-            self._word, self._seen = word, now
-        age = now - self._seen
+        if off is None:
+            age = time.monotonic() - self._seen
+        else:
+            beat = self._pool.mem.load(off)
+            age = max(0, now_ms() - beat) / 1000
+            self._seen = time.monotonic()
         self.max_age = max(self.max_age, age)
         return age
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 import notnets_rpc
-from notnets_rpc.backoff import Backoff, tunables
+from notnets_rpc import backoff as B
+from notnets_rpc.backoff import Backoff, Tunables, tunables
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -16,7 +17,8 @@ def test_tunables_follow_the_environment(monkeypatch):
     monkeypatch.setenv("NOTNETS_YIELD_US", "3000")
     monkeypatch.setenv("NOTNETS_MAX_SLEEP_US", "500")
     monkeypatch.setenv("NOTNETS_IDLE_SLEEP_US", "2000")
-    assert tunables() == (7, 0.003, 0.0005, 0.002)
+    monkeypatch.setenv("NOTNETS_WAKE_YIELD_US", "100")
+    assert tunables() == (7, 0.003, 0.0005, 0.002, 0.0001)
     monkeypatch.setenv("NOTNETS_SPIN", "nonsense")
     assert tunables().spin == 400  # a bad value falls back to the default
     backoff = Backoff(tunables(), spin=0, max_sleep=0.01)
@@ -31,3 +33,73 @@ def test_a_channel_and_a_server_read_them_when_they_start(serve, pool_path, monk
         assert channel.unary_unary("/test.T/Echo")(b"x", timeout=10) == b"x"
         assert channel._conn._tune.spin == 9  # (its backoff does not spin: the server is in this process)
     assert server._tune.spin == 9 and server._tune.idle_sleep == 0.0015
+
+
+# -- how a waiter waits: spin, yield, sleep, and what it learns (pure: yields are counted,
+# the sleeper is a list; the clock only matters for the long yield phase)
+
+@pytest.fixture
+def yields(monkeypatch):
+    made = []
+    monkeypatch.setattr(B, "_sched_yield", lambda: made.append(1))
+    return made
+
+
+def _tune(spin: int, yield_time: float) -> Tunables:
+    return Tunables(spin, yield_time, 0.001, 0.001, 0.0)
+
+
+def _pauses_until_sleep(b: Backoff, slept: list, limit: int = 100000) -> int:
+    for n in range(1, limit):
+        b.pause()
+        if slept:
+            return n
+    raise AssertionError("never slept")
+
+
+def test_a_woken_waiter_sleeps_right_after_spinning_and_a_few_yields(yields):
+    slept: list = []
+    b = Backoff(_tune(8, 1.0), sleeper=slept.append, woken=True)
+    assert _pauses_until_sleep(b, slept) <= 8 + 16  # the spin, one round of 16 yields: not a second of them
+    assert slept == [b.max_sleep]
+
+
+def test_a_waiter_nobody_wakes_keeps_yielding_for_its_yield_time(yields):
+    slept: list = []
+    b = Backoff(_tune(8, 0.05), sleeper=slept.append)
+    for _ in range(2000):  # far more pauses than the woken waiter needs; 50 ms not over yet
+        b.pause()
+    assert not slept and len(yields) == 2000 - 8
+
+
+def test_an_answer_that_came_while_asleep_halves_the_spin_of_a_woken_waiter(yields):
+    slept: list = []
+    b = Backoff(_tune(64, 1.0), sleeper=slept.append, woken=True)
+    _pauses_until_sleep(b, slept)
+    b.reset()
+    assert b.spin == 32
+    for _ in range(10):  # then answers come while it spins: the budget grows back
+        b.pause()
+        b.reset()
+    assert b.spin == 64
+
+
+def test_an_answer_after_a_sleep_leaves_the_spin_of_a_waiter_nobody_wakes(yields):
+    slept: list = []
+    b = Backoff(_tune(64, 0.0), sleeper=slept.append)
+    _pauses_until_sleep(b, slept)
+    b.reset()
+    assert b.spin == 64  # an idle server sleeping between bursts learns nothing from them
+
+
+def test_wakeable_switches_a_waiter_between_the_two(yields):
+    slept: list = []
+    b = Backoff(_tune(4, 1.0), sleeper=slept.append)
+    b.wakeable(True)
+    assert _pauses_until_sleep(b, slept) <= 4 + 16
+    b.wakeable(False)
+    b.restart()
+    slept.clear()
+    for _ in range(500):
+        b.pause()
+    assert not slept and b.yield_time == 1.0

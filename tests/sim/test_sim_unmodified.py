@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from harness.cli import Emu, pool_files, run_namespaces, running_under, wait_until
+from harness.cli import REPO, Emu, pool_files, run_namespaces, running_under, wait_until
 from harness.unmodified import CALLS_PER_CLIENT, EXAMPLES, EXPECTED, endpoint_calls, wait_calls
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -110,3 +110,23 @@ def test_unmodified_programs_by_host_name_on_the_runs_network(tmp_path, interpos
         assert running_under(str(emu.state)) == [], "processes outlived the test"
         assert pool_files(name) == [], "pool files left behind"
         assert run_namespaces(name) == [], "network namespaces left behind"
+
+
+def test_the_example_run_files_print_the_same_over_the_pool_and_over_tcp(tmp_path):
+    """examples/unmodified/two-hosts-sim.yaml (pool: no network) and two-hosts-sim-tcp.yaml
+    (TCP by host name on the run's bridge, interpose: false), as the README runs them."""
+    if not _isolated():
+        pytest.skip("needs root for the hosts' network namespaces")
+    emu = Emu(tmp_path / "state", REPO)
+    outputs = {}
+    try:
+        for example, name in (("two-hosts-sim.yaml", f"ux{os.getpid()}"), ("two-hosts-sim-tcp.yaml", f"uxt{os.getpid()}")):
+            result = emu("run", "-p", name, str(EXAMPLES / example), timeout=150)
+            assert result.returncode == 0, result.stderr
+            outputs[example] = "".join(line.removeprefix("[host1] ") + "\n" for line in result.stdout.splitlines()
+                                       if line.startswith("[host1] "))
+            assert run_namespaces(name) == [] and pool_files(name) == [], "run left its network or pool behind"
+    finally:
+        emu.cleanup()
+        assert running_under(str(emu.state)) == [], "processes outlived the test"
+    assert outputs["two-hosts-sim.yaml"] == outputs["two-hosts-sim-tcp.yaml"] == EXPECTED * 2

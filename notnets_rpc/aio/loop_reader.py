@@ -1,0 +1,70 @@
+"""The event loop as the reader of a server's rings, while calls keep coming.
+
+A sync ``notnets_rpc.Server`` reads its rings on a poller thread. When that thread hands
+an async call to the loop, it hands the reading over too (``Server.pass_lead``): from
+then on the loop itself looks at every ring once per turn (``Server.poll_rings``, which
+never waits), so the calls that follow are read, run and answered on the loop with no
+thread hand-off. Between looks every other task and callback runs; after ``SPIN``
+empty looks each look also yields the CPU (``os.sched_yield``), like a waiting poller
+thread; after NOTNETS_YIELD_US without work (when a poller thread would start to sleep)
+the loop gives the reading back to a poller thread (``Server.unlead``), which sleeps
+until the next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from typing import Any
+
+from ..backoff import tunables
+
+SPIN = 4  # empty looks before each look also yields the CPU (the client may need it: see calls._yield_cpu)
+
+
+_sched_yield = os.sched_yield
+_monotonic = time.monotonic
+
+
+class LoopReader:
+    """Reads a sync server's rings from one event loop (its thread's id is the leader's)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sync_server: Any) -> None:
+        self._loop = loop
+        self._server = sync_server
+        self.me = threading.get_ident()  # created on the loop's thread
+        self.reading = False
+        self._empty = 0
+        self._last_work = 0.0
+        self._idle_after = tunables().yield_time  # seconds without work before a poller thread takes over
+        self.looks = 0  # (tests) looks taken
+
+    def lead(self) -> None:
+        """(loop) The server passed us the reading: look at the rings every turn from now on."""
+        if self.reading:
+            return
+        self.reading = True
+        self._empty = 0
+        self._last_work = _monotonic()
+        self._loop.call_soon(self._look)
+
+    def _look(self) -> None:
+        worked = self._server.poll_rings(self.me)
+        self.looks += 1
+        if worked is None:  # a poller thread reads now (the server was stopped, or promoted one)
+            self.reading = False
+            return
+        if worked:
+            self._empty = 0
+            self._last_work = _monotonic()
+        else:
+            n = self._empty = self._empty + 1
+            if n > SPIN:
+                _sched_yield()
+            if not n & 15 and _monotonic() - self._last_work > self._idle_after:
+                self.reading = False
+                self._server.unlead(self.me)
+                return
+        self._loop.call_soon(self._look)

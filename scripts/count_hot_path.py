@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""What one 64 B unary round trip costs in instructions, without the waiting.
+
+Wall clock on this shared 2-core machine moves with the load; instruction counts do not.
+This runs a real client and a real server in one process and one thread: the server's
+poller is retired after the channel is set up, and the client's response ring is
+hooked so that its first empty poll runs the server's ``_drain`` right there. A round
+trip then costs exactly: the client's serialize and ring write, one empty poll, the
+server reading the frame, running the handler and answering, the client reading and
+parsing the answer -- no spinning, no scheduler. Run under callgrind:
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        .venv/bin/python scripts/count_hot_path.py --calls 1000 --calls 3000
+
+which prints the total instructions for each count (from valgrind's client request via
+``callgrind_control`` is not needed: run it twice with different ``--calls`` and take
+the difference) -- or simply ``scripts/count_hot_path.py --callgrind`` which does that.
+Modes: ``plain`` (stub call), ``timeout`` (stub call with timeout=60, as call chains do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def run(mode: str, calls: int) -> None:
+    import notnets_rpc
+    from notnets_bench.echo.server import Echo, echo_pb2, echo_pb2_grpc
+    from notnets_rpc.wire.ring import RingReader
+
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
+        pool = os.path.join(tmp, "pool")
+        notnets_rpc.create_pool(pool, 16 << 20)
+        server = notnets_rpc.server(futures.ThreadPoolExecutor(2), pool=pool)
+        echo_pb2_grpc.add_EchoServicer_to_server(Echo(), server)
+        server.add_endpoint("echo")
+        server.start()
+        channel = notnets_rpc.insecure_channel("notnets:echo", pool=pool)
+        stub = echo_pb2_grpc.EchoStub(channel)
+        request = echo_pb2.EchoRequest(payload=b"x" * 64)
+        stub.Unary(request, timeout=30)  # connect while the real poller runs
+        # retire the poller (and forbid promotions), then drive the server by hand
+        server._max_pollers = 0
+        server._leader = me = -1
+        while server._pollers:
+            time.sleep(0.01)
+        (ch,) = server._active
+        conn = channel._conn
+        conn._backoff.spin = conn._backoff.spin_max = 400  # same process: it would not spin
+
+        class Hooked(RingReader):
+            __slots__ = ()
+
+            def read(self):  # the first empty poll lets the server run
+                frame = RingReader.read(self)
+                if frame is None and ch.rx.pending():
+                    server._drain(ch, me)
+                    frame = RingReader.read(self)
+                return frame
+
+        conn.rx.__class__ = Hooked
+        kw = {"timeout": 60} if mode == "timeout" else {}
+        for _ in range(200):
+            stub.Unary(request, **kw)
+        assert threading.active_count() < 10
+        for _ in range(calls):
+            stub.Unary(request, **kw)
+        assert conn.calls_started >= calls and not conn.calls
+        channel.close()
+        server.stop(0).wait(2)
+
+
+def callgrind(mode: str) -> int:
+    """Instructions per round trip: the difference of a 3000- and a 1000-call run / 2000."""
+    totals = []
+    for n in (1000, 3000):
+        with tempfile.NamedTemporaryFile(suffix=".cg") as out:
+            subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}", sys.executable,
+                            __file__, "--mode", mode, "--calls", str(n)], check=True, capture_output=True)
+            text = Path(out.name).read_text(errors="replace")
+            totals.append(int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1)))
+    return (totals[1] - totals[0]) // 2000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("plain", "timeout"), default="plain")
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--callgrind", action="store_true", help="count under callgrind and print per round trip")
+    args = parser.parse_args()
+    if args.callgrind:
+        print(f"{args.mode}: {callgrind(args.mode)} instructions per round trip (client + server, no polling)")
+    else:
+        run(args.mode, args.calls)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Waiting on the pool never blocks the event loop: a watchdog task keeps its schedule
+while calls wait for a slow server in another process."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+import notnets_rpc.aio
+
+from .service import Req, echo_pb2_grpc
+
+SERVER = Path(__file__).with_name("slow_server.py")
+SLOW = 2.0      # seconds each slow call waits on the server
+CALLS = 40      # more than the channel's waiter threads: the pump serves the rest
+TICK = 0.005
+MAX_LAG = 0.5   # a loop that waited on the pool would stand still for SLOW (here a loaded 2-CPU machine stalled 0.49 s once)
+
+
+@pytest.fixture
+def slow_server(pool_path):
+    proc = subprocess.Popen([sys.executable, str(SERVER), pool_path, "slow"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "serving"
+        yield pool_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _watch_while_waiting(pool: str):
+    lags = []
+    stop = asyncio.Event()
+
+    async def watchdog():
+        while not stop.is_set():
+            due = time.monotonic() + TICK
+            await asyncio.sleep(TICK)
+            lags.append(time.monotonic() - due)
+
+    async with notnets_rpc.aio.insecure_channel("notnets:slow", pool=pool) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        await stub.Unary(Req(payload=b"0"))  # connected: calls start from the loop itself
+        dog = asyncio.ensure_future(watchdog())
+        started = time.monotonic()
+        slow = [stub.Unary(Req(payload=str(SLOW).encode())) for _ in range(CALLS)]
+        late = stub.Unary(Req(payload=str(SLOW).encode()), timeout=SLOW / 4)
+        replies = await asyncio.gather(*slow)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await late
+        waited = time.monotonic() - started
+        stop.set()
+        await dog
+    return [r.payload for r in replies], info.value.code(), waited, lags
+
+
+def test_a_watchdog_keeps_its_schedule_while_calls_wait(slow_server):
+    payloads, late_code, waited, lags = asyncio.run(asyncio.wait_for(_watch_while_waiting(slow_server), 30))
+    assert payloads == [str(SLOW).encode()] * CALLS
+    assert late_code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert waited >= SLOW
+    assert len(lags) >= waited / (TICK + MAX_LAG)
+    assert max(lags) < MAX_LAG, f"the loop stood still for {max(lags):.3f} s while calls waited"

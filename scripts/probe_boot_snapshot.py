@@ -99,9 +99,16 @@ class Guest:
                 except socket.timeout:
                     pass
 
-    def qmp(self, command: str, args: dict | None = None) -> object:
+    def qmp(self, command: str, args: dict | None = None, timeout: float = 60) -> object:
         self.wait_socket(self.paths.qmp_socket)
-        return qmp.execute(self.paths.qmp_socket, command, args, timeout=30)
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                return qmp.execute(self.paths.qmp_socket, command, args, timeout=30)
+            except qmp.QMPUnavailable:  # the socket file exists before QEMU listens on it
+                if self.proc.poll() is not None or time.monotonic() > end:
+                    raise
+                time.sleep(0.05)
 
     def stop(self) -> None:
         self.proc.kill()

@@ -35,7 +35,12 @@ class FakeIp:
         self.namespaces: set[str] = set()
         self.fail_on = fail_on
 
-    def __call__(self, *args: str) -> None:
+    def __call__(self, *args: str, batch=()) -> None:
+        """One command, or a batch of them as ``ip [-n NS] -batch -`` runs them."""
+        for command in batch or [()]:
+            self.one(*args, *command)
+
+    def one(self, *args: str) -> None:
         self.calls.append(args)
         if self.fail_on and all(word in args for word in self.fail_on):
             raise network.NetworkError(f"`ip {' '.join(args)}`: Operation not supported")

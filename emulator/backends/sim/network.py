@@ -21,6 +21,7 @@ with the names recorded in run.json before each was made.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 from typing import Callable, Iterable, Sequence
@@ -31,6 +32,7 @@ NETNS_DIR = "/run/netns"  # where `ip netns add` binds the namespaces it names
 BRIDGE = "br0"
 HOST_LINK = "eth0"  # as in a QEMU guest
 IP_TIMEOUT = 10.0  # seconds for one `ip` command (they take milliseconds)
+FAILED_LINE = re.compile(r"Command failed -:(\d+)")  # how `ip -batch -` names the line that failed
 
 
 class NetworkError(Exception):
@@ -73,7 +75,11 @@ def _ip(*args: str, batch: Sequence[Sequence[str]] = ()) -> None:
     except (OSError, subprocess.TimeoutExpired) as err:
         raise NetworkError(f"`{' '.join(argv)}`: {err}") from None
     if done.returncode != 0:
-        why = "; ".join(done.stderr.strip().splitlines()[-2:]) or f"exit code {done.returncode}"
+        lines = done.stderr.strip().splitlines()
+        failed = FAILED_LINE.search(lines[-1]) if batch and lines else None
+        if failed and 0 < int(failed.group(1)) <= len(batch):  # name the command, not the batch
+            argv, lines = ["ip", *args, *batch[int(failed.group(1)) - 1]], lines[:-1]
+        why = (lines or [f"exit code {done.returncode}"])[-1]
         raise NetworkError(f"`{' '.join(argv)}`: {why}")
 
 

@@ -864,6 +864,7 @@ class Server(ChannelTable, Replies, grpc.Server):
             elif not trimmed and now - idle_since > TRIM_AFTER:
                 trimmed = True
                 release_free_memory()
+                self._drop_idle_pages()
             self._stopped.wait(nap)
 
     def _expire_deadlines(self, now: float) -> float:

@@ -460,7 +460,11 @@ class Server(ChannelTable, Replies, grpc.Server):
                     break
                 kind, flags, cid, aux, body = frame
                 if kind == _CALL:
-                    timeout_us, mlen, mdlen = _unpack_call_head(body)
+                    try:  # (free in 3.11 unless raised: no length check on the fast path)
+                        timeout_us, mlen, mdlen = _unpack_call_head(body)
+                    except struct.error:
+                        F.parse_call(body)  # raises what a short CALL gets everywhere (the channel is rejected)
+                        raise
                     at = _CALL_HEAD_SIZE + mlen
                     cached = (resolved.get(body[_CALL_HEAD_SIZE:at])
                               if flags == _UNARY_CALL and not mdlen and at <= len(body) else None)

@@ -173,6 +173,12 @@ class ChannelTable:
             self._totals[3] += ch.bytes_out
             pool.drop_ring_pages(ch.host, ch.slot)  # its ring pages leave our RSS (refault if reused)
 
+    def _traffic(self) -> int:
+        """Bytes in and out so far (open channels and closed ones) and the open channels'
+        count: the monitor sees from a change that calls ran since its last look."""
+        active = self._active
+        return sum(ch.bytes_in + ch.bytes_out for ch in active) + self._totals[2] + self._totals[3] + len(active)
+
     def _drop_idle_pages(self) -> None:
         """(monitor, once the server has idled) Unmap the ring pages of the channels still
         open: a burst touched them all, and only a new burst needs them again (the first

@@ -868,7 +868,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         Sleeps ``IDLE_NAP`` or ``BUSY_NAP`` between looks, less when a deadline or a
         running handler's promotion is due sooner."""
         last_clients = 0.0
-        idle_since, trimmed = None, True
+        idle_since, trimmed, traffic = None, True, self._traffic()
         while not self._stopped.is_set():
             now = _monotonic()
             nap = self._maybe_promote(now)
@@ -877,7 +877,8 @@ class Server(ChannelTable, Replies, grpc.Server):
             if now - last_clients >= CLIENT_CHECK_PERIOD:
                 last_clients = now
                 self._check_clients(now)
-            if not self._idle:
+            seen, traffic = traffic, self._traffic()
+            if not self._idle or traffic != seen:  # (a burst between two looks leaves only its bytes)
                 idle_since, trimmed = None, False
             elif idle_since is None:
                 idle_since = now

@@ -196,3 +196,35 @@ def test_the_page_size_follows_the_file_system():
         assert mapping_page_size("/dev/hugepages", fd) == 2 << 20  # its block size is the huge page size
     finally:
         os.close(fd)
+
+
+def test_on_hugetlbfs_only_whole_aligned_huge_pages_go():
+    """The kernel refuses MADV_DONTNEED at a start that is not huge-page aligned (EINVAL)
+    and rounds the end down: drop_pages rounds inward to 2 MiB itself, so it asks only
+    for what the kernel does, and the file keeps every byte."""
+    if not os.path.ismount("/dev/hugepages"):
+        pytest.skip("no hugetlbfs at /dev/hugepages")
+    huge = 2 << 20
+    path = Path("/dev/hugepages") / f"notnets-test-{uuid.uuid4().hex[:12]}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, 2 * huge)
+    finally:
+        os.close(fd)
+    try:
+        try:
+            mapping = Mapping(path)  # a shared hugetlbfs mapping reserves its pages here (or fails)
+        except notnets_rpc.PoolError as exc:
+            pytest.skip(f"no free huge pages: {exc}")
+        try:
+            assert mapping.page_size == huge
+            mapping.mm[:] = b"z" * (2 * huge)
+            assert mapping.drop_pages(huge // 2, huge) == 0  # no whole huge page inside
+            assert all(resident(mapping.mm, 0, 2 * huge))
+            assert mapping.drop_pages(0, huge + huge // 2) == huge  # the first page, whole
+            assert resident(mapping.mm, 0, 2 * huge) == [False] * (huge // PAGE) + [True] * (huge // PAGE)
+            assert mapping.mm[:] == b"z" * (2 * huge)
+        finally:
+            mapping.close()
+    finally:
+        path.unlink()

@@ -161,6 +161,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._bare_limit = 0
         self._totals = [0, 0, 0, 0]
         self._backlog: Dict[ServerChannel, bool] = {}  # channels whose outbox holds frames
+        self._settle_due: List[ServerChannel] = []  # request views given back by a demoted poller's handler
         self._beat_key: Optional[int] = None
         self._chunk = self._frame_limit = self._window = self._call_window = self._request_window = 0
         self._tune = tunables()  # NOTNETS_SPIN & co., read again when the server starts
@@ -414,10 +415,14 @@ class Server(ChannelTable, Replies, grpc.Server):
         worked = False
         if self._backlog:
             self._flush_backlog()
+        if self._settle_due:  # the leader reads (and so publishes) every ring
+            for ch in self._settle_due[:]:
+                self._settle_due.remove(ch)
+                ch.rx.settle()
+            worked = True
         for ch in self._active:
             rx = ch.rx
-            if ((rx._head != rx.tail or (words[rx._hidx] if words is not None else load(rx.head_off)) != rx.tail
-                 or rx.loans and rx.loans[0].ending)
+            if ((rx._head != rx.tail or (words[rx._hidx] if words is not None else load(rx.head_off)) != rx.tail)
                     and not ch.outbox.full):
                 worked = True
                 if not self._drain(ch, me):
@@ -690,6 +695,8 @@ class Server(ChannelTable, Replies, grpc.Server):
             if loan is not None:
                 loan.end()
             if not _take_back(box):  # the monitor took the box: a new leader reads the rings now
+                if loan is not None:
+                    self._settle_due.append(ch)  # ... and publishes the request's ring space
                 raise _Demoted()
 
     def _in_flight(self) -> int:

@@ -514,3 +514,52 @@ def test_restarted_host_takes_over_its_dead_servers_entry(serve, pool_path, monk
     assert time.monotonic() - start < 2.0
     with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
         assert ch.unary_unary("/test.T/Echo")(b"mine", timeout=5) == b"mine"
+
+
+def _call_bodies():
+    from hypothesis import strategies as st
+
+    method = st.sampled_from([b"/test.T/Echo", b"/test.T/Sum", b"/test.T/Count", b"/nope.N/X", b"\xff\xfe", b""])
+    metadata = st.one_of(st.just(b""), st.binary(max_size=40),
+                         st.just(F.encode_metadata((("k", "v"), ("b-bin", b"\x00")))))
+    head = st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
+    well_formed = st.builds(lambda t, m, md, msg: b"".join(F.call_parts(m, t % 10**7, md, msg)),
+                            st.integers(0, 2**64 - 1), method, metadata, st.one_of(st.none(), st.binary(max_size=64)))
+    lying = st.builds(lambda h, rest: F.CALL_HEAD.pack(*h) + rest, head, st.binary(max_size=64))
+    return st.one_of(well_formed, lying, st.binary(max_size=40))
+
+
+def test_any_call_frame_gets_a_status_or_costs_its_channel(serve, pool_path):
+    """CALL frames of every shape (well formed, lying lengths, garbage), any flags: the
+    server parses them with frames.parse_call; each ends with a STATUS for its call or
+    the channel is rejected, and the server serves on."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from notnets_rpc.wire import layout as L
+
+    serve()
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_call_bodies(), st.sampled_from([0, F.F_HAS_MESSAGE, F.F_HAS_MESSAGE | F.F_END_STREAM, 0xFF]))
+    def check(body, flags):
+        raw = RawChannel(pool_path, "t")
+        try:
+            assert raw.write(F.CALL, flags, 7, 0, body)
+            if not flags & F.F_END_STREAM:  # a call still open for requests waits for them: close it
+                assert raw.write(F.HALF_CLOSE, 0, 7, 0, b"")
+            end = time.monotonic() + 5
+            while True:
+                if any(f[0] == F.STATUS and f[2] == 7 for f in raw.read_all()):
+                    break
+                _, verdict = L.unpack_state(raw.mem.load(raw.ctl + L.CH_ACCEPT))
+                if verdict == L.ACC_REJECTED:
+                    break
+                assert time.monotonic() < end, f"no status and no verdict for CALL {body!r} flags {flags:#x}"
+                raw.beat()
+                time.sleep(0.002)
+        finally:
+            raw.close()
+
+    check()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"still serving", timeout=5) == b"still serving"

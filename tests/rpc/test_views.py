@@ -9,6 +9,7 @@ still gets bytes, and a view does not outlive its call.
 from __future__ import annotations
 
 import gc
+import time
 import uuid
 from collections import deque
 from concurrent import futures
@@ -21,6 +22,7 @@ from hypothesis import given, settings, strategies as st
 import notnets_rpc
 from notnets_rpc.errors import ProtocolError
 from notnets_rpc.memory import Memory
+from notnets_rpc.wire import frames as F
 from notnets_rpc.wire.frames import CALL, HEADER, HEADER_BYTES, MESSAGE, FRAME_MAGIC, frame_bytes
 from notnets_rpc.wire.ring import VIEW_MIN, RingReader, RingWriter
 
@@ -397,6 +399,9 @@ def test_a_handler_keeps_its_view_for_the_whole_call(view_server):
             assert plain(body_of(BIG, i), timeout=20) == body_of(BIG, i)
         rec.go.set()
         assert slow.result() == body_of(BIG, 21)
+        # larger than what is left of the request ring: it fits only once the slow call's
+        # request is given back, which the poller that took over must publish unasked
+        assert plain(body_of(400 << 10, 7), timeout=10) == body_of(400 << 10, 7)
 
 
 def test_views_end_with_their_channel(view_server):
@@ -412,3 +417,56 @@ def test_views_end_with_their_channel(view_server):
     with pytest.raises(ValueError):
         bytes(held)
     assert bytes(pending.result()) == body_of(BIG, 32)
+
+
+@pytest.mark.parametrize("shape", ["well_formed", "with_metadata", "with_deadline", "unknown_method", "method_overruns",
+                                   "metadata_overruns", "no_method", "bad_method"])
+def test_hostile_large_calls_are_lent_safely(view_server, shape):
+    """A peer's large unary CALL frames (the ones the server lends as views) with lying
+    lengths: each gets a STATUS or costs its channel, the server gives every view back
+    and serves on."""
+    from notnets_rpc.wire import layout as L
+
+    from .hostile import RawChannel
+
+    rec, pool = view_server
+    payload = body_of(BIG, 40)
+    method = b"/v.V/View"
+    bodies = {
+        "well_formed": b"".join(F.call_parts(method, 0, b"", payload)),
+        "with_metadata": b"".join(F.call_parts(method, 0, F.encode_metadata((("k", "v"),)), payload)),
+        "with_deadline": b"".join(F.call_parts(method, 5_000_000, b"", payload)),
+        "unknown_method": b"".join(F.call_parts(b"/nope.N/X", 0, b"", payload)),
+        "method_overruns": F.CALL_HEAD.pack(0, BIG * 4, 0) + method + payload,
+        "metadata_overruns": F.CALL_HEAD.pack(0, len(method), 2**32 - 1) + method + payload,
+        "no_method": F.CALL_HEAD.pack(0, 0, 0) + payload,
+        "bad_method": b"".join(F.call_parts(b"\xff" * 9, 0, b"", payload)),
+    }
+    with notnets_rpc.insecure_channel("notnets:views", pool=pool) as ch:
+        assert ch.unary_unary("/v.V/View")(b"warm", timeout=5) == b"warm"  # cached: the lending path
+    raw = RawChannel(pool, "views")
+    try:
+        assert raw.write(F.CALL, F.F_HAS_MESSAGE | F.F_END_STREAM, 7, 0, bodies[shape])
+        end = time.monotonic() + 5
+        while True:
+            statuses = [f for f in raw.read_all() if f[0] == F.STATUS and f[2] == 7]
+            if statuses:
+                if shape in ("well_formed", "with_deadline"):
+                    assert statuses[0][4] == payload
+                break
+            _, verdict = L.unpack_state(raw.mem.load(raw.ctl + L.CH_ACCEPT))
+            if verdict == L.ACC_REJECTED:
+                assert shape not in ("well_formed", "with_metadata", "with_deadline", "unknown_method")
+                break
+            assert time.monotonic() < end, f"no status and no verdict for {shape}"
+            raw.beat()
+            time.sleep(0.002)
+        end = time.monotonic() + 5  # the view was given back: the server's published tail reaches our head
+        while (L.unpack_state(raw.mem.load(raw.ctl + L.CH_ACCEPT))[1] != L.ACC_REJECTED
+               and raw.mem.load(raw.ctl + L.CH_REQ_TAIL) != raw.tx.head):
+            assert time.monotonic() < end, f"the server kept the ring space of a {shape} call"
+            time.sleep(0.01)
+    finally:
+        raw.close()
+    with notnets_rpc.insecure_channel("notnets:views", pool=pool) as ch:
+        assert ch.unary_unary("/v.V/View")(payload, timeout=5) == payload

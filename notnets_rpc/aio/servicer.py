@@ -93,11 +93,11 @@ def answered_later(behaviour: Callable, server: Any, serializer: Optional[Callab
             request = memoryview(request.tobytes())  # a handler that outlives this step needs its own bytes
         run = _Later(server, context, serializer)
         if threading.get_ident() == server._loop_thread:
-            run.begin(behaviour, request, asynchronous, False)
+            return run.begin(behaviour, request, asynchronous, False)
         else:
             passed = not server._interceptors and server._sync.pass_lead(server._loop_thread)
             try:
-                server._loop.call_soon_threadsafe(run.begin, behaviour, request, asynchronous, passed)
+                server._loop.call_soon_threadsafe(run.begin_handed_over, behaviour, request, asynchronous, passed)
             except RuntimeError:  # the loop is closed: nobody can run it
                 server._sync.finish_later(context, None, (grpc.StatusCode.UNAVAILABLE, "Server is shutting down"))
         return LATER
@@ -287,31 +287,41 @@ class _Later(_Run):
         self.done_callbacks = None
         self.lock = threading.Lock()
 
-    def begin(self, behaviour: Callable, request: Any, asynchronous: bool, passed: bool) -> None:
-        """(loop) Start the handler; ``passed``: the loop reads the rings from now on."""
+    def begin(self, behaviour: Callable, request: Any, asynchronous: bool, passed: bool) -> Any:
+        """(loop) Start the handler; ``passed``: the loop reads the rings from now on. The
+        serialized response if the handler answered in its first step (the sync server
+        sends it on its own fast path), else ``LATER``."""
         if passed:
             self.server._reader.lead()
         try:
-            self._start(behaviour, request, asynchronous)
+            return self._start(behaviour, request, asynchronous)
         except Exception as exc:  # nothing of the handler's ran (say, a bad task factory): the call still ends
             _log.exception("starting a handler failed")
             self.server._sync.finish_later(self.sync, None, (grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}"))
+            return LATER
 
-    def _start(self, behaviour: Callable, request: Any, asynchronous: bool) -> None:
+    def begin_handed_over(self, behaviour: Callable, request: Any, asynchronous: bool, passed: bool) -> None:
+        """(loop) ``begin`` for a call a poller thread read: nobody takes a response back."""
+        payload = self.begin(behaviour, request, asynchronous, passed)
+        if payload is not LATER:
+            self.server._sync.finish_later(self.sync, payload)
+
+    def _start(self, behaviour: Callable, request: Any, asynchronous: bool) -> Any:
         server = self.server
         if asynchronous:
             future = self.future = asyncio.Task(behaviour(request, self.context), loop=self.loop)
             if _step_now(self.loop, future) and future.done():  # answered in its first step
-                self._answer(future)
-                self.ended = True  # (answered: the RPC has ended as well)
+                payload = self._answer(future, send=False)
+                self.ended = True  # (answered: the RPC ends as well)
                 if self.done_callbacks:
                     self.loop.call_soon(self._run_done_callbacks)
-                return
+                return LATER if payload is None else payload
         else:
             future = self.future = self.loop.run_in_executor(server._threads, behaviour, request, self.sync)
         future.add_done_callback(self._answer)
         if not self.sync.add_callback(self._terminated):
             self._terminated()
+        return LATER
 
     def _cancel_task(self) -> None:
         try:
@@ -319,9 +329,11 @@ class _Later(_Run):
         except RuntimeError:  # the loop is closed
             pass
 
-    def _answer(self, future: "asyncio.Future[Any]") -> None:
+    def _answer(self, future: "asyncio.Future[Any]", send: bool = True) -> Optional[bytes]:
         """(loop) The handler is done: its response or its status to the client. Its done
-        callbacks run once the RPC has ended too (grpc.aio's order; see ``_guarded``)."""
+        callbacks run once the RPC has ended too (grpc.aio's order; see ``_guarded``).
+        ``send=False``: a serialized response is returned instead of sent (a status is
+        always sent)."""
         with self.lock:
             self.task_finished = True
             ended_first = self.ended and bool(self.done_callbacks)
@@ -331,19 +343,24 @@ class _Later(_Run):
         if future.cancelled():
             if not self.ended:  # the handler cancelled itself
                 finish(self.sync, None, (grpc.StatusCode.CANCELLED, "Cancelled"))
-            return
+            return None
         exc = future.exception()
         if exc is None:
             try:
                 payload = self._serialize(future.result())
+                if not isinstance(payload, (bytes, bytearray, memoryview)):
+                    raise TypeError(f"serialized response is {type(payload).__name__}, not bytes")
             except Exception as err:  # grpc.aio: the handler's exception
                 exc = err
             else:
+                if not send:
+                    return payload
                 finish(self.sync, payload)
-                return
+                return None
         status = self._status(exc)
         if status is not None:
             finish(self.sync, None, status)
+        return None
 
 
 def _step_now(loop: asyncio.AbstractEventLoop, task: "asyncio.Task[Any]") -> bool:

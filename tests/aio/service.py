@@ -10,6 +10,8 @@ from typing import Any, Callable, Dict, List
 import grpc
 import grpc.aio
 
+import notnets_rpc.aio
+
 from notnets_bench.protos import REPO, load_generated
 
 echo_pb2, echo_pb2_grpc = load_generated(REPO / "notnets_bench" / "echo", "echo")
@@ -93,6 +95,20 @@ class AsyncEcho(echo_pb2_grpc.EchoServicer):
 
 def add_service(server: Any) -> None:
     echo_pb2_grpc.add_EchoServicer_to_server(AsyncEcho(), server)
+
+
+async def over_pool(pool: str, program: Callable[[Any, Any], Any]) -> Any:
+    """``await program(server, channel)`` with this service on a notnets_rpc.aio server
+    and a channel to it, both on this loop."""
+    server = notnets_rpc.aio.server(pool=pool)
+    add_service(server)
+    server.add_endpoint("echo")
+    await server.start()
+    try:
+        async with notnets_rpc.aio.insecure_channel("notnets:echo", pool=pool) as channel:
+            return await program(server, channel)
+    finally:
+        await server.stop(0)
 
 
 async def outcome(call: Any, responses: Any = None) -> Dict[str, Any]:

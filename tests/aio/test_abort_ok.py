@@ -12,9 +12,7 @@ import grpc
 import grpc.aio
 import pytest
 
-import notnets_rpc.aio
-
-from .service import Req, add_service, echo_pb2_grpc
+from .service import Req, echo_pb2_grpc, over_pool
 
 DETAILS = "all is well"
 
@@ -37,23 +35,15 @@ def _grpcio_sync_abort_ok():
         server.stop(None)
 
 
-async def _pool_aio_abort_ok(pool: str):
-    server = notnets_rpc.aio.server(pool=pool)
-    add_service(server)
-    server.add_endpoint("echo")
-    await server.start()
-    try:
-        async with notnets_rpc.aio.insecure_channel("notnets:echo", pool=pool) as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                await echo_pb2_grpc.EchoStub(channel).Unary(Req(payload=b"abort:OK"), timeout=10)
-        return info.value.code(), info.value.details(), tuple(info.value.trailing_metadata())
-    finally:
-        await server.stop(None)
+async def _pool_aio_abort_ok(server, channel):
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await echo_pb2_grpc.EchoStub(channel).Unary(Req(payload=b"abort:OK"), timeout=10)
+    return info.value.code(), info.value.details(), tuple(info.value.trailing_metadata())
 
 
 def test_abort_with_ok_ends_the_call_unknown_as_grpcio_documents(pool_path):
     expected = _grpcio_sync_abort_ok()
     assert expected == (grpc.StatusCode.UNKNOWN, "")
-    code, details, trailing = asyncio.run(asyncio.wait_for(_pool_aio_abort_ok(pool_path), 30))
+    code, details, trailing = asyncio.run(asyncio.wait_for(over_pool(pool_path, _pool_aio_abort_ok), 30))
     assert (code, details) == expected
     assert trailing == (("why", "policy"),)  # the trailing metadata abort() was given still arrives

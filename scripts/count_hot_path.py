@@ -15,7 +15,9 @@ parsing the answer -- no spinning, no scheduler. Run under callgrind:
 which prints the total instructions for each count (from valgrind's client request via
 ``callgrind_control`` is not needed: run it twice with different ``--calls`` and take
 the difference) -- or simply ``scripts/count_hot_path.py --callgrind`` which does that.
-Modes: ``plain`` (stub call), ``timeout`` (stub call with timeout=60, as call chains do).
+Modes: ``plain`` (stub call), ``timeout`` (stub call with timeout=60, as call chains do),
+``relay`` (two hops: the first server's handler calls a second echo server with a
+timeout, as a chain's middle tier does; its cost minus ``timeout``'s is what a hop adds).
 """
 
 from __future__ import annotations
@@ -40,46 +42,84 @@ def run(mode: str, calls: int) -> None:
     from notnets_bench.echo.server import Echo, echo_pb2, echo_pb2_grpc
     from notnets_rpc.wire.ring import RingReader
 
+    drains: dict = {}  # id(response ring reader) -> the server and channel that answer into it
+
+    class Hooked(RingReader):
+        __slots__ = ()
+
+        def read(self):  # the first empty poll lets the server that answers here run
+            frame = RingReader.read(self)
+            if frame is None:
+                server, ch = drains[id(self)]
+                if ch.rx.pending():
+                    server._drain(ch, -1)
+                    frame = RingReader.read(self)
+            return frame
+
+    def serve(pool: str, name: str, servicer) -> object:
+        server = notnets_rpc.server(futures.ThreadPoolExecutor(2), pool=pool)
+        echo_pb2_grpc.add_EchoServicer_to_server(servicer, server)
+        server.add_endpoint(name)
+        server.start()
+        return server
+
+    def connect(pool: str, name: str, server) -> tuple:
+        channel = notnets_rpc.insecure_channel(f"notnets:{name}", pool=pool)
+        stub = echo_pb2_grpc.EchoStub(channel)
+        stub.Unary(echo_pb2.EchoRequest(), timeout=30)  # connect while the server's poller runs
+        return channel, stub
+
+    def retire_poller(server, channel) -> None:
+        """Stop the server's poller (and promotions); its channel is drained by the hook."""
+        server._max_pollers = 0
+        server._leader = -1
+        while server._pollers:
+            time.sleep(0.01)
+        conn = channel._conn
+        conn._backoff.spin = conn._backoff.spin_max = 400  # same process: it would not spin
+        conn.rx.__class__ = Hooked
+        drains[id(conn.rx)] = (server, next(ch for ch in server._active if ch.client_pid == os.getpid()
+                                            and ch.slot == conn.slot))
+
+    class Relay(echo_pb2_grpc.EchoServicer):
+        """A middle tier: passes the request on, with a timeout, as a chain's tiers do."""
+
+        def __init__(self, stub) -> None:
+            self.stub = stub
+
+        def Unary(self, request, context):
+            return self.stub.Unary(request, timeout=60)
+
     with tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
         pool = os.path.join(tmp, "pool")
         notnets_rpc.create_pool(pool, 16 << 20)
-        server = notnets_rpc.server(futures.ThreadPoolExecutor(2), pool=pool)
-        echo_pb2_grpc.add_EchoServicer_to_server(Echo(), server)
-        server.add_endpoint("echo")
-        server.start()
-        channel = notnets_rpc.insecure_channel("notnets:echo", pool=pool)
-        stub = echo_pb2_grpc.EchoStub(channel)
+        servers, channels = [], []
+        if mode == "relay":  # client -> relay -> echo: two hops
+            leaf = serve(pool, "leaf", Echo())
+            down, down_stub = connect(pool, "leaf", leaf)
+            servers.append(leaf)
+            channels.append(down)
+            first = serve(pool, "echo", Relay(down_stub))
+        else:
+            first = serve(pool, "echo", Echo())
+        servers.append(first)
+        channel, stub = connect(pool, "echo", first)
+        channels.append(channel)
+        retire_poller(first, channel)
+        if mode == "relay":
+            retire_poller(servers[0], channels[0])
         request = echo_pb2.EchoRequest(payload=b"x" * 64)
-        stub.Unary(request, timeout=30)  # connect while the real poller runs
-        # retire the poller (and forbid promotions), then drive the server by hand
-        server._max_pollers = 0
-        server._leader = me = -1
-        while server._pollers:
-            time.sleep(0.01)
-        (ch,) = server._active
-        conn = channel._conn
-        conn._backoff.spin = conn._backoff.spin_max = 400  # same process: it would not spin
-
-        class Hooked(RingReader):
-            __slots__ = ()
-
-            def read(self):  # the first empty poll lets the server run
-                frame = RingReader.read(self)
-                if frame is None and ch.rx.pending():
-                    server._drain(ch, me)
-                    frame = RingReader.read(self)
-                return frame
-
-        conn.rx.__class__ = Hooked
-        kw = {"timeout": 60} if mode == "timeout" else {}
+        kw = {"timeout": 60} if mode in ("timeout", "relay") else {}
         for _ in range(200):
             stub.Unary(request, **kw)
-        assert threading.active_count() < 10
+        assert threading.active_count() < 12
         for _ in range(calls):
             stub.Unary(request, **kw)
-        assert conn.calls_started >= calls and not conn.calls
-        channel.close()
-        server.stop(0).wait(2)
+        assert all(not c._conn.calls for c in channels)
+        for c in channels:
+            c.close()
+        for server in servers:
+            server.stop(0).wait(2)
 
 
 def callgrind(mode: str) -> int:
@@ -96,7 +136,7 @@ def callgrind(mode: str) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("plain", "timeout"), default="plain")
+    parser.add_argument("--mode", choices=("plain", "timeout", "relay"), default="plain")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--callgrind", action="store_true", help="count under callgrind and print per round trip")
     args = parser.parse_args()

@@ -30,17 +30,13 @@ OK = grpc.StatusCode.OK
 _END = object()
 _sched_yield = os.sched_yield
 POLL_BUDGET = 0.005    # seconds the loop polls a unary call before a thread waits for it
-POLL_SPIN = 2          # empty polls of a call before its polls also yield the CPU (see _yield_cpu)
-YIELD_EVERY = 5e-6     # ... at most once in this many seconds (about once a turn), however many calls poll
+YIELD_EVERY = 20e-6    # a waiting call's poll yields the CPU at most once in this long, however many calls poll
 _last_yield = [0.0]
 
 
 def _yield_cpu() -> None:
-    """Let another process have this CPU, but once per ``YIELD_EVERY`` at most: every
-    waiting call polls once per turn of the loop. On a loaded 2-CPU machine the server
-    we wait for often shares our CPU and answers only once we yield it: a loop that
-    only spun made calls take milliseconds, and 16 turns before the first yield cost
-    ~60 us a call against 2 (the answer came right after the first yield either way)."""
+    """Let another process have this CPU (see ``spin``), but once per ``YIELD_EVERY`` at
+    most: every waiting call polls once per turn of the loop."""
     now = time.monotonic()
     if now - _last_yield[0] >= YIELD_EVERY:
         _last_yield[0] = now
@@ -271,16 +267,19 @@ class PolledResponse(UnaryResponse):
     call's does. After ``POLL_BUDGET`` seconds (or at the deadline) the channel's pump
     thread takes over, with the done callback. A response
     that comes back while the loop polls thus costs no thread hand-off at all. After
-    ``POLL_SPIN`` empty polls a call's polls also yield the CPU (``_yield_cpu``).
+    as many empty polls as the channel's ``SpinBudget`` allows, a call's polls also yield
+    the CPU (``_yield_cpu``).
     """
 
     _polling = False   # the loop polls this call (until it is settled or handed to a thread)
     _inline = False    # ... from the coroutine that awaits it
     _polls = 0
+    _budget = 0
     _poll_end = 0.0
 
     def _follow(self, sync: Any) -> None:
         self._polling = True
+        self._budget = self._owner._spin.budget()
         self._poll_end = time.monotonic() + POLL_BUDGET
         self._loop.call_soon(self._poll_step)
 
@@ -289,10 +288,11 @@ class PolledResponse(UnaryResponse):
         sync = self._sync
         if sync.poll():
             self._polling = False
+            self._owner._spin.learn(self._polls, self._budget)
             self._settle()
             return True
         n = self._polls = self._polls + 1
-        if n > POLL_SPIN:
+        if n > self._budget:
             _yield_cpu()
         if not n & 15:
             now = time.monotonic()

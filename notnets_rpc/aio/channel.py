@@ -18,9 +18,11 @@ import grpc.aio
 from . import calls as C
 from .bridge import in_thread
 from .client_interceptors import intercepted
+from .spin import SpinBudget
 
 
 START_WAIT_S = 5.0  # close() waits this long at most for calls that are still connecting
+LOOP_START_MAX = 16384  # bytes: a request message larger than this starts its call on a thread (fits_at_once)
 
 
 class Channel(grpc.aio.Channel):
@@ -32,12 +34,14 @@ class Channel(grpc.aio.Channel):
                 raise ValueError(f"Interceptor {i} must be a grpc.aio client interceptor")
         self._warm = False  # a call got through: the sync channel is connected, starting does not wait
         self._active: set = set()  # calls not settled yet (for close's grace)
+        self._spin = SpinBudget()  # turns a waiting unary call polls before it also yields the CPU
 
     # -- starting calls ----------------------------------------------------------------------------
-    def _start(self, call: C.Call, start: Callable[[], Any], wait_for_ready: Optional[bool]) -> None:
+    def _start(self, call: C.Call, start: Callable[[], Any], wait_for_ready: Optional[bool],
+               request: Any = None) -> None:
         self._active.add(call)
         call._owner = self  # its _settle tells _settled
-        if self._warm and not wait_for_ready:
+        if self._warm and not wait_for_ready and fits_at_once(request):
             try:
                 sync = start()
             except Exception as exc:
@@ -134,6 +138,19 @@ class Channel(grpc.aio.Channel):
                 ready.cancel()
 
 
+def fits_at_once(request: Any) -> bool:
+    """Whether a call with this request message may start from the loop: writing a large
+    request may wait for ring room (for the server, perhaps this very loop, to read), so
+    it starts on a thread. Sizes are known for bytes and protobuf messages; a request of
+    another type starts on a thread too."""
+    if request is None:
+        return True
+    if isinstance(request, (bytes, bytearray, memoryview)):
+        return len(request) <= LOOP_START_MAX
+    size = getattr(request, "ByteSize", None)
+    return size is not None and size() <= LOOP_START_MAX
+
+
 def _started(start: Callable[[], Any]) -> Any:
     try:
         return start()
@@ -156,7 +173,7 @@ class UnaryUnaryMultiCallable(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable):
                  wait_for_ready: Optional[bool] = None, compression: Any = None) -> C.UnaryUnaryCall:
         call = C.UnaryUnaryCall(asyncio.get_running_loop(), timeout)
         start = functools.partial(self._sync.start, request, timeout, C.as_pairs(metadata), wait_for_ready)
-        self._channel._start(call, start, wait_for_ready)
+        self._channel._start(call, start, wait_for_ready, request)
         return call
 
 
@@ -167,7 +184,7 @@ class UnaryStreamMultiCallable(_MultiCallable, grpc.aio.UnaryStreamMultiCallable
                  wait_for_ready: Optional[bool] = None, compression: Any = None) -> C.UnaryStreamCall:
         call = C.UnaryStreamCall(asyncio.get_running_loop(), timeout)
         start = functools.partial(self._sync, request, timeout, C.as_pairs(metadata), None, wait_for_ready)
-        self._channel._start(call, start, wait_for_ready)
+        self._channel._start(call, start, wait_for_ready, request)
         return call
 
 

@@ -4,9 +4,9 @@ A sync ``notnets_rpc.Server`` reads its rings on a poller thread. When that thre
 an async call to the loop, it hands the reading over too (``Server.pass_lead``): from
 then on the loop itself looks at every ring once per turn (``Server.poll_rings``, which
 never waits), so the calls that follow are read, run and answered on the loop with no
-thread hand-off. Between looks every other task and callback runs; after ``SPIN``
-empty looks each look also yields the CPU (``os.sched_yield``), like a waiting poller
-thread; after NOTNETS_YIELD_US without work (when a poller thread would start to sleep)
+thread hand-off. Between looks every other task and callback runs; after the empty
+looks a ``SpinBudget`` allows, each look also yields the CPU (``os.sched_yield``), like
+a waiting poller thread; after NOTNETS_YIELD_US without work (when a poller thread would start to sleep)
 the loop gives the reading back to a poller thread (``Server.unlead``), which sleeps
 until the next call.
 """
@@ -14,16 +14,18 @@ until the next call.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
 from typing import Any
 
 from ..backoff import tunables
+from .spin import SpinBudget
 
-SPIN = 4  # empty looks before each look also yields the CPU (the client may need it: see calls._yield_cpu)
 
 
+_log = logging.getLogger("notnets_rpc.aio.server")
 _sched_yield = os.sched_yield
 _monotonic = time.monotonic
 
@@ -40,6 +42,8 @@ class LoopReader:
         self._last_work = 0.0
         self._idle_after = tunables().yield_time  # seconds without work before a poller thread takes over
         self.looks = 0  # (tests) looks taken
+        self._spin = SpinBudget()  # empty looks before each look also yields the CPU
+        self._budget = self._spin.budget()
 
     def lead(self) -> None:
         """(loop) The server passed us the reading: look at the rings every turn from now on."""
@@ -51,17 +55,25 @@ class LoopReader:
         self._loop.call_soon(self._look)
 
     def _look(self) -> None:
-        worked = self._server.poll_rings(self.me)
+        try:
+            worked = self._server.poll_rings(self.me)
+        except Exception:  # a bug of ours (what a peer sends ends in the server's _drain): a thread reads on
+            _log.exception("NotNets: reading the rings from the event loop failed")
+            self.reading = False
+            self._server.unlead(self.me)
+            return
         self.looks += 1
         if worked is None:  # a poller thread reads now (the server was stopped, or promoted one)
             self.reading = False
             return
         if worked:
+            self._spin.learn(self._empty, self._budget)
+            self._budget = self._spin.budget()
             self._empty = 0
             self._last_work = _monotonic()
         else:
             n = self._empty = self._empty + 1
-            if n > SPIN:
+            if n > self._budget:
                 _sched_yield()
             if not n & 15 and _monotonic() - self._last_work > self._idle_after:
                 self.reading = False

@@ -89,6 +89,8 @@ def answered_later(behaviour: Callable, server: Any, serializer: Optional[Callab
     asynchronous = is_async(behaviour)
 
     def serve(request: Any, context: Any) -> Any:
+        if type(request) is memoryview:  # (``as_view``) a view of the request ring ends when we return LATER:
+            request = memoryview(request.tobytes())  # a handler that outlives this step needs its own bytes
         run = _Later(server, context, serializer)
         if threading.get_ident() == server._loop_thread:
             run.begin(behaviour, request, asynchronous, False)
@@ -287,9 +289,16 @@ class _Later(_Run):
 
     def begin(self, behaviour: Callable, request: Any, asynchronous: bool, passed: bool) -> None:
         """(loop) Start the handler; ``passed``: the loop reads the rings from now on."""
-        server = self.server
         if passed:
-            server._reader.lead()
+            self.server._reader.lead()
+        try:
+            self._start(behaviour, request, asynchronous)
+        except Exception as exc:  # nothing of the handler's ran (say, a bad task factory): the call still ends
+            _log.exception("starting a handler failed")
+            self.server._sync.finish_later(self.sync, None, (grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}"))
+
+    def _start(self, behaviour: Callable, request: Any, asynchronous: bool) -> None:
+        server = self.server
         if asynchronous:
             future = self.future = asyncio.Task(behaviour(request, self.context), loop=self.loop)
             if _step_now(self.loop, future) and future.done():  # answered in its first step

@@ -375,21 +375,9 @@ class Server(ChannelTable, Replies, grpc.Server):
             views = mem.views()  # plain memory: index the ring heads directly (no call per channel and poll)
             words = views[1] if views is not None else None
             while self._leader == me:
-                worked = False
-                if self._backlog:
-                    self._flush_backlog()
-                if self._settle_due:  # the leader reads (and so publishes) every ring
-                    for ch in self._settle_due[:]:
-                        self._settle_due.remove(ch)
-                        ch.rx.settle()
-                    worked = True
-                for ch in self._active:
-                    rx = ch.rx
-                    if ((rx._head != rx.tail or (words[rx._hidx] if words is not None else load(rx.head_off)) != rx.tail)
-                            and not ch.outbox.full):
-                        worked = True
-                        if not self._drain(ch, me):
-                            return
+                worked = self._look_at_rings(me, load, words)
+                if worked is None:
+                    return
                 it += 1
                 if not it & 63 or backoff.sleeping:
                     self._discover()
@@ -419,6 +407,27 @@ class Server(ChannelTable, Replies, grpc.Server):
         finally:
             with self._leader_lock:
                 self._pollers -= 1
+
+    def _look_at_rings(self, me: int, load: Any, words: Any) -> Optional[bool]:
+        """(``me`` reads the rings) Write what the outboxes hold, then drain every ring
+        that has frames; whether there was work, None if ``me`` lost the leader role.
+        ``load``/``words``: the pool's load, and its u64 view when it is plain memory."""
+        worked = False
+        if self._backlog:
+            self._flush_backlog()
+        if self._settle_due:  # the leader reads (and so publishes) every ring
+            for ch in self._settle_due[:]:
+                self._settle_due.remove(ch)
+                ch.rx.settle()
+            worked = True
+        for ch in self._active:
+            rx = ch.rx
+            if ((rx._head != rx.tail or (words[rx._hidx] if words is not None else load(rx.head_off)) != rx.tail)
+                    and not ch.outbox.full):
+                worked = True
+                if not self._drain(ch, me):
+                    return None
+        return worked
 
     def _sleep(self, mem: Any, seconds: float) -> None:
         """Idle: sleep in the kernel until a same-host client wakes us, or ``seconds``.
@@ -966,17 +975,10 @@ class Server(ChannelTable, Replies, grpc.Server):
         thread takes one per turn, never waiting; whether there was work. None when ``me``
         no longer reads them (the monitor promoted a poller thread, or the server stops)."""
         if self._leader == me:
-            worked = False
-            if self._backlog:
-                self._flush_backlog()
-            load = self._pool.mem.load
-            for ch in self._active:
-                rx = ch.rx
-                if (rx._head != rx.tail or load(rx.head_off) != rx.tail) and not ch.outbox.full:
-                    worked = True
-                    if not self._drain(ch, me):
-                        break
-            else:
+            mem = self._pool.mem
+            views = mem.views()
+            worked = self._look_at_rings(me, mem.load, views[1] if views is not None else None)
+            if worked is not None:
                 self._outside_polls += 1
                 if not self._outside_polls & 63:
                     self._discover()

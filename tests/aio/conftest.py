@@ -4,6 +4,9 @@ program against grpc.aio over TCP and against notnets_rpc.aio over the pool."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict
 
 import grpc.aio
@@ -19,6 +22,23 @@ from .service import add_service
 def pool_path():
     with fresh_pool("aio-test") as path:
         yield path
+
+
+@pytest.fixture
+def slow_server(pool_path):
+    """An aio server in a process of its own (slow_server.py, endpoint "slow"); the pool."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("slow_server.py")), pool_path, "slow"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "serving"
+        yield pool_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 Program = Callable[[Any, Any], Awaitable[Any]]  # (server, channel) -> result

@@ -4,10 +4,7 @@ while calls wait for a slow server in another process."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -16,26 +13,10 @@ import notnets_rpc.aio
 
 from .service import Req, echo_pb2_grpc
 
-SERVER = Path(__file__).with_name("slow_server.py")
 SLOW = 2.0      # seconds each slow call waits on the server
 CALLS = 40      # more than the channel's waiter threads: the pump serves the rest
 TICK = 0.005
 MAX_LAG = 0.5   # a loop that waited on the pool would stand still for SLOW (here a loaded 2-CPU machine stalled 0.49 s once)
-
-
-@pytest.fixture
-def slow_server(pool_path):
-    proc = subprocess.Popen([sys.executable, str(SERVER), pool_path, "slow"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "serving"
-        yield pool_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def _watch_while_waiting(pool: str):

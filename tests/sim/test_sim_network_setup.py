@@ -40,6 +40,8 @@ class FakeIp:
         if self.fail_on and all(word in args for word in self.fail_on):
             raise network.NetworkError(f"`ip {' '.join(args)}`: Operation not supported")
         if args[:2] == ("netns", "add"):
+            if args[2] in self.namespaces:
+                raise network.NetworkError(f"`ip {' '.join(args)}`: File exists")
             self.namespaces.add(args[2])
         if args[:2] == ("netns", "delete"):
             if args[2] not in self.namespaces:
@@ -51,7 +53,7 @@ class FakeIp:
 def fake_ip(monkeypatch):
     ip = FakeIp()
     monkeypatch.setattr(network, "_ip", ip)
-    monkeypatch.setattr(network, "exists", lambda name: name in ip.namespaces)
+    monkeypatch.setattr(network, "listed", lambda: set(ip.namespaces))
     return ip
 
 
@@ -90,7 +92,8 @@ def test_a_network_that_cannot_be_made_is_removed_and_said(fake_ip, tmp_path):
     fake_ip.fail_on = ("veth", "h1")  # host b's port: after the bridge and a's namespace exist
     topology = parse_topology(TOPOLOGY, memory_probe=lambda: None)
     run = RunState(name="n", backend="sim", state_dir=str(tmp_path))
-    isolation, note = sim_backend.SimBackend()._make_network(topology, run, sim_backend.NOTES["bridge"])
+    isolation, note = sim_backend.SimBackend()._make_network(topology, run, sim_backend.NOTES["bridge"],
+                                                             Progress(quiet=True))
     assert isolation == "pidns" and "no private network" in note and "Operation not supported" in note
     assert fake_ip.namespaces == set() and run.namespaces == []
     assert json.loads((tmp_path / "run.json").read_text())["namespaces"] == []
@@ -123,3 +126,15 @@ def test_the_host_binds_its_hosts_file_over_etc_hosts(tmp_path, monkeypatch):
     assert lines[0].split() == ["127.0.0.1", "localhost"]
     assert [line.split() for line in lines[2:]] == [["169.254.100.1", "a"], ["169.254.100.2", "b"]]
     assert not sim_host.name_the_hosts({"host_dir": str(tmp_path), "network": None}) and len(mounted) == 1
+
+
+def test_namespaces_a_lost_earlier_run_left_are_removed_first(fake_ip, tmp_path):
+    topology = parse_topology(TOPOLOGY, memory_probe=lambda: None)
+    run = RunState(name="n", backend="sim", state_dir=str(tmp_path))
+    bridge, hosts = network.namespace_names("n", str(tmp_path), ["a", "b"])
+    fake_ip.namespaces = {hosts["b"], "notnets-n-other"}  # b's from a crashed run; another state dir's
+    isolation, _ = sim_backend.SimBackend()._make_network(topology, run, sim_backend.NOTES["bridge"],
+                                                          Progress(quiet=True))
+    assert isolation == "bridge"
+    assert fake_ip.namespaces == {bridge, hosts["a"], hosts["b"], "notnets-n-other"}
+    assert ("netns", "delete", hosts["b"]) in fake_ip.calls and ("netns", "delete", "notnets-n-other") not in fake_ip.calls

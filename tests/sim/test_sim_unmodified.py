@@ -96,14 +96,17 @@ def test_unmodified_programs_by_host_name_on_the_runs_network(tmp_path, interpos
                       timeout=30)
         assert started.returncode == 0, started.stderr
         assert wait_until(lambda: "serving on port 50051" in emu("logs", "host0", timeout=30).stdout, 60)
-        for client in ("client.py", "client_aio.py"):
-            result = emu("exec", "host1", "--", f"python {EXAMPLES / client} --target host0:50051", timeout=120)
+        for client, target in (("client.py", "host0:50051"), ("client_aio.py", "host0:50051"),
+                               ("client.py", "169.254.100.1:50051")):
+            result = emu("exec", "host1", "--", f"python {EXAMPLES / client} --target {target}", timeout=120)
             assert result.returncode == 0, result.stderr
-            assert result.stdout == EXPECTED, client
-        if interpose:
-            assert wait_calls(emu, pool, "host0:50051", 2 * CALLS_PER_CLIENT, 10) == 2 * CALLS_PER_CLIENT
+            assert result.stdout == EXPECTED, (client, target)
+        if interpose:  # the server published its name and its address on the bridge: one endpoint
+            assert wait_calls(emu, pool, "host0:50051", 3 * CALLS_PER_CLIENT, 10) == 3 * CALLS_PER_CLIENT
+            assert endpoint_calls(emu, pool, "169.254.100.1:50051") == 3 * CALLS_PER_CLIENT
         else:
             assert endpoint_calls(emu, pool, "host0:50051") == -1, "interpose: false published in the pool"
+            assert endpoint_calls(emu, pool, "169.254.100.1:50051") == -1
     finally:
         emu("down", timeout=60)
         emu.cleanup()

@@ -109,7 +109,7 @@ class SimBackend(Backend):
     def start_hosts(self, topology: Topology, run: RunState, accel: str, progress: Progress) -> None:
         isolation, note = choose_isolation(topology.network)
         if isolation == "bridge":
-            isolation, note = self._make_network(topology, run, note)
+            isolation, note = self._make_network(topology, run, note, progress)
         run.accel, run.accel_note = isolation, note
         progress.say(note)
         state_dir = Path(run.state_dir)
@@ -130,11 +130,17 @@ class SimBackend(Backend):
         for hs in run.hosts:
             self._wait_ready(run, hs, procs[hs.name], started, progress)
 
-    def _make_network(self, topology: Topology, run: RunState, note: str) -> tuple[str, str]:
+    def _make_network(self, topology: Topology, run: RunState, note: str, progress: Progress) -> tuple[str, str]:
         """The run's bridge and each host's namespace on it (network.py): (isolation, note).
         When they cannot be made, what was made is removed and the hosts share the
         machine's network (pidns), which the note says, with why."""
         bridge, namespaces = sim_network.namespace_names(run.name, run.state_dir, [h.name for h in topology.hosts])
+        # names of this state dir's run: only a dead earlier run (clear_previous refuses a
+        # live one) that lost its run.json can have left them
+        stale = sorted(sim_network.listed() & {bridge, *namespaces.values()})
+        if stale:
+            progress.say(f"removing network namespaces an earlier run {run.name} left: {', '.join(stale)}")
+            sim_network.remove(stale)
 
         def record(name: str) -> None:
             run.namespaces.append(name)

@@ -104,9 +104,14 @@ def remove(names: Iterable[str]) -> list[str]:
     return problems
 
 
-def exists(name: str) -> bool:
+def listed() -> set[str]:
+    """The machine's named network namespaces (``ip netns list``)."""
     try:
         done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=IP_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return name in (line.split()[0] for line in done.stdout.splitlines() if line.strip())
+        return set()
+    return {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+
+
+def exists(name: str) -> bool:
+    return name in listed()

@@ -8,11 +8,26 @@
  *   invalidate(buf, off, n)  CLFLUSHOPT (else CLFLUSH) per line, MFENCE
  *   fence()                  MFENCE
  * The instruction is chosen once from CPUID; features() says which one runs.
+ * And waiting on a word of a shared mapping without the GIL (Linux):
+ *   futex_wait(address, expected, timeout) -> bool   FUTEX_WAIT on the 32-bit word
+ *   futex_wake(address)                               FUTEX_WAKE every waiter
+ * the same system calls memory.py's ctypes fallback makes, without ctypes' cost per
+ * call (3.5 us for a wake, 6.5 us for a wait that returns at once, measured here).
  * notnets_rpc/cxl.py is the public face; it falls back to pure Python when this
  * module was not built. Built by `make setup` (scripts/build_native.sh).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#ifdef __linux__
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #define NN_X86 1
@@ -141,6 +156,47 @@ static PyObject *nn_fence(PyObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+#ifdef __linux__
+/* futex_wait(address, expected, timeout): sleep while the 32-bit word at address equals
+ * expected (its low 32 bits), until woken or timeout seconds. True when the wait happened
+ * or did not need to (EAGAIN, ETIMEDOUT, EINTR); False when the kernel refuses the word
+ * (EFAULT, EINVAL, ENOSYS): the caller polls from then on. A shared futex, keyed by the
+ * mapped file and offset, so that processes mapping the same pool wake each other. */
+static PyObject *nn_futex_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "futex_wait(address, expected, timeout) takes 3 arguments, got %zd", nargs);
+        return NULL;
+    }
+    void *addr = PyLong_AsVoidPtr(args[0]);
+    if (addr == NULL && PyErr_Occurred()) return NULL;
+    unsigned long long expected = PyLong_AsUnsignedLongLongMask(args[1]);
+    if (expected == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    double timeout = PyFloat_AsDouble(args[2]);
+    if (timeout == -1.0 && PyErr_Occurred()) return NULL;
+    if (!(timeout > 0)) timeout = 0;
+    if (timeout > 86400) timeout = 86400;
+    struct timespec ts;
+    ts.tv_sec = (time_t)timeout;
+    ts.tv_nsec = (long)((timeout - (double)ts.tv_sec) * 1e9);
+    long r;
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    r = syscall(SYS_futex, addr, FUTEX_WAIT, (uint32_t)expected, &ts, NULL, 0);
+    if (r == -1) err = errno;
+    Py_END_ALLOW_THREADS
+    if (r == -1 && err != EAGAIN && err != ETIMEDOUT && err != EINTR) Py_RETURN_FALSE;
+    Py_RETURN_TRUE;
+}
+
+/* futex_wake(address): wake whoever sleeps on the word at address (no-op if nobody). */
+static PyObject *nn_futex_wake(PyObject *self, PyObject *arg) {
+    void *addr = PyLong_AsVoidPtr(arg);
+    if (addr == NULL && PyErr_Occurred()) return NULL;
+    syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    Py_RETURN_NONE;
+}
+#endif
+
 static PyObject *nn_features(PyObject *self, PyObject *unused) {
     return Py_BuildValue("{s:O,s:O,s:O,s:s,s:s}", "clflush", has_clflush ? Py_True : Py_False,
                          "clflushopt", has_clflushopt ? Py_True : Py_False, "clwb",
@@ -178,6 +234,11 @@ static PyMethodDef methods[] = {
     {"fence", nn_fence, METH_NOARGS, "fence(): MFENCE."},
     {"features", nn_features, METH_NOARGS, "features(): what CPUID reports and which instruction runs."},
     {"use", nn_use, METH_O, "use(name): pick the instruction (for tests); returns features()."},
+#ifdef __linux__
+    {"futex_wait", (PyCFunction)(void (*)(void))nn_futex_wait, METH_FASTCALL,
+     "futex_wait(address, expected, timeout): FUTEX_WAIT on a shared word without the GIL; False if refused."},
+    {"futex_wake", nn_futex_wake, METH_O, "futex_wake(address): FUTEX_WAKE every waiter on the word."},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

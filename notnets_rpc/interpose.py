@@ -31,9 +31,11 @@ import grpc
 import grpc.aio
 
 from . import grpc_native, tcp_names
-from . import SCHEME
-from . import Channel as PoolChannel
-from . import Server as PoolServer
+# From the modules, not the package: the hook may patch grpc while notnets_rpc/__init__ is
+# still running its own ``import grpc`` (a program that imports notnets_rpc first).
+from .client.channel import SCHEME
+from .client.channel import Channel as PoolChannel
+from .serving.server import Server as PoolServer
 
 ENV = "NOTNETS_INTERPOSE"
 POOL_ENV = "NOTNETS_POOL"

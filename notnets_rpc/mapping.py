@@ -44,6 +44,25 @@ def device_size(path: PathLike, sysfs: Path = SYSFS) -> int:
     raise PoolError(f"{path}: a character device whose size is not in sysfs (is it a DAX device?)")
 
 
+def mapping_page_size(path: PathLike, fd: int) -> int:
+    """The page size the kernel maps ``path`` with: what ``drop_pages`` must align to.
+
+    hugetlbfs reports its huge page size as the block size (2 MiB here), /dev/shm and
+    disk files 4 KiB; a DAX device maps in units of its alignment (sysfs ``align``, 2 MiB
+    as this project creates them). An odd block size counts as the base page."""
+    if is_char_device(path):
+        try:
+            align = int((SYSFS / "bus" / "dax" / "devices" / Path(path).name / "align").read_text().strip())
+        except (OSError, ValueError):
+            align = DAX_ALIGN
+        return max(align, mmap.PAGESIZE)
+    try:
+        block = os.fstatvfs(fd).f_bsize
+    except OSError:
+        return mmap.PAGESIZE
+    return block if block > mmap.PAGESIZE and not block & (block - 1) else mmap.PAGESIZE
+
+
 class Mapping:
     """An open, mapped pool file or device, plus the host-local lock that serialises
     claims of directory and channel slots between processes of this host."""
@@ -75,6 +94,7 @@ class Mapping:
             except OSError as exc:
                 raise PoolError(f"{path}: cannot map {size} bytes: {exc.strerror}") from None
             self.size = size
+            self.page_size = mapping_page_size(self.path, self.fd)
         except BaseException:
             os.close(self.fd)
             raise
@@ -89,6 +109,28 @@ class Mapping:
                 yield
             finally:
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def drop_pages(self, off: int, n: int) -> int:
+        """Unmap from this process the whole pages inside ``[off, off+n)``; bytes dropped.
+
+        MADV_DONTNEED on a shared file mapping: the pages stay in the pool file (nothing
+        is lost, no other process is touched) and this process's next access maps them
+        again. Why: a server's RSS counts every pool page it ever touched (RssShmem), so
+        the rings of closed channels kept it ~2 ring sizes a channel above its start.
+        Rounded inward to ``page_size``: a partly covered page may hold bytes another
+        channel uses, and on hugetlbfs the kernel refuses (EINVAL) a start that is not
+        huge-page aligned and rounds the end down. (hugetlbfs and device-dax pages count
+        in no RSS figure; 4 KiB files are what this is for.) A refusal drops nothing."""
+        page = self.page_size
+        start = -(-off // page) * page
+        end = min(off + n, self.size) // page * page
+        if start < 0 or end <= start:
+            return 0
+        try:
+            self.mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+        except (OSError, ValueError, AttributeError):  # an older kernel, a closed map, no madvise
+            return 0
+        return end - start
 
     def close(self) -> None:
         try:

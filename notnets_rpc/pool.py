@@ -597,3 +597,17 @@ class Pool:
         resp = RingWriter(self.mem, lay.response_ring(host, slot), lay.ring_bytes, off + L.CH_RESP_HEAD,
                           off + L.CH_RESP_TAIL, crc=lay.frame_crc)
         return req, resp
+
+    def drop_ring_pages(self, host: int, slot: int) -> int:
+        """Let this process's mapping of a channel's two rings go (mapping.drop_pages); the
+        next access maps them again. For a channel that closed or sits idle. Only ring
+        pages: the rings of a channel are adjacent and page aligned, so no page of the
+        header, the tables or another channel is in the span; with pages larger than a
+        ring (hugetlbfs, a DAX device) only whole pages inside it go, often none.
+        Coherence: this drops page table entries, not cache lines or data; every access
+        still goes through ``self.mem`` and its write-back rule. Returns bytes dropped."""
+        if self.lost is not None:
+            return 0
+        lay = self.layout
+        start = lay.request_ring(host, slot)
+        return self.mapping.drop_pages(start, lay.response_ring(host, slot) + lay.ring_bytes - start)

@@ -901,4 +901,5 @@ class Connection:
         if release:
             self._end_loans()
             self.pool.forget_lost(self._lost_key)
+            self.pool.drop_ring_pages(self.pool.host_id, self.slot)  # before another connection may claim the slot
             self.pool.close_channel(self.slot, self.generation)

@@ -171,6 +171,23 @@ class ChannelTable:
             self._totals[1] += ch.errors
             self._totals[2] += ch.bytes_in
             self._totals[3] += ch.bytes_out
+            pool.drop_ring_pages(ch.host, ch.slot)  # its ring pages leave our RSS (refault if reused)
+
+    def _traffic(self) -> int:
+        """Bytes in and out so far (open channels and closed ones) and the open channels'
+        count: the monitor sees from a change that calls ran since its last look."""
+        active = self._active
+        return sum(ch.bytes_in + ch.bytes_out for ch in active) + self._totals[2] + self._totals[3] + len(active)
+
+    def _drop_idle_pages(self) -> None:
+        """(monitor, once the server has idled) Unmap the ring pages of the channels still
+        open: a burst touched them all, and only a new burst needs them again (the first
+        lap of each ring then maps its pages afresh, one minor fault per page)."""
+        pool = self._pool
+        if pool is None or pool.lost is not None:
+            return
+        for ch in list(self._channels.values()):
+            pool.drop_ring_pages(ch.host, ch.slot)
 
     def _beat(self) -> None:
         """(the process's beat thread) Heartbeat and counters into our directory entries.

@@ -474,7 +474,11 @@ class Server(ChannelTable, Replies, grpc.Server):
                     break
                 kind, flags, cid, aux, body = frame
                 if kind == _CALL:
-                    timeout_us, mlen, mdlen = _unpack_call_head(body)
+                    try:  # (free in 3.11 unless raised: no length check on the fast path)
+                        timeout_us, mlen, mdlen = _unpack_call_head(body)
+                    except struct.error:
+                        F.parse_call(body)  # raises what a short CALL gets everywhere (the channel is rejected)
+                        raise
                     at = _CALL_HEAD_SIZE + mlen
                     cached = (resolved.get(body[_CALL_HEAD_SIZE:at])
                               if flags == _UNARY_CALL and not mdlen and at <= len(body) else None)
@@ -883,7 +887,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         Sleeps ``IDLE_NAP`` or ``BUSY_NAP`` between looks, less when a deadline or a
         running handler's promotion is due sooner."""
         last_clients = 0.0
-        idle_since, trimmed = None, True
+        idle_since, trimmed, traffic = None, True, self._traffic()
         while not self._stopped.is_set():
             now = _monotonic()
             nap = self._maybe_promote(now)
@@ -892,13 +896,15 @@ class Server(ChannelTable, Replies, grpc.Server):
             if now - last_clients >= CLIENT_CHECK_PERIOD:
                 last_clients = now
                 self._check_clients(now)
-            if not self._idle:
+            seen, traffic = traffic, self._traffic()
+            if not self._idle or traffic != seen:  # (a burst between two looks leaves only its bytes)
                 idle_since, trimmed = None, False
             elif idle_since is None:
                 idle_since = now
             elif not trimmed and now - idle_since > TRIM_AFTER:
                 trimmed = True
                 release_free_memory()
+                self._drop_idle_pages()
             self._stopped.wait(nap)
 
     def _expire_deadlines(self, now: float) -> float:

@@ -40,6 +40,14 @@ def test_with_it_importing_grpc_patches_it_and_nothing_is_imported_before():
     assert _probe(**host_env("ha", pool="/dev/shm/x")) == "False [True, True, True, True]"
 
 
+def test_a_program_importing_notnets_rpc_first_is_patched_without_a_warning():
+    """notnets_rpc imports grpc, so the hook patches grpc while notnets_rpc is half-imported."""
+    probe = PROBE.replace("import grpc, grpc.aio;", "import notnets_rpc, grpc, grpc.aio;")
+    out = subprocess.run([sys.executable, "-c", probe], env=host_env("ha", pool="/dev/shm/x"),
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stderr, out.stdout.strip()) == (0, "", "False [True, True, True, True]"), out.stderr
+
+
 def test_notnets_rpc_itself_gets_grpcio(monkeypatch, tmp_path):
     """The bench's TCP baseline goes through notnets_rpc: it must stay TCP when interposed."""
     monkeypatch.setenv("NOTNETS_POOL", str(tmp_path / "pool"))

@@ -5,6 +5,7 @@
     python -m rpc.peer slow POOL NAME SECONDS    # one Sleep call; prints "started" first
     python -m rpc.peer wait POOL NAME TIMEOUT    # one call with wait_for_ready
     python -m rpc.peer idle POOL NAME            # a call, "ready", then a call per stdin line
+    python -m rpc.peer hold POOL NAME BYTES      # echo BYTES in 8 KiB calls, "ready", again per stdin line
 (run with tests/ on sys.path; NOTNETS_HOST_ID picks the host partition)
 """
 
@@ -96,9 +97,26 @@ def idle(pool: str, name: str) -> int:
     return 0
 
 
+def hold(pool: str, name: str, total: str) -> int:
+    """Echo ``total`` bytes in 8 KiB calls (every page of a small channel's rings is then
+    touched), print "ready", do it again per line on stdin; close the channel at EOF."""
+    payload = os.urandom(8192)
+
+    def burst(echo) -> bool:
+        return all(echo(payload, timeout=10) == payload for _ in range(-(-int(total) // len(payload))))
+
+    with notnets_rpc.insecure_channel(f"notnets:{name}", pool=pool) as channel:
+        echo = channel.unary_unary("/test.T/Echo")
+        print("ready" if burst(echo) else "bad echo", flush=True)
+        for _line in sys.stdin:
+            print("OK" if burst(echo) else "bad echo", flush=True)
+    return 0
+
+
 def main(argv: list) -> int:
     command, *args = argv
-    return {"serve": serve, "calls": lambda p, n, k: calls(p, n, int(k)), "slow": slow, "wait": wait, "idle": idle}[command](*args)
+    return {"serve": serve, "calls": lambda p, n, k: calls(p, n, int(k)), "slow": slow, "wait": wait, "idle": idle,
+            "hold": hold}[command](*args)
 
 
 if __name__ == "__main__":

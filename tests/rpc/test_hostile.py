@@ -563,3 +563,27 @@ def test_any_call_frame_gets_a_status_or_costs_its_channel(serve, pool_path):
     check()
     with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
         assert ch.unary_unary("/test.T/Echo")(b"still serving", timeout=5) == b"still serving"
+
+
+@pytest.mark.parametrize("flags", [F.F_HAS_MESSAGE | F.F_END_STREAM, 0], ids=["unary-fast-path", "other"])
+@pytest.mark.parametrize("size", [0, 3, F.CALL_HEAD.size - 1])
+def test_a_call_body_shorter_than_its_header_is_rejected_as_parse_call_says(serve, pool_path, caplog, flags, size):
+    """The unary fast path reads the CALL header itself: a short body ends the channel
+    with what frames.parse_call says of it, as every other CALL does."""
+    from notnets_rpc.wire import layout as L
+
+    serve()
+    raw = RawChannel(pool_path, "t")
+    try:
+        with caplog.at_level("WARNING", logger="notnets_rpc"):
+            assert raw.write(F.CALL, flags, 7, 0, b"\x01" * size)
+            end = time.monotonic() + 5
+            while L.unpack_state(raw.mem.load(raw.ctl + L.CH_ACCEPT))[1] != L.ACC_REJECTED:
+                assert time.monotonic() < end, "the channel of a short CALL was not rejected"
+                time.sleep(0.002)
+        expected = f"dropping channel host0/{raw.slot}: CALL: body shorter than its header"
+        assert any(r.getMessage() == expected for r in caplog.records), [r.getMessage() for r in caplog.records]
+    finally:
+        raw.close()
+    with notnets_rpc.insecure_channel("notnets:t", pool=pool_path) as ch:
+        assert ch.unary_unary("/test.T/Echo")(b"still serving", timeout=5) == b"still serving"

@@ -35,7 +35,12 @@ class FakeIp:
         self.namespaces: set[str] = set()
         self.fail_on = fail_on
 
-    def __call__(self, *args: str) -> None:
+    def __call__(self, *args: str, batch=()) -> None:
+        """One command, or a batch of them as ``ip [-n NS] -batch -`` runs them."""
+        for command in batch or [()]:
+            self.one(*args, *command)
+
+    def one(self, *args: str) -> None:
         self.calls.append(args)
         if self.fail_on and all(word in args for word in self.fail_on):
             raise network.NetworkError(f"`ip {' '.join(args)}`: Operation not supported")
@@ -138,3 +143,11 @@ def test_namespaces_a_lost_earlier_run_left_are_removed_first(fake_ip, tmp_path)
     assert isolation == "bridge"
     assert fake_ip.namespaces == {bridge, hosts["a"], hosts["b"], "notnets-n-other"}
     assert ("netns", "delete", hosts["b"]) in fake_ip.calls and ("netns", "delete", "notnets-n-other") not in fake_ip.calls
+
+
+@pytest.mark.skipif(network.missing_tool() != "", reason="needs iproute2")
+def test_a_failed_batch_names_the_command_that_failed():
+    """Real `ip`, with a command that makes nothing (a namespace without a name)."""
+    with pytest.raises(network.NetworkError) as failed:
+        network._ip(batch=[("netns", "list"), ("netns", "add")])
+    assert str(failed.value) == "`ip netns add`: No netns name specified"

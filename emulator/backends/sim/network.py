@@ -21,6 +21,7 @@ with the names recorded in run.json before each was made.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 from typing import Callable, Iterable, Sequence
@@ -31,6 +32,7 @@ NETNS_DIR = "/run/netns"  # where `ip netns add` binds the namespaces it names
 BRIDGE = "br0"
 HOST_LINK = "eth0"  # as in a QEMU guest
 IP_TIMEOUT = 10.0  # seconds for one `ip` command (they take milliseconds)
+FAILED_LINE = re.compile(r"Command failed -:(\d+)")  # how `ip -batch -` names the line that failed
 
 
 class NetworkError(Exception):
@@ -61,34 +63,44 @@ def missing_tool() -> str:
     return ""
 
 
-def _ip(*args: str) -> None:
-    argv = ["ip", *args]
+def _ip(*args: str, batch: Sequence[Sequence[str]] = ()) -> None:
+    """``ip ARGS``; with ``batch``, ``ip ARGS -batch -`` running those commands in one
+    process (first failure ends it), which is what makes a run's network cheap: one
+    process per namespace, not one per step."""
+    argv = ["ip", *args] + (["-batch", "-"] if batch else [])
+    script = "".join(" ".join(command) + "\n" for command in batch) if batch else None
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=IP_TIMEOUT, stdin=subprocess.DEVNULL)
+        done = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=IP_TIMEOUT,
+                              stdin=None if batch else subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise NetworkError(f"`{' '.join(argv)}`: {err}") from None
     if done.returncode != 0:
-        why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        lines = done.stderr.strip().splitlines()
+        failed = FAILED_LINE.search(lines[-1]) if batch and lines else None
+        if failed and 0 < int(failed.group(1)) <= len(batch):  # name the command, not the batch
+            argv, lines = ["ip", *args, *batch[int(failed.group(1)) - 1]], lines[:-1]
+        why = (lines or [f"exit code {done.returncode}"])[-1]
         raise NetworkError(f"`{' '.join(argv)}`: {why}")
 
 
 def create(bridge_ns: str, hosts: Sequence[tuple[int, str]], record: Callable[[str], None]) -> None:
     """Make the bridge namespace and, for each (host id, namespace), the host's namespace
-    on it. ``record(name)`` is called before each namespace is made, so that whoever
-    cleans up after a failure knows every name to remove."""
-    record(bridge_ns)
-    _ip("netns", "add", bridge_ns)
-    _ip("-n", bridge_ns, "link", "add", BRIDGE, "type", "bridge")
-    _ip("-n", bridge_ns, "link", "set", BRIDGE, "up")
+    on it. ``record(name)`` is called for every namespace before any is made, so that
+    whoever cleans up after a failure knows every name to remove. One ``ip -batch`` for
+    the namespaces, one in the bridge's, one in each host's."""
+    names = [bridge_ns] + [ns for _, ns in hosts]
+    for name in names:
+        record(name)
+    _ip(batch=[("netns", "add", name) for name in names])
+    bridge = [("link", "add", BRIDGE, "type", "bridge"), ("link", "set", BRIDGE, "up")]
     for index, ns in hosts:
-        record(ns)
-        _ip("netns", "add", ns)
         port = veth_name(index)
-        _ip("-n", bridge_ns, "link", "add", port, "type", "veth", "peer", "name", HOST_LINK, "netns", ns)
-        _ip("-n", bridge_ns, "link", "set", port, "master", BRIDGE, "up")
-        _ip("-n", ns, "addr", "add", f"{guest_ip(index)}/{NETWORK_BITS}", "dev", HOST_LINK)
-        _ip("-n", ns, "link", "set", HOST_LINK, "up")
-        _ip("-n", ns, "link", "set", "lo", "up")
+        bridge += [("link", "add", port, "type", "veth", "peer", "name", HOST_LINK, "netns", ns),
+                   ("link", "set", port, "master", BRIDGE, "up")]
+    _ip("-n", bridge_ns, batch=bridge)
+    for index, ns in hosts:
+        _ip("-n", ns, batch=[("addr", "add", f"{guest_ip(index)}/{NETWORK_BITS}", "dev", HOST_LINK),
+                             ("link", "set", HOST_LINK, "up"), ("link", "set", "lo", "up")])
 
 
 def remove(names: Iterable[str]) -> list[str]:

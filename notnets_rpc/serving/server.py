@@ -576,16 +576,31 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._budget.give(n)
 
     def _on_call(self, ch: ServerChannel, flags: int, cid: int, body: bytes, loan: Any = None) -> None:
-        """A CALL frame off the fast path (``_drain`` handles the plain unary one itself):
-        parsed by ``frames.parse_call``, which the property tests hammer. ``loan``: ``body``
-        is a view of the ring; only a cached unary method whose parser takes buffers keeps
-        it (until the call ends), everything else gets a copy and the ring space back at once."""
+        """A CALL frame off the fast path (``_drain`` handles the plain unary one itself).
+        ``loan``: ``body`` is a view of the ring, given back however the call goes on (a
+        poller demoted meanwhile leaves the publishing to the leader)."""
+        if loan is None:
+            self._start_call(ch, flags, cid, body, None)
+            return
+        try:
+            self._start_call(ch, flags, cid, body, loan)
+        except _Demoted:
+            loan.end()
+            self._settle_due.append(ch)
+            raise
+        finally:
+            loan.end()
+
+    def _start_call(self, ch: ServerChannel, flags: int, cid: int, body: bytes, loan: Any) -> None:
+        """Parsed by ``frames.parse_call``, which the property tests hammer. With ``loan``,
+        only a cached unary method whose parser takes buffers keeps the view (until the
+        call ends, ``_on_call``); everything else gets a copy and the ring space back at once."""
         timeout_us, method_raw, metadata_raw, at = F.parse_call(body)
         if loan is not None:
             cached = self._resolved.get(method_raw)
-            if cached is None or not cached[2] or not cached[3] or not self._inline_ok or metadata_raw:
+            method_raw, metadata_raw = bytes(method_raw), bytes(metadata_raw)  # never a key or a name into the ring
+            if cached is None or not cached[2] or not cached[3] or not self._inline_ok:
                 body = body.tobytes()
-                method_raw, metadata_raw = bytes(method_raw), bytes(metadata_raw)
                 loan.end()
                 loan = None
         ch.bytes_in += len(body)
@@ -635,7 +650,11 @@ class Server(ChannelTable, Replies, grpc.Server):
             if flags & F.F_HAS_MESSAGE:
                 self._on_request(call, body[at:], flags & F.F_END_STREAM)
         elif flags & F.F_HAS_MESSAGE:
-            self._on_request(call, body[at:], True)
+            message = body[at:]
+            if loan is not None:  # a cached unary-unary method (metadata, say): its handler runs inline
+                loan.track(message)
+                del body
+            self._on_request(call, message, True)
 
     def _run_unary(self, ch: ServerChannel, cid: int, method: str, handler: Any, message: bytes,
                    timeout_us: int = 0, loan: Any = None) -> None:

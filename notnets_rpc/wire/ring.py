@@ -192,12 +192,12 @@ class RingWriter(_RingEnd):
 class RingReader(_RingEnd):
     """The consumer end. ``read`` returns one frame (skipping pads) and publishes the tail."""
 
-    __slots__ = ("tail", "_head", "sink", "viewer", "loans", "loan", "_shown", "revoke")
+    __slots__ = ("tail", "_head", "sink", "viewer", "loans", "loan", "_shown", "revoke", "_direct")
 
     def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, tail: int = 0,
                  crc: bool = False) -> None:
         super().__init__(mem, data, size, head_off, tail_off, crc)
-        self.tail = tail  # bytes read; the published tail (``_shown``) lags it while frames are lent
+        self.tail = tail  # bytes read; the published tail lags it while frames are lent (``_shown``, then)
         self._head = tail
         # sink(kind, flags, call_id, aux, body_len) -> writable memoryview or None: lets the
         # owner take a large body straight into its own buffer (one copy instead of two);
@@ -210,6 +210,7 @@ class RingReader(_RingEnd):
         self.loans: deque = deque()  # Loans in ring order; the published tail stops at the first
         self.loan: Optional[Loan] = None  # the loan of the last frame that came back as a view
         self._shown = tail
+        self._direct = self._words  # while frames are lent, _words is None: read() takes the careful path
         self.revoke = True  # False: loans end only when their owner says so (a server's, with their call)
 
     def pending(self) -> bool:
@@ -226,10 +227,6 @@ class RingReader(_RingEnd):
         large bodies for the sink, anything suspicious and modelled memory take the
         careful path (``_read_any``), which re-reads the same header and raises on bad
         values."""
-        if self.loans:
-            self.settle()
-            if self.loans:  # frames are lent: the tail is published by settle()
-                return self._read_any()
         tail = self.tail
         words = self._words
         if self._head == tail:
@@ -258,7 +255,7 @@ class RingReader(_RingEnd):
             return self._read_any()
         at += HEADER_BYTES
         body = self._view[at : at + body_len].tobytes()
-        self.tail = self._shown = tail = tail + flen
+        self.tail = tail = tail + flen
         words[self._tidx] = tail
         return kind, flags, call_id, aux, body
 
@@ -281,6 +278,8 @@ class RingReader(_RingEnd):
                 if not first.done():  # exported (a parser holds its buffer): wait for it
                     break
             loans.popleft()
+        if not loans:
+            self._words = self._direct
         shown = loans[0].start if loans else self.tail
         if shown != self._shown:
             self._shown = shown
@@ -291,6 +290,8 @@ class RingReader(_RingEnd):
         return self.tail - self.loans[0].start if self.loans else 0
 
     def _read_any(self) -> Optional[Frame]:
+        if self.loans:
+            self.settle()
         mem = self.mem
         size = self.size
         while True:
@@ -326,6 +327,9 @@ class RingReader(_RingEnd):
                 at = self.data + pos + HEADER_BYTES
                 body = self._view[at : at + body_len].toreadonly()
                 self.loan = loan = Loan(tail, tail + flen, body)
+                if not self.loans:
+                    self._shown = tail  # what is published: everything read before the first loan
+                    self._words = None  # read() takes the careful path, which settles first
                 self.loans.append(loan)
                 self.tail = tail + flen  # read, not published: settle() publishes once it ends
                 return kind, flags, call_id, aux, body
@@ -353,5 +357,4 @@ class RingReader(_RingEnd):
     def _advance(self, tail: int) -> None:
         self.tail = tail
         if not self.loans:
-            self._shown = tail
             self.mem.store(self.tail_off, tail)

@@ -249,7 +249,8 @@ def test_handler_view_is_released_when_the_call_ends(view_server):
         assert ch.unary_unary("/v.V/View")(b"warm") == b"warm"  # the first call looks the method up
         assert ch.unary_unary("/v.V/View")(payload, timeout=10) == payload
         assert ch.unary_unary("/v.V/View")(payload) == payload  # the fast path (no deadline)
-    assert len(rec.seen) == 3
+        assert ch.unary_unary("/v.V/View")(payload, metadata=(("k", "v"),)) == payload
+    assert len(rec.seen) == 4
     for kept in rec.seen[1:]:
         assert type(kept) is memoryview
         with pytest.raises(ValueError):  # kept past its call: released, not stale bytes

@@ -14,6 +14,7 @@ import pytest
 
 import notnets_rpc
 
+from .peers import Peers
 from .service import test_handlers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,3 +102,13 @@ def python_env(**extra: str) -> dict:
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
+
+
+@pytest.fixture
+def peers():
+    """Child processes (``Peers``), all killed at the end."""
+    p = Peers()
+    try:
+        yield p
+    finally:
+        p.kill_all()

@@ -21,6 +21,7 @@ import grpc
 
 import notnets_rpc
 
+from . import service
 from .service import test_handlers
 
 
@@ -42,6 +43,7 @@ def serve(pool: str, name: str, handlers: Optional[grpc.GenericRpcHandler] = Non
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+    service.ANNOUNCE = lambda event: print(event, flush=True)
     print("serving", flush=True)
     server.wait_for_termination()
     return 0

@@ -8,12 +8,15 @@ import time
 import grpc
 
 EVENTS: list = []
+ANNOUNCE = None  # a peer process sets this to print each event where its test can wait for it
 _lock = threading.Lock()
 
 
 def record(event: str) -> None:
     with _lock:
         EVENTS.append(event)
+    if ANNOUNCE is not None:
+        ANNOUNCE(event)
 
 
 def _echo(request, context):
@@ -42,6 +45,7 @@ def _bad_response(request, context):
 def _sleep(request, context):
     tag = f"sleep-{request.decode()}"
     context.add_callback(lambda: record(f"{tag}:callback"))
+    record(f"{tag}:started")
     end = time.monotonic() + float(request.decode().split(":")[0])
     while time.monotonic() < end:
         if not context.is_active():

@@ -20,7 +20,6 @@ import pytest
 import notnets_rpc
 
 from . import load
-from .test_processes import peers  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -5,11 +5,8 @@ Every child is killed in a finally; host ids stand in for hosts (NOTNETS_HOST_ID
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 import pytest
@@ -20,54 +17,6 @@ from notnets_rpc.inspect import inspect_pool
 from . import service
 
 pytestmark = pytest.mark.timeout(120)
-TESTS = Path(__file__).resolve().parents[1]
-
-
-class Peers:
-    """Child processes running rpc.peer; all killed at the end."""
-
-    def __init__(self) -> None:
-        self.procs: list = []
-
-    def start(self, *args: str, host: int = 0, module: str = "rpc.peer", **env: str) -> subprocess.Popen:
-        from .conftest import python_env
-
-        environment = python_env(NOTNETS_HOST_ID=str(host), **env)
-        environment["PYTHONPATH"] = str(TESTS) + ":" + environment["PYTHONPATH"]
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=environment)
-        self.procs.append(proc)
-        return proc
-
-    def expect(self, proc: subprocess.Popen, line: str, timeout: float = 30) -> None:
-        import selectors
-
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if sel.select(timeout=0.1):
-                got = proc.stdout.readline()
-                if line in got:
-                    return
-                if not got and proc.poll() is not None:
-                    break
-        raise AssertionError(f"no {line!r} from {proc.args}: {proc.stderr.read() if proc.poll() is not None else ''}")
-
-    def kill_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
-
-
-@pytest.fixture
-def peers():
-    p = Peers()
-    try:
-        yield p
-    finally:
-        p.kill_all()
 
 
 def _local_server(pool: str, name: str):
@@ -98,7 +47,7 @@ def test_server_killed_mid_call_then_restarted(peers, pool_path, monkeypatch, ho
 
         t = threading.Thread(target=blocking)
         t.start()
-        time.sleep(0.3)
+        peers.expect(server, "sleep-60:victim:started", "sleep-60:victim2:started")
         server.kill()
         server.wait(10)
         killed = time.monotonic()

@@ -25,7 +25,6 @@ from notnets_rpc.pool import Pool
 from notnets_rpc.serving import server as server_module
 
 from . import service
-from .test_processes import Peers
 
 pytestmark = pytest.mark.timeout(120)
 PAGE = mmap.PAGESIZE
@@ -51,15 +50,6 @@ def wait_until(predicate, timeout: float, what: str) -> None:
         if time.monotonic() > end:
             raise AssertionError(f"not within {timeout} s: {what}")
         time.sleep(0.01)
-
-
-@pytest.fixture
-def peers():
-    p = Peers()
-    try:
-        yield p
-    finally:
-        p.kill_all()
 
 
 @pytest.fixture(params=["coherent", "software"])

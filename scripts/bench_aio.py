@@ -177,19 +177,21 @@ def main() -> int:
     args = parser.parse_args()
     import notnets_rpc
 
-    pool = f"/dev/shm/notnets-bench-aio-{uuid.uuid4().hex[:8]}"
-    notnets_rpc.create_pool(pool, 64 << 20)
     cases = [c for c in args.cases.split(",") if c]
     unknown = set(cases) - set(CASES)
     if unknown:
         parser.error(f"unknown case(s): {', '.join(sorted(unknown))}")
+    pool = f"/dev/shm/notnets-bench-aio-{uuid.uuid4().hex[:8]}"
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # `timeout`: still remove the pool
     rows = {case: [] for case in cases}
     try:
+        notnets_rpc.create_pool(pool, 64 << 20)
         for _ in range(args.rounds):
             for case in cases:
                 rows[case].append(measure(case, pool, args.calls, args.warmup))
     finally:
-        os.unlink(pool)
+        if os.path.exists(pool):
+            os.unlink(pool)
     summary = {case: {"p50_us": statistics.median(r["p50_us"] for r in rs),
                       "p99_us": statistics.median(r["p99_us"] for r in rs), "rounds": rs}
                for case, rs in rows.items()}

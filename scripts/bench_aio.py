@@ -32,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from notnets_bench.malloc_env import MALLOC_ENV  # noqa: E402  (the malloc settings bench_rpc gives both transports)
+
 CASES = ("sync-pool", "aio-pool", "aio-tcp", "interposed", "aio-client", "aio-server")
 SYNC_SERVER = ("sync-pool", "interposed", "aio-client")
 SYNC_CLIENT = ("sync-pool", "interposed", "aio-server")
@@ -132,7 +134,7 @@ def client(case: str, pool: str, port: int, calls: int, warmup: int) -> None:
 # -- driver -------------------------------------------------------------------------------------------------
 def _env(case: str, pool: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTNETS_")}
-    env.update({"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)})
+    env.update(MALLOC_ENV)
     if case == "interposed":
         env.update({"NOTNETS_INTERPOSE": "1", "NOTNETS_POOL": pool})
     return env

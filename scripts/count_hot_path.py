@@ -19,7 +19,9 @@ Modes: ``plain`` (stub call), ``timeout`` (stub call with timeout=60, as call ch
 ``relay`` (two hops: the first server's handler calls a second echo server with a
 timeout, as a chain's middle tier does; its cost minus ``timeout``'s is what a hop adds),
 ``aio`` (a ``notnets_rpc.aio`` client awaiting the same stub call in an event loop: its
-cost minus ``plain``'s is what the aio client adds to the sync client).
+cost minus ``plain``'s is what the aio client adds to the sync client; with ``--empty-polls
+N`` the server answers only at the client's N+1-th look, so each call waits N turns of the
+loop, as across processes, and the difference per N is what one turn costs).
 """
 
 from __future__ import annotations
@@ -40,6 +42,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+EMPTY_POLLS = [0, 0]  # [empty polls a call sees before the server answers, seen so far] (aio: turns of the loop)
+
+
+def _answer_now() -> bool:
+    if EMPTY_POLLS[1] < EMPTY_POLLS[0]:
+        EMPTY_POLLS[1] += 1
+        return False
+    EMPTY_POLLS[1] = 0
+    return True
+
+
 def run(mode: str, calls: int) -> None:
     import notnets_rpc
     from notnets_bench.echo.server import Echo, echo_pb2, echo_pb2_grpc
@@ -54,7 +67,7 @@ def run(mode: str, calls: int) -> None:
             frame = RingReader.read(self)
             if frame is None:
                 server, ch = drains[id(self)]
-                if ch.rx.pending():
+                if ch.rx.pending() and _answer_now():
                     server._drain(ch, -1)
                     frame = RingReader.read(self)
             return frame
@@ -147,7 +160,8 @@ def callgrind(mode: str) -> int:
     for n in (1000, 3000):
         with tempfile.NamedTemporaryFile(suffix=".cg") as out:
             subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}", sys.executable,
-                            __file__, "--mode", mode, "--calls", str(n)], check=True, capture_output=True)
+                            __file__, "--mode", mode, "--calls", str(n), "--empty-polls", str(EMPTY_POLLS[0])],
+                           check=True, capture_output=True)
             text = Path(out.name).read_text(errors="replace")
             totals.append(int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1)))
     return (totals[1] - totals[0]) // 2000
@@ -158,9 +172,12 @@ def main() -> int:
     parser.add_argument("--mode", choices=("plain", "timeout", "relay", "aio"), default="plain")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--callgrind", action="store_true", help="count under callgrind and print per round trip")
+    parser.add_argument("--empty-polls", type=int, default=0, help="(aio) empty looks before each answer")
     args = parser.parse_args()
+    EMPTY_POLLS[0] = args.empty_polls
     if args.callgrind:
-        print(f"{args.mode}: {callgrind(args.mode)} instructions per round trip (client + server, no polling)")
+        polling = f"{args.empty_polls} empty polls" if args.empty_polls else "no polling"
+        print(f"{args.mode}: {callgrind(args.mode)} instructions per round trip (client + server, {polling})")
     else:
         run(args.mode, args.calls)
     return 0

@@ -127,13 +127,15 @@ class Call(grpc.aio.Call):
         owner = self._owner
         if owner is not None:
             owner._settled(self, self._final_code())
-        waiters, self._waiters = self._waiters, ()
-        for w in waiters:
-            if not w.done():
-                w.set_result(None)
-        callbacks, self._callbacks = self._callbacks, None
-        for cb in callbacks or ():
-            cb(self)
+        if self._waiters:
+            waiters, self._waiters = self._waiters, ()
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+        if self._callbacks:
+            callbacks, self._callbacks = self._callbacks, None
+            for cb in callbacks:
+                cb(self)
 
     def _final_code(self) -> Optional[grpc.StatusCode]:
         """(settled) The call's status code; None if it never started."""
@@ -290,6 +292,7 @@ class PolledResponse(UnaryResponse):
     _budget = 0
     _poll_end = 0.0
     _handed = False    # the channel's pump thread reads for it
+    _fresh = False     # just written from the loop: the answer cannot be there before the loop turns
 
     def _follow(self, sync: Any) -> None:
         self._state = sync._state
@@ -338,10 +341,16 @@ class PolledResponse(UnaryResponse):
         if self._polling and not self._inline and not self._poll_once():
             self._loop.call_soon(self._poll_step)
 
+    def _poll_here(self) -> bool:
+        """Whether the coroutine that awaits the call polls it (nobody else does)."""
+        return self._polling and not self._inline
+
     def __await__(self):
-        if self._polling and not self._inline:
+        if self._poll_here():
             self._inline = True
             try:
+                if self._fresh and not self._state.done:
+                    yield
                 while not self._poll_once():
                     yield  # one turn of the loop
             except BaseException:  # cancelled while polling (CancelledError thrown in)
@@ -548,6 +557,7 @@ class FastUnaryCall(UnaryUnaryCall):
     is read by another call's poll) meanwhile, as grpc.aio's would in the socket."""
 
     _stage = Stage.RUNNING
+    _fresh = True
     _client_call: Optional[ClientCall] = None
 
     def __init__(self, loop: asyncio.AbstractEventLoop, owner: Any, conn: Any, state: Any) -> None:
@@ -589,10 +599,10 @@ class FastUnaryCall(UnaryUnaryCall):
             self._conn.read_arrived()
         return state.done
 
-    def __await__(self):
+    def _poll_here(self) -> bool:
         if not self._polling and not self._handed and self._stage is not Stage.DONE:
             self._start_polling()
-        return (yield from PolledResponse.__await__(self))
+        return self._polling and not self._inline
 
     def _response(self) -> Any:
         state = self._state

@@ -171,8 +171,9 @@ class UnaryUnaryMultiCallable(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable):
     def __call__(self, request: Any, *, timeout: Optional[float] = None, metadata: Any = None, credentials: Any = None,
                  wait_for_ready: Optional[bool] = None, compression: Any = None) -> C.UnaryUnaryCall:
         loop = asyncio.get_running_loop()
-        if not metadata and not wait_for_ready:  # the fast path: connected, a small request
-            started = self._sync.start_unary(request, timeout, LOOP_START_MAX)
+        if not wait_for_ready:  # the fast path: connected, a small request
+            started = self._sync.start_unary(request, timeout, C.as_pairs(metadata) if metadata else None,
+                                             LOOP_START_MAX)
             if started is not None:
                 call = C.FastUnaryCall(loop, self._channel, *started)
                 self._channel._active.add(call)

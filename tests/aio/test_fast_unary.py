@@ -1,4 +1,4 @@
-"""The client's unary fast path (a connected channel, no metadata, a small request):
+"""The client's unary fast path (a connected channel, a small request):
 calls that nobody awaits still end, report and call back as grpc.aio's do, and the fast
 path is the one taken (it must not fall back silently)."""
 
@@ -58,22 +58,28 @@ async def _kinds(server, channel):
 
 def test_connected_calls_without_metadata_take_the_fast_path(both):
     kinds = both(_kinds)["pool"]
-    # the first call connects (on a thread); metadata, wait_for_ready and a request over
+    # the first call connects (on a thread); wait_for_ready and a request over
     # LOOP_START_MAX take the general path
-    assert kinds == [False, True, True, False, False, False]
+    assert kinds == [False, True, True, True, False, False]
 
 
-def test_a_request_that_does_not_serialize_fails_as_in_the_sync_api(pool_path):
-    """INTERNAL, as grpcio's sync channel says (grpc.aio 1.x logs the error and its call
-    returns None: not copied)."""
+def test_calls_that_cannot_be_sent_fail_as_in_the_sync_api(pool_path):
+    """INTERNAL, as grpcio's sync channel says, for a request that does not serialize
+    (grpc.aio 1.x logs the error and its call returns None: not copied) and for invalid
+    metadata, on a connected channel (the fast path leaves both to the general path)."""
+
     async def program(server, channel):
+        stub = echo_pb2_grpc.EchoStub(channel)
         bad = channel.unary_unary("/echo.Echo/Unary", request_serializer=lambda r: 1 / 0,
                                   response_deserializer=Req.FromString)
-        await echo_pb2_grpc.EchoStub(channel).Unary(Req(payload=b"echo"))
-        try:
-            await bad(Req(payload=b"echo"))
-        except grpc.aio.AioRpcError as exc:
-            return exc.code().name, exc.details()
+        await stub.Unary(Req(payload=b"echo"))
+        failures = []
+        for call in (lambda: bad(Req(payload=b"echo")), lambda: stub.Unary(Req(), metadata=(("Bad Key", "v"),))):
+            try:
+                await call()
+            except grpc.aio.AioRpcError as exc:
+                failures.append((exc.code().name, exc.details()))
+        return failures
 
     result = asyncio.run(asyncio.wait_for(over_pool(pool_path, program), 30))
-    assert result == ("INTERNAL", "Exception serializing request!")
+    assert result == [("INTERNAL", "Exception serializing request!"), ("INTERNAL", "Invalid metadata")]

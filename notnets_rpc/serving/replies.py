@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 import grpc
 
 from ..wire import frames as F
+from ..wire.extents import F_EXTENT, REF, RETURNED, parse_ref
 from ..backoff import Backoff
 from ..errors import ProtocolError
 from .call import ACTIVE, ANSWERED, CANCELLED, CANCELLED_STAGE, ServerCall
@@ -104,12 +105,33 @@ class Replies:
         if n <= chunk:
             self._write(ch, F.MESSAGE, 0, call.call_id, n, (payload,), n, owner)
             return
+        if ch.lanes is not None and self._write_extent(ch, call.call_id, payload, n, owner):
+            return
         view = memoryview(payload)
         for start in range(0, n, chunk):
             piece = view[start : start + chunk]
             more = F.F_MORE if start + chunk < n else 0
             if not self._write(ch, F.MESSAGE, more, call.call_id, n, (piece,), len(piece), owner):
                 return
+
+    def _write_extent(self, ch: ServerChannel, cid: int, payload: Any, n: int, owner: Optional[ServerCall]) -> bool:
+        """A message too large for half a ring as an extent (wire/extents.py): the
+        request's own view handed back as it is (its bytes are not touched here), or a
+        copy into our lane; only the reference goes through the ring. False: no lane
+        room now (send chunks)."""
+        back = ch.extent_in
+        if back is not None and payload is back[0]:
+            lane, _how, position, size = parse_ref(back[1])
+            ref = REF.pack(lane, RETURNED, position, size)
+            self._write(ch, F.MESSAGE, F_EXTENT, cid, 0, (ref,), len(ref), owner)
+            return True
+        lanes = ch.lanes
+        with lanes.lock:  # lane frames and their references in the same order
+            ref = lanes.put(cid, n, (payload,))
+            if ref is None:
+                return False
+            self._write(ch, F.MESSAGE, F_EXTENT, cid, 0, (ref,), len(ref), owner)
+        return True
 
     def _finish(self, call: ServerCall, message: Optional[bytes]) -> None:
         """Send the final status (with the unary response inline when it fits)."""

@@ -103,13 +103,13 @@ class ChannelLanes:
                                          self.peer_tail_off)
         return w if w.fits(n) else None
 
-    def put(self, cid: int, n: int, parts: Any, hold_for: Any = None) -> Optional[bytes]:
+    def put(self, cid: int, n: int, parts: Any) -> Optional[bytes]:
         """(``lock`` held) Write a message into our lane; its reference, or None (send chunks)."""
         w = self.writer_for(n)
         if w is None:
             return None
         try:
-            position = w.put_message(cid, n, parts, hold_for)
+            position = w.put_message(cid, n, parts)
         except ProtocolError:  # the reader published a tail that makes no sense: chunks from now on
             self._broken = True
             self.writer = None
@@ -138,7 +138,7 @@ class ChannelLanes:
             self.reader.settle()
 
     def close(self) -> None:
-        """The channel ended: views of the peer's lane end, our holds end, our lane goes back."""
+        """The channel ended: views of the peer's lane end, our lane goes back."""
         self.closed = True
         r = self.reader
         if r is not None:
@@ -147,9 +147,7 @@ class ChannelLanes:
                     loan.evict()
                 loan.end()
         with self.lock:
-            if self.writer is not None:
-                self.writer.end_holds()
-                self.writer = None
+            self.writer = None
             claim, self._claim = self._claim, None
         if claim is not None:
             release_lane(self.pool, *claim)

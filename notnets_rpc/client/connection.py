@@ -35,7 +35,7 @@ from ..backoff import Backoff, tunables
 from ..budget import Budget
 from .call import WAIT_DONE, CallState, _NOTHING
 from ..errors import ChecksumError, ProtocolError
-from ..wire.messages import on_chunk, sink_slot, takes_buffers
+from ..wire.messages import as_view, on_chunk, sink_slot, takes_buffers
 from ..pool import Endpoint, Pool, pid_alive, stale_ms
 from ..wire.ring import SMALL_FRAME
 from ..wire.extents import F_EXTENT, RETURNED, parse_ref
@@ -199,40 +199,41 @@ class Connection:
     def _call_with_extent(self, state: CallState, timeout_us: int, method: bytes, metadata: bytes, payload: Any,
                           n: int) -> bool:
         """A unary request too large for half a ring: the message into our lane, its
-        reference in the CALL frame (wire/extents.py). Held until the call ends, so the
-        server may hand it back as the response. False: no lane room, send chunks."""
+        reference in the CALL frame (wire/extents.py). The call keeps the request, so
+        that a response the server hands back as the request itself (RETURNED) is
+        answered from our own memory. False: no lane room, send chunks."""
         size = len(payload)
         if size > self.max_send:
             return False  # send_message says why
         lanes = self.lanes
         lanes.settle()  # views of earlier responses that were dropped: the server may reuse their room
         with lanes.lock:
-            ref = lanes.put(state.id, size, (payload,), hold_for=state)
+            ref = lanes.put(state.id, size, (payload,))
             if ref is None:
                 return False
-            state.extent = lanes.writer.holds[-1]
+            state.extent = (lanes.writer.lane, parse_ref(ref)[2], payload)
             self.send(_CALL, _UNARY | F_EXTENT, state.id, 0,
                       (_CALL_HEAD.pack(timeout_us, len(method), len(metadata)), method, metadata, ref),
                       n + len(ref), state)
         return True
 
     def _take_extent(self, state: CallState, ref: bytes) -> Any:
-        """The message an extent reference names: a view of the server's lane (or of our
-        own request, handed back) for buffer-taking deserializers, else bytes."""
+        """The message an extent reference names: a view of the server's lane for
+        buffer-taking deserializers, else bytes; or, handed back, our own request."""
         lanes = self.lanes
         if lanes is None:
             raise ProtocolError("an extent reference on a pool without lanes")
         lane, how, position, n = parse_ref(ref)
         lend = takes_buffers(state.deserializer)
         if how == RETURNED:
-            hold = getattr(state, "extent", None)
-            writer = lanes.writer
-            if hold is None or writer is None or lane != writer.lane or position != hold.start or n != hold.size:
+            sent = getattr(state, "extent", None)
+            if sent is None or (lane, position) != sent[:2] or n != len(sent[2]):
                 raise ProtocolError("a returned extent that is not this call's request")
             state.extent = None
-            if lend and lanes.direct:
-                return writer.returned(hold)
-            return writer.returned_bytes(hold)
+            request = sent[2]
+            if type(request) is not bytes:  # the caller's buffer may change after the call: a private copy
+                request = bytes(request)
+            return memoryview(request) if state.deserializer is as_view else request
         body, loan = lanes.take(ref, state.id, lend)
         if loan is not None:  # revoked while still queued: copied first (the loan must not keep the call alive)
             loan.evict = partial(self._evict, weakref.ref(state))

@@ -115,13 +115,15 @@ class Replies:
                 return
 
     def _write_extent(self, ch: ServerChannel, cid: int, payload: Any, n: int, owner: Optional[ServerCall]) -> bool:
-        """A message too large for half a ring as an extent (wire/extents.py): the
-        request's own view handed back as it is (its bytes are not touched here), or a
-        copy into our lane; only the reference goes through the ring. False: no lane
-        room now (send chunks)."""
+        """A message too large for half a ring as an extent (wire/extents.py): handed
+        back when it is the request of the call being answered inline (the request's
+        view itself, or bytes equal to the request's: an echo; the comparison stays in
+        our memory and costs less than writing the pool), else copied into our lane;
+        only the reference goes through the ring. False: no lane room now (chunks)."""
         back = ch.extent_in
-        if back is not None and payload is back[0]:
-            lane, _how, position, size = parse_ref(back[1])
+        if back is not None and back[0] == cid and (
+                payload is back[1] or back[3] is not None and len(back[3]) == n and payload == back[3]):
+            lane, _how, position, size = parse_ref(back[2])
             ref = REF.pack(lane, RETURNED, position, size)
             self._write(ch, F.MESSAGE, F_EXTENT, cid, 0, (ref,), len(ref), owner)
             return True

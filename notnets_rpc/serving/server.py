@@ -35,7 +35,7 @@ from ..wire import layout as L
 from ..backoff import ONE_CPU, Backoff, tunables
 from ..options import message_limits
 from ..errors import ChecksumError, EndpointInUseError, ProtocolError
-from ..wire.messages import as_bytes, on_chunk, takes_buffers
+from ..wire.messages import as_bytes, as_view, on_chunk, takes_buffers
 from ..wire.extents import F_EXTENT, parse_ref
 from ..pool import BeatWatch, Endpoint, Pool, stale_ms
 from ..budget import Budget
@@ -608,11 +608,15 @@ class Server(ChannelTable, Replies, grpc.Server):
                              f"Received message larger than max ({size} vs. {self._max_receive})")
                 return
             cached = self._resolved.get(method_raw)
-            lend = cached is not None and cached[2] and cached[3] and self._inline_ok and not metadata_raw
+            # lent only to as_view handlers (they may answer with the view itself); parsers and
+            # plain code get one copy, which a reply of the same bytes is compared with
+            lend = (cached is not None and cached[2] and cached[1].request_deserializer is as_view and self._inline_ok
+                    and not metadata_raw)
             extent, loan = ch.lanes.take(ref, cid, lend)
             flags = _UNARY_CALL
-            if loan is not None:
-                ch.extent_in = (extent, ref)  # a handler that answers with this view hands it back
+            if cached is not None and cached[2] and self._inline_ok and not metadata_raw:
+                # a reply that is this request (the view itself, or the same bytes) is handed back
+                ch.extent_in = (cid, extent, ref, None if loan is not None else extent)
             body = body[:at]
         if loan is not None and extent is None:
             cached = self._resolved.get(method_raw)

@@ -10,11 +10,14 @@ request) or MESSAGE frame with ``F_EXTENT`` set, whose message part is ``REF``:
     u32 lane (host * lanes_per_host + index) | u32 how | u64 position | u64 length
 
 ``how`` is ``IN_LANE`` (the frame at ``position`` of the writer's lane) or ``RETURNED``
-(the receiver's *own* request extent at ``position``, handed back unchanged: a handler
-that answers with the request view it was given sends its bytes nowhere).
+(the receiver's *own* request extent at ``position``, handed back: the response is
+byte for byte the request -- a handler that answers with the request view it was
+given, or an echo whose reply serializes to the request's bytes -- so the server
+writes nothing and the client answers from the request it still holds in its own
+memory, never reading the pool for it).
 
-Ownership: the lane's holder is its only writer (``LaneWriter``: a ring writer whose
-free space also waits for its *holds*); the reader consumes frames in order
+Ownership: the lane's holder is its only writer (``LaneWriter``, a ring writer that
+never waits: no room means chunks); the reader consumes frames in order
 (``LaneReader``: a ring reader, so frames are lent as views exactly as ring frames are,
 loans.py) and publishes its tail in its own word of the channel block. A frame is freed
 when the reader's view of it ends (dropped, released, the call over, revoked). A
@@ -33,8 +36,6 @@ Pure: no locks, no clocks, no I/O.
 from __future__ import annotations
 
 import struct
-import weakref
-from collections import deque
 from typing import Any, Optional, Tuple
 
 from ..errors import ProtocolError
@@ -62,106 +63,28 @@ def parse_ref(raw: Any) -> Tuple[int, int, int, int]:
     return lane, how, position, length
 
 
-class Hold:
-    """(writer) A frame of our own lane that must not be overwritten yet, though the
-    reader may have let it go: a request that may come back as its response (until its
-    call ends), then the view that the response became."""
-
-    __slots__ = ("start", "stop", "size", "ref", "call")
-
-    def __init__(self, start: int, stop: int, size: int, call: Any) -> None:
-        self.start, self.stop, self.size = start, stop, size
-        self.call = weakref.ref(call)
-        self.ref: Optional["weakref.ref[memoryview]"] = None
-
-    def track(self, view: memoryview) -> None:
-        """The hold now lasts as long as ``view`` (its call's response)."""
-        self.ref = weakref.ref(view)
-
-    def done(self) -> bool:
-        if self.ref is not None:
-            view = self.ref()
-            if view is None:
-                return True
-            try:
-                view.nbytes
-            except ValueError:  # released
-                return True
-            return False
-        call = self.call()
-        return call is None or bool(getattr(call, "done", True))
-
-    def end(self) -> None:
-        """Release the view (the channel closes: its lane goes back)."""
-        self.call = lambda: None
-        view = self.ref() if self.ref is not None else None
-        self.ref = None
-        if view is not None:
-            try:
-                view.release()
-            except BufferError:
-                pass
-
-
 class LaneWriter(RingWriter):
     """The holder's end of a lane: whole messages as one frame each, never waiting."""
 
-    __slots__ = ("lane", "holds")
+    __slots__ = ("lane",)
 
     def __init__(self, mem: Any, layout: Layout, host: int, index: int, tail_off: int) -> None:
         super().__init__(mem, layout.lane_data(host, index), layout.lane_bytes,
                          layout.lane_ctl(host, index) + _LANE_HEAD, tail_off)
         self.lane = host * layout.lanes_per_host + index
-        self.holds: deque = deque()
 
     def fits(self, n: int) -> bool:
         return frame_bytes(n) <= self.size
 
-    def _free(self) -> int:
-        free = super()._free()
-        holds = self.holds
-        while holds and holds[0].done():
-            holds.popleft()
-        if holds:
-            floor = holds[0].start
-            if floor < self._tail:  # the reader let go of it, we did not: it counts as unread
-                self._tail = floor  # (``try_write`` checks room against this cached tail)
-                free = self.size - (self.head - floor)
-        return free
-
-    def put_message(self, cid: int, n: int, parts: Any, hold_for: Any = None) -> Optional[int]:
+    def put_message(self, cid: int, n: int, parts: Any) -> Optional[int]:
         """Write one message (``parts``, ``n`` bytes) as a MESSAGE frame; its position, or
-        None when the lane has no room now (the caller sends chunks instead). With
-        ``hold_for`` (a call), the frame is kept until that call ends (``Hold``)."""
+        None when the lane has no room now (the caller sends chunks instead)."""
         if not self.try_write(MESSAGE, 0, cid, n, parts, n):
             return None
-        flen = frame_bytes(n)
-        position = self.head - flen
-        if hold_for is not None:
-            self.holds.append(Hold(position, self.head, n, hold_for))
-        return position
+        return self.head - frame_bytes(n)
 
     def ref(self, position: int, n: int) -> bytes:
         return REF.pack(self.lane, IN_LANE, position, n)
-
-    def returned(self, hold: Hold) -> memoryview:
-        """(client) A read-only view of our own request extent that came back as the
-        response; the hold follows it from now on."""
-        at = self.data + hold.start % self.size + HEADER_BYTES
-        view = self.mem.views()
-        if view is None:
-            raise ProtocolError("no direct view of the pool")  # callers copy instead (``returned_bytes``)
-        body = view[0][at : at + hold.size].toreadonly()
-        hold.track(body)
-        return body
-
-    def returned_bytes(self, hold: Hold) -> bytes:
-        return self.mem.read(self.data + hold.start % self.size + HEADER_BYTES, hold.size)
-
-    def end_holds(self) -> None:
-        for hold in self.holds:
-            hold.end()
-        self.holds.clear()
 
 
 _LANE_HEAD = 32  # layout.LANE_HEAD (kept here too: layout imports nothing from us)

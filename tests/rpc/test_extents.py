@@ -1,11 +1,10 @@
 """Extent lanes: messages larger than half a ring, handed over by reference (wire/extents.py).
 
 Lane level (pure, over a bytearray): a lane frame is lent and its room comes back only
-when the view ends; the writer's holds keep a request that may come back; frames whose
-reference never came are skipped; every hostile reference ends in ProtocolError. Claims:
+when the view ends; frames whose reference never came are skipped; every hostile reference ends in ProtocolError. Claims:
 a dead holder's lane is taken over. RPC level, on coherent and software-coherence pools:
-1 MiB messages travel whole through lanes, a handler that answers with its request view
-sends nothing back through the pool, lanes go back when channels end, a dead client's
+1 MiB messages travel whole through lanes, a reply that is the request (its view, or an
+echo's equal bytes) crosses the pool once in all (the client's write), lanes go back when channels end, a dead client's
 lane is reused, and a hostile client costs only its own channel.
 """
 
@@ -15,6 +14,7 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from concurrent import futures
@@ -144,25 +144,6 @@ def test_release_and_double_release_and_owner_end():
     assert mem.load(TAIL) == w.head
 
 
-def test_holds_keep_a_request_the_reader_let_go():
-    mem, lay, w, r = lane_pair()
-    call = Call()
-    pos = w.put_message(1, MIB, (body_of(MIB, 4),), hold_for=call)
-    got, loan = r.take(pos, 1, MIB)
-    loan.end()
-    r.settle()
-    assert mem.load(TAIL) == w.head  # the reader let go ...
-    hold = w.holds[0]
-    back = w.returned(hold)  # ... but the call is not over: it came back as the response
-    call.done = True
-    while w.put_message(5, MIB, (body_of(MIB, 5),)) is not None:
-        pass  # the lane fills up to the held frame, never over it
-    assert back == body_of(MIB, 4)
-    del back
-    gc.collect()
-    assert w.put_message(6, MIB, (body_of(MIB, 6),)) is not None  # the view is gone: its room is back
-
-
 def test_frames_whose_reference_never_came_are_skipped_unread():
     mem, lay, w, r = lane_pair()
     w.put_message(1, 300_000, (body_of(300_000, 1),))  # its call was cancelled before the reference left
@@ -285,12 +266,16 @@ class Handlers:
         self.seen.append(request)
         return request
 
+    def grow(self, request, context):
+        return bytes(request) + b"+"
+
     def generic(self):
         return grpc.method_handlers_generic_handler("x.X", {
             "View": grpc.unary_unary_rpc_method_handler(self.view_echo, request_deserializer=notnets_rpc.as_view,
                                                         response_serializer=notnets_rpc.as_bytes),
             "Copy": grpc.unary_unary_rpc_method_handler(self.copy_echo, request_deserializer=notnets_rpc.as_view),
             "Plain": grpc.unary_unary_rpc_method_handler(self.plain_echo),
+            "Grow": grpc.unary_unary_rpc_method_handler(self.grow),
         })
 
 
@@ -326,35 +311,56 @@ def test_a_request_view_answered_as_is_is_handed_back_untouched(lane_server):
     software = I.inspect_pool(path, watch_s=0)["coherence"]["formatted"] == "software"
     with notnets_rpc.insecure_channel("notnets:x", pool=path) as ch:
         echo = ch.unary_unary("/x.X/View", response_deserializer=notnets_rpc.as_view)
-        assert echo(b"warm") == b"warm"  # the first call looks the method up
+        plain = ch.unary_unary("/x.X/Plain")
+        assert echo(b"warm") == b"warm" and plain(b"warm") == b"warm"  # the first calls look the methods up
         for i in range(6):
             payload = body_of(MIB, i)
             reply = echo(payload, timeout=10)
-            assert reply == payload
-            if not software:  # a view of our own request extent: nobody copied it
-                assert type(reply) is memoryview and reply.readonly
-                assert len(ch._conn.lanes.writer.holds) >= 1
-            del reply
-        held = sorted(x["direction"] for x in lanes_of(path))
-        # the server never wrote a lane (software coherence: no views, so the handler answered with a copy)
-        assert held == (["requests", "responses"] if software else ["requests"])
-    for seen in handlers.seen[1:]:
-        if not software:
+            # handed back: the caller's own request, never read from the pool
+            assert type(reply) is memoryview and reply.readonly and reply.obj is payload
+            assert plain(payload) is payload  # plain bytes code: the server's copy compared equal
+        assert [x["direction"] for x in lanes_of(path)] == ["requests"]  # the server never wrote a lane
+    for seen in handlers.seen[2::2]:
+        if not software:  # lent (software coherence: copies)
             assert type(seen) is memoryview
             with pytest.raises(ValueError):  # released when its call ended
                 bytes(seen)
     assert all_lanes_free(path)  # the channel closed: its lane went back
 
 
-def test_new_responses_and_plain_code_go_through_lanes(lane_server):
+def test_a_hostile_handback_of_another_calls_extent_fails_only_that_call(lane_pool):
+    from .hostile import RawServer
+
+    server = RawServer(lane_pool, "evil")
+    try:
+        with notnets_rpc.insecure_channel("notnets:evil", pool=lane_pool) as ch:
+            accepting = threading.Thread(target=server.accept)
+            accepting.start()
+            fut = ch.unary_unary("/x.X/Plain").future(body_of(MIB, 1), timeout=10)
+            accepting.join(10)
+            [cid] = server.calls(1)
+            for ref in (REF.pack(0, RETURNED, 4096, MIB), REF.pack(0, RETURNED, 0, MIB - 8)):
+                assert server.write(F.MESSAGE, F_EXTENT, cid, 0, ref)
+            with pytest.raises(grpc.RpcError) as err:
+                fut.result()
+            assert err.value.code() == grpc.StatusCode.INTERNAL and "returned extent" in err.value.details()
+    finally:
+        server.close()
+
+
+def test_new_responses_go_through_the_servers_lane(lane_server):
     handlers, path = lane_server
+    software = I.inspect_pool(path, watch_s=0)["coherence"]["formatted"] == "software"
     with notnets_rpc.insecure_channel("notnets:x", pool=path) as ch:
-        copy = ch.unary_unary("/x.X/Copy", response_deserializer=notnets_rpc.as_view)
-        plain = ch.unary_unary("/x.X/Plain")
+        viewed = ch.unary_unary("/x.X/Grow", response_deserializer=notnets_rpc.as_view)
+        plain = ch.unary_unary("/x.X/Grow")
         for i in range(5):
-            assert copy(body_of(MIB, i)) == body_of(MIB, i)
+            reply = viewed(body_of(MIB, i))
+            assert reply == body_of(MIB, i) + b"+"
+            assert type(reply) is memoryview and (type(reply.obj) is bytes) == software  # the server's lane, if lent
+            del reply
             reply = plain(body_of(MIB + 8 * i, i))
-            assert type(reply) is bytes and reply == body_of(MIB + 8 * i, i)
+            assert type(reply) is bytes and reply == body_of(MIB + 8 * i, i) + b"+"
         assert sorted(x["direction"] for x in lanes_of(path)) == ["requests", "responses"]
         assert ch._conn.stage.value == "open"
     assert all_lanes_free(path)  # both ends gave their lanes back
@@ -374,31 +380,31 @@ def test_protobuf_over_lanes(lane_pool, echo_protos):
     try:
         with notnets_rpc.insecure_channel("notnets:pb", pool=lane_pool) as ch:
             stub = echo_pb2_grpc.EchoStub(ch)
+            assert stub.Unary(echo_pb2.EchoRequest(payload=b"w")).payload == b"w"  # looks the method up
             for i in range(5):
                 payload = body_of(MIB, i)
                 assert stub.Unary(echo_pb2.EchoRequest(payload=payload)).payload == payload
-            assert sorted(x["direction"] for x in lanes_of(lane_pool)) == ["requests", "responses"]
-            reader = ch._conn.lanes.reader
-            reader.settle()
-            assert not reader.loans  # the parser gave each view back at once
+            # the reply serializes to the request's bytes: handed back, the server wrote no lane
+            assert [x["direction"] for x in lanes_of(lane_pool)] == ["requests"]
+            assert ch._conn.lanes.reader is None  # and we read none
     finally:
         server.stop(None).wait(5)
 
 
-def test_a_full_lane_falls_back_to_chunks(lane_server):
+def test_without_a_free_lane_messages_go_in_chunks(lane_server):
     handlers, path = lane_server
-    with notnets_rpc.insecure_channel("notnets:x", pool=path) as ch:
-        echo = ch.unary_unary("/x.X/View", response_deserializer=notnets_rpc.as_view)
-        assert echo(b"warm") == b"warm"  # the first call looks the method up
-        kept = []
-        for i in range(8):  # 8 MiB held, our lane has 4 MiB: the rest go in chunks, the answers in the server's lane
-            kept.append(echo(body_of(MIB, i), timeout=10))
-            assert kept[-1] == body_of(MIB, i)
-        fit = L.DEFAULT_LANE_BYTES // frame_bytes(MIB)
-        software = I.inspect_pool(path, watch_s=0)["coherence"]["formatted"] == "software"
-        assert sum(not h.done() for h in ch._conn.lanes.writer.holds) == (0 if software else fit)
-        for i in range(fit):  # requests handed back stay ours (never revoked) while we hold them
-            assert kept[i] == body_of(MIB, i)
+    pool = Pool.acquire(path, 0)
+    try:
+        taken = [claim_lane(pool, REQUESTS, 0, 3, 1, os.getpid()) for _ in range(pool.layout.lanes_per_host)]
+        assert all(taken)
+        with notnets_rpc.insecure_channel("notnets:x", pool=path) as ch:
+            copy = ch.unary_unary("/x.X/Copy", response_deserializer=notnets_rpc.as_view)
+            for i in range(3):
+                assert copy(body_of(MIB, i)) == body_of(MIB, i)
+            assert ch._conn.lanes.writer is None  # no lane for us (nor for the server): chunks both ways
+        assert [x["channel"] for x in lanes_of(path)] == ["0/3"] * len(taken)
+    finally:
+        pool.release()
 
 
 def test_a_dead_clients_lane_is_reused(lane_server):
@@ -445,3 +451,46 @@ def test_a_hostile_extent_costs_only_its_channel(lane_server):
         finally:
             raw.close()
         assert echo(body_of(MIB, 2)) == body_of(MIB, 2)  # the good channel goes on
+
+
+@pytest.mark.parametrize("method,crossings", [("Plain", 2), ("Copy", 2), ("Grow", 4), ("Pb", 2)])
+def test_bytes_crossing_the_pool_per_round_trip(monkeypatch, echo_protos, method, crossings):
+    """Counted by the far-memory model (every payload byte read or written in the pool):
+    an echo's reply is handed back, so 1 MiB crosses twice (client write, server read);
+    a reply the handler built anew (other bytes) crosses four times. (With direct mappings an as_view
+    handler's echo crosses once: the server reads nothing; the model disables views.)"""
+    from notnets_rpc import farmem
+
+    echo_pb2, echo_pb2_grpc = echo_protos
+    path = Path("/dev/shm") / f"notnets-test-{uuid.uuid4().hex[:12]}"
+    notnets_rpc.create_pool(str(path), 24 << 20, max_hosts=1, channels=4, ring_bytes=256 << 10)
+    monkeypatch.setenv(farmem.ENV, '{"%s": {"latency_ns": 1, "bandwidth_gbps": 1000}}' % path)
+    handlers = Handlers()
+
+    class Echo(echo_pb2_grpc.EchoServicer):
+        def Unary(self, request, context):
+            return echo_pb2.EchoReply(payload=request.payload)
+
+    server = notnets_rpc.server(futures.ThreadPoolExecutor(2), pool=str(path))
+    server.add_generic_rpc_handlers((handlers.generic(),))
+    echo_pb2_grpc.add_EchoServicer_to_server(Echo(), server)
+    server.add_endpoint("x")
+    server.start()
+    try:
+        with notnets_rpc.insecure_channel("notnets:x", pool=str(path)) as ch:
+            if method == "Pb":
+                stub = echo_pb2_grpc.EchoStub(ch)
+                call = lambda p: stub.Unary(echo_pb2.EchoRequest(payload=p)).payload  # noqa: E731
+            else:
+                call = ch.unary_unary(f"/x.X/{method}")
+            grow = b"+" if method == "Grow" else b""
+            assert call(b"warm") == b"warm" + grow
+            n, rounds = MIB, 5
+            before = farmem.accounts()[str(path)]["bytes"]
+            for i in range(rounds):
+                assert call(body_of(n, i)) == body_of(n, i) + grow
+            per_call = (farmem.accounts()[str(path)]["bytes"] - before) / rounds
+        assert crossings * n <= per_call < crossings * n + 64 * 1024, per_call / n  # plus headers and small frames
+    finally:
+        server.stop(None).wait(5)
+        path.unlink(missing_ok=True)

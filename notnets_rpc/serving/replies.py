@@ -20,7 +20,15 @@ from .channels import ServerChannel
 from ..status import OK, code_to_wire
 
 _log = logging.getLogger("notnets_rpc.server")
-_SAME_FAST = (bytes, bytearray)  # compared with bytes by memcmp (a memoryview compares item by item: 60x slower)
+
+
+def _same_bytes(payload: Any, request: bytes) -> bool:
+    """``payload`` holds the same bytes as ``request`` (of the same length): a whole view
+    of it (as_view over a copy), or equal bytes compared by memcmp (bytes == memoryview
+    would compare item by item: 1.7 ms for 1 MiB, so views of other buffers never match)."""
+    if type(payload) is memoryview:
+        return payload.obj is request and payload.nbytes == len(request) and payload.contiguous
+    return type(payload) in (bytes, bytearray) and payload == request
 
 
 class Replies:
@@ -123,8 +131,7 @@ class Replies:
         only the reference goes through the ring. False: no lane room now (chunks)."""
         back = ch.extent_in
         if back is not None and back[0] == cid and (
-                payload is back[1] or back[3] is not None and len(back[3]) == n and type(payload) in _SAME_FAST
-                and payload == back[3]):
+                payload is back[1] or back[3] is not None and len(back[3]) == n and _same_bytes(payload, back[3])):
             lane, _how, position, size = parse_ref(back[2])
             ref = REF.pack(lane, RETURNED, position, size)
             self._write(ch, F.MESSAGE, F_EXTENT, cid, 0, (ref,), len(ref), owner)

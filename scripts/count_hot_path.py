@@ -17,12 +17,15 @@ which prints the total instructions for each count (from valgrind's client reque
 the difference) -- or simply ``scripts/count_hot_path.py --callgrind`` which does that.
 Modes: ``plain`` (stub call), ``timeout`` (stub call with timeout=60, as call chains do),
 ``relay`` (two hops: the first server's handler calls a second echo server with a
-timeout, as a chain's middle tier does; its cost minus ``timeout``'s is what a hop adds).
+timeout, as a chain's middle tier does; its cost minus ``timeout``'s is what a hop adds),
+``aio`` (a ``notnets_rpc.aio`` client awaiting the same stub call in an event loop: its
+cost minus ``plain``'s is what the aio client adds to the sync client).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import subprocess
@@ -110,16 +113,32 @@ def run(mode: str, calls: int) -> None:
             retire_poller(servers[0], channels[0])
         request = echo_pb2.EchoRequest(payload=b"x" * 64)
         kw = {"timeout": 60} if mode in ("timeout", "relay") else {}
-        for _ in range(200):
-            stub.Unary(request, **kw)
-        assert threading.active_count() < 12
-        for _ in range(calls):
-            stub.Unary(request, **kw)
+        if mode == "aio":
+            asyncio.run(aio_calls(channel, request, calls))
+        else:
+            for _ in range(200):
+                stub.Unary(request, **kw)
+            assert threading.active_count() < 12
+            for _ in range(calls):
+                stub.Unary(request, **kw)
         assert all(not c._conn.calls for c in channels)
         for c in channels:
             c.close()
         for server in servers:
             server.stop(0).wait(2)
+
+
+async def aio_calls(sync_channel, request, calls: int) -> None:
+    """The ``aio`` mode's calls: an aio channel over the (connected, hooked) sync channel."""
+    import notnets_rpc.aio
+    from notnets_bench.echo.server import echo_pb2_grpc
+
+    channel = notnets_rpc.aio.Channel(sync_channel)
+    stub = echo_pb2_grpc.EchoStub(channel)
+    for _ in range(200):
+        await stub.Unary(request)
+    for _ in range(calls):
+        await stub.Unary(request)
 
 
 def callgrind(mode: str) -> int:
@@ -136,7 +155,7 @@ def callgrind(mode: str) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("plain", "timeout", "relay"), default="plain")
+    parser.add_argument("--mode", choices=("plain", "timeout", "relay", "aio"), default="plain")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--callgrind", action="store_true", help="count under callgrind and print per round trip")
     args = parser.parse_args()

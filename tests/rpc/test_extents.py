@@ -180,61 +180,59 @@ def test_references_are_checked_before_use():
             parse_ref(raw)
 
 
-def test_a_reader_tail_that_makes_no_sense_turns_the_writer_to_chunks(tmp_path):
+@pytest.fixture
+def host0(tmp_path):
+    """(path, Pool) of a two-host pool with lanes, mapped as host 0."""
     path = str(tmp_path / "pool")
     notnets_rpc.create_pool(path, 40 * MIB, max_hosts=2, channels=2)
     pool = Pool.acquire(path, 0)
     try:
-        off = pool.layout.channel(0, 0)
-        lanes = ChannelLanes(pool, REQUESTS, 0, 0, 1, off + L.CH_RESP_LANE_TAIL, off + L.CH_REQ_LANE_TAIL, 0, True)
-        with lanes.lock:
-            assert lanes.put(1, MIB, (body_of(MIB, 1),)) is not None
-            pool.mem.store(off + L.CH_REQ_LANE_TAIL, 1 << 40)  # a hostile reader's tail
-            refs = [lanes.put(2, MIB, (body_of(MIB, 1),)) for _ in range(6)]  # the tail is read when room is short
-            assert refs[-2:] == [None, None] and lanes.writer is None  # no exception, no lane: chunks from now on
-        lanes.close()
-        assert I.inspect_pool(path, watch_s=0)["lanes"][0]["state"] == "free"
+        yield path, pool
     finally:
         pool.release()
 
 
-def test_a_peer_lane_outside_its_partition_is_refused(tmp_path):
-    path = str(tmp_path / "pool")
-    notnets_rpc.create_pool(path, 40 * MIB, max_hosts=2, channels=2)
-    pool = Pool.acquire(path, 0)
-    try:
-        off = pool.layout.channel(0, 0)
-        lanes = ChannelLanes(pool, RESPONSES, 0, 0, 1, off + L.CH_REQ_LANE_TAIL, off + L.CH_RESP_LANE_TAIL, 0, False)
-        other = pool.layout.lanes_per_host  # host 1's first lane
-        with pytest.raises(ProtocolError):
-            lanes.take(REF.pack(other, IN_LANE, 0, MIB), 1, True)
-        with pytest.raises(ProtocolError):
-            lanes.take(REF.pack(0, RETURNED, 0, MIB), 1, True)
-    finally:
-        pool.release()
+def test_a_reader_tail_that_makes_no_sense_turns_the_writer_to_chunks(host0):
+    path, pool = host0
+    off = pool.layout.channel(0, 0)
+    lanes = ChannelLanes(pool, REQUESTS, 0, 0, 1, off + L.CH_RESP_LANE_TAIL, off + L.CH_REQ_LANE_TAIL, 0, True)
+    with lanes.lock:
+        assert lanes.put(1, MIB, (body_of(MIB, 1),)) is not None
+        pool.mem.store(off + L.CH_REQ_LANE_TAIL, 1 << 40)  # a hostile reader's tail
+        refs = [lanes.put(2, MIB, (body_of(MIB, 1),)) for _ in range(6)]  # the tail is read when room is short
+        assert refs[-2:] == [None, None] and lanes.writer is None  # no exception, no lane: chunks from now on
+    lanes.close()
+    assert I.inspect_pool(path, watch_s=0)["lanes"][0]["state"] == "free"
+
+
+def test_a_peer_lane_outside_its_partition_is_refused(host0):
+    path, pool = host0
+    off = pool.layout.channel(0, 0)
+    lanes = ChannelLanes(pool, RESPONSES, 0, 0, 1, off + L.CH_REQ_LANE_TAIL, off + L.CH_RESP_LANE_TAIL, 0, False)
+    other = pool.layout.lanes_per_host  # host 1's first lane
+    with pytest.raises(ProtocolError):
+        lanes.take(REF.pack(other, IN_LANE, 0, MIB), 1, True)
+    with pytest.raises(ProtocolError):
+        lanes.take(REF.pack(0, RETURNED, 0, MIB), 1, True)
 
 
 # -- claims ----------------------------------------------------------------------------------------
-def test_claims_run_out_and_a_dead_holders_lane_is_taken_over(tmp_path):
-    path = str(tmp_path / "pool")
-    lay = notnets_rpc.create_pool(path, 40 * MIB, max_hosts=2, channels=2)
+def test_claims_run_out_and_a_dead_holders_lane_is_taken_over(host0):
+    path, pool = host0
+    lay = pool.layout
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    pool = Pool.acquire(path, 0)
-    try:
-        claims = [claim_lane(pool, REQUESTS, 0, k, 1, os.getpid()) for k in range(lay.lanes_per_host)]
-        assert all(c is not None for c in claims)
-        assert claim_lane(pool, REQUESTS, 0, 1, 2, os.getpid()) is None  # all held by live holders
-        pool.mem.store(lay.lane_ctl(0, claims[0][0]) + L.LANE_PID, dead.pid)  # its holder died
-        taken = claim_lane(pool, REQUESTS, 0, 1, 2, os.getpid())  # all held, but the first holder is dead
-        assert taken is not None and taken[0] == claims[0][0] and taken[1] == claims[0][1] + 1
-        assert claim_lane(pool, REQUESTS, 0, 1, 3, os.getpid()) is None  # now all live
-        release_lane(pool, *claims[0])  # a stale generation gives nothing back
-        assert claim_lane(pool, REQUESTS, 0, 1, 3, os.getpid()) is None
-        release_lane(pool, *taken)
-        assert claim_lane(pool, REQUESTS, 0, 1, 3, os.getpid()) is not None
-    finally:
-        pool.release()
+    claims = [claim_lane(pool, REQUESTS, 0, k, 1, os.getpid()) for k in range(lay.lanes_per_host)]
+    assert all(c is not None for c in claims)
+    assert claim_lane(pool, REQUESTS, 0, 1, 2, os.getpid()) is None  # all held by live holders
+    pool.mem.store(lay.lane_ctl(0, claims[0][0]) + L.LANE_PID, dead.pid)  # its holder died
+    taken = claim_lane(pool, REQUESTS, 0, 1, 2, os.getpid())  # all held, but the first holder is dead
+    assert taken is not None and taken[0] == claims[0][0] and taken[1] == claims[0][1] + 1
+    assert claim_lane(pool, REQUESTS, 0, 1, 3, os.getpid()) is None  # now all live
+    release_lane(pool, *claims[0])  # a stale generation gives nothing back
+    assert claim_lane(pool, REQUESTS, 0, 1, 3, os.getpid()) is None
+    release_lane(pool, *taken)
+    assert claim_lane(pool, REQUESTS, 0, 1, 3, os.getpid()) is not None
 
 
 # -- RPC -------------------------------------------------------------------------------------------

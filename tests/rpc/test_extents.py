@@ -492,3 +492,18 @@ def test_bytes_crossing_the_pool_per_round_trip(monkeypatch, echo_protos, method
     finally:
         server.stop(None).wait(5)
         path.unlink(missing_ok=True)
+
+
+def test_a_reply_is_the_request_only_when_its_bytes_are():
+    from notnets_rpc.serving.replies import _same_bytes
+
+    request = body_of(MIB, 3)
+    lent = memoryview(bytearray(request)).toreadonly()
+    assert _same_bytes(bytes(request), request, MIB) and _same_bytes(bytearray(request), lent, MIB)
+    assert _same_bytes(memoryview(request), request, MIB)  # a whole view of our copy
+    assert not _same_bytes(memoryview(request)[1:], request, MIB - 1)
+    assert not _same_bytes(memoryview(bytes(bytearray(request))), request, MIB)  # another buffer: never compared item by item
+    assert not _same_bytes(body_of(MIB, 4), lent, MIB) and not _same_bytes(request[:-1] + b"x", request, MIB)
+    assert not _same_bytes("text", request, MIB)
+    lent.release()  # a handler may release its view before it answers
+    assert not _same_bytes(request, lent, MIB)

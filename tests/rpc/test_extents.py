@@ -507,3 +507,32 @@ def test_a_reply_is_the_request_only_when_its_bytes_are():
     assert not _same_bytes("text", request, MIB)
     lent.release()  # a handler may release its view before it answers
     assert not _same_bytes(request, lent, MIB)
+
+
+def test_streamed_responses_go_through_lanes_in_order(lane_pool, echo_protos):
+    echo_pb2, echo_pb2_grpc = echo_protos
+
+    class Echo(echo_pb2_grpc.EchoServicer):
+        def ServerStream(self, request, context):
+            for i in range(request.count):
+                yield echo_pb2.EchoReply(payload=body_of(MIB + 8 * i, i))
+
+        def Bidi(self, request_iterator, context):
+            for request in request_iterator:
+                yield echo_pb2.EchoReply(payload=request.payload[::-1])
+
+    server = notnets_rpc.server(futures.ThreadPoolExecutor(4), pool=lane_pool)
+    echo_pb2_grpc.add_EchoServicer_to_server(Echo(), server)
+    server.add_endpoint("pb")
+    server.start()
+    try:
+        with notnets_rpc.insecure_channel("notnets:pb", pool=lane_pool) as ch:
+            stub = echo_pb2_grpc.EchoStub(ch)
+            got = [r.payload for r in stub.ServerStream(echo_pb2.EchoRequest(count=7), timeout=30)]
+            assert got == [body_of(MIB + 8 * i, i) for i in range(7)]  # 7 MiB through a 4 MiB lane
+            requests = [echo_pb2.EchoRequest(payload=body_of(MIB, i)) for i in range(3)]
+            got = [r.payload for r in stub.Bidi(iter(requests), timeout=30)]
+            assert got == [body_of(MIB, i)[::-1] for i in range(3)]  # requests in chunks, answers in the lane
+            assert sorted(x["direction"] for x in lanes_of(lane_pool)) == ["responses"]
+    finally:
+        server.stop(None).wait(5)

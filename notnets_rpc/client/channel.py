@@ -547,6 +547,47 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                                            metadata, wait_for_ready, True, True)
         return ClientCall(conn, state)
 
+    def start_unary(self, request: Any, timeout: Optional[float], metadata: Any, max_bytes: int
+                    ) -> Optional[Tuple[Connection, CallState]]:
+        """The hook of notnets_rpc.aio's unary fast path: a call starts as the blocking
+        fast path starts it (one CALL frame carrying the message, its body from
+        ``_prefix`` when it has no timeout and no metadata) but returns at once,
+        registered, for its caller to poll the response ring (``Connection.read_arrived``).
+        None where the general path must start it: not connected, a timeout already
+        passed, metadata that does not encode, a request that is not bytes, does not
+        serialize to bytes, is larger than ``max_bytes`` or does not fit one frame."""
+        conn = self._channel._conn
+        if conn is None or conn.broken is not None or (timeout is not None and timeout <= 0):
+            return None
+        serializer = self._serializer
+        if serializer is None:
+            payload = request
+        else:
+            try:
+                payload = serializer(request)
+            except Exception:
+                return None
+        if type(payload) is not bytes:
+            return None
+        deadline = None if timeout is None else _monotonic() + timeout
+        if metadata:  # as start_call writes it
+            try:
+                md = F.encode_metadata(metadata)
+            except ValueError:
+                return None
+            prefix = F.CALL_HEAD.pack(0 if timeout is None else max(1, int(timeout * 1e6)), len(self._method),
+                                      len(md)) + self._method + md
+        elif timeout is None:
+            prefix = self._prefix
+        else:
+            prefix = F.CALL_HEAD.pack(max(1, int(timeout * 1e6)), len(self._method), 0) + self._method
+        if len(payload) + len(prefix) > conn.chunk or len(payload) > min(conn.max_send, max_bytes):
+            return None
+        try:
+            return conn, conn._unary_shared(prefix, payload, self._deserializer, deadline)
+        except ConnectionBroken:
+            return None
+
 
 class UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable):
     __slots__ = ()

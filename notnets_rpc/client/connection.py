@@ -35,9 +35,11 @@ from ..backoff import Backoff, tunables
 from ..budget import Budget
 from .call import WAIT_DONE, CallState, _NOTHING
 from ..errors import ChecksumError, ProtocolError
-from ..wire.messages import on_chunk, sink_slot, takes_buffers
+from ..wire.messages import as_view, on_chunk, sink_slot, takes_buffers
 from ..pool import Endpoint, Pool, pid_alive, stale_ms
 from ..wire.ring import SMALL_FRAME
+from ..wire.extents import F_EXTENT, RETURNED, parse_ref
+from ..lane_claims import REQUESTS, ChannelLanes
 from ..status import OK, code_from_wire
 
 _allocate_lock = threading.Lock
@@ -85,6 +87,10 @@ class Connection:
         self.rx.viewer = self._viewer
         self._fast: "tuple[int, Optional[Callable]]" = (0, None)  # the unregistered fast-path call
         self.chunk = pool.layout.chunk_bytes
+        # messages larger than half a ring: requests in our lane, responses in the server's (extents.py)
+        self.lanes = (ChannelLanes(pool, REQUESTS, pool.host_id, slot, generation, self.ctl + L.CH_RESP_LANE_TAIL,
+                                   self.ctl + L.CH_REQ_LANE_TAIL, endpoint.host, revoke=True)
+                      if pool.layout.lanes else None)
         self.request_window = pool.layout.ring_bytes  # a request stream's bytes ahead of its handler
         self.max_receive = max_receive
         self.max_send = max_send
@@ -182,12 +188,56 @@ class Connection:
             flags = _HAS_MESSAGE | _END if end_stream else _HAS_MESSAGE
             self.send(_CALL, flags, cid, 0, (_CALL_HEAD.pack(timeout_us, len(method), len(metadata)), method,
                                              metadata, payload), n + len(payload), state)
-        else:
+        elif not (payload is not None and end_stream and self.lanes is not None
+                  and self._call_with_extent(state, timeout_us, method, metadata, payload, n)):
             self.send(_CALL, 0, cid, 0, (_CALL_HEAD.pack(timeout_us, len(method), len(metadata)), method, metadata),
                       n, state)
             if payload is not None:
                 self.send_message(state, payload, end_stream)
         return state
+
+    def _call_with_extent(self, state: CallState, timeout_us: int, method: bytes, metadata: bytes, payload: Any,
+                          n: int) -> bool:
+        """A unary request too large for half a ring: the message into our lane, its
+        reference in the CALL frame (wire/extents.py). The call keeps the request, so
+        that a response the server hands back as the request itself (RETURNED) is
+        answered from our own memory. False: no lane room, send chunks."""
+        size = len(payload)
+        if size > self.max_send:
+            return False  # send_message says why
+        lanes = self.lanes
+        lanes.settle()  # views of earlier responses that were dropped: the server may reuse their room
+        with lanes.lock:
+            ref = lanes.put(state.id, size, (payload,))
+            if ref is None:
+                return False
+            state.extent = (lanes.writer.lane, parse_ref(ref)[2], payload)
+            self.send(_CALL, _UNARY | F_EXTENT, state.id, 0,
+                      (_CALL_HEAD.pack(timeout_us, len(method), len(metadata)), method, metadata, ref),
+                      n + len(ref), state)
+        return True
+
+    def _take_extent(self, state: CallState, ref: bytes) -> Any:
+        """The message an extent reference names: a view of the server's lane for
+        buffer-taking deserializers, else bytes; or, handed back, our own request."""
+        lanes = self.lanes
+        if lanes is None:
+            raise ProtocolError("an extent reference on a pool without lanes")
+        lane, how, position, n = parse_ref(ref)
+        lend = takes_buffers(state.deserializer)
+        if how == RETURNED:
+            sent = getattr(state, "extent", None)
+            if sent is None or (lane, position) != sent[:2] or n != len(sent[2]):
+                raise ProtocolError("a returned extent that is not this call's request")
+            state.extent = None
+            request = sent[2]
+            if type(request) is not bytes:  # the caller's buffer may change after the call: a private copy
+                request = bytes(request)
+            return memoryview(request) if state.deserializer is as_view else request
+        body, loan = lanes.take(ref, state.id, lend)
+        if loan is not None:  # revoked while still queued: copied first (the loan must not keep the call alive)
+            loan.evict = partial(self._evict, weakref.ref(state))
+        return body
 
     def unary_fast(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable],
                    deadline: Optional[float] = None) -> "tuple[Optional[CallState], Optional[bytes]]":
@@ -636,6 +686,13 @@ class Connection:
             self.fail_locally(state, grpc.StatusCode.INTERNAL, f"Malformed frame from the server: {exc}", cancel=True)
 
     def _on_message(self, state: CallState, flags: int, aux: int, body: Optional[bytes]) -> None:
+        if flags & F_EXTENT:
+            if flags & _MORE:
+                raise ProtocolError("an extent marked as a chunk")
+            aux = parse_ref(body)[3]
+            if aux <= self.max_receive:  # (over it: ends below; the unread lane frame is skipped later)
+                body = self._take_extent(state, body)
+                flags &= ~F_EXTENT
         if aux > self.max_receive:
             self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"Received message larger than max ({aux} vs. {self.max_receive})", cancel=True)
@@ -699,6 +756,8 @@ class Connection:
             if loan.evict is not None:
                 loan.evict()
             loan.end()
+        if self.lanes is not None:
+            self.lanes.close()
 
     def _evict(self, ref: "weakref.ref[CallState]") -> None:
         """(reader) Views of the ring still queued for the call become copies (the ring

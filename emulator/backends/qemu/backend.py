@@ -30,7 +30,7 @@ from emulator.image.initramfs import build_initramfs
 from emulator.image.kernel_image import boot_image  # uncompressed PVH vmlinux: ~3 s less per TCG boot
 from emulator.paths import Kernel, find_kernel
 from emulator.progress import Progress
-from emulator.runs.state import FILE_MODE, HostState, RunState, make_private_dir
+from emulator.runs.state import HostState, RunState, make_private_dir
 from emulator.sizes import parse_size
 from emulator.topology.model import Host, Topology
 
@@ -49,14 +49,6 @@ def boot_timeout(accel: str) -> float:
         except ValueError:
             raise UserError(f"NOTNETS_BOOT_TIMEOUT={env!r}: expected a number of seconds") from None
     return DEFAULT_BOOT_TIMEOUT.get(accel, 180.0)
-
-
-def _sparse_file(path: Path, size: int) -> None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        os.ftruncate(fd, size)
-    finally:
-        os.close(fd)
 
 
 def _last_line(path: Path) -> str:
@@ -117,7 +109,7 @@ class QemuBackend(Backend):
                 agent_ports=int(template["agent_ports"]), network=topology.network,
             )
             for lsa in paths.lsa.values():
-                _sparse_file(Path(lsa), parse_size(template["lsa_size"]))
+                boot_template.sparse_file(Path(lsa), parse_size(template["lsa_size"]))
             write_guest_config(host_dir, topology, host, state_dir)
             argvs[host.name] = build_qemu_argv(topology, host, paths, accel=accel_name, template=template)
             run.hosts.append(HostState(

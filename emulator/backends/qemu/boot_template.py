@@ -197,12 +197,12 @@ def _save_template(topology: Topology, host: Host, kernel: str, initrd: str, acc
         backing = {}
         for pool in topology.host_pools(host):  # never touched: the template stops before the CXL modules
             backing[pool.name] = str(work / f"pool-{pool.name}")
-            _sparse(Path(backing[pool.name]), pool.size)
+            sparse_file(Path(backing[pool.name]), pool.size)
         (work / "hosts" / TEMPLATE_HOST).mkdir(parents=True)
         paths = HostPaths.in_state_dir(work, TEMPLATE_HOST, kernel, initrd, backing, host.pools,
                                        agent_ports=int(template["agent_ports"]), network=topology.network)
         for lsa in paths.lsa.values():
-            _sparse(Path(lsa), parse_size(template["lsa_size"]))
+            sparse_file(Path(lsa), parse_size(template["lsa_size"]))
         if topology.network:
             vde_pid, _ = start_switch(work)
         argv = build_qemu_argv(topology, shape_host, paths, accel=accel, template=template, identity="port")
@@ -228,7 +228,8 @@ def _save_template(topology: Topology, host: Host, kernel: str, initrd: str, acc
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _sparse(path: Path, size: int) -> None:
+def sparse_file(path: Path, size: int) -> None:
+    """A file of ``size`` bytes that takes no disk (a label area, a pool the template never touches)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.ftruncate(fd, size)

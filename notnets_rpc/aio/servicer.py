@@ -49,8 +49,11 @@ _copy_context = contextvars.copy_context
 _Task = asyncio.Task
 _new_task = asyncio.Task.__new__
 _new_object = object.__new__
-_enter_task = asyncio.tasks._enter_task  # what a task's step does around it (current_task)
-_leave_task = asyncio.tasks._leave_task
+_enter_task = getattr(asyncio.tasks, "_enter_task", None)  # what a task's step does around it (current_task)
+_leave_task = getattr(asyncio.tasks, "_leave_task", None)
+if _enter_task is None or _leave_task is None:  # an asyncio without them: every handler gets a task at once
+    def _enter_task(loop: Any, task: Any) -> None:
+        raise RuntimeError("asyncio.tasks._enter_task is missing")
 _ANSWERED = object()  # what stepping a handler gives when it answered
 _FIRST_STEP = contextlib.nullcontext()  # no lock: only the loop sees a call in its handler's first step
 _END = object()

@@ -568,9 +568,9 @@ class UnaryContext(_OnSyncCall):
         if yielded is not _ANSWERED:  # it waits: the task is made now, and goes on from there
             cancels = task.cancelling()  # (the handler cancelled its own task: made now, it forgets)
             task.__init__(_resumed(steps, yielded, self), loop=loop, context=run_in)
-            for _ in range(cancels):
-                task.cancel()
             _step_now(loop, task)
+            for _ in range(cancels):  # now that it waits: what it waits for is cancelled, as a task's step does
+                task.cancel()
             self.wait_for(task)
             return LATER
         response = self._response

@@ -526,8 +526,9 @@ class UnaryContext(_OnSyncCall):
     """A unary-unary call on the loop: its handler's context and the call's state.
 
     Built with one field, the sync call: a handler that answers in its first step (the
-    common case) needs no more. One that waits gets a task then (``first_step``), and the call a lock
-    (``_terminated`` comes from any thread once the sync call can end under it)."""
+    common case) needs no more. One that waits gets a task then (``first_step``), and
+    the call a lock (``_terminated`` comes from any thread once the sync call can end
+    under it)."""
 
     _callbacks: Optional[List[Callable]] = None
     _response: Any = None  # what the handler returned

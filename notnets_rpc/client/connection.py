@@ -362,6 +362,13 @@ class Connection:
         if n <= chunk:
             self.send(_MESSAGE, end, state.id, n, (payload,), n, state)
             return
+        lanes = self.lanes
+        if lanes is not None:  # whole, in our lane (wire/extents.py); no room: chunks
+            with lanes.lock:
+                ref = lanes.put(state.id, n, (payload,))
+                if ref is not None:
+                    self.send(_MESSAGE, end | F_EXTENT, state.id, 0, (ref,), len(ref), state)
+                    return
         view = memoryview(payload)
         for start in range(0, n, chunk):
             piece = view[start : start + chunk]

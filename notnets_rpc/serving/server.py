@@ -538,7 +538,14 @@ class Server(ChannelTable, Replies, grpc.Server):
         call = ch.calls.get(cid)
         if kind == F.MESSAGE:
             if call is None or call.request_done:
-                return
+                return  # (an extent it names stays unread: the next reference skips it)
+            if flags & F_EXTENT:  # a whole message in the client's lane: one copy, streams keep no views
+                if ch.lanes is None or flags & F.F_MORE:
+                    raise ProtocolError("an extent reference where none may be")
+                aux = parse_ref(body)[3]
+                if aux <= self._max_receive:  # (over it: fails below)
+                    body = ch.lanes.take(body, cid, False)[0]
+                    flags &= ~F_EXTENT
             ch.bytes_in += len(body) if body is not None else aux
             if aux > self._max_receive:
                 self._fail(call, grpc.StatusCode.RESOURCE_EXHAUSTED,

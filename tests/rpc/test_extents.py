@@ -509,7 +509,7 @@ def test_a_reply_is_the_request_only_when_its_bytes_are():
     assert not _same_bytes(request, lent, MIB)
 
 
-def test_streamed_responses_go_through_lanes_in_order(lane_pool, echo_protos):
+def test_streamed_messages_go_through_lanes_in_order(lane_pool, echo_protos):
     echo_pb2, echo_pb2_grpc = echo_protos
 
     class Echo(echo_pb2_grpc.EchoServicer):
@@ -520,6 +520,9 @@ def test_streamed_responses_go_through_lanes_in_order(lane_pool, echo_protos):
         def Bidi(self, request_iterator, context):
             for request in request_iterator:
                 yield echo_pb2.EchoReply(payload=request.payload[::-1])
+
+        def ClientStream(self, request_iterator, context):
+            return echo_pb2.EchoReply(payload=b"".join(r.payload for r in request_iterator))
 
     server = notnets_rpc.server(futures.ThreadPoolExecutor(4), pool=lane_pool)
     echo_pb2_grpc.add_EchoServicer_to_server(Echo(), server)
@@ -532,7 +535,9 @@ def test_streamed_responses_go_through_lanes_in_order(lane_pool, echo_protos):
             assert got == [body_of(MIB + 8 * i, i) for i in range(7)]  # 7 MiB through a 4 MiB lane
             requests = [echo_pb2.EchoRequest(payload=body_of(MIB, i)) for i in range(3)]
             got = [r.payload for r in stub.Bidi(iter(requests), timeout=30)]
-            assert got == [body_of(MIB, i)[::-1] for i in range(3)]  # requests in chunks, answers in the lane
-            assert sorted(x["direction"] for x in lanes_of(lane_pool)) == ["responses"]
+            assert got == [body_of(MIB, i)[::-1] for i in range(3)]  # both ways through lanes
+            assert sorted(x["direction"] for x in lanes_of(lane_pool)) == ["requests", "responses"]
+            streamed = [echo_pb2.EchoRequest(payload=body_of(MIB, i)) for i in range(6)]  # 6 MiB up a 4 MiB lane
+            assert stub.ClientStream(iter(streamed), timeout=30).payload == b"".join(r.payload for r in streamed)
     finally:
         server.stop(None).wait(5)

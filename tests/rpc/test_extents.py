@@ -10,6 +10,7 @@ lane is reused, and a hostile client costs only its own channel.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import subprocess
@@ -364,6 +365,20 @@ def test_new_responses_go_through_the_servers_lane(lane_server):
     assert all_lanes_free(path)  # both ends gave their lanes back
 
 
+@contextlib.contextmanager
+def echo_stub(pool, echo_pb2_grpc, servicer):
+    """A stub on a channel to a server running ``servicer`` on ``pool`` (stopped afterwards)."""
+    server = notnets_rpc.server(futures.ThreadPoolExecutor(4), pool=pool)
+    echo_pb2_grpc.add_EchoServicer_to_server(servicer, server)
+    server.add_endpoint("pb")
+    server.start()
+    try:
+        with notnets_rpc.insecure_channel("notnets:pb", pool=pool) as ch:
+            yield echo_pb2_grpc.EchoStub(ch), ch
+    finally:
+        server.stop(None).wait(5)
+
+
 def test_protobuf_over_lanes(lane_pool, echo_protos):
     echo_pb2, echo_pb2_grpc = echo_protos
 
@@ -371,22 +386,14 @@ def test_protobuf_over_lanes(lane_pool, echo_protos):
         def Unary(self, request, context):
             return echo_pb2.EchoReply(payload=request.payload)
 
-    server = notnets_rpc.server(futures.ThreadPoolExecutor(2), pool=lane_pool)
-    echo_pb2_grpc.add_EchoServicer_to_server(Echo(), server)
-    server.add_endpoint("pb")
-    server.start()
-    try:
-        with notnets_rpc.insecure_channel("notnets:pb", pool=lane_pool) as ch:
-            stub = echo_pb2_grpc.EchoStub(ch)
-            assert stub.Unary(echo_pb2.EchoRequest(payload=b"w")).payload == b"w"  # looks the method up
-            for i in range(5):
-                payload = body_of(MIB, i)
-                assert stub.Unary(echo_pb2.EchoRequest(payload=payload)).payload == payload
-            # the reply serializes to the request's bytes: handed back, the server wrote no lane
-            assert [x["direction"] for x in lanes_of(lane_pool)] == ["requests"]
-            assert ch._conn.lanes.reader is None  # and we read none
-    finally:
-        server.stop(None).wait(5)
+    with echo_stub(lane_pool, echo_pb2_grpc, Echo()) as (stub, ch):
+        assert stub.Unary(echo_pb2.EchoRequest(payload=b"w")).payload == b"w"  # looks the method up
+        for i in range(5):
+            payload = body_of(MIB, i)
+            assert stub.Unary(echo_pb2.EchoRequest(payload=payload)).payload == payload
+        # the reply serializes to the request's bytes: handed back, the server wrote no lane
+        assert [x["direction"] for x in lanes_of(lane_pool)] == ["requests"]
+        assert ch._conn.lanes.reader is None  # and we read none
 
 
 def test_without_a_free_lane_messages_go_in_chunks(lane_server):
@@ -524,20 +531,13 @@ def test_streamed_messages_go_through_lanes_in_order(lane_pool, echo_protos):
         def ClientStream(self, request_iterator, context):
             return echo_pb2.EchoReply(payload=b"".join(r.payload for r in request_iterator))
 
-    server = notnets_rpc.server(futures.ThreadPoolExecutor(4), pool=lane_pool)
-    echo_pb2_grpc.add_EchoServicer_to_server(Echo(), server)
-    server.add_endpoint("pb")
-    server.start()
-    try:
-        with notnets_rpc.insecure_channel("notnets:pb", pool=lane_pool) as ch:
-            stub = echo_pb2_grpc.EchoStub(ch)
-            got = [r.payload for r in stub.ServerStream(echo_pb2.EchoRequest(count=7), timeout=30)]
-            assert got == [body_of(MIB + 8 * i, i) for i in range(7)]  # 7 MiB through a 4 MiB lane
-            requests = [echo_pb2.EchoRequest(payload=body_of(MIB, i)) for i in range(3)]
-            got = [r.payload for r in stub.Bidi(iter(requests), timeout=30)]
-            assert got == [body_of(MIB, i)[::-1] for i in range(3)]  # both ways through lanes
-            assert sorted(x["direction"] for x in lanes_of(lane_pool)) == ["requests", "responses"]
-            streamed = [echo_pb2.EchoRequest(payload=body_of(MIB, i)) for i in range(6)]  # 6 MiB up a 4 MiB lane
-            assert stub.ClientStream(iter(streamed), timeout=30).payload == b"".join(r.payload for r in streamed)
-    finally:
-        server.stop(None).wait(5)
+    with echo_stub(lane_pool, echo_pb2_grpc, Echo()) as (stub, ch):
+        got = [r.payload for r in stub.ServerStream(echo_pb2.EchoRequest(count=7), timeout=30)]
+        assert got == [body_of(MIB + 8 * i, i) for i in range(7)]  # 7 MiB through a 4 MiB lane
+        requests = [echo_pb2.EchoRequest(payload=body_of(MIB, i)) for i in range(3)]
+        got = [r.payload for r in stub.Bidi(iter(requests), timeout=30)]
+        assert got == [body_of(MIB, i)[::-1] for i in range(3)]  # both ways through lanes
+        assert sorted(x["direction"] for x in lanes_of(lane_pool)) == ["requests", "responses"]
+        streamed = [echo_pb2.EchoRequest(payload=body_of(MIB, i)) for i in range(6)]  # 6 MiB up a 4 MiB lane
+        assert stub.ClientStream(iter(streamed), timeout=30).payload == b"".join(r.payload for r in streamed)
+

@@ -211,7 +211,6 @@ class Connection:
         if size > self.max_send:
             return False  # send_message says why
         lanes = self.lanes
-        lanes.settle()  # views of earlier responses that were dropped: the server may reuse their room
         with lanes.lock:
             ref = lanes.put(state.id, size, (payload,))
             if ref is None:

@@ -650,12 +650,18 @@ class Server(ChannelTable, Replies, grpc.Server):
                     self._run_unary(ch, cid, method, handler, message, timeout_us, loan)
                     return
                 del extent
+                demoted = False
                 try:
                     self._run_unary(ch, cid, method, handler, message, timeout_us, loan)
+                except _Demoted:  # a new leader reads the lanes now (and settles them at its next extent)
+                    demoted = True
+                    raise
                 finally:
-                    ch.extent_in = None
+                    if ch.extent_in is not None and ch.extent_in[0] == cid:
+                        ch.extent_in = None
                     del message
-                    ch.lanes.settle()  # the client may write its next extent where this one was
+                    if not demoted:
+                        ch.lanes.settle()  # the client may write its next extent where this one was
                 return
             metadata: tuple = ()
         else:

@@ -437,17 +437,22 @@ def test_a_dead_clients_lane_is_reused(lane_server):
         pool.release()
 
 
-def test_a_hostile_extent_costs_only_its_channel(lane_server):
+@pytest.mark.parametrize("form", ["call", "message"])
+@pytest.mark.parametrize("ref", [REF.pack(0, IN_LANE, 1 << 30, MIB), REF.pack(99, IN_LANE, 0, MIB),
+                                 REF.pack(0, RETURNED, 0, MIB), b"garbage"], ids=["past", "lane", "returned", "short"])
+def test_a_hostile_extent_costs_only_its_channel(lane_server, form, ref):
     handlers, path = lane_server
     with notnets_rpc.insecure_channel("notnets:x", pool=path) as good:
         echo = good.unary_unary("/x.X/Plain")
         assert echo(body_of(MIB, 1)) == body_of(MIB, 1)
         raw = RawChannel(path, "x")
         try:
-            method = b"/x.X/Plain"
-            for ref in (REF.pack(0, IN_LANE, 1 << 30, MIB), REF.pack(99, IN_LANE, 0, MIB), b"garbage"):
-                body = b"".join(F.call_parts(method, 0, b"", ref))
+            if form == "call":  # the reference in a unary CALL
+                body = b"".join(F.call_parts(b"/x.X/Plain", 0, b"", ref))
                 assert raw.write(F.CALL, F.F_HAS_MESSAGE | F.F_END_STREAM | F_EXTENT, 1, 0, body)
+            else:  # a CALL without its message, then the reference in a MESSAGE frame
+                assert raw.write(F.CALL, 0, 1, 0, b"".join(F.call_parts(b"/x.X/Plain", 0, b"", None)))
+                assert raw.write(F.MESSAGE, F.F_END_STREAM | F_EXTENT, 1, 0, ref)
             deadline = time.monotonic() + 10
             while raw.mem.load(raw.ctl + L.CH_ACCEPT) != L.pack_state(raw.generation, L.ACC_REJECTED):
                 raw.beat()

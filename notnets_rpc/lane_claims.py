@@ -19,6 +19,7 @@ import time
 from typing import Any, Optional, Tuple
 
 from .errors import ProtocolError
+from .mapping import is_char_device
 from .pool import Pool, pid_alive
 from .wire import layout as L
 from .wire.extents import IN_LANE, LaneReader, LaneWriter, lane_bounds, parse_ref
@@ -85,6 +86,9 @@ class ChannelLanes:
         self.closed = False
         # views of our lanes need direct memory (software coherence, cost models: copies)
         self.direct = pool.mem.views() is not None
+        # a DAX device (CXL memory, or QEMU's emulated window) is far memory: read once into
+        # local memory rather than twice (parse, then compare a reply); a file is local memory
+        self.far = is_char_device(pool.path)
 
     def writer_for(self, n: int) -> Optional[LaneWriter]:
         """(``lock`` held) Our lane if a message of ``n`` bytes can go there, else None."""

@@ -546,9 +546,9 @@ class StreamStreamCall(StreamResponse, StreamRequest, Call, grpc.aio.StreamStrea
 
 class FastUnaryCall(UnaryUnaryCall):
     """A unary-unary call started by the fast path (``UnaryUnary.start_unary``: connected,
-    no metadata, a small request): one CALL frame written from the loop, then polled by
-    the coroutine that awaits it, which returns the response as soon as a poll finds it,
-    in the same turn of the loop.
+    a small request, no ``wait_for_ready``): one CALL frame written from the loop, then
+    polled by the coroutine that awaits it, from the next turn of the loop on, which
+    returns the response in the turn whose look finds it.
 
     Lean: it holds the sync layer's ``CallState`` and connection; the ``ClientCall`` that
     the rest of ``Call`` asks for (metadata, errors, cancel) is made only when asked for.

@@ -31,6 +31,7 @@ import inspect
 import logging
 import queue
 import threading
+import types
 from typing import Any, Callable, List, Optional
 
 import grpc
@@ -47,8 +48,10 @@ _get_ident = threading.get_ident
 _copy_context = contextvars.copy_context
 _Task = asyncio.Task
 _new_task = asyncio.Task.__new__
+_new_object = object.__new__
 _enter_task = asyncio.tasks._enter_task  # what a task's step does around it (current_task)
 _leave_task = asyncio.tasks._leave_task
+_ANSWERED = object()  # what stepping a handler gives when it answered
 _FIRST_STEP = contextlib.nullcontext()  # no lock: only the loop sees a call in its handler's first step
 _END = object()
 _MESSAGE, _HEADERS, _DONE = 0, 1, 2
@@ -101,15 +104,20 @@ def answered_later(behaviour: Callable, server: Any, serializer: Optional[Callab
     reading the rings (``Server.pass_lead``; not with interceptors, whose async lookup
     the reading thread waits for)."""
     asynchronous = is_async(behaviour)
+    # the handler's own kind of context: what is the same for each of its calls is set once, here
+    contexts = type("UnaryContext", (UnaryContext,), {
+        "_server": server, "_serializer": staticmethod(serializer), "_behaviour": staticmethod(behaviour),
+        "__slots__": ()})
 
     def serve(request: Any, call: Any) -> Any:
         if type(request) is memoryview:  # (``as_view``) a view of the request ring ends when we return:
             request = memoryview(request.tobytes())  # a handler that outlives this step needs its own bytes
         if _get_ident() != server._loop_thread:
             return _hand_over(server, serve, request, call)
-        context = UnaryContext(server, call, serializer)
+        context = _new_object(contexts)
+        context._sync = call
         if asynchronous:
-            return context.first_step(behaviour, request)
+            return context.first_step(request)
         context.wait_for(server._loop.run_in_executor(server._threads, behaviour, request, call))
         return LATER
 
@@ -307,9 +315,18 @@ def _status_for(exc: BaseException, aborted: Optional[tuple], sync: Any, ended: 
     return grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}"
 
 
-async def _resumed(coro: Any, yielded: Any) -> Any:
-    """The rest of a coroutine whose first step ``UnaryContext.first_step`` ran by hand."""
-    return await _Rest(coro, yielded)
+@types.coroutine
+def _answering(coro: Any, context: Any) -> Any:
+    """A handler's coroutine, its response kept on ``context``: stepped with ``next()``,
+    its end raises no StopIteration (an exception that reaches a Python frame costs a
+    traceback, much of a first step's cost)."""
+    context._response = yield from coro
+
+
+async def _resumed(steps: Any, yielded: Any, context: Any) -> Any:
+    """The rest of a handler whose first step ``UnaryContext.first_step`` ran by hand."""
+    await _Rest(steps, yielded)
+    return context._response
 
 
 class _Rest:
@@ -505,29 +522,30 @@ class ServicerContext(_OnSyncCall):
 class UnaryContext(_OnSyncCall):
     """A unary-unary call on the loop: its handler's context and the call's state.
 
-    Built with three fields: a handler that answers in its first step (the common case)
-    needs no more. One that waits gets a task then (``first_step``), and the call a lock
+    Built with one field, the sync call: a handler that answers in its first step (the
+    common case) needs no more. One that waits gets a task then (``first_step``), and the call a lock
     (``_terminated`` comes from any thread once the sync call can end under it)."""
 
     _callbacks: Optional[List[Callable]] = None
+    _response: Any = None  # what the handler returned
     _future: Any = None  # the handler's task, or a plain handler's future, once it waits
     _lock: Any = _FIRST_STEP  # a real lock once the handler waits
     _ended = _finished = _cancelled = False  # the RPC ended / the handler is done / the RPC ended first
 
-    def __init__(self, server: Any, sync: Any, serializer: Optional[Callable]) -> None:
-        self._server = server
-        self._sync = sync
-        self._serializer = serializer
+    _server: Any  # these three: class attributes of each handler's own subclass (``answered_later``)
+    _serializer: Optional[Callable]
+    _behaviour: Callable
+    _sync: Any  # the sync call
 
     # -- running the handler (loop) ---------------------------------------------------------------
-    def first_step(self, behaviour: Callable, request: Any) -> Any:
+    def first_step(self, request: Any) -> Any:
         """Run a coroutine handler's first step right here, as the first step of a task
         (current task, a context of its own), with no task made unless it waits: the
         serialized response if it answered, else ``LATER`` (its task then goes on and
         ``_answer`` sends the outcome)."""
         loop = self._server._loop
         try:
-            coro = behaviour(request, self)
+            coro = self._behaviour(request, self)
         except Exception as exc:  # (it takes other arguments, say)
             return self._raised(exc)
         run_in = _copy_context()
@@ -537,22 +555,33 @@ class UnaryContext(_OnSyncCall):
         except RuntimeError:  # a task runs now (this is no look of the loop reader's): a task as usual
             self.wait_for(_Task(coro, loop=loop, context=run_in))
             return LATER
+        steps = _answering(coro, self)
         try:
-            yielded = run_in.run(coro.send, None)
-        except StopIteration as stop:
-            _leave_task(loop, task)
-            return self._answered(stop.value)
+            yielded = run_in.run(next, steps, _ANSWERED)
         except BaseException as exc:
             _leave_task(loop, task)
             return self._raised(exc)
         _leave_task(loop, task)
-        cancels = task.cancelling()  # (the handler cancelled its own task: made now, it forgets)
-        task.__init__(_resumed(coro, yielded), loop=loop, context=run_in)
-        for _ in range(cancels):
-            task.cancel()
-        _step_now(loop, task)
-        self.wait_for(task)
-        return LATER
+        if yielded is not _ANSWERED:  # it waits: the task is made now, and goes on from there
+            cancels = task.cancelling()  # (the handler cancelled its own task: made now, it forgets)
+            task.__init__(_resumed(steps, yielded, self), loop=loop, context=run_in)
+            for _ in range(cancels):
+                task.cancel()
+            _step_now(loop, task)
+            self.wait_for(task)
+            return LATER
+        response = self._response
+        serializer = self._serializer  # (``_payload``, inline: this is the path every answer takes)
+        try:
+            payload = response if serializer is None else serializer(response)
+            if type(payload) is not bytes and not isinstance(payload, (bytearray, memoryview)):
+                raise TypeError(f"serialized response is {type(payload).__name__}, not bytes")
+        except Exception as exc:  # grpc.aio: the handler's exception
+            return self._raised(exc)
+        self._ended = self._finished = True  # answered: the RPC ends as well
+        if self._callbacks:
+            loop.call_soon(self._run_done_callbacks)
+        return payload
 
     def wait_for(self, future: "asyncio.Future[Any]") -> None:
         """(loop) The handler goes on in ``future``: answer when it is done, cancel it if
@@ -563,15 +592,6 @@ class UnaryContext(_OnSyncCall):
         if not self._sync.add_callback(self._terminated):
             self._terminated()
 
-    def _answered(self, response: Any) -> Any:
-        """The handler answered in its first step: the payload for the fast path."""
-        try:
-            payload = self._payload(response)
-        except Exception as exc:  # grpc.aio: the handler's exception
-            return self._raised(exc)
-        self._done_now()
-        return payload
-
     def _raised(self, exc: BaseException) -> Any:
         """The handler (first step) raised: its status sent."""
         if isinstance(exc, asyncio.CancelledError):  # it cancelled itself
@@ -580,15 +600,12 @@ class UnaryContext(_OnSyncCall):
             status = _status_for(exc, self._aborted, self._sync, False)
         if status is not None:
             self._server._sync.finish_later(self._sync, None, status)
-        self._done_now()
-        if not isinstance(exc, Exception) and not isinstance(exc, asyncio.CancelledError):
-            raise exc  # (KeyboardInterrupt, SystemExit: out of the loop, as from a task)
-        return LATER
-
-    def _done_now(self) -> None:
         self._ended = self._finished = True
         if self._callbacks:
             self._server._loop.call_soon(self._run_done_callbacks)
+        if not isinstance(exc, Exception) and not isinstance(exc, asyncio.CancelledError):
+            raise exc  # (KeyboardInterrupt, SystemExit: out of the loop, as from a task)
+        return LATER
 
     def _payload(self, response: Any) -> Any:
         serializer = self._serializer

@@ -452,7 +452,7 @@ def _consume_requests(conn: Connection, state: CallState, requests: Iterator, se
 
 
 class _MultiCallable:
-    __slots__ = ("_channel", "_method", "_serializer", "_deserializer", "_prefix")
+    __slots__ = ("_channel", "_method", "_serializer", "_deserializer", "_prefix", "_head")
 
     def __init__(self, channel: Channel, method: str, serializer: Optional[Callable],
                  deserializer: Optional[Callable]) -> None:
@@ -462,6 +462,7 @@ class _MultiCallable:
         self._deserializer = deserializer
         # CALL body up to the message, for calls without deadline and metadata
         self._prefix = F.CALL_HEAD.pack(0, len(self._method), 0) + self._method
+        self._head = len(self._prefix)
 
 
 def _outcome(conn: Any, state: CallState) -> Any:
@@ -494,17 +495,19 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                     payload = None
                 if type(payload) is not bytes:
                     payload = None
-            if timeout is None:
-                prefix, deadline = self._prefix, None
-            else:  # the same CALL body with the timeout filled in, as start_call would write it
-                deadline = _monotonic() + timeout
-                prefix = F.CALL_HEAD.pack(max(1, int(timeout * 1e6)), len(self._method), 0) + self._method
-            if payload is not None and len(payload) + len(prefix) <= conn.chunk and len(payload) <= conn.max_send:
+            if payload is not None and len(payload) <= conn.fast_max - self._head:  # one frame, within max_send
+                if timeout is None:
+                    prefix, deadline = self._prefix, None
+                else:  # the same CALL body with the timeout filled in, as start_call would write it
+                    deadline = _monotonic() + timeout
+                    prefix = F.CALL_HEAD.pack(max(1, int(timeout * 1e6)), len(self._method), 0) + self._method
                 try:
-                    state, raw = conn.unary_fast(prefix, payload, self._deserializer, deadline)
+                    raw = conn.unary_fast(prefix, payload, self._deserializer, deadline)
                 except ConnectionBroken:
-                    state = raw = None
+                    raw = None
                 if raw is not None:
+                    if type(raw) is CallState:
+                        return _outcome(conn, raw)
                     if len(raw) > conn.max_receive:
                         raise ClientCall(conn, failed_call(grpc.StatusCode.RESOURCE_EXHAUSTED, (
                             f"Received message larger than max ({len(raw)} vs. {conn.max_receive})"))[1])
@@ -516,8 +519,6 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                     except Exception:
                         state = failed_call(grpc.StatusCode.INTERNAL, "Exception deserializing response!")[1]
                         raise ClientCall(conn, state) from None
-                if state is not None:
-                    return _outcome(conn, state)
             elif payload is not None and len(payload) <= conn.max_send:  # too large for one frame: the general path, without serializing again
                 conn, state = self._channel._start(self._method, payload, None, self._deserializer, timeout, None,
                                                    wait_for_ready, True, True)

@@ -104,7 +104,6 @@ class Connection:
         self.broken: Optional[str] = None  # why the connection left OPEN (checked on every call)
         self.stage = Stage.OPEN
         self.released = False
-        self.calls_started = 0
         self.unattended = 0
         self._cancels: deque = deque()  # ids of calls that ended here, CANCEL not written yet
         self.senders = 0  # threads streaming requests: they need the GIL, so readers yield instead of spinning
@@ -117,6 +116,13 @@ class Connection:
         entry = pool.server_wake_entry(endpoint) if self.futex else None
         self.server_sleep = None if entry is None else entry + L.DIR_SLEEP
         self.server_kick = None if entry is None else entry + L.DIR_KICK
+        views = self.mem.views()
+        self._words = views[1] if views is not None else None
+        # the fast path reads the server's sleep word by index (0: not by index, through wake_server)
+        # (-1: it must be read through ``mem``, by wake_server)
+        self._server_sleep_idx = 0 if self.server_sleep is None else self.server_sleep >> 3 if views is not None else -1
+        # payload bytes (plus the CALL head and method) that go as one CALL frame on the fast path
+        self.fast_max = min(self.chunk, self.max_send)
         self._claim = L.pack_state(generation, L.CH_OPEN)
         self._tune = tunables()  # read once per connection, never per wait
         self._backoff = self._new_backoff()
@@ -181,7 +187,6 @@ class Connection:
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
         state = CallState(cid, deadline, deserializer, unary_response)
         self.calls[cid] = state
-        self.calls_started += 1
         timeout_us = 0 if deadline is None else max(1, int((deadline - _monotonic()) * 1e6))
         n = _CALL_HEAD.size + len(method) + len(metadata)
         if payload is not None and n + len(payload) <= self.chunk:
@@ -240,16 +245,17 @@ class Connection:
         return body
 
     def unary_fast(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable],
-                   deadline: Optional[float] = None) -> "tuple[Optional[CallState], Optional[bytes]]":
+                   deadline: Optional[float] = None) -> Any:
         """A blocking unary call without metadata, in as few steps as possible.
 
         ``prefix`` is the CALL body up to the message (its timeout field says ``deadline``
-        to the server); the spin phase is far shorter than any deadline, and a call that
-        leaves it is registered with ``deadline``, which ``wait`` then enforces.
+        to the server); prefix and ``payload`` fit one frame (``fast_max``). The spin
+        phase is far shorter than any deadline, and a call that leaves it is registered
+        with ``deadline``, which ``wait`` then enforces.
 
-        Returns (None, raw response) when the answer came back as a bare STATUS frame
-        while this thread held the reader token and spun; otherwise (state, None) and the
-        caller finishes the call through ``wait`` like any other. On the fast path the
+        Returns the raw response when the answer came back as a bare STATUS frame while
+        this thread held the reader token and spun; otherwise the call's ``CallState``,
+        which the caller finishes through ``wait`` like any other. On the fast path the
         call is never registered: only this thread reads the response ring meanwhile, so
         nobody else needs to find it. It is registered the moment it leaves that path
         (another frame, a slow answer, a full ring, a broken connection).
@@ -258,19 +264,15 @@ class Connection:
             raise ConnectionBroken(self.broken)
         reader = self.reader
         if not reader.acquire(False):
-            return self._unary_shared(prefix, payload, deserializer, deadline), None
+            return self._unary_shared(prefix, payload, deserializer, deadline)
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
-        self.calls_started += 1
         sent = False
         tx_lock = self.tx_lock
         if tx_lock.acquire(False):  # never wait for the request lock while holding the reader token
             try:
                 if self._cancels:
                     self._flush_cancels()
-                if len(payload) <= SMALL_FRAME:  # joined: one copy into the ring
-                    sent = self.tx.put(_CALL, _UNARY, cid, 0, prefix + payload)
-                else:  # written part by part: no extra copy of a large message
-                    sent = self.tx.try_write(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload))
+                sent = self.tx.put(_CALL, _UNARY, cid, 0, prefix + payload)  # one copy into the ring
             except ProtocolError as exc:
                 self._release_reader()
                 self.break_(f"corrupted request ring: {exc}")
@@ -284,11 +286,12 @@ class Connection:
             state = self._register(cid, deserializer, deadline)
             self._release_reader()
             self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
-            return state, None
+            return state
         state = None
         self._fast = (cid, deserializer)
         try:
-            if self.server_sleep is not None and self.mem.load(self.server_sleep):
+            idx = self._server_sleep_idx
+            if idx and (idx < 0 or self._words[idx]):
                 self.wake_server()
             read = self.rx.read
             backoff = self._backoff
@@ -296,10 +299,14 @@ class Connection:
             for _ in range(spin):
                 frame = read()
                 if frame is not None:
-                    if frame[2] == cid and frame[0] == _STATUS and frame[1] & _BARE:
+                    kind, flags, fcid, _aux, body = frame
+                    if fcid == cid and kind == _STATUS and flags & _BARE:
                         if spin < backoff.spin_max:  # the answer came while spinning: spinning pays
                             backoff.spin = min(backoff.spin_max, spin * 2)
-                        return None, frame[4]
+                        reader.release()  # (_release_reader, inline)
+                        if self.want_reader:
+                            self._hand_over()
+                        return body
                     break
             else:
                 frame = None
@@ -307,26 +314,27 @@ class Connection:
             if frame is not None:
                 self._dispatch(frame)
                 if state.done:
-                    return state, None
+                    return state
                 backoff.restart()
             else:
                 backoff.restart()
                 backoff.n = spin  # spun already: go on yielding, then sleeping
             self._read_until(state, WAIT_DONE, None, False, fresh=False)
-            return state, None
+            return state
         except ChecksumError as exc:
             if state is None:
                 state = self._register(cid, deserializer, deadline)
             self._on_bad_frame(exc)
             self._read_until(state, WAIT_DONE, None, False, fresh=False)
-            return state, None
+            return state
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
             if state is None:
                 state = self._register(cid, deserializer, deadline)
-            return state, None
+            return state
         finally:
-            self._release_reader()
+            if state is not None:  # (the fast return released the token itself)
+                self._release_reader()
 
     def _release_reader(self) -> None:
         self.reader.release()
@@ -347,7 +355,6 @@ class Connection:
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
         state = CallState(cid, deadline, deserializer, True)
         self.calls[cid] = state
-        self.calls_started += 1
         self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
         return state
 
@@ -930,6 +937,11 @@ class Connection:
         mem = self.mem
         mem.store(self.ctl + L.CH_CLIENT_HEARTBEAT, int(time.time() * 1000))
         mem.store(self.ctl + L.CH_CALLS_STARTED, self.calls_started)
+
+    @property
+    def calls_started(self) -> int:
+        """Calls this connection started: the ids handed out (none is counted on the fast path)."""
+        return int(repr(self._ids)[6:-1]) - 1
 
     def close(self, code: grpc.StatusCode, details: str) -> None:
         """The channel lets go of this connection: calls end with ``code``, the slot is freed."""

@@ -608,15 +608,16 @@ class Server(ChannelTable, Replies, grpc.Server):
                              f"Received message larger than max ({size} vs. {self._max_receive})")
                 return
             cached = self._resolved.get(method_raw)
-            # lent only to as_view handlers (they may answer with the view itself); parsers and
-            # plain code get one copy, which a reply of the same bytes is compared with
-            lend = (cached is not None and cached[2] and cached[1].request_deserializer is as_view and self._inline_ok
-                    and not metadata_raw)
+            # lent to as_view handlers (they may answer with the view itself) and, on a pool in
+            # local memory, to parsers; on far memory (a DAX device) parsers and plain code get
+            # one copy, which a reply of the same bytes is compared with without reading the pool again
+            lend = (cached is not None and cached[2] and cached[3] and self._inline_ok and not metadata_raw
+                    and (cached[1].request_deserializer is as_view or not ch.lanes.far))
             extent, loan = ch.lanes.take(ref, cid, lend)
             flags = _UNARY_CALL
             if cached is not None and cached[2] and self._inline_ok and not metadata_raw:
                 # a reply that is this request (the view itself, or the same bytes) is handed back
-                ch.extent_in = (cid, extent, ref, None if loan is not None else extent)
+                ch.extent_in = (cid, extent, ref)
             body = body[:at]
         if loan is not None and extent is None:
             cached = self._resolved.get(method_raw)

@@ -4,7 +4,7 @@ A message that does not fit half a ring would otherwise travel in chunks, one in
 each copied in and out (docs/results.md, "Large messages"). Instead its writer puts it
 whole, as one MESSAGE frame, into an *extent lane*: a 4 MiB region of the pool held by
 the writer for one direction of one channel (layout.py, claimed through lane_claims.py),
-and sends a 16-byte reference in the channel's ring in its place: a CALL (unary
+and sends a 24-byte reference in the channel's ring in its place: a CALL (unary
 request) or MESSAGE frame with ``F_EXTENT`` set, whose message part is ``REF``:
 
     u32 lane (host * lanes_per_host + index) | u32 how | u64 position | u64 length
@@ -26,8 +26,8 @@ is skipped unread when a later reference names a position past it.
 
 Every field of a reference and every lane frame header is untrusted: a lane that is
 not the one this channel's writer uses, a position behind what was read or inside a
-frame, a frame of another call or length, all raise ``ProtocolError`` (the peer's
-channel ends, nobody else's). A writer whose reader publishes a nonsense tail gets
+frame, a frame of another call or length, all raise ``ProtocolError`` (a server drops
+that client's channel, a client ends that call; nobody else's). A writer whose reader publishes a nonsense tail gets
 ``ProtocolError`` from its lane and falls back to chunks.
 
 Pure: no locks, no clocks, no I/O.
@@ -40,7 +40,7 @@ from typing import Any, Optional, Tuple
 
 from ..errors import ProtocolError
 from .frames import ALIGN, FRAME_MAGIC, HEADER, HEADER_BYTES, MESSAGE, PAD, frame_bytes
-from .layout import Layout
+from .layout import LANE_HEAD, Layout
 from .ring import RingReader, RingWriter
 
 F_EXTENT = 0x20  # CALL / MESSAGE: the message is an extent, its body ends with a REF
@@ -70,7 +70,7 @@ class LaneWriter(RingWriter):
 
     def __init__(self, mem: Any, layout: Layout, host: int, index: int, tail_off: int) -> None:
         super().__init__(mem, layout.lane_data(host, index), layout.lane_bytes,
-                         layout.lane_ctl(host, index) + _LANE_HEAD, tail_off)
+                         layout.lane_ctl(host, index) + LANE_HEAD, tail_off)
         self.lane = host * layout.lanes_per_host + index
 
     def fits(self, n: int) -> bool:
@@ -87,9 +87,6 @@ class LaneWriter(RingWriter):
         return REF.pack(self.lane, IN_LANE, position, n)
 
 
-_LANE_HEAD = 32  # layout.LANE_HEAD (kept here too: layout imports nothing from us)
-
-
 class LaneReader(RingReader):
     """The reader's end of one peer's lane: frames read in order, lent as the ring's are."""
 
@@ -98,7 +95,7 @@ class LaneReader(RingReader):
     def __init__(self, mem: Any, layout: Layout, lane: int, tail_off: int, tail: int = 0) -> None:
         host, index = divmod(lane, layout.lanes_per_host)
         super().__init__(mem, layout.lane_data(host, index), layout.lane_bytes,
-                         layout.lane_ctl(host, index) + _LANE_HEAD, tail_off, tail=tail)
+                         layout.lane_ctl(host, index) + LANE_HEAD, tail_off, tail=tail)
         self.lane = lane
 
     def take(self, position: int, cid: int, n: int) -> Tuple[Any, Any]:

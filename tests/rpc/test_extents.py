@@ -492,3 +492,47 @@ def test_bytes_crossing_the_pool_per_round_trip(monkeypatch, echo_protos, method
     finally:
         server.stop(None).wait(5)
         path.unlink(missing_ok=True)
+
+
+def test_a_reply_is_the_request_only_when_its_bytes_are():
+    from notnets_rpc.serving.replies import _same_bytes
+
+    request = body_of(MIB, 3)
+    lent = memoryview(bytearray(request)).toreadonly()
+    assert _same_bytes(bytes(request), request, MIB) and _same_bytes(bytearray(request), lent, MIB)
+    assert _same_bytes(memoryview(request), request, MIB)  # a whole view of our copy
+    assert not _same_bytes(memoryview(request)[1:], request, MIB - 1)
+    assert not _same_bytes(memoryview(bytes(bytearray(request))), request, MIB)  # another buffer: never compared item by item
+    assert not _same_bytes(body_of(MIB, 4), lent, MIB) and not _same_bytes(request[:-1] + b"x", request, MIB)
+    assert not _same_bytes("text", request, MIB)
+    lent.release()  # a handler may release its view before it answers
+    assert not _same_bytes(request, lent, MIB)
+
+
+def test_streamed_responses_go_through_lanes_in_order(lane_pool, echo_protos):
+    echo_pb2, echo_pb2_grpc = echo_protos
+
+    class Echo(echo_pb2_grpc.EchoServicer):
+        def ServerStream(self, request, context):
+            for i in range(request.count):
+                yield echo_pb2.EchoReply(payload=body_of(MIB + 8 * i, i))
+
+        def Bidi(self, request_iterator, context):
+            for request in request_iterator:
+                yield echo_pb2.EchoReply(payload=request.payload[::-1])
+
+    server = notnets_rpc.server(futures.ThreadPoolExecutor(4), pool=lane_pool)
+    echo_pb2_grpc.add_EchoServicer_to_server(Echo(), server)
+    server.add_endpoint("pb")
+    server.start()
+    try:
+        with notnets_rpc.insecure_channel("notnets:pb", pool=lane_pool) as ch:
+            stub = echo_pb2_grpc.EchoStub(ch)
+            got = [r.payload for r in stub.ServerStream(echo_pb2.EchoRequest(count=7), timeout=30)]
+            assert got == [body_of(MIB + 8 * i, i) for i in range(7)]  # 7 MiB through a 4 MiB lane
+            requests = [echo_pb2.EchoRequest(payload=body_of(MIB, i)) for i in range(3)]
+            got = [r.payload for r in stub.Bidi(iter(requests), timeout=30)]
+            assert got == [body_of(MIB, i)[::-1] for i in range(3)]  # requests in chunks, answers in the lane
+            assert sorted(x["direction"] for x in lanes_of(lane_pool)) == ["responses"]
+    finally:
+        server.stop(None).wait(5)

@@ -44,8 +44,7 @@ from emulator.sizes import parse_size
 from emulator.topology.model import Host, Topology
 
 FORMAT = "notnets-boot-template-1"
-WAITING = b"notnets-init: "  # ... then the template's "waiting for identity" line
-WAITING_EVENT = b"waiting for identity"
+WAITING_EVENT = b"waiting for identity"  # guest/init.sh at the save point
 IGNORE_SHARED = {"capabilities": [{"capability": "x-ignore-shared", "state": True}]}
 TEMPLATE_HOST = "template"
 RESTORE_TIMEOUT = 60.0  # seconds for QEMU to load a saved guest (~0.3 CPU-s alone)

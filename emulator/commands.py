@@ -339,7 +339,8 @@ def pool_create(path: Path, size: str, overwrite: bool, coherence: str = "cohere
     except (PoolError, ValueError) as exc:
         raise UserError(f"pool create: {exc}") from None
     print(f"formatted {path}: {format_size(layout.pool_bytes)}, {layout.max_hosts} hosts x "
-          f"{layout.channels} channels, {format_size(layout.ring_bytes)} rings, {layout.coherence} coherence")
+          f"{layout.channels} channels, {format_size(layout.ring_bytes)} rings, "
+          f"{layout.lanes_per_host} extent lanes per host, {layout.coherence} coherence")
 
 
 def pool_inspect(path: Path, as_json: bool) -> None:

@@ -1,7 +1,9 @@
 """The guest agent: makes the pools' DAX devices, reports readiness, runs the host's commands.
 
-Started by init.sh inside the guest's root (the host's Python, ``python -S -m
-guest.agent STATE/hosts/HOST/guest.json``); logs to STATE/hosts/HOST/agent.log. It
+Started by init.sh inside the guest's root (the host's Python, ``python -S -I -B
+/run/notnets/agent.zip STATE/hosts/HOST/guest.json``: a zip of this package and the
+modules it imports, from the initramfs; emulator/image/bundle_build.py); logs to
+STATE/hosts/HOST/agent.log. It
 answers on every notnets.agent.N virtio-serial port from the start, so that the host
 learns of a failed pool setup (``state: failed`` with the reason) instead of waiting.
 Stdlib only and few imports: Python starts slowly under TCG.

@@ -2,6 +2,7 @@
 # NotNets guest init: PID 1 of the initramfs (busybox sh).
 #
 # 1. load the boot-stage kernel modules (/etc/notnets/modules.boot, resolved at build time);
+#    a boot template then waits for its identity (see below);
 # 2. mount the host's / read-only over 9p (cache mode $NOTNETS_HOSTROOT_CACHE from
 #    guest.env: mmap reads every file afresh, so commands run the host's current code;
 #    loose is faster but never revalidates) and lay an overlayfs with a tmpfs upper
@@ -36,15 +37,16 @@ mount -t sysfs sysfs /sys || fail "cannot mount /sys"
 mount -t devtmpfs devtmpfs /dev || fail "cannot mount /dev"
 
 HOST=
+IDENTITY=cmdline
 for word in $(cat /proc/cmdline); do
     case "$word" in
         notnets.host=*) HOST=${word#notnets.host=} ;;
         notnets.id=*) HOST_ID=${word#notnets.id=} ;;
+        notnets.identity=port) IDENTITY=port ;;
     esac
 done
-[ -n "$HOST" ] || fail "no notnets.host= on the kernel command line"
+[ -n "$HOST" ] || [ "$IDENTITY" = port ] || fail "no notnets.host= on the kernel command line"
 log "init started"
-hostname "$HOST"
 
 load_modules() {
     while read -r module; do
@@ -53,6 +55,62 @@ load_modules() {
 }
 load_modules boot
 log "boot modules loaded"
+
+# A boot template (notnets.identity=port) stops here, before any 9p mount (QEMU refuses
+# to save a guest with a 9p share mounted): the host saves it once, and restores it as
+# each host, then writes "NAME ID EPOCH_SECONDS" on the notnets.identity port. Until a
+# host connects, a read there ends at once with nothing.
+identity_port() {
+    for entry in /sys/class/virtio-ports/vport*; do
+        [ "$(cat "$entry/name" 2>/dev/null)" = notnets.identity ] && echo "/dev/${entry##*/}" && return 0
+    done
+    return 1
+}
+# QEMU 7.2 does not migrate the CXL devices (cxl-type3, cxl-rp, pxb-cxl have no
+# vmstate): a restored guest finds them as they were reset, without the bus numbers,
+# windows and BARs its kernel assigned at boot. Every device off the root bus (bus 00
+# holds the migrated ones) is behind a CXL host bridge, so the template keeps their
+# config headers and writes them back after the restore, bridges (lower bus numbers)
+# first. The CXL drivers load only after this, onto devices as the kernel knows them.
+PCI_SAVED=/tmp/notnets-pci
+save_pci_config() {
+    mkdir -p "$PCI_SAVED"
+    for dev in /sys/bus/pci/devices/*; do
+        case "${dev##*/}" in *:00:*) continue ;; esac
+        dd if="$dev/config" of="$PCI_SAVED/${dev##*/}" bs=256 count=1 2>/dev/null || fail "cannot read $dev/config"
+    done
+}
+restore_pci_config() {
+    for saved in "$PCI_SAVED"/*; do
+        [ -e "$saved" ] || continue
+        dd if="$saved" of="/sys/bus/pci/devices/${saved##*/}/config" bs=256 count=1 2>/dev/null \
+            || fail "cannot restore the PCI config of ${saved##*/}"
+    done
+}
+if [ "$IDENTITY" = port ]; then
+    save_pci_config
+    i=0
+    until PORT=$(identity_port); do
+        [ $i -lt 300 ] || fail "no notnets.identity virtio-serial port"
+        usleep 100000; i=$((i + 1))
+    done
+    # Held open throughout: the kernel drops what arrives for a port no one has open,
+    # and the host may write at any moment after the restore.
+    exec 3<"$PORT" || fail "cannot open $PORT"
+    log "waiting for identity"
+    LINE=
+    until [ -n "$LINE" ]; do
+        read -r LINE <&3 || [ -n "$LINE" ] || usleep 20000
+    done
+    exec 3<&-
+    set -- $LINE
+    HOST=$1 HOST_ID=$2
+    [ -n "$HOST" ] && [ -n "$HOST_ID" ] && [ -n "$3" ] || fail "bad identity line: $LINE"
+    date -u -s "@$3" >/dev/null || fail "cannot set the clock to $3"
+    restore_pci_config
+    log "restored as $HOST (id $HOST_ID)"
+fi
+hostname "$HOST"
 
 mkdir -p /mnt/host /mnt/state /mnt/rw "$NEWROOT"
 mount -t 9p -o "$P9_OPTS" notnets-state /mnt/state || fail "cannot mount the state dir (9p tag notnets-state)"
@@ -86,10 +144,13 @@ log "starting the agent (log: $HOST_DIR/agent.log)"
 # The agent never exits on its own: if it does (a bug, a crash, no Python at
 # $NOTNETS_PYTHON), say so and power off, so that the host sees it at once rather than
 # at its wait_ready timeout.
+# The agent runs from a zip of it and the modules it imports (built by the host, in this
+# initramfs): its imports then cost no 9p round trips.
+mkdir -p "$NEWROOT/run/notnets"
+cp /lib/notnets/agent.zip "$NEWROOT/run/notnets/agent.zip" || fail "cannot copy the agent into the new root"
 (
-    env -i PATH="$NOTNETS_PATH" HOME=/root LANG=C.UTF-8 PYTHONPATH="$NOTNETS_PROJECT" \
-        PYTHONDONTWRITEBYTECODE=1 \
-        chroot "$NEWROOT" "$NOTNETS_PYTHON" -S -m guest.agent "$HOST_DIR/guest.json" \
+    env -i PATH="$NOTNETS_PATH" HOME=/root LANG=C.UTF-8 \
+        chroot "$NEWROOT" "$NOTNETS_PYTHON" -S -I -B /run/notnets/agent.zip "$HOST_DIR/guest.json" \
         </dev/null >>"$NEWROOT$HOST_DIR/agent.log" 2>&1
     fail "the agent exited with code $? (see $HOST_DIR/agent.log)"
 ) &
@@ -99,6 +160,9 @@ log "late modules loaded"
 if [ -n "$NOTNETS_NET_ADDR" ]; then
     i=0
     while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do usleep 100000; i=$((i + 1)); done
+    # A host restored from a boot template has the template's MAC (QEMU migrates it): its own.
+    [ -z "$NOTNETS_NET_MAC" ] || ip link set eth0 address "$NOTNETS_NET_MAC" \
+        || fail "cannot give eth0 the MAC $NOTNETS_NET_MAC"
     ip addr add "$NOTNETS_NET_ADDR" dev eth0 || fail "cannot give eth0 the address $NOTNETS_NET_ADDR"
     ip link set eth0 up || fail "cannot bring eth0 up"
 fi

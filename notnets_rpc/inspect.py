@@ -82,8 +82,11 @@ def inspect_pool(path: PathLike, watch_s: float = WATCH_S) -> Dict[str, Any]:
                 "dir_slots_per_host": lay.dir_slots,
                 "channels_per_host": lay.channels,
                 "ring_bytes": lay.ring_bytes,
+                "lanes_per_host": lay.lanes_per_host,
+                "lane_bytes": lay.lane_bytes,
                 "offsets": {"hosts": lay.hosts_offset, "directory": lay.dir_offset,
-                            "channels": lay.channels_offset, "rings": lay.rings_offset},
+                            "channels": lay.channels_offset, "lane_table": lay.lane_ctl_offset,
+                            "rings": lay.rings_offset, "lanes": lay.lanes_offset},
             },
             "coherence": _coherence(path, lay),
             "hosts": [{"host": h, "channel_bell": mem.load(lay.host_entry(h) + L.HOST_CHANNEL_BELL),
@@ -92,6 +95,7 @@ def inspect_pool(path: PathLike, watch_s: float = WATCH_S) -> Dict[str, Any]:
                       if mem.load(lay.host_entry(h) + L.HOST_CHANNEL_BELL) or mem.load(lay.host_entry(h) + L.HOST_DIR_BELL)],
             "services": _watch_heartbeats(mem, lay, _services(mem, lay), watch_s),
             "channels": _channels(mem, lay),
+            "lanes": _lanes(mem, lay),
         }
     finally:
         mem.release()
@@ -166,6 +170,26 @@ def _backlog(mem: Memory, head_off: int, tail_off: int, ring: int) -> Any:
     return n if 0 <= n <= ring else f"corrupt (head {head}, tail {tail})"
 
 
+def _lanes(mem: Memory, lay: L.Layout) -> List[Dict[str, Any]]:
+    """Extent lanes ever claimed (wire/extents.py): who holds them, for which channel."""
+    out = []
+    for h in range(lay.max_hosts):
+        for i in range(lay.lanes_per_host):
+            off = lay.lane_ctl(h, i)
+            gen, state = L.unpack_state(mem.load(off + L.LANE_CLAIM))
+            if not gen:
+                continue
+            channel = mem.load(off + L.LANE_CHANNEL)
+            direction = mem.load(off + L.LANE_DIRECTION)
+            out.append({"host": h, "lane": i, "generation": gen,
+                        "state": L.LANE_STATE_NAMES.get(state, f"invalid({state})"), "pid": mem.load(off + L.LANE_PID),
+                        "channel": f"{(channel >> 16) & 0xFFFF}/{channel & 0xFFFF}",
+                        "channel_generation": channel >> 32,
+                        "direction": {0: "requests", 1: "responses"}.get(direction, f"invalid({direction})"),
+                        "bytes_written": mem.load(off + L.LANE_HEAD)})
+    return out
+
+
 def _channels(mem: Memory, lay: L.Layout) -> List[Dict[str, Any]]:
     names = {}
     for h in range(lay.max_hosts):
@@ -213,7 +237,7 @@ def format_inspection(snap: Dict[str, Any]) -> str:
         f"pool {snap['path']}{where}: NotNets layout v{hd['layout_version']}, {hd['pool_bytes']} bytes "
         f"(mapped {hd['mapped_bytes']}), uuid {hd['uuid']}, created {hd['created']}",
         f"  {hd['max_hosts']} hosts x ({hd['dir_slots_per_host']} directory slots, {hd['channels_per_host']} channels), "
-        f"rings of {hd['ring_bytes']} bytes",
+        f"rings of {hd['ring_bytes']} bytes, {hd['lanes_per_host']} extent lanes of {hd['lane_bytes']} bytes per host",
     ]
     co = snap["coherence"]
     model = co["model"]
@@ -243,6 +267,12 @@ def format_inspection(snap: Dict[str, Any]) -> str:
                      f"{c['client_heartbeat_age_s']} s ago; calls {c['calls_started']} started {c['calls_done']} done "
                      f"{c['in_flight']} in flight"
                      + (f"; backlog req {c['request_backlog']} resp {c['response_backlog']}" if c["state"] == "open" else ""))
+    lanes = snap.get("lanes", [])
+    if lanes:
+        lines.append(f"extent lanes ({len(lanes)} ever claimed):")
+        for x in lanes:
+            lines.append(f"  host {x['host']} lane {x['lane']} gen {x['generation']} {x['state']:<4} pid {x['pid']} "
+                         f"{x['direction']} of channel {x['channel']}; {x['bytes_written']} bytes written")
     in_flight = sum(c["in_flight"] for c in channels)
     lines.append(f"in-flight calls: {in_flight}")
     return "\n".join(lines)

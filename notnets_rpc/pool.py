@@ -561,6 +561,7 @@ class Pool:
                 t = now_ms()
                 mem.store(off + L.CH_REQ_HEAD, 0)
                 mem.store(off + L.CH_RESP_TAIL, 0)
+                mem.store(off + L.CH_RESP_LANE_TAIL, 0)
                 for field, value in ((L.CH_TARGET, L.pack_target(target.index, target.generation)),
                                      (L.CH_CLIENT_PID, pid), (L.CH_CLIENT_HEARTBEAT, t),
                                      (L.CH_CALLS_STARTED, 0), (L.CH_OPENED, t), (L.CH_CLIENT_SLEEP, 0)):

@@ -24,7 +24,10 @@ _CH_WORDS = {L.CH_CLAIM: "claim", L.CH_TARGET: "target", L.CH_CLIENT_PID: "clien
              L.CH_SERVER_PID: "server pid", L.CH_CALLS_DONE: "calls done", L.CH_ERRORS: "errors",
              L.CH_BYTES_IN: "bytes in", L.CH_BYTES_OUT: "bytes out", L.CH_REQ_HEAD: "request ring head",
              L.CH_REQ_TAIL: "request ring tail", L.CH_RESP_HEAD: "response ring head",
-             L.CH_RESP_TAIL: "response ring tail"}
+             L.CH_RESP_TAIL: "response ring tail", L.CH_REQ_LANE_TAIL: "request lane tail",
+             L.CH_RESP_LANE_TAIL: "response lane tail"}
+_LANE_WORDS = {L.LANE_CLAIM: "claim", L.LANE_PID: "pid", L.LANE_CHANNEL: "channel", L.LANE_DIRECTION: "direction",
+               L.LANE_HEAD: "head"}
 
 
 def _words(names: dict, rel: int, line_bytes: int = L.CACHE_LINE) -> str:
@@ -47,17 +50,27 @@ def name_offset(lay: L.Layout, offset: int) -> str:
         host, slot = divmod(index, lay.dir_slots)
         name = "name" if L.DIR_NAME <= rel < L.DIR_NAME + L.MAX_NAME_BYTES else None
         return f"directory entry {host}/{slot} ({name or _words(_DIR_WORDS, rel)})"
-    if offset < lay.rings_offset:
+    if offset < lay.lane_ctl_offset:
         index, rel = divmod(offset - lay.channels_offset, L.CHANNEL_CTL_BYTES)
         if index >= lay.max_hosts * lay.channels:
             return "padding after the channel table"
         host, slot = divmod(index, lay.channels)
         return f"channel {host}/{slot} line {rel // L.CACHE_LINE} ({_words(_CH_WORDS, rel)})"
-    if offset < lay.pool_bytes:
+    if offset < lay.rings_offset:
+        index, rel = divmod(offset - lay.lane_ctl_offset, L.LANE_CTL_BYTES)
+        host, lane = divmod(index, L.LANES_MAX)
+        if host >= lay.max_hosts or lane >= lay.lanes_per_host:
+            return "padding in the extent lane table"
+        return f"extent lane {host}/{lane} control ({_words(_LANE_WORDS, rel)})"
+    if offset < lay.lanes_offset:
         ring, rel = divmod(offset - lay.rings_offset, lay.ring_bytes)
         index, which = divmod(ring, 2)
         host, slot = divmod(index, lay.channels)
         return f"{'response' if which else 'request'} ring of channel {host}/{slot}, byte {rel}"
+    if offset < lay.pool_bytes:
+        index, rel = divmod(offset - lay.lanes_offset, lay.lane_bytes)
+        host, lane = divmod(index, lay.lanes_per_host)
+        return f"extent lane {host}/{lane}, byte {rel}"
     return "past the pool layout"
 
 

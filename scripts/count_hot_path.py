@@ -17,12 +17,17 @@ which prints the total instructions for each count (from valgrind's client reque
 the difference) -- or simply ``scripts/count_hot_path.py --callgrind`` which does that.
 Modes: ``plain`` (stub call), ``timeout`` (stub call with timeout=60, as call chains do),
 ``relay`` (two hops: the first server's handler calls a second echo server with a
-timeout, as a chain's middle tier does; its cost minus ``timeout``'s is what a hop adds).
+timeout, as a chain's middle tier does; its cost minus ``timeout``'s is what a hop adds),
+``aio`` (a ``notnets_rpc.aio`` client awaiting the same stub call in an event loop: its
+cost minus ``plain``'s is what the aio client adds to the sync client; with ``--empty-polls
+N`` the server answers only at the client's N+1-th look, so each call waits N turns of the
+loop, as across processes, and the difference per N is what one turn costs).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import subprocess
@@ -35,6 +40,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+EMPTY_POLLS = [0, 0]  # [empty polls a call sees before the server answers, seen so far] (aio: turns of the loop)
+
+
+def _answer_now() -> bool:
+    if EMPTY_POLLS[1] < EMPTY_POLLS[0]:
+        EMPTY_POLLS[1] += 1
+        return False
+    EMPTY_POLLS[1] = 0
+    return True
 
 
 def run(mode: str, calls: int) -> None:
@@ -51,7 +67,7 @@ def run(mode: str, calls: int) -> None:
             frame = RingReader.read(self)
             if frame is None:
                 server, ch = drains[id(self)]
-                if ch.rx.pending():
+                if ch.rx.pending() and _answer_now():
                     server._drain(ch, -1)
                     frame = RingReader.read(self)
             return frame
@@ -110,16 +126,32 @@ def run(mode: str, calls: int) -> None:
             retire_poller(servers[0], channels[0])
         request = echo_pb2.EchoRequest(payload=b"x" * 64)
         kw = {"timeout": 60} if mode in ("timeout", "relay") else {}
-        for _ in range(200):
-            stub.Unary(request, **kw)
-        assert threading.active_count() < 12
-        for _ in range(calls):
-            stub.Unary(request, **kw)
+        if mode == "aio":
+            asyncio.run(aio_calls(channel, request, calls))
+        else:
+            for _ in range(200):
+                stub.Unary(request, **kw)
+            assert threading.active_count() < 12
+            for _ in range(calls):
+                stub.Unary(request, **kw)
         assert all(not c._conn.calls for c in channels)
         for c in channels:
             c.close()
         for server in servers:
             server.stop(0).wait(2)
+
+
+async def aio_calls(sync_channel, request, calls: int) -> None:
+    """The ``aio`` mode's calls: an aio channel over the (connected, hooked) sync channel."""
+    import notnets_rpc.aio
+    from notnets_bench.echo.server import echo_pb2_grpc
+
+    channel = notnets_rpc.aio.Channel(sync_channel)
+    stub = echo_pb2_grpc.EchoStub(channel)
+    for _ in range(200):
+        await stub.Unary(request)
+    for _ in range(calls):
+        await stub.Unary(request)
 
 
 def callgrind(mode: str) -> int:
@@ -128,7 +160,8 @@ def callgrind(mode: str) -> int:
     for n in (1000, 3000):
         with tempfile.NamedTemporaryFile(suffix=".cg") as out:
             subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}", sys.executable,
-                            __file__, "--mode", mode, "--calls", str(n)], check=True, capture_output=True)
+                            __file__, "--mode", mode, "--calls", str(n), "--empty-polls", str(EMPTY_POLLS[0])],
+                           check=True, capture_output=True)
             text = Path(out.name).read_text(errors="replace")
             totals.append(int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1)))
     return (totals[1] - totals[0]) // 2000
@@ -136,12 +169,15 @@ def callgrind(mode: str) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("plain", "timeout", "relay"), default="plain")
+    parser.add_argument("--mode", choices=("plain", "timeout", "relay", "aio"), default="plain")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--callgrind", action="store_true", help="count under callgrind and print per round trip")
+    parser.add_argument("--empty-polls", type=int, default=0, help="(aio) empty looks before each answer")
     args = parser.parse_args()
+    EMPTY_POLLS[0] = args.empty_polls
     if args.callgrind:
-        print(f"{args.mode}: {callgrind(args.mode)} instructions per round trip (client + server, no polling)")
+        polling = f"{args.empty_polls} empty polls" if args.empty_polls else "no polling"
+        print(f"{args.mode}: {callgrind(args.mode)} instructions per round trip (client + server, {polling})")
     else:
         run(args.mode, args.calls)
     return 0

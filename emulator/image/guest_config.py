@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from emulator.backends.qemu.command import load_template
+from emulator.backends.qemu.command import load_template, mac_address
 from emulator.errors import UserError
 from emulator.paths import REPO_ROOT
 from emulator.topology.model import Host, Topology
@@ -94,7 +94,7 @@ def guest_config(topology: Topology, host: Host, state_dir: Path) -> dict[str, A
         "path": f"{venv / 'bin'}:{BASE_PATH}",
         "state_dir": str(state),
         "host_dir": str(state / "hosts" / host.name),
-        "network": {"address": network_address(host),
+        "network": {"address": network_address(host), "mac": mac_address(host),
                     "hosts": {h.name: guest_ip(h.index) for h in topology.hosts}} if topology.network else None,
         "interpose": topology.interpose,
         "pool_hosts": topology.pool_hosts,
@@ -115,6 +115,7 @@ def guest_env(config: dict[str, Any]) -> str:
         "NOTNETS_PYTHON": config["python"],
         "NOTNETS_PATH": config["path"],
         "NOTNETS_NET_ADDR": (config["network"] or {}).get("address", ""),
+        "NOTNETS_NET_MAC": (config["network"] or {}).get("mac", ""),
         "NOTNETS_HOSTROOT_CACHE": config.get("hostroot_cache", "mmap"),
     }
     lines = ["# Written by the host (emulator/image/guest_config.py) for the guest's init.sh; do not edit."]

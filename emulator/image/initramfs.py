@@ -31,7 +31,10 @@ INIT_SCRIPT = GUEST_DIR / "init.sh"
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 # Bump when the archive's layout changes in a way the inputs do not show.
 FORMAT = b"notnets-initramfs-1"
-DIRS = ("bin", "dev", "etc", "etc/notnets", "lib", "lib/modules", "mnt", "newroot", "proc", "root", "sys", "tmp")
+DIRS = ("bin", "dev", "etc", "etc/notnets", "lib", "lib/modules", "lib/notnets", "mnt", "newroot", "proc", "root",
+        "sys", "tmp")
+AGENT_ZIP = "lib/notnets/agent.zip"  # guest/init.sh copies it into the guest's root and runs it
+BUNDLE_BUILDER = Path(__file__).resolve().parent / "bundle_build.py"
 
 
 def find_busybox() -> Path:
@@ -109,10 +112,11 @@ class _Inputs:
         self.stages = {stage: [_stored_name(rel) for rel in rels] for stage, rels in resolved.items()}
         self.busybox = find_busybox().read_bytes()
         self.init = INIT_SCRIPT.read_bytes()
+        self.agent_zip = agent_bundle().read_bytes()
         self.modules = [(_stored_name(rel), _module_bytes(kernel.modules_dir / rel))
                         for rels in resolved.values() for rel in rels]
         h = hashlib.sha256(FORMAT)
-        for part in (kernel.version.encode(), self.busybox, self.init):
+        for part in (kernel.version.encode(), self.busybox, self.init, self.agent_zip):
             h.update(len(part).to_bytes(8, "little") + part)
         for stage, names in self.stages.items():
             h.update(f"[{stage}]".encode() + "\0".join(names).encode() + b"\n")
@@ -127,6 +131,7 @@ class _Inputs:
         out.append(cpio.regular("bin/busybox", self.busybox, perm=0o755))
         out.append(cpio.symlink("bin/sh", "busybox"))
         out.append(cpio.regular("init", self.init, perm=0o755))
+        out.append(cpio.regular(AGENT_ZIP, self.agent_zip))
         made = {"lib/modules"}
         for name, data in self.modules:
             parts = name.split("/")
@@ -170,6 +175,43 @@ def compile_agent() -> None:
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise UserError(f"cannot byte-compile the guest agent with {python}: {result.stderr.strip() or result.stdout.strip()}")
+
+
+def agent_bundle() -> Path:
+    """The guest agent and the pure-Python modules it imports, compiled for the guest's
+    Python, in one zip (emulator/image/bundle_build.py); cached by its inputs.
+
+    The agent's Python start was the longest step of a restored host: each module it
+    imports costs several 9p round trips (directory scans, stat, open, read) through
+    QEMU, 16 guests at once. From the initramfs (RAM, and already in a boot template)
+    the imports touch 9p only for the interpreter, encodings and two extension modules.
+    """
+    from emulator.image.guest_config import guest_python
+
+    python = guest_python()
+    h = hashlib.sha256(b"notnets-agent-bundle-1")
+    st = python.resolve().stat()
+    h.update(f"{python.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for source in [BUNDLE_BUILDER, *sorted(GUEST_DIR.glob("*.py"))]:
+        data = source.read_bytes()
+        h.update(source.name.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+    target = cache_dir() / "agent-bundle" / f"{h.hexdigest()[:16]}.zip"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-", suffix=".zip")
+    os.close(fd)
+    try:
+        result = subprocess.run([str(python), "-S", "-I", "-B", str(BUNDLE_BUILDER), tmp, str(REPO_ROOT)],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise UserError(f"cannot bundle the guest agent with {python}: "
+                            f"{(result.stderr.strip() or result.stdout.strip()).splitlines()[-1:]}")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target
 
 
 def build_initramfs(kernel: Kernel) -> Path:

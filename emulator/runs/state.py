@@ -45,6 +45,7 @@ class HostState:
     boot_cpu_seconds: Optional[float] = None  # QEMU's user+system CPU time when the host turned ready
     error: Optional[str] = None
     argv: list[str] = field(default_factory=list)  # how the host was started (to restart it)
+    template: Optional[str] = None  # QEMU: the saved guest it was restored from (None: a kernel boot)
 
 
 @dataclass

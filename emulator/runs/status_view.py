@@ -32,6 +32,7 @@ def status_data(run: RunState, backend: Backend) -> dict[str, Any]:
                 "console_log": h.console_log,
                 "boot_seconds": h.boot_seconds,
                 "boot_cpu_seconds": h.boot_cpu_seconds,
+                "boot_template": h.template,  # QEMU: the saved guest it was restored from (None: a kernel boot)
             }
             for h in run.hosts
         ],

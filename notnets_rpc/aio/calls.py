@@ -24,6 +24,7 @@ import grpc
 import grpc.aio
 from grpc.aio import EOF, AioRpcError, Metadata, UsageError
 
+from ..client.call import ClientCall
 from .bridge import Inbox, in_thread
 
 OK = grpc.StatusCode.OK
@@ -68,25 +69,30 @@ class _FailedStart:
 
 
 class Call(grpc.aio.Call):
-    """What every shape shares: start, settle, status, cancel, callbacks."""
+    """What every shape shares: start, settle, status, cancel, callbacks.
+
+    Defaults live on the class (lists are made when first needed), so that a call that
+    never needs them sets few attributes."""
 
     _owner: Any = None  # the aio channel that started it
+    _stage = Stage.STARTING
+    _sync: Any = None
+    _waiters: "List[asyncio.Future] | tuple" = ()
+    _callbacks: Optional[List[Callable]] = None
+    _cancelled_here = False
+    _start_waiters: "List[asyncio.Future] | tuple" = ()
+    _deadline: Optional[float] = None
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: Optional[float]) -> None:
         self._loop = loop
-        self._stage = Stage.STARTING
-        self._sync: Any = None
-        self._waiters: List[asyncio.Future] = []
-        self._callbacks: Optional[List[Callable]] = None
-        self._cancelled_here = False
-        self._start_waiters: List[asyncio.Future] = []
-        self._deadline = None if timeout is None else time.monotonic() + timeout
+        if timeout is not None:
+            self._deadline = time.monotonic() + timeout
 
     # -- lifecycle (loop thread) ---------------------------------------------------------------
     def _begin(self, sync: Any) -> None:
         """The sync call exists (or failed to start): follow it to its end."""
         self._sync = sync
-        waiters, self._start_waiters = self._start_waiters, []
+        waiters, self._start_waiters = self._start_waiters, ()
         for w in waiters:
             if not w.done():
                 w.set_result(None)
@@ -120,22 +126,31 @@ class Call(grpc.aio.Call):
         self._stage = Stage.DONE
         owner = self._owner
         if owner is not None:
-            owner._settled(self)
-        waiters, self._waiters = self._waiters, []
-        for w in waiters:
-            if not w.done():
-                w.set_result(None)
-        callbacks, self._callbacks = self._callbacks, None
-        for cb in callbacks or ():
-            cb(self)
+            owner._settled(self, self._final_code())
+        if self._waiters:
+            waiters, self._waiters = self._waiters, ()
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+        if self._callbacks:
+            callbacks, self._callbacks = self._callbacks, None
+            for cb in callbacks:
+                cb(self)
+
+    def _final_code(self) -> Optional[grpc.StatusCode]:
+        """(settled) The call's status code; None if it never started."""
+        sync = self._sync
+        return None if isinstance(sync, _FailedStart) else sync.code()
 
     def _waiter(self) -> asyncio.Future:
         """A future of its own for each await: cancelling one awaiting task cancels only it."""
         w = self._loop.create_future()
         if self._stage is Stage.DONE:
             w.set_result(None)
-        else:
+        elif self._waiters:
             self._waiters.append(w)
+        else:
+            self._waiters = [w]
         return w
 
     async def _finished(self) -> None:
@@ -197,7 +212,7 @@ class Call(grpc.aio.Call):
     async def _until_started(self) -> None:
         if self._sync is None:
             w = self._loop.create_future()
-            self._start_waiters.append(w)
+            self._start_waiters = [*self._start_waiters, w]
             await w
 
     async def trailing_metadata(self) -> Metadata:
@@ -276,17 +291,27 @@ class PolledResponse(UnaryResponse):
     _polls = 0
     _budget = 0
     _poll_end = 0.0
+    _handed = False    # the channel's pump thread reads for it
+    _fresh = False     # just written from the loop: the answer cannot be there before the loop turns
 
     def _follow(self, sync: Any) -> None:
+        self._state = sync._state
+        self._conn = sync._conn
+        self._start_polling()
+        self._loop.call_soon(self._poll_step)
+
+    def _start_polling(self) -> None:
         self._polling = True
         self._budget = self._owner._spin.budget()
         self._poll_end = time.monotonic() + POLL_BUDGET
-        self._loop.call_soon(self._poll_step)
 
     def _poll_once(self) -> bool:
-        """One look; True once the call is settled or handed to a thread."""
-        sync = self._sync
-        if sync.poll():
+        """One look (``Connection.read_arrived``: what the response ring holds now, never
+        waiting); True once the call is settled or handed to a thread."""
+        state = self._state
+        if not state.done:
+            self._conn.read_arrived()
+        if state.done:
             self._polling = False
             self._owner._spin.learn(self._polls, self._budget)
             self._settle()
@@ -308,6 +333,7 @@ class PolledResponse(UnaryResponse):
         waiter threads contending for the GIL a loaded machine stalled the loop for
         ~0.5 s at a time (tests/aio/test_loop_free.py)."""
         self._polling = False
+        self._handed = True
         self._owner._sync.pump_for(self._sync)
         self._sync.add_done_callback(self._sync_done)
 
@@ -315,10 +341,16 @@ class PolledResponse(UnaryResponse):
         if self._polling and not self._inline and not self._poll_once():
             self._loop.call_soon(self._poll_step)
 
+    def _poll_here(self) -> bool:
+        """Whether the coroutine that awaits the call polls it (nobody else does)."""
+        return self._polling and not self._inline
+
     def __await__(self):
-        if self._polling and not self._inline:
+        if self._poll_here():
             self._inline = True
             try:
+                if self._fresh and not self._state.done:
+                    yield
                 while not self._poll_once():
                     yield  # one turn of the loop
             except BaseException:  # cancelled while polling (CancelledError thrown in)
@@ -510,3 +542,72 @@ class StreamUnaryCall(UnaryResponse, StreamRequest, Call, grpc.aio.StreamUnaryCa
 
 class StreamStreamCall(StreamResponse, StreamRequest, Call, grpc.aio.StreamStreamCall):
     pass
+
+
+class FastUnaryCall(UnaryUnaryCall):
+    """A unary-unary call started by the fast path (``UnaryUnary.start_unary``: connected,
+    a small request, no ``wait_for_ready``): one CALL frame written from the loop, then
+    polled by the coroutine that awaits it, from the next turn of the loop on, which
+    returns the response in the turn whose look finds it.
+
+    Lean: it holds the sync layer's ``CallState`` and connection; the ``ClientCall`` that
+    the rest of ``Call`` asks for (metadata, errors, cancel) is made only when asked for.
+    Nothing polls it until someone waits for it (``await``, ``code()``, a done callback)
+    or asks ``done()``, which looks at the ring itself: its answer waits in the ring (or
+    is read by another call's poll) meanwhile, as grpc.aio's would in the socket."""
+
+    _stage = Stage.RUNNING
+    _fresh = True
+    _client_call: Optional[ClientCall] = None
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, owner: Any, conn: Any, state: Any) -> None:
+        self._loop = loop
+        self._owner = owner
+        self._conn = conn
+        self._state = state
+        self._deadline = state.deadline
+
+    @property
+    def _sync(self) -> ClientCall:
+        call = self._client_call
+        if call is None:
+            call = self._client_call = ClientCall(self._conn, self._state)
+        return call
+
+    def _final_code(self) -> Optional[grpc.StatusCode]:
+        return self._state.code
+
+    def _ensure_polled(self) -> None:
+        """Someone waits for the call other than by awaiting it: a callback polls it."""
+        if not self._polling and not self._handed and self._stage is not Stage.DONE:
+            self._start_polling()
+            self._loop.call_soon(self._poll_step)
+
+    def _waiter(self) -> asyncio.Future:
+        self._ensure_polled()
+        return super()._waiter()
+
+    def add_done_callback(self, callback: Callable) -> None:
+        super().add_done_callback(callback)
+        self._ensure_polled()
+
+    def done(self) -> bool:
+        if self._stage is Stage.DONE or self._cancelled_here:
+            return True
+        state = self._state
+        if not state.done and not self._polling:
+            self._conn.read_arrived()
+        return state.done
+
+    def _poll_here(self) -> bool:
+        if not self._polling and not self._handed and self._stage is not Stage.DONE:
+            self._start_polling()
+        return self._polling and not self._inline
+
+    def _response(self) -> Any:
+        state = self._state
+        if state.code is OK:
+            value = self._conn.unary_value(state)
+            if state.code is OK:
+                return value
+        raise self._error()

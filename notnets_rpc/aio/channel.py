@@ -54,14 +54,13 @@ class Channel(grpc.aio.Channel):
     def _started(self, call: C.Call, fut: "asyncio.Future[Any]") -> None:
         call._begin(fut.result())
 
-    def _settled(self, call: C.Call) -> None:
-        """A call ended. Connected while calls get through; after an UNAVAILABLE the next
-        call may have to reconnect, which waits: it starts on a thread again."""
+    def _settled(self, call: C.Call, code: Optional[grpc.StatusCode]) -> None:
+        """A call ended with ``code`` (None: it never started). Connected while calls get
+        through; after an UNAVAILABLE the next call may have to reconnect, which waits: it
+        starts on a thread again."""
         self._active.discard(call)
-        sync = call._sync
-        if isinstance(sync, C._FailedStart):
-            return
-        self._warm = sync.code() is not grpc.StatusCode.UNAVAILABLE
+        if code is not None:
+            self._warm = code is not grpc.StatusCode.UNAVAILABLE
 
     def _make(self, shape: str, method: str, serializer: Any, deserializer: Any) -> Any:
         return getattr(self._sync, shape)(method, request_serializer=serializer, response_deserializer=deserializer)
@@ -171,7 +170,15 @@ class UnaryUnaryMultiCallable(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable):
 
     def __call__(self, request: Any, *, timeout: Optional[float] = None, metadata: Any = None, credentials: Any = None,
                  wait_for_ready: Optional[bool] = None, compression: Any = None) -> C.UnaryUnaryCall:
-        call = C.UnaryUnaryCall(asyncio.get_running_loop(), timeout)
+        loop = asyncio.get_running_loop()
+        if not wait_for_ready:  # the fast path: connected, a small request
+            started = self._sync.start_unary(request, timeout, C.as_pairs(metadata) if metadata else None,
+                                             LOOP_START_MAX)
+            if started is not None:
+                call = C.FastUnaryCall(loop, self._channel, *started)
+                self._channel._active.add(call)
+                return call
+        call = C.UnaryUnaryCall(loop, timeout)
         start = functools.partial(self._sync.start, request, timeout, C.as_pairs(metadata), wait_for_ready)
         self._channel._start(call, start, wait_for_ready, request)
         return call

@@ -452,7 +452,7 @@ def _consume_requests(conn: Connection, state: CallState, requests: Iterator, se
 
 
 class _MultiCallable:
-    __slots__ = ("_channel", "_method", "_serializer", "_deserializer", "_prefix")
+    __slots__ = ("_channel", "_method", "_serializer", "_deserializer", "_prefix", "_head")
 
     def __init__(self, channel: Channel, method: str, serializer: Optional[Callable],
                  deserializer: Optional[Callable]) -> None:
@@ -462,6 +462,7 @@ class _MultiCallable:
         self._deserializer = deserializer
         # CALL body up to the message, for calls without deadline and metadata
         self._prefix = F.CALL_HEAD.pack(0, len(self._method), 0) + self._method
+        self._head = len(self._prefix)
 
 
 def _outcome(conn: Any, state: CallState) -> Any:
@@ -494,17 +495,19 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                     payload = None
                 if type(payload) is not bytes:
                     payload = None
-            if timeout is None:
-                prefix, deadline = self._prefix, None
-            else:  # the same CALL body with the timeout filled in, as start_call would write it
-                deadline = _monotonic() + timeout
-                prefix = F.CALL_HEAD.pack(max(1, int(timeout * 1e6)), len(self._method), 0) + self._method
-            if payload is not None and len(payload) + len(prefix) <= conn.chunk and len(payload) <= conn.max_send:
+            if payload is not None and len(payload) <= conn.fast_max - self._head:  # one frame, within max_send
+                if timeout is None:
+                    prefix, deadline = self._prefix, None
+                else:  # the same CALL body with the timeout filled in, as start_call would write it
+                    deadline = _monotonic() + timeout
+                    prefix = F.CALL_HEAD.pack(max(1, int(timeout * 1e6)), len(self._method), 0) + self._method
                 try:
-                    state, raw = conn.unary_fast(prefix, payload, self._deserializer, deadline)
+                    raw = conn.unary_fast(prefix, payload, self._deserializer, deadline)
                 except ConnectionBroken:
-                    state = raw = None
+                    raw = None
                 if raw is not None:
+                    if type(raw) is CallState:
+                        return _outcome(conn, raw)
                     if len(raw) > conn.max_receive:
                         raise ClientCall(conn, failed_call(grpc.StatusCode.RESOURCE_EXHAUSTED, (
                             f"Received message larger than max ({len(raw)} vs. {conn.max_receive})"))[1])
@@ -516,8 +519,6 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                     except Exception:
                         state = failed_call(grpc.StatusCode.INTERNAL, "Exception deserializing response!")[1]
                         raise ClientCall(conn, state) from None
-                if state is not None:
-                    return _outcome(conn, state)
             elif payload is not None and len(payload) <= conn.max_send:  # too large for one frame: the general path, without serializing again
                 conn, state = self._channel._start(self._method, payload, None, self._deserializer, timeout, None,
                                                    wait_for_ready, True, True)
@@ -546,6 +547,47 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
         conn, state = self._channel._start(self._method, request, self._serializer, self._deserializer, timeout,
                                            metadata, wait_for_ready, True, True)
         return ClientCall(conn, state)
+
+    def start_unary(self, request: Any, timeout: Optional[float], metadata: Any, max_bytes: int
+                    ) -> Optional[Tuple[Connection, CallState]]:
+        """The hook of notnets_rpc.aio's unary fast path: a call starts as the blocking
+        fast path starts it (one CALL frame carrying the message, its body from
+        ``_prefix`` when it has no timeout and no metadata) but returns at once,
+        registered, for its caller to poll the response ring (``Connection.read_arrived``).
+        None where the general path must start it: not connected, a timeout already
+        passed, metadata that does not encode, a request that is not bytes, does not
+        serialize to bytes, is larger than ``max_bytes`` or does not fit one frame."""
+        conn = self._channel._conn
+        if conn is None or conn.broken is not None or (timeout is not None and timeout <= 0):
+            return None
+        serializer = self._serializer
+        if serializer is None:
+            payload = request
+        else:
+            try:
+                payload = serializer(request)
+            except Exception:
+                return None
+        if type(payload) is not bytes:
+            return None
+        deadline = None if timeout is None else _monotonic() + timeout
+        if metadata:  # as start_call writes it
+            try:
+                md = F.encode_metadata(metadata)
+            except ValueError:
+                return None
+            prefix = F.CALL_HEAD.pack(0 if timeout is None else max(1, int(timeout * 1e6)), len(self._method),
+                                      len(md)) + self._method + md
+        elif timeout is None:
+            prefix = self._prefix
+        else:
+            prefix = F.CALL_HEAD.pack(max(1, int(timeout * 1e6)), len(self._method), 0) + self._method
+        if len(payload) + len(prefix) > conn.chunk or len(payload) > min(conn.max_send, max_bytes):
+            return None
+        try:
+            return conn, conn._unary_shared(prefix, payload, self._deserializer, deadline)
+        except ConnectionBroken:
+            return None
 
 
 class UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable):

@@ -35,9 +35,11 @@ from ..backoff import Backoff, tunables
 from ..budget import Budget
 from .call import WAIT_DONE, CallState, _NOTHING
 from ..errors import ChecksumError, ProtocolError
-from ..wire.messages import on_chunk, sink_slot, takes_buffers
+from ..wire.messages import as_view, on_chunk, sink_slot, takes_buffers
 from ..pool import Endpoint, Pool, pid_alive, stale_ms
 from ..wire.ring import SMALL_FRAME
+from ..wire.extents import F_EXTENT, RETURNED, parse_ref
+from ..lane_claims import REQUESTS, ChannelLanes
 from ..status import OK, code_from_wire
 
 _allocate_lock = threading.Lock
@@ -85,6 +87,10 @@ class Connection:
         self.rx.viewer = self._viewer
         self._fast: "tuple[int, Optional[Callable]]" = (0, None)  # the unregistered fast-path call
         self.chunk = pool.layout.chunk_bytes
+        # messages larger than half a ring: requests in our lane, responses in the server's (extents.py)
+        self.lanes = (ChannelLanes(pool, REQUESTS, pool.host_id, slot, generation, self.ctl + L.CH_RESP_LANE_TAIL,
+                                   self.ctl + L.CH_REQ_LANE_TAIL, endpoint.host, revoke=True)
+                      if pool.layout.lanes else None)
         self.request_window = pool.layout.ring_bytes  # a request stream's bytes ahead of its handler
         self.max_receive = max_receive
         self.max_send = max_send
@@ -98,7 +104,6 @@ class Connection:
         self.broken: Optional[str] = None  # why the connection left OPEN (checked on every call)
         self.stage = Stage.OPEN
         self.released = False
-        self.calls_started = 0
         self.unattended = 0
         self._cancels: deque = deque()  # ids of calls that ended here, CANCEL not written yet
         self.senders = 0  # threads streaming requests: they need the GIL, so readers yield instead of spinning
@@ -111,6 +116,13 @@ class Connection:
         entry = pool.server_wake_entry(endpoint) if self.futex else None
         self.server_sleep = None if entry is None else entry + L.DIR_SLEEP
         self.server_kick = None if entry is None else entry + L.DIR_KICK
+        views = self.mem.views()
+        self._words = views[1] if views is not None else None
+        # the fast path reads the server's sleep word by index (0: not by index, through wake_server)
+        # (-1: it must be read through ``mem``, by wake_server)
+        self._server_sleep_idx = 0 if self.server_sleep is None else self.server_sleep >> 3 if views is not None else -1
+        # payload bytes (plus the CALL head and method) that go as one CALL frame on the fast path
+        self.fast_max = min(self.chunk, self.max_send)
         self._claim = L.pack_state(generation, L.CH_OPEN)
         self._tune = tunables()  # read once per connection, never per wait
         self._backoff = self._new_backoff()
@@ -175,31 +187,75 @@ class Connection:
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
         state = CallState(cid, deadline, deserializer, unary_response)
         self.calls[cid] = state
-        self.calls_started += 1
         timeout_us = 0 if deadline is None else max(1, int((deadline - _monotonic()) * 1e6))
         n = _CALL_HEAD.size + len(method) + len(metadata)
         if payload is not None and n + len(payload) <= self.chunk:
             flags = _HAS_MESSAGE | _END if end_stream else _HAS_MESSAGE
             self.send(_CALL, flags, cid, 0, (_CALL_HEAD.pack(timeout_us, len(method), len(metadata)), method,
                                              metadata, payload), n + len(payload), state)
-        else:
+        elif not (payload is not None and end_stream and self.lanes is not None
+                  and self._call_with_extent(state, timeout_us, method, metadata, payload, n)):
             self.send(_CALL, 0, cid, 0, (_CALL_HEAD.pack(timeout_us, len(method), len(metadata)), method, metadata),
                       n, state)
             if payload is not None:
                 self.send_message(state, payload, end_stream)
         return state
 
+    def _call_with_extent(self, state: CallState, timeout_us: int, method: bytes, metadata: bytes, payload: Any,
+                          n: int) -> bool:
+        """A unary request too large for half a ring: the message into our lane, its
+        reference in the CALL frame (wire/extents.py). The call keeps the request, so
+        that a response the server hands back as the request itself (RETURNED) is
+        answered from our own memory. False: no lane room, send chunks."""
+        size = len(payload)
+        if size > self.max_send:
+            return False  # send_message says why
+        lanes = self.lanes
+        lanes.settle()  # views of earlier responses that were dropped: the server may reuse their room
+        with lanes.lock:
+            ref = lanes.put(state.id, size, (payload,))
+            if ref is None:
+                return False
+            state.extent = (lanes.writer.lane, parse_ref(ref)[2], payload)
+            self.send(_CALL, _UNARY | F_EXTENT, state.id, 0,
+                      (_CALL_HEAD.pack(timeout_us, len(method), len(metadata)), method, metadata, ref),
+                      n + len(ref), state)
+        return True
+
+    def _take_extent(self, state: CallState, ref: bytes) -> Any:
+        """The message an extent reference names: a view of the server's lane for
+        buffer-taking deserializers, else bytes; or, handed back, our own request."""
+        lanes = self.lanes
+        if lanes is None:
+            raise ProtocolError("an extent reference on a pool without lanes")
+        lane, how, position, n = parse_ref(ref)
+        lend = takes_buffers(state.deserializer)
+        if how == RETURNED:
+            sent = getattr(state, "extent", None)
+            if sent is None or (lane, position) != sent[:2] or n != len(sent[2]):
+                raise ProtocolError("a returned extent that is not this call's request")
+            state.extent = None
+            request = sent[2]
+            if type(request) is not bytes:  # the caller's buffer may change after the call: a private copy
+                request = bytes(request)
+            return memoryview(request) if state.deserializer is as_view else request
+        body, loan = lanes.take(ref, state.id, lend)
+        if loan is not None:  # revoked while still queued: copied first (the loan must not keep the call alive)
+            loan.evict = partial(self._evict, weakref.ref(state))
+        return body
+
     def unary_fast(self, prefix: bytes, payload: bytes, deserializer: Optional[Callable],
-                   deadline: Optional[float] = None) -> "tuple[Optional[CallState], Optional[bytes]]":
+                   deadline: Optional[float] = None) -> Any:
         """A blocking unary call without metadata, in as few steps as possible.
 
         ``prefix`` is the CALL body up to the message (its timeout field says ``deadline``
-        to the server); the spin phase is far shorter than any deadline, and a call that
-        leaves it is registered with ``deadline``, which ``wait`` then enforces.
+        to the server); prefix and ``payload`` fit one frame (``fast_max``). The spin
+        phase is far shorter than any deadline, and a call that leaves it is registered
+        with ``deadline``, which ``wait`` then enforces.
 
-        Returns (None, raw response) when the answer came back as a bare STATUS frame
-        while this thread held the reader token and spun; otherwise (state, None) and the
-        caller finishes the call through ``wait`` like any other. On the fast path the
+        Returns the raw response when the answer came back as a bare STATUS frame while
+        this thread held the reader token and spun; otherwise the call's ``CallState``,
+        which the caller finishes through ``wait`` like any other. On the fast path the
         call is never registered: only this thread reads the response ring meanwhile, so
         nobody else needs to find it. It is registered the moment it leaves that path
         (another frame, a slow answer, a full ring, a broken connection).
@@ -208,19 +264,15 @@ class Connection:
             raise ConnectionBroken(self.broken)
         reader = self.reader
         if not reader.acquire(False):
-            return self._unary_shared(prefix, payload, deserializer, deadline), None
+            return self._unary_shared(prefix, payload, deserializer, deadline)
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
-        self.calls_started += 1
         sent = False
         tx_lock = self.tx_lock
         if tx_lock.acquire(False):  # never wait for the request lock while holding the reader token
             try:
                 if self._cancels:
                     self._flush_cancels()
-                if len(payload) <= SMALL_FRAME:  # joined: one copy into the ring
-                    sent = self.tx.put(_CALL, _UNARY, cid, 0, prefix + payload)
-                else:  # written part by part: no extra copy of a large message
-                    sent = self.tx.try_write(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload))
+                sent = self.tx.put(_CALL, _UNARY, cid, 0, prefix + payload)  # one copy into the ring
             except ProtocolError as exc:
                 self._release_reader()
                 self.break_(f"corrupted request ring: {exc}")
@@ -234,11 +286,12 @@ class Connection:
             state = self._register(cid, deserializer, deadline)
             self._release_reader()
             self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
-            return state, None
+            return state
         state = None
         self._fast = (cid, deserializer)
         try:
-            if self.server_sleep is not None and self.mem.load(self.server_sleep):
+            idx = self._server_sleep_idx
+            if idx and (idx < 0 or self._words[idx]):
                 self.wake_server()
             read = self.rx.read
             backoff = self._backoff
@@ -246,10 +299,14 @@ class Connection:
             for _ in range(spin):
                 frame = read()
                 if frame is not None:
-                    if frame[2] == cid and frame[0] == _STATUS and frame[1] & _BARE:
+                    kind, flags, fcid, _aux, body = frame
+                    if fcid == cid and kind == _STATUS and flags & _BARE:
                         if spin < backoff.spin_max:  # the answer came while spinning: spinning pays
                             backoff.spin = min(backoff.spin_max, spin * 2)
-                        return None, frame[4]
+                        reader.release()  # (_release_reader, inline)
+                        if self.want_reader:
+                            self._hand_over()
+                        return body
                     break
             else:
                 frame = None
@@ -257,26 +314,27 @@ class Connection:
             if frame is not None:
                 self._dispatch(frame)
                 if state.done:
-                    return state, None
+                    return state
                 backoff.restart()
             else:
                 backoff.restart()
                 backoff.n = spin  # spun already: go on yielding, then sleeping
             self._read_until(state, WAIT_DONE, None, False, fresh=False)
-            return state, None
+            return state
         except ChecksumError as exc:
             if state is None:
                 state = self._register(cid, deserializer, deadline)
             self._on_bad_frame(exc)
             self._read_until(state, WAIT_DONE, None, False, fresh=False)
-            return state, None
+            return state
         except ProtocolError as exc:
             self.break_(f"corrupted response ring: {exc}")
             if state is None:
                 state = self._register(cid, deserializer, deadline)
-            return state, None
+            return state
         finally:
-            self._release_reader()
+            if state is not None:  # (the fast return released the token itself)
+                self._release_reader()
 
     def _release_reader(self) -> None:
         self.reader.release()
@@ -297,7 +355,6 @@ class Connection:
         cid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
         state = CallState(cid, deadline, deserializer, True)
         self.calls[cid] = state
-        self.calls_started += 1
         self.send(_CALL, _UNARY, cid, 0, (prefix, payload), len(prefix) + len(payload), state)
         return state
 
@@ -636,6 +693,13 @@ class Connection:
             self.fail_locally(state, grpc.StatusCode.INTERNAL, f"Malformed frame from the server: {exc}", cancel=True)
 
     def _on_message(self, state: CallState, flags: int, aux: int, body: Optional[bytes]) -> None:
+        if flags & F_EXTENT:
+            if flags & _MORE:
+                raise ProtocolError("an extent marked as a chunk")
+            aux = parse_ref(body)[3]
+            if aux <= self.max_receive:  # (over it: ends below; the unread lane frame is skipped later)
+                body = self._take_extent(state, body)
+                flags &= ~F_EXTENT
         if aux > self.max_receive:
             self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"Received message larger than max ({aux} vs. {self.max_receive})", cancel=True)
@@ -699,6 +763,8 @@ class Connection:
             if loan.evict is not None:
                 loan.evict()
             loan.end()
+        if self.lanes is not None:
+            self.lanes.close()
 
     def _evict(self, ref: "weakref.ref[CallState]") -> None:
         """(reader) Views of the ring still queued for the call become copies (the ring
@@ -871,6 +937,11 @@ class Connection:
         mem = self.mem
         mem.store(self.ctl + L.CH_CLIENT_HEARTBEAT, int(time.time() * 1000))
         mem.store(self.ctl + L.CH_CALLS_STARTED, self.calls_started)
+
+    @property
+    def calls_started(self) -> int:
+        """Calls this connection started: the ids handed out (none is counted on the fast path)."""
+        return int(repr(self._ids)[6:-1]) - 1
 
     def close(self, code: grpc.StatusCode, details: str) -> None:
         """The channel lets go of this connection: calls end with ``code``, the slot is freed."""

@@ -17,6 +17,7 @@ import grpc
 from ..wire import frames as F
 from ..wire import layout as L
 from ..wire.messages import sink_slot
+from ..lane_claims import RESPONSES, ChannelLanes
 from ..pool import Pool, now_ms, pid_alive, stale_ms
 from .call import ServerCall
 from .outbox import Outbox
@@ -31,7 +32,7 @@ class ServerChannel:
 
     __slots__ = ("host", "slot", "generation", "ctl", "claim_off", "claim_word", "rx", "tx", "outbox", "calls", "peer",
                  "client_pid", "beat", "beat_seen", "dropped", "released", "calls_done", "errors", "bytes_in",
-                 "bytes_out", "same_process", "same_host", "client_sleep")
+                 "bytes_out", "same_process", "same_host", "client_sleep", "lanes", "extent_in")
 
     def __init__(self, pool: Pool, host: int, slot: int, generation: int, claim_word: int, client_pid: int,
                  max_receive: int, window: int, reserve: Callable[[ServerCall, int], bool]) -> None:
@@ -67,6 +68,11 @@ class ServerChannel:
         self.same_process = host == pool.host_id and client_pid == os.getpid()
         self.same_host = host == pool.host_id and pool.mem.can_wait
         self.client_sleep = self.ctl + L.CH_CLIENT_SLEEP  # the client's "asleep in the kernel" word
+        # messages larger than half a ring: responses in our lane, requests in the client's (extents.py)
+        self.lanes = (ChannelLanes(pool, RESPONSES, host, slot, generation, self.ctl + L.CH_REQ_LANE_TAIL,
+                                   self.ctl + L.CH_RESP_LANE_TAIL, host, revoke=False)
+                      if pool.layout.lanes else None)
+        self.extent_in: Optional[tuple] = None  # (call id, message, reference) of the extent call running inline
 
     def _wake_client(self) -> None:
         """After writing a frame: a same-host client asleep in the kernel on the ring head."""
@@ -129,6 +135,7 @@ class ChannelTable:
         mem = self._pool.mem
         mem.store(off + L.CH_REQ_TAIL, 0)
         mem.store(off + L.CH_RESP_HEAD, 0)
+        mem.store(off + L.CH_REQ_LANE_TAIL, 0)
         for field in (L.CH_CALLS_DONE, L.CH_ERRORS, L.CH_BYTES_IN, L.CH_BYTES_OUT):
             mem.store(off + field, 0)
         mem.store(off + L.CH_SERVER_PID, os.getpid())
@@ -159,6 +166,8 @@ class ChannelTable:
                 self._remote_client = any(c.host != self._pool.host_id for c in self._active)
         for call in list(ch.calls.values()):
             self._cancel_call(call, grpc.StatusCode.CANCELLED, "Channel went away", notify_client=False)
+        if ch.lanes is not None:
+            ch.lanes.close()  # our response lane goes back; views of the client's lane end
         pool = self._pool
         if pool is not None and pool.lost is None:
             mem = pool.mem

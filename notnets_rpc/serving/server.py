@@ -35,7 +35,8 @@ from ..wire import layout as L
 from ..backoff import ONE_CPU, Backoff, tunables
 from ..options import message_limits
 from ..errors import ChecksumError, EndpointInUseError, ProtocolError
-from ..wire.messages import as_bytes, on_chunk, takes_buffers
+from ..wire.messages import as_bytes, as_view, on_chunk, takes_buffers
+from ..wire.extents import F_EXTENT, parse_ref
 from ..pool import BeatWatch, Endpoint, Pool, stale_ms
 from ..budget import Budget
 from .call import ANSWERED, END_OF_REQUESTS, LATER, AbortError, RequestIterator, ServerCall, UnaryCall
@@ -596,15 +597,37 @@ class Server(ChannelTable, Replies, grpc.Server):
         only a cached unary method whose parser takes buffers keeps the view (until the
         call ends, ``_on_call``); everything else gets a copy and the ring space back at once."""
         timeout_us, method_raw, metadata_raw, at = F.parse_call(body)
-        if loan is not None:
+        extent = None
+        if flags & F_EXTENT:  # the message is in the client's lane (wire/extents.py)
+            if ch.lanes is None or flags != _UNARY_CALL | F_EXTENT or loan is not None:
+                raise ProtocolError("an extent reference where none may be")
+            ref = body[at:]
+            size = parse_ref(ref)[3]
+            if size > self._max_receive:  # the unread lane frame is skipped with the next reference
+                self._reject(ch, cid, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"Received message larger than max ({size} vs. {self._max_receive})")
+                return
+            cached = self._resolved.get(method_raw)
+            # lent to as_view handlers (they may answer with the view itself) and, on a pool in
+            # local memory, to parsers; on far memory (a DAX device) parsers and plain code get
+            # one copy, which a reply of the same bytes is compared with without reading the pool again
+            lend = (cached is not None and cached[2] and cached[3] and self._inline_ok and not metadata_raw
+                    and (cached[1].request_deserializer is as_view or not ch.lanes.far))
+            extent, loan = ch.lanes.take(ref, cid, lend)
+            flags = _UNARY_CALL
+            if cached is not None and cached[2] and self._inline_ok and not metadata_raw:
+                # a reply that is this request (the view itself, or the same bytes) is handed back
+                ch.extent_in = (cid, extent, ref)
+            body = body[:at]
+        if loan is not None and extent is None:
             cached = self._resolved.get(method_raw)
             method_raw, metadata_raw = bytes(method_raw), bytes(metadata_raw)  # never a key or a name into the ring
             if cached is None or not cached[2] or not cached[3] or not self._inline_ok:
                 body = body.tobytes()
                 loan.end()
                 loan = None
-        ch.bytes_in += len(body)
-        if flags & F.F_HAS_MESSAGE and len(body) - at > self._max_receive:
+        ch.bytes_in += len(body) if extent is None else at + len(extent)
+        if flags & F.F_HAS_MESSAGE and extent is None and len(body) - at > self._max_receive:
             self._reject(ch, cid, grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"Received message larger than max ({len(body) - at} vs. {self._max_receive})")
             return
@@ -612,11 +635,20 @@ class Server(ChannelTable, Replies, grpc.Server):
         if cached is not None and not metadata_raw:
             method, handler, unary, _ = cached
             if unary and flags == _UNARY_CALL and self._inline_ok:
-                message = body[at:]
+                message = body[at:] if extent is None else extent
                 if loan is not None:
                     loan.track(message)
                     del body
-                self._run_unary(ch, cid, method, handler, message, timeout_us, loan)
+                if extent is None:
+                    self._run_unary(ch, cid, method, handler, message, timeout_us, loan)
+                    return
+                del extent
+                try:
+                    self._run_unary(ch, cid, method, handler, message, timeout_us, loan)
+                finally:
+                    ch.extent_in = None
+                    del message
+                    ch.lanes.settle()  # the client may write its next extent where this one was
                 return
             metadata: tuple = ()
         else:
@@ -648,9 +680,9 @@ class Server(ChannelTable, Replies, grpc.Server):
             call.requests = queue.SimpleQueue()
             self._submit(call, None)
             if flags & F.F_HAS_MESSAGE:
-                self._on_request(call, body[at:], flags & F.F_END_STREAM)
+                self._on_request(call, body[at:] if extent is None else extent, flags & F.F_END_STREAM)
         elif flags & F.F_HAS_MESSAGE:
-            message = body[at:]
+            message = body[at:] if extent is None else extent
             if loan is not None:  # a cached unary-unary method (metadata, say): its handler runs inline
                 loan.track(message)
                 del body

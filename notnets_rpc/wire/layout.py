@@ -7,7 +7,9 @@ describes the same bytes for other implementations; keep the two in step.
     hosts_offset           host table: max_hosts x 64 B (per-host doorbells)
     dir_offset             directory: max_hosts x dir_slots x 256 B
     channels_offset        channel control blocks: max_hosts x channels x 384 B
+    lane_ctl_offset        extent lane control blocks: max_hosts x LANES_MAX x 64 B
     rings_offset           ring data: max_hosts x channels x 2 x ring_bytes
+    lanes_offset           extent lanes: max_hosts x lanes_per_host x lane_bytes (may be none)
 
 Each region is partitioned by host id, so that every control word has one writer.
 """
@@ -26,7 +28,7 @@ from ..errors import LayoutVersionError, NotAPoolError, PoolCorruptError, PoolTo
 
 MAGIC = b"NNETPOOL"
 MAGIC_WORD = int.from_bytes(MAGIC, "little")
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: extent lanes (messages larger than half a ring, wire/extents.py)
 SUPERBLOCK_BYTES = 4096
 CACHE_LINE = 64
 PAGE = 4096
@@ -41,11 +43,15 @@ MAX_HOSTS = 256
 DEFAULT_DIR_SLOTS = 16
 DEFAULT_CHANNELS = 16
 DEFAULT_RING_CAP = 4 << 20
+LANE_CTL_BYTES = 64
+LANES_MAX = 4           # lanes per host partition at most (the control table always has room for these)
+DEFAULT_LANE_BYTES = 4 << 20  # one lane carries messages up to this size (less a frame header) in one piece
 
 # superblock: magic(8) version(4) sb_bytes(4) pool_bytes(8) uuid(16) created_ms(8)
 # max_hosts dir_slots channels ring_bytes (4 each) hosts_off dir_off chan_off rings_off
-# (8 each) dir_entry_bytes chan_ctl_bytes (4 each) flags(4) crc32(4)
-_SB = struct.Struct("<8sIIQ16sQIIIIQQQQIIII")
+# (8 each) dir_entry_bytes chan_ctl_bytes (4 each) flags(4) lane_ctl_off lanes_off (8 each)
+# lanes_per_host lane_bytes (4 each) crc32(4)
+_SB = struct.Struct("<8sIIQ16sQIIIIQQQQIIIQQIII")
 _CRC_START, _CRC_END = 8, _SB.size - 4  # crc covers everything after the magic
 
 # host table entry (words)
@@ -89,9 +95,20 @@ CH_REQ_HEAD = 128       # client: bytes ever written to the request ring
 CH_REQ_TAIL = 192       # server: bytes ever consumed from it
 CH_RESP_HEAD = 256      # server: bytes ever written to the response ring
 CH_RESP_TAIL = 320      # client: bytes ever consumed from it
+CH_REQ_LANE_TAIL = 200  # server: bytes ever consumed from the client's request lane (wire/extents.py)
+CH_RESP_LANE_TAIL = 328  # client: bytes ever consumed from the server's response lane
 CH_FREE, CH_OPEN, CH_CLOSED = 0, 1, 2
 CH_STATE_NAMES = {CH_FREE: "free", CH_OPEN: "open", CH_CLOSED: "closed"}
 ACC_NONE, ACC_ACCEPTED, ACC_REJECTED, ACC_RECLAIMED, ACC_RELEASED = 0, 1, 2, 3, 4
+# extent lane control block (written only by the process that holds the lane; its reader
+# publishes what it consumed in its own word of the channel block, CH_*_LANE_TAIL)
+LANE_CLAIM = 0          # generation << 8 | state
+LANE_PID = 8            # the holder's pid (same host: a dead holder's lane is taken over)
+LANE_CHANNEL = 16       # host << 16 | slot of the channel it serves, channel generation << 32
+LANE_DIRECTION = 24     # 0: requests (the client holds it), 1: responses (the server)
+LANE_HEAD = 32          # bytes ever written to the lane
+LANE_FREE, LANE_HELD = 0, 1
+LANE_STATE_NAMES = {LANE_FREE: "free", LANE_HELD: "held"}
 ACC_NAMES = {ACC_NONE: "none", ACC_ACCEPTED: "accepted", ACC_REJECTED: "rejected",
              ACC_RECLAIMED: "reclaimed", ACC_RELEASED: "released"}
 
@@ -142,6 +159,10 @@ class Layout:
     uuid: bytes = b"\0" * 16
     created_ms: int = 0
     flags: int = 0
+    lane_ctl_offset: int = 0
+    lanes_offset: int = 0
+    lanes_per_host: int = 0
+    lane_bytes: int = 0
 
     @property
     def frame_crc(self) -> bool:
@@ -174,6 +195,17 @@ class Layout:
     def response_ring(self, host: int, slot: int) -> int:
         return self.rings_offset + ((host * self.channels + slot) * 2 + 1) * self.ring_bytes
 
+    def lane_ctl(self, host: int, lane: int) -> int:
+        return self.lane_ctl_offset + (host * LANES_MAX + lane) * LANE_CTL_BYTES
+
+    def lane_data(self, host: int, lane: int) -> int:
+        return self.lanes_offset + (host * self.lanes_per_host + lane) * self.lane_bytes
+
+    @property
+    def lanes(self) -> bool:
+        """True when the pool has extent lanes and may use them (frame checksums: never)."""
+        return self.lanes_per_host > 0 and not self.frame_crc
+
     @property
     def chunk_bytes(self) -> int:
         """Largest frame body a sender writes in one piece: half a ring (minus the frame
@@ -198,12 +230,13 @@ def format_uuid(raw: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _regions(max_hosts: int, dir_slots: int, channels: int) -> tuple[int, int, int, int]:
+def _regions(max_hosts: int, dir_slots: int, channels: int) -> tuple[int, int, int, int, int]:
     hosts_offset = SUPERBLOCK_BYTES
     dir_offset = _align(hosts_offset + max_hosts * HOST_ENTRY_BYTES, PAGE)
     channels_offset = _align(dir_offset + max_hosts * dir_slots * DIR_ENTRY_BYTES, PAGE)
-    rings_offset = _align(channels_offset + max_hosts * channels * CHANNEL_CTL_BYTES, PAGE)
-    return hosts_offset, dir_offset, channels_offset, rings_offset
+    lane_ctl_offset = _align(channels_offset + max_hosts * channels * CHANNEL_CTL_BYTES, PAGE)
+    rings_offset = _align(lane_ctl_offset + max_hosts * LANES_MAX * LANE_CTL_BYTES, PAGE)
+    return hosts_offset, dir_offset, channels_offset, lane_ctl_offset, rings_offset
 
 
 def _check_params(max_hosts: int, dir_slots: int, channels: int) -> None:
@@ -218,27 +251,43 @@ def _check_params(max_hosts: int, dir_slots: int, channels: int) -> None:
 
 
 def plan_layout(size: int, max_hosts: int = DEFAULT_MAX_HOSTS, dir_slots: int = DEFAULT_DIR_SLOTS,
-                channels: int = DEFAULT_CHANNELS, ring_bytes: Optional[int] = None) -> Layout:
+                channels: int = DEFAULT_CHANNELS, ring_bytes: Optional[int] = None,
+                lanes_per_host: Optional[int] = None) -> Layout:
     """The layout for a pool of ``size`` bytes; ring size fills the space (capped at 4 MiB).
+
+    Extent lanes (wire/extents.py) take up to half the space, ``LANES_MAX`` per host at
+    most, and only whole 4 MiB lanes: a small pool gets none and its rings fill it as
+    before. With ``ring_bytes`` given, lanes take what the rings leave.
 
     Raises ``PoolTooSmallError`` when even the smallest rings do not fit.
     """
     _check_params(max_hosts, dir_slots, channels)
-    hosts_offset, dir_offset, channels_offset, rings_offset = _regions(max_hosts, dir_slots, channels)
+    hosts_offset, dir_offset, channels_offset, lane_ctl_offset, rings_offset = _regions(max_hosts, dir_slots, channels)
     n_rings = max_hosts * channels * 2
-    if ring_bytes is None:
-        fit = (size - rings_offset) // n_rings if size > rings_offset else 0
-        ring_bytes = min(DEFAULT_RING_CAP, fit // PAGE * PAGE)
-    elif ring_bytes % PAGE or not MIN_RING_BYTES <= ring_bytes <= MAX_RING_BYTES:
+    space = max(0, size - rings_offset)
+    per_lane_row = max_hosts * DEFAULT_LANE_BYTES
+    if ring_bytes is not None and (ring_bytes % PAGE or not MIN_RING_BYTES <= ring_bytes <= MAX_RING_BYTES):
         raise ValueError(f"ring_bytes must be a multiple of 4096 in [4096, 1 GiB], got {ring_bytes}")
-    needed = rings_offset + n_rings * max(ring_bytes, MIN_RING_BYTES)
+    if lanes_per_host is None:
+        share = space // 2 if ring_bytes is None else max(0, space - n_rings * ring_bytes)
+        lanes_per_host = min(LANES_MAX, share // per_lane_row)
+    elif not 0 <= lanes_per_host <= LANES_MAX:
+        raise ValueError(f"lanes_per_host must be 0..{LANES_MAX}, got {lanes_per_host}")
+    lane_space = lanes_per_host * per_lane_row
+    if ring_bytes is None:
+        fit = (space - lane_space) // n_rings if space > lane_space else 0
+        ring_bytes = min(DEFAULT_RING_CAP, fit // PAGE * PAGE)
+    needed = rings_offset + n_rings * max(ring_bytes, MIN_RING_BYTES) + lane_space
     if ring_bytes < MIN_RING_BYTES or needed > size:
         raise PoolTooSmallError(
             f"pool too small: {size} bytes, the layout ({max_hosts} hosts x {channels} channels, "
             f"{max(ring_bytes, MIN_RING_BYTES)}-byte rings) needs {needed}")
-    return Layout(pool_bytes=rings_offset + n_rings * ring_bytes, max_hosts=max_hosts, dir_slots=dir_slots,
+    lanes_offset = rings_offset + n_rings * ring_bytes
+    return Layout(pool_bytes=lanes_offset + lane_space, max_hosts=max_hosts, dir_slots=dir_slots,
                   channels=channels, ring_bytes=ring_bytes, hosts_offset=hosts_offset, dir_offset=dir_offset,
-                  channels_offset=channels_offset, rings_offset=rings_offset)
+                  channels_offset=channels_offset, rings_offset=rings_offset, lane_ctl_offset=lane_ctl_offset,
+                  lanes_offset=lanes_offset, lanes_per_host=lanes_per_host,
+                  lane_bytes=DEFAULT_LANE_BYTES if lanes_per_host else 0)
 
 
 def encode_superblock(layout: Layout, with_magic: bool = True) -> bytes:
@@ -247,7 +296,8 @@ def encode_superblock(layout: Layout, with_magic: bool = True) -> bytes:
         MAGIC if with_magic else b"\0" * 8, LAYOUT_VERSION, SUPERBLOCK_BYTES, layout.pool_bytes, layout.uuid,
         layout.created_ms, layout.max_hosts, layout.dir_slots, layout.channels, layout.ring_bytes,
         layout.hosts_offset, layout.dir_offset, layout.channels_offset, layout.rings_offset,
-        DIR_ENTRY_BYTES, CHANNEL_CTL_BYTES, layout.flags, 0))
+        DIR_ENTRY_BYTES, CHANNEL_CTL_BYTES, layout.flags, layout.lane_ctl_offset, layout.lanes_offset,
+        layout.lanes_per_host, layout.lane_bytes, 0))
     crc = zlib.crc32(bytes(raw[_CRC_START:_CRC_END]))
     struct.pack_into("<I", raw, _CRC_END, crc)
     return bytes(raw)
@@ -278,7 +328,8 @@ def parse_superblock(mem: Memory) -> Layout:
         raise NotAPoolError(f"not a NotNets pool: only {mem.size} bytes")
     fields = mem.unpack(_SB, 0)
     (magic, version, sb_bytes, pool_bytes, uuid, created_ms, max_hosts, dir_slots, channels, ring_bytes,
-     hosts_off, dir_off, chan_off, rings_off, dir_entry_bytes, chan_ctl_bytes, flags, crc) = fields
+     hosts_off, dir_off, chan_off, rings_off, dir_entry_bytes, chan_ctl_bytes, flags, lane_ctl_off, lanes_off,
+     lanes_per_host, lane_bytes, crc) = fields
     if magic != MAGIC:
         raise NotAPoolError("not a NotNets pool (no NNETPOOL magic in the first 8 bytes)")
     if version != LAYOUT_VERSION:
@@ -297,16 +348,22 @@ def parse_superblock(mem: Memory) -> Layout:
     if ring_bytes % PAGE or not MIN_RING_BYTES <= ring_bytes <= MAX_RING_BYTES:
         raise PoolCorruptError(f"pool superblock: bad ring size {ring_bytes}")
     expected = _regions(max_hosts, dir_slots, channels)
-    if (hosts_off, dir_off, chan_off, rings_off) != expected:
+    if (hosts_off, dir_off, chan_off, lane_ctl_off, rings_off) != expected:
         raise PoolCorruptError("pool superblock: region offsets do not match the layout parameters")
+    if not 0 <= lanes_per_host <= LANES_MAX or lane_bytes != (DEFAULT_LANE_BYTES if lanes_per_host else 0):
+        raise PoolCorruptError(f"pool superblock: bad extent lanes ({lanes_per_host} x {lane_bytes} bytes)")
     end = rings_off + max_hosts * channels * 2 * ring_bytes
+    if lanes_off != end:
+        raise PoolCorruptError("pool superblock: the extent lanes do not follow the rings")
+    end += max_hosts * lanes_per_host * lane_bytes
     if pool_bytes != end:
         raise PoolCorruptError(f"pool superblock: size field {pool_bytes} does not match the layout ({end})")
     if pool_bytes > mem.size:
         raise PoolTooSmallError(f"pool formatted for {pool_bytes} bytes but only {mem.size} are mapped")
     return Layout(pool_bytes=pool_bytes, max_hosts=max_hosts, dir_slots=dir_slots, channels=channels,
                   ring_bytes=ring_bytes, hosts_offset=hosts_off, dir_offset=dir_off, channels_offset=chan_off,
-                  rings_offset=rings_off, uuid=uuid, created_ms=created_ms, flags=flags)
+                  rings_offset=rings_off, uuid=uuid, created_ms=created_ms, flags=flags, lane_ctl_offset=lane_ctl_off,
+                  lanes_offset=lanes_off, lanes_per_host=lanes_per_host, lane_bytes=lane_bytes)
 
 
 # -- directory entries -------------------------------------------------------------------

@@ -25,6 +25,7 @@ publishes then stops at the oldest view still lent.
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 from collections import deque
 from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
@@ -36,8 +37,14 @@ from ..errors import ChecksumError, ProtocolError
 from .frames import ALIGN, FRAME_MAGIC, HEADER, HEADER_BYTES, MAX_KIND, PAD
 from .loans import Loan
 
-_pack_header = HEADER.pack
-_unpack_header = HEADER.unpack_from
+# The direct paths pack and parse a header in place in the ring, with native field
+# stores and loads (one per field: on an emulated CXL window every access is a device
+# access, and the little-endian codecs go byte by byte). Same bytes as HEADER on x86.
+_NATIVE = struct.Struct("@IBBHII")
+if sys.byteorder != "little" or _NATIVE.size != HEADER_BYTES:  # pragma: no cover - x86 only in practice
+    _NATIVE = HEADER
+_pack_into = _NATIVE.pack_into
+_unpack_from = _NATIVE.unpack_from
 
 CRC_BYTES = 4
 _CRC = struct.Struct("<I")
@@ -53,7 +60,7 @@ class _RingEnd:
     views of the memory for the hot paths (none when a cost model or checksums must see
     every access)."""
 
-    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "_view", "_words", "_hidx", "_tidx", "crc")
+    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "_view", "_words", "_hidx", "_tidx", "crc", "_ring")
 
     def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, crc: bool) -> None:
         mem.check(data, size)
@@ -65,18 +72,30 @@ class _RingEnd:
         views = None if crc else mem.views()  # no views: every frame takes the checked path
         self._view, self._words = views if views is not None else (None, None)
         self._hidx, self._tidx = head_off >> 3, tail_off >> 3
+        # the ring's bytes alone: direct paths index it by ring offset (no ``data +`` per access)
+        self._ring = self._view[data : data + size] if self._view is not None else None
 
 
 class RingWriter(_RingEnd):
     """The producer end. Keeps its own head; reloads the consumer's tail only when short."""
 
-    __slots__ = ("head", "_tail")
+    __slots__ = ("head", "_tail", "_limit")
 
     def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, head: int = 0,
                  crc: bool = False) -> None:
         super().__init__(mem, data, size, head_off, tail_off, crc)
         self.head = head
         self._tail = head
+        self._limit = -1
+        self._relimit()
+
+    def _relimit(self) -> None:
+        """Where ``put``'s one check lets a frame end: before the cached tail's room runs
+        out, before the ring's end (no pad needed) and before the counter limit; -1 (never)
+        when every access must go through ``mem``."""
+        if self._words is not None:
+            head, size = self.head, self.size
+            self._limit = min(self._tail + size, head - head % size + size, _COUNTER_LIMIT)
 
     @property
     def max_frame(self) -> int:
@@ -97,20 +116,20 @@ class RingWriter(_RingEnd):
     def put(self, kind: int, flags: int, call_id: int, aux: int, body: bytes) -> bool:
         """``try_write`` of a one-part body, in as few steps as possible.
 
-        The hot path of every small call: when the frame fits before the end of the ring
-        and the cached tail says there is room, it is one copy and one store; anything
-        else (a pad, a tail to reload, a modelled memory) takes ``try_write``."""
+        The hot path of every small call: when the frame ends before ``_limit`` (room by
+        the cached tail, no wrap, direct memory) it is the header packed in place, one
+        copy of the body and one store; anything else takes ``try_write``."""
         n = len(body)
-        flen = (HEADER_BYTES + ALIGN - 1 + n) & ~(ALIGN - 1)
         head = self.head
-        pos = head % self.size
-        if (self._words is None or n > SMALL_FRAME or pos + flen > self.size or head + flen - self._tail > self.size
-                or head >= _COUNTER_LIMIT):
+        end = head + ((n + 23) & -8)  # HEADER_BYTES + n, 8-aligned
+        if end > self._limit:
             return self.try_write(kind, flags, call_id, aux, (body,), n)
-        at = self.data + pos
-        self._view[at : at + HEADER_BYTES + n] = _pack_header(n, kind, flags, FRAME_MAGIC, call_id, aux) + body
-        self.head = head = head + flen
-        self._words[self._hidx] = head
+        pos = head % self.size
+        ring = self._ring
+        _pack_into(ring, pos, n, kind, flags, 0x4E4E, call_id, aux)  # FRAME_MAGIC
+        ring[pos + 16 : pos + 16 + n] = body
+        self.head = end
+        self._words[self._hidx] = end
         return True
 
     def try_write(self, kind: int, flags: int, call_id: int, aux: int, parts: Sequence[bytes], body_len: int) -> bool:
@@ -123,6 +142,7 @@ class RingWriter(_RingEnd):
         if flen > size - pos or flen > size - (head - self._tail) or head >= _COUNTER_LIMIT:
             pos = self._make_room(flen)
             if pos < 0:
+                self._relimit()
                 return False
             head = self.head
         mem = self.mem
@@ -136,6 +156,7 @@ class RingWriter(_RingEnd):
             head += flen
             self.head = head
             mem.publish(at, data, self.head_off, head)
+            self._relimit()
             return True
         header = HEADER.pack(body_len, kind, flags, FRAME_MAGIC, call_id, aux)
         mem.write(at, header)
@@ -158,6 +179,7 @@ class RingWriter(_RingEnd):
         head += flen
         self.head = head
         mem.store(self.head_off, head)
+        self._relimit()
         return True
 
     def _make_room(self, flen: int) -> int:
@@ -228,35 +250,32 @@ class RingReader(_RingEnd):
         careful path (``_read_any``), which re-reads the same header and raises on bad
         values."""
         tail = self.tail
-        words = self._words
-        if self._head == tail:
+        head = self._head
+        if head == tail:
+            words = self._words
             if words is None:
                 return self._read_any()
             head = words[self._hidx]
             if head == tail:
                 return None
-            if head < tail or head - tail > self.size or head & (ALIGN - 1):
+            if head < tail or head - tail > self.size or head & 7:
                 return self._read_any()
             self._head = head
-        elif words is None:
+        elif self._words is None:
             return self._read_any()
-        else:
-            head = self._head
-        pos = tail % self.size
-        if self.size - pos < HEADER_BYTES:
+        size = self.size
+        pos = tail % size
+        if pos > size - 16:  # a stub too short for a header
             return self._read_any()
-        at = self.data + pos
-        # copy the header out first: struct parses little-endian fields byte by byte, and on
-        # an emulated CXL window every byte load is a separate (slow) device access
-        body_len, kind, flags, magic, call_id, aux = _unpack_header(self._view[at : at + HEADER_BYTES].tobytes())
-        flen = (HEADER_BYTES + ALIGN - 1 + body_len) & ~(ALIGN - 1)
-        if (magic != FRAME_MAGIC or not 0 < kind < PAD or flen > head - tail or pos + flen > self.size
+        ring = self._ring
+        body_len, kind, flags, magic, call_id, aux = _unpack_from(ring, pos)
+        end = tail + ((body_len + 23) & -8)  # HEADER_BYTES + body_len, 8-aligned
+        if (magic != 0x4E4E or not 0 < kind < 7 or end > head or pos - tail + end > size  # FRAME_MAGIC, PAD
                 or body_len >= SINK_MIN):
             return self._read_any()
-        at += HEADER_BYTES
-        body = self._view[at : at + body_len].tobytes()
-        self.tail = tail = tail + flen
-        words[self._tidx] = tail
+        body = ring[pos + 16 : pos + 16 + body_len].tobytes()
+        self.tail = end
+        self._words[self._tidx] = end
         return kind, flags, call_id, aux, body
 
     def settle(self) -> None:

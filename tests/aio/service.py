@@ -5,6 +5,7 @@ the pool: the tests compare what both transports report."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any, Callable, Dict, List
 
 import grpc
@@ -18,6 +19,7 @@ echo_pb2, echo_pb2_grpc = load_generated(REPO / "notnets_bench" / "echo", "echo"
 Req, Rep = echo_pb2.EchoRequest, echo_pb2.EchoReply
 
 EVENTS: List[str] = []  # what handlers saw (cancellations, done callbacks), in this process
+SEEN = contextvars.ContextVar("SEEN", default="unset")  # set by handlers: each RPC must start with it unset
 
 
 class AsyncEcho(echo_pb2_grpc.EchoServicer):
@@ -48,6 +50,18 @@ class AsyncEcho(echo_pb2_grpc.EchoServicer):
                 EVENTS.append(f"{what}:context.cancelled()={context.cancelled()} done()={context.done()}")
                 raise
             return Rep(payload=b"slept")
+        if what in ("in-task", "in-task-waits"):  # a handler runs as a task of its own, from its first step
+            task, before = asyncio.current_task(), SEEN.get()
+            SEEN.set(what)
+            async with asyncio.timeout(5):  # (needs the current task)
+                if what == "in-task-waits":
+                    await asyncio.sleep(0.01)
+            same = task is not None and task is asyncio.current_task()
+            return Rep(payload=f"same task {same}, saw {before}, sees {SEEN.get()}".encode())
+        if what == "done-now":
+            context.add_done_callback(lambda ctx: EVENTS.append(f"done-now: done()={ctx.done()} "
+                                                                f"cancelled()={ctx.cancelled()}"))
+            return Rep(payload=b"done")
         if what == "remaining":
             remaining = context.time_remaining()
             return Rep(payload=b"none" if remaining is None else b"some" if 0 < remaining <= 30 else b"bad")
@@ -136,7 +150,7 @@ async def scenario(channel: Any) -> Dict[str, Any]:
     stub = echo_pb2_grpc.EchoStub(channel)
     out: Dict[str, Any] = {}
     for payload in (b"echo", b"abort:PERMISSION_DENIED", b"raise", b"set-code", b"remaining",
-                    b"bad-response"):
+                    b"bad-response", b"in-task", b"in-task-waits"):
         out[payload.decode()] = await unary(stub, payload)
     out["remaining-with-deadline"] = await unary(stub, b"remaining", timeout=20)
     out["metadata"] = await unary(stub, b"metadata", metadata=(("text", "hello"), ("blob-bin", b"\xff\x00")))

@@ -23,6 +23,20 @@ def test_every_behaviour_matches_grpc_aio(both):
     assert pool["metadata"]["initial"] == [("initial-bin", b"\x00\x01"), ("initial-key", "initial")]
     assert pool["deadline"]["code"] == "DEADLINE_EXCEEDED"
     assert pool["bidi-write-read"]["responses"] == [b"ONE", b"TWO", True]
+    assert pool["in-task"]["responses"] == b"same task True, saw unset, sees in-task"
+    assert pool["in-task-waits"]["responses"] == b"same task True, saw unset, sees in-task-waits"
+
+
+async def _done_callback_of_an_answer(server, channel):
+    EVENTS.clear()
+    reply = await echo_pb2_grpc.EchoStub(channel).Unary(Req(payload=b"done-now"))
+    await until(lambda: bool(EVENTS))
+    return [reply.payload, EVENTS[:]]
+
+
+def test_done_callbacks_of_a_handler_that_answers_at_once(both):
+    results = both(_done_callback_of_an_answer)
+    assert results["pool"] == results["tcp"] == [b"done", ["done-now: done()=True cancelled()=False"]]
 
 
 async def _cancel_while_running(server, channel):

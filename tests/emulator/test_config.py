@@ -37,7 +37,7 @@ def test_guest_json_lists_the_hosts_pools_in_order(tmp_path: Path):
     assert data["pools"][1] == {"name": "poolB", "uuid": t.pool("poolB").uuid,
                                 "serial": t.pool("poolB").serial, "size": 512 << 20, "coherence": "coherent"}
     assert data["state_dir"] == str(tmp_path)
-    assert data["network"] == {"address": "169.254.100.1/24",
+    assert data["network"] == {"address": "169.254.100.1/24", "mac": "52:54:00:4e:00:00",
                                "hosts": {"h0": "169.254.100.1", "h1": "169.254.100.2"}}
     assert data["path"].startswith(data["venv"] + "/bin:")
     assert data["agent_ports"] == 4

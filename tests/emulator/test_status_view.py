@@ -22,7 +22,8 @@ def test_json_shape():
     data = status_data(_run(), backend)
     assert data["hosts"] == [{"name": "host0", "id": 0, "state": "ready", "pid": 42, "accel": "tcg",
                               "pools": {"pool0": "/dev/dax0.0"}, "addresses": [], "console_log": "",
-                              "boot_seconds": 12.5, "boot_cpu_seconds": 11.25}]
+                              "boot_seconds": 12.5, "boot_cpu_seconds": 11.25,
+                              "boot_template": None}]
     assert data["pools"] == [{"name": "pool0", "size": 256 << 20, "kind": "shm",
                               "backing": "/dev/shm/notnets-r-pool0", "note": "/dev/hugepages is not a hugetlbfs mount",
                               "coherence": "coherent", "model_dir": None},

@@ -62,6 +62,7 @@ class FakeCxl:
             resource = 0x310000000 + n * 0x100000000
             region = self.sysfs / "bus" / "nd" / "devices" / f"region{n}"
             region.mkdir()
+            (region / "driver").mkdir()  # bound to nd_region
             (region / "resource").write_text(f"{resource:#x}\n")
             return self.ok({"region": f"region{n}", "resource": f"{resource:#x}", "size": "256.00 MiB"})
         if argv[:2] == ["ndctl", "create-namespace"]:

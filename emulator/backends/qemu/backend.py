@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Mapping, Optional
 
 from emulator.backends import agent_client
 from emulator.backends.base import Backend, BootError
+from emulator.backends.qemu import boot_template
 from emulator.backends.qemu import process as qemu_process
 from emulator.backends.qemu import qmp_control
 from emulator.backends.qemu.accel import choose_accel
@@ -29,7 +30,7 @@ from emulator.image.initramfs import build_initramfs
 from emulator.image.kernel_image import boot_image  # uncompressed PVH vmlinux: ~3 s less per TCG boot
 from emulator.paths import Kernel, find_kernel
 from emulator.progress import Progress
-from emulator.runs.state import FILE_MODE, HostState, RunState, make_private_dir
+from emulator.runs.state import HostState, RunState, make_private_dir
 from emulator.sizes import parse_size
 from emulator.topology.model import Host, Topology
 
@@ -48,14 +49,6 @@ def boot_timeout(accel: str) -> float:
         except ValueError:
             raise UserError(f"NOTNETS_BOOT_TIMEOUT={env!r}: expected a number of seconds") from None
     return DEFAULT_BOOT_TIMEOUT.get(accel, 180.0)
-
-
-def _sparse_file(path: Path, size: int) -> None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        os.ftruncate(fd, size)
-    finally:
-        os.close(fd)
 
 
 def _last_line(path: Path) -> str:
@@ -108,14 +101,15 @@ class QemuBackend(Backend):
         backing = {p.name: p.backing for p in run.pools}
         argvs: dict[str, list[str]] = {}
         make_private_dir(state_dir / "hosts")
+        image = str(boot_image(kernel))
         for host in topology.hosts:
             host_dir = make_private_dir(state_dir / "hosts" / host.name)
             paths = HostPaths.in_state_dir(
-                state_dir, host.name, str(boot_image(kernel)), str(initrd), backing, host.pools,
+                state_dir, host.name, image, str(initrd), backing, host.pools,
                 agent_ports=int(template["agent_ports"]), network=topology.network,
             )
             for lsa in paths.lsa.values():
-                _sparse_file(Path(lsa), parse_size(template["lsa_size"]))
+                boot_template.sparse_file(Path(lsa), parse_size(template["lsa_size"]))
             write_guest_config(host_dir, topology, host, state_dir)
             argvs[host.name] = build_qemu_argv(topology, host, paths, accel=accel_name, template=template)
             run.hosts.append(HostState(
@@ -125,16 +119,77 @@ class QemuBackend(Backend):
                 argv=argvs[host.name],
             ))
         run.save()
-        procs = {}
+        saved = self._templates(topology, image, str(initrd), accel_name, template, progress)
         started = time.monotonic()
-        for hs in run.hosts:
-            proc = qemu_process.start_detached(argvs[hs.name], Path(hs.dir) / "qemu.log")
-            procs[hs.name] = proc
-            hs.pid, hs.state = proc.pid, "booting"
+        procs: dict[str, Any] = {}
+        identities: list[Any] = []
+        try:
+            with ThreadPoolExecutor(max_workers=len(run.hosts)) as pool:
+                booted = list(pool.map(lambda hs: self._boot_one(hs, saved.get(hs.name), progress), run.hosts))
+            for hs, (proc, identity) in zip(run.hosts, booted):
+                procs[hs.name] = proc
+                if identity is not None:
+                    identities.append(identity)
             run.save()
-            progress.say(f"booting ({accel_name}, pid {proc.pid})...", host=hs.name)
-        wanted = {h.name: set(h.pools) for h in topology.hosts}
-        self._wait_ready(run, run.hosts, wanted, procs, started, boot_timeout(accel_name), progress)
+            wanted = {h.name: set(h.pools) for h in topology.hosts}
+            self._wait_ready(run, run.hosts, wanted, procs, started, boot_timeout(accel_name), progress)
+        finally:
+            for identity in identities:
+                identity.close()
+
+    @staticmethod
+    def _templates(topology: Topology, image: str, initrd: str, accel: str, template: Mapping[str, Any],
+                   progress: Progress) -> dict[str, Path]:
+        """Host name -> the saved guest to restore it from (made now if missing); hosts
+        without one boot their kernel. A template that cannot be made costs one warning."""
+        if not boot_template.enabled():
+            return {}
+        try:
+            keys = {host.name: boot_template.template_key(
+                boot_template.shape_argv(topology, host, image, initrd, accel, template)) for host in topology.hosts}
+        except boot_template.TemplateError as err:
+            progress.say(f"warning: no boot template ({err}); hosts boot their kernel")
+            return {}
+        first: dict[str, Host] = {}  # one host of each shape
+        for host in topology.hosts:
+            first.setdefault(keys[host.name], host)
+
+        def make(host: Host) -> Optional[Path]:
+            try:
+                return boot_template.make_template(topology, host, image, initrd, accel, template,
+                                                   boot_timeout(accel), progress.say)
+            except boot_template.TemplateError as err:
+                progress.say(f"warning: no boot template for {host.name}'s machine ({err}); its hosts boot their kernel")
+                return None
+
+        with ThreadPoolExecutor(max_workers=len(first)) as pool:  # the shapes' kernels boot together
+            made = dict(zip(first, pool.map(make, first.values())))
+        return {name: made[key] for name, key in keys.items() if made[key] is not None}
+
+    @staticmethod
+    def _boot_one(hs: HostState, saved: Optional[Path], progress: Progress) -> tuple[Any, Any]:
+        """Start one host's QEMU: restored from ``saved`` and told who it is, or (no
+        template, or the restore failed: one warning line) booting its kernel.
+        Returns (process, the identity connection to close once the host is ready)."""
+        log = Path(hs.dir) / "qemu.log"
+        if saved is not None:
+            proc = qemu_process.start_detached(boot_template.restore_argv(hs.argv), log)
+            hs.pid, hs.state, hs.template = proc.pid, "booting", str(saved)
+            try:
+                boot_template.restore(proc, hs.qmp_socket, saved)
+                identity = boot_template.send_identity(str(Path(hs.dir) / "identity.sock"), hs.name, hs.index)
+                progress.say(f"booting from the boot template ({hs.accel}, pid {proc.pid})...", host=hs.name)
+                return proc, identity
+            except boot_template.TemplateError as err:
+                progress.say(f"warning: the restore from the boot template failed ({err}); booting the kernel",
+                             host=hs.name)
+                proc.kill()
+                proc.wait()
+                saved.unlink(missing_ok=True)  # made again by the next `up`
+        proc = qemu_process.start_detached(hs.argv, log)
+        hs.pid, hs.state, hs.template = proc.pid, "booting", None
+        progress.say(f"booting ({hs.accel}, pid {proc.pid})...", host=hs.name)
+        return proc, None
 
     def _wait_ready(self, run: RunState, hosts: list[HostState], wanted: dict[str, set[str]], procs: dict,
                     started: float, timeout: float, progress: Progress,
@@ -306,20 +361,26 @@ class QemuBackend(Backend):
             raise UserError(f"host {host.name}: the run does not record its QEMU command line; `down` and `up` again")
         if qemu_process.is_alive(host.pid, host.qmp_socket):
             self._stop_one(host)
-        for sock in [host.qmp_socket, host.console_socket, *host.agent_sockets]:
+        for sock in [host.qmp_socket, host.console_socket, *host.agent_sockets, str(Path(host.dir) / "identity.sock")]:
             Path(sock).unlink(missing_ok=True)
         started = time.monotonic()
         try:  # the console log is appended to: this boot's lines start at its current end
             offset = Path(host.console_log).stat().st_size
         except OSError:
             offset = 0
-        proc = qemu_process.start_detached(host.argv, Path(host.dir) / "qemu.log")
-        host.pid, host.state, host.pools, host.error = proc.pid, "booting", {}, None
+        saved = Path(host.template) if host.template and boot_template.enabled() else None
+        if saved is not None and not saved.is_file():
+            saved = None  # a newer template replaced it: boot the kernel
+        host.pools, host.error = {}, None
+        proc, identity = self._boot_one(host, saved, progress)
         wanted = {lsa.stem for lsa in Path(host.dir).glob("*.lsa")}  # one label file per attached pool
         run.save()
-        progress.say(f"restarting ({host.accel}, pid {proc.pid})...", host=host.name)
-        self._wait_ready(run, [host], {host.name: wanted}, {host.name: proc}, started,
-                         boot_timeout(host.accel or "tcg"), progress, log_offsets={host.name: offset})
+        try:
+            self._wait_ready(run, [host], {host.name: wanted}, {host.name: proc}, started,
+                             boot_timeout(host.accel or "tcg"), progress, log_offsets={host.name: offset})
+        finally:
+            if identity is not None:
+                identity.close()
 
     def fault(self, run: RunState, host: HostState, action: str) -> None:
         if not qemu_process.is_alive(host.pid, host.qmp_socket):

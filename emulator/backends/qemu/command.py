@@ -5,7 +5,8 @@ what ``up`` runs and tests can check the argv without QEMU. The machine itself i
 described by a template in ``qemu-configs/`` (data, not code).
 
 Template fields: host, host_id, accel, cpu, cpus, memory, maxmem, kernel, initrd,
-append, state_dir, console_socket, console_log, qmp_socket; per agent port: port,
+append, identity, state_dir, console_socket, console_log, qmp_socket, identity_socket;
+per agent port: port,
 agent_socket; per pool: i, backing, size, lsa, lsa_size, bus_nr, serial, window; with a
 network: vde_socket, mac.
 """
@@ -42,6 +43,7 @@ class HostPaths:
     pool_backing: Mapping[str, str]  # pool name -> backing file
     lsa: Mapping[str, str]  # pool name -> this host's label file for it
     vde_socket: Optional[str] = None
+    identity_socket: str = ""  # the notnets.identity port (a restored guest learns who it is there)
 
     @classmethod
     def in_state_dir(
@@ -69,6 +71,7 @@ class HostPaths:
             pool_backing={name: pool_backing[name] for name in pools},
             lsa={name: str(hdir / f"{name}.lsa") for name in pools},
             vde_socket=str(state / "vde") if network else None,
+            identity_socket=str(hdir / "identity.sock"),
         )
 
 
@@ -124,8 +127,13 @@ def build_qemu_argv(
     paths: HostPaths,
     accel: str = "tcg",
     template: Mapping[str, Any] | None = None,
+    identity: str = "cmdline",
 ) -> list[str]:
-    """The full argv (binary first) of the VM for ``host``."""
+    """The full argv (binary first) of the VM for ``host``.
+
+    ``identity``: "cmdline" names the host on the kernel command line; "port" makes a
+    boot template's guest, which waits for its name on the notnets.identity port.
+    """
     tpl = template if template is not None else load_template()
     accel_values = tpl["accel"].get(accel)
     if accel_values is None:
@@ -143,12 +151,19 @@ def build_qemu_argv(
         "console_socket": paths.console_socket,
         "console_log": paths.console_log,
         "qmp_socket": paths.qmp_socket,
+        "identity_socket": paths.identity_socket,
         **accel_values,
     }
+    identities = tpl.get("identity") or {}
+    if identity not in identities:
+        raise UserError(f"the QEMU template has no identity mode {identity!r}")
+    values["identity"] = str(identities[identity]).format(**values)
     values["append"] = str(tpl["append"]).format(**values)
     argv = [str(tpl["binary"])] + _expand(tpl["base"], values)
     for port, socket_path in enumerate(paths.agent_sockets):
         argv += _expand(tpl["agent_port"], {**values, "port": port, "agent_socket": socket_path})
+    if paths.identity_socket:
+        argv += _expand(tpl.get("identity_port") or [], values)
     window_align = parse_size(tpl["window_align"])
     windows: list[str] = []
     for i, pool in enumerate(pools):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-from bench_rpc import PY, stop_servers  # noqa: E402
+from bench_rpc import PY, run_clients, stop_servers  # noqa: E402
 
 from emulator.backends.qemu.process import cpu_seconds  # noqa: E402
 TIER_HOSTS = {"inventory": "0", "catalog": "2", "frontend": "1"}
@@ -77,21 +77,15 @@ def clients_round(env: dict, pool: str, cross: bool, seconds: float, counts: lis
     rows = {}
     try:
         for n in counts:
-            start_at = time.time() + 2.0 + 0.3 * n
-            cmd = [PY, "-m", "notnets_bench.echo.client", "--target", "notnets:ab-echo", "--pool", pool, "--size", "64",
-                   "--calls", "100000000", "--warmup", "200", "--mode", "unary", "--seconds", str(seconds),
-                   "--start-at", str(start_at)]
-            procs = [subprocess.Popen(cmd, cwd=ROOT, env=dict(env, NOTNETS_HOST_ID="0") if cross else env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
-            time.sleep(max(0.0, start_at - time.time()))
-            s0 = cpu_seconds(server.pid)
-            outs = []
-            for p in procs:
-                out, err = p.communicate(timeout=120 + seconds)
-                if p.returncode != 0:
-                    raise SystemExit(f"ab_wait: client failed: {err.strip()}")
-                outs.append(json.loads(out.strip().splitlines()[-1]))
-            server_cpu = cpu_seconds(server.pid) - s0
+            at_start: list = []
+
+            def started(start_at: float) -> None:
+                time.sleep(max(0.0, start_at - time.time()))
+                at_start.append(cpu_seconds(server.pid))
+
+            outs = run_clients("notnets:ab-echo", pool, n, seconds, dict(env, NOTNETS_HOST_ID="0") if cross else env,
+                               cwd=ROOT, started=started)
+            server_cpu = cpu_seconds(server.pid) - at_start[0]
             calls = sum(o["calls"] for o in outs)
             rows[n] = {"rps": sum(o["rps"] for o in outs), "p50_us": statistics.median(o["p50_us"] for o in outs),
                        "server_cpu_us": 1e6 * server_cpu / max(1, calls),

@@ -24,6 +24,8 @@ def load_generated(directory: Path, stem: str) -> tuple[ModuleType, ModuleType]:
     try:
         return importlib.import_module(f"{stem}_pb2"), importlib.import_module(f"{stem}_pb2_grpc")
     except ImportError:
-        subprocess.run([sys.executable, str(REPO / "scripts" / "gen_protos.py")], check=True)
+        # Its report goes to stderr: a caller's stdout may be a protocol (bench_aio reads
+        # "serving PORT" from its server's first line).
+        subprocess.run([sys.executable, str(REPO / "scripts" / "gen_protos.py")], check=True, stdout=sys.stderr)
         importlib.invalidate_caches()
         return importlib.import_module(f"{stem}_pb2"), importlib.import_module(f"{stem}_pb2_grpc")

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import signal
 import statistics
 import subprocess
@@ -38,6 +39,7 @@ CASES = ("sync-pool", "aio-pool", "aio-tcp", "interposed", "aio-client", "aio-se
 SYNC_SERVER = ("sync-pool", "interposed", "aio-client")
 SYNC_CLIENT = ("sync-pool", "interposed", "aio-server")
 ENDPOINT = "bench-echo"
+START_TIMEOUT_S = 60  # a server that has not said "serving PORT" by then is reported and killed
 
 
 def _protos():
@@ -145,9 +147,13 @@ def measure(case: str, pool: str, calls: int, warmup: int) -> dict:
     server = subprocess.Popen([sys.executable, __file__, "serve", case, pool], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
-        line = server.stdout.readline()
+        ready, _, _ = select.select([server.stdout], [], [], START_TIMEOUT_S)
+        line = server.stdout.readline() if ready else ""
         if not line.startswith("serving"):
-            raise SystemExit(f"bench_aio: {case} server did not start: {server.stderr.read()}")
+            server.kill()  # before reading its stderr, which ends only when it exits
+            server.wait()
+            raise SystemExit(f"bench_aio: {case} server did not start within {START_TIMEOUT_S} s: "
+                             f"{line.strip() or server.stderr.read().strip()}")
         port = line.split()[1]
         out = subprocess.run([sys.executable, __file__, "client", case, pool, port, str(calls), str(warmup)],
                              env=env, capture_output=True, text=True, timeout=600)

@@ -28,7 +28,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -183,6 +183,29 @@ def main(argv=None) -> int:
     return 0
 
 
+def run_clients(target: str, pool: str, n: int, seconds: float, env: dict, cwd: Path = ROOT,
+                started: Optional[Callable[[float], None]] = None) -> list:
+    """``n`` echo client processes of sequential 64 B unary calls that measure one common
+    window (they start at a wall-clock time, once imported, connected and warmed up); their
+    JSON results. ``started(start_at)`` runs once they are launched (scripts/ab_wait.py
+    samples the server's CPU at the window's start)."""
+    start_at = time.time() + 2.0 + 0.5 * n
+    cmd = [PY, "-m", "notnets_bench.echo.client", "--target", target, "--pool", pool, "--size", "64",
+           "--calls", "100000000", "--warmup", "200", "--mode", "unary", "--seconds", str(seconds),
+           "--start-at", str(start_at)]
+    procs = [subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(n)]
+    if started is not None:
+        started(start_at)
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120 + seconds)
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: client {target} failed: {err.strip()}")
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    return outs
+
+
 def many_clients(targets: dict, pool: str, env: dict, clients: int, seconds: float, rounds: int) -> dict:
     """One server, 1 and then ``clients`` client processes of sequential 64 B unary calls,
     measuring the same window (they start together at a wall-clock time): aggregate calls/s,
@@ -191,18 +214,7 @@ def many_clients(targets: dict, pool: str, env: dict, clients: int, seconds: flo
     for _ in range(rounds):
         for name, target in targets.items():
             for n in (1, clients):
-                start_at = time.time() + 2.0 + 0.5 * n  # every client imported, connected and warmed up by then
-                cmd = [PY, "-m", "notnets_bench.echo.client", "--target", target, "--pool", pool, "--size", "64",
-                       "--calls", "100000000", "--warmup", "200", "--mode", "unary", "--seconds", str(seconds),
-                       "--start-at", str(start_at)]
-                procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True) for _ in range(n)]
-                outs = []
-                for proc in procs:
-                    out, err = proc.communicate(timeout=120 + seconds)
-                    if proc.returncode != 0:
-                        raise SystemExit(f"bench: client {target} failed: {err.strip()}")
-                    outs.append(json.loads(out.strip().splitlines()[-1]))
+                outs = run_clients(target, pool, n, seconds, env)
                 rows[name][n].append({"rps": sum(o["rps"] for o in outs),
                                       "p50_us": statistics.median(o["p50_us"] for o in outs),
                                       "p99_us": statistics.median(o["p99_us"] for o in outs)})

@@ -103,3 +103,42 @@ def test_wakeable_switches_a_waiter_between_the_two(yields):
     for _ in range(500):
         b.pause()
     assert not slept and b.yield_time == 1.0
+
+
+def test_a_waiter_asks_for_fine_timers_once_it_sleeps(yields, monkeypatch):
+    calls: list = []
+
+    class Libc:
+        def prctl(self, *args):
+            calls.append(args)
+            return 0
+
+    monkeypatch.setattr(B.ctypes, "CDLL", lambda *a, **k: Libc())
+    monkeypatch.setattr(B, "_fine", B.threading.local())  # as in a thread that never slept
+    slept: list = []
+    b = Backoff(_tune(4, 0.0), sleeper=slept.append)
+    for _ in range(4 + 8):  # spinning and yielding: the thread's timers are left alone
+        b.pause()
+    assert not calls and not slept
+    _pauses_until_sleep(b, slept)
+    b.restart()
+    _pauses_until_sleep(b, slept)
+    assert calls == [(29, B.TIMER_SLACK_NS, 0, 0, 0)]  # PR_SET_TIMERSLACK, once per thread
+
+
+def test_fine_timers_set_the_calling_threads_timer_slack():
+    import ctypes
+    import threading
+
+    out: dict = {}
+
+    def run() -> None:  # a fresh thread, where fine_timers has not run yet
+        libc = ctypes.CDLL(None)
+        libc.prctl(29, 50000, 0, 0, 0)  # the kernel's default, whatever this thread inherited
+        B.fine_timers()
+        out["slack"] = libc.prctl(30, 0, 0, 0, 0)  # PR_GET_TIMERSLACK
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert out["slack"] == B.TIMER_SLACK_NS

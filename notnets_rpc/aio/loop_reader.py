@@ -44,6 +44,9 @@ class LoopReader:
         self.looks = 0  # (tests) looks taken
         self._spin = SpinBudget()  # empty looks before each look also yields the CPU
         self._budget = self._spin.budget()
+        self._poll: Any = None  # the server's poll_rings
+        self._ready: Any = None  # the loop's ready queue (asyncio's own loop), and our handle in it
+        self._handle: Any = None
 
     def lead(self) -> None:
         """(loop) The server passed us the reading: look at the rings every turn from now on."""
@@ -52,25 +55,37 @@ class LoopReader:
         self.reading = True
         self._empty = 0
         self._last_work = _monotonic()
-        self._loop.call_soon(self._look)
+        self._poll = self._server.poll_rings
+        self._again()
+
+    def _again(self) -> None:
+        """Look again next turn: the one handle appended to the loop's ready queue, as
+        ``call_soon`` would append a new one (a turn costs a third less); ``call_soon``
+        on a loop that keeps its queue elsewhere (not asyncio's own)."""
+        ready = self._ready = getattr(self._loop, "_ready", None)
+        if ready is None:
+            self._loop.call_soon(self._look)
+            return
+        self._handle = asyncio.Handle(self._look, (), self._loop)
+        ready.append(self._handle)
 
     def _look(self) -> None:
         try:
-            worked = self._server.poll_rings(self.me)
+            worked = self._poll(self.me)
         except Exception:  # a bug of ours (what a peer sends ends in the server's _drain): a thread reads on
             _log.exception("NotNets: reading the rings from the event loop failed")
             self.reading = False
             self._server.unlead(self.me)
             return
         self.looks += 1
-        if worked is None:  # a poller thread reads now (the server was stopped, or promoted one)
-            self.reading = False
-            return
         if worked:
             self._spin.learn(self._empty, self._budget)
             self._budget = self._spin.budget()
             self._empty = 0
             self._last_work = _monotonic()
+        elif worked is None:  # a poller thread reads now (the server was stopped, or promoted one)
+            self.reading = False
+            return
         else:
             n = self._empty = self._empty + 1
             if n > self._budget:
@@ -79,4 +94,8 @@ class LoopReader:
                 self.reading = False
                 self._server.unlead(self.me)
                 return
-        self._loop.call_soon(self._look)
+        ready = self._ready
+        if ready is not None:
+            ready.append(self._handle)
+        else:
+            self._loop.call_soon(self._look)

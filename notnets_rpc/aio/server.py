@@ -29,6 +29,7 @@ from .servicer import bridged
 _log = logging.getLogger("notnets_rpc.aio.server")
 
 THREADS = 512
+BRIDGES_KEPT = 256  # bridged handlers kept for lookups through interceptors
 
 
 class _BridgedGeneric(grpc.GenericRpcHandler):
@@ -49,7 +50,7 @@ class _Intercepting(grpc.GenericRpcHandler):
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Optional[grpc.RpcMethodHandler]:
         server = self._server
         handler = asyncio.run_coroutine_threadsafe(server._intercept(0, handler_call_details), server._loop).result()
-        return bridged(handler, server)
+        return server._bridge(handler)
 
 
 class Server(grpc.aio.Server):
@@ -82,6 +83,7 @@ class Server(grpc.aio.Server):
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread = 0
         self._reader: Optional[LoopReader] = None
+        self._bridges: Dict[Any, grpc.RpcMethodHandler] = {}
         if self._interceptors:
             self._sync.add_generic_rpc_handlers((_Intercepting(self),))
         if handlers:
@@ -141,6 +143,22 @@ class Server(grpc.aio.Server):
                     return handler
             return None
         return await self._interceptors[i].intercept_service(lambda d: self._intercept(i + 1, d), details)
+
+    def _bridge(self, handler: Optional[grpc.RpcMethodHandler]) -> Optional[grpc.RpcMethodHandler]:
+        """``bridged(handler)``, made once per handler: a lookup through interceptors runs
+        per call, and bridging a unary-unary handler makes a class (``answered_later``)."""
+        if handler is None:
+            return None
+        try:
+            return self._bridges[handler]
+        except KeyError:
+            pass
+        except TypeError:  # (a handler that does not hash)
+            return bridged(handler, self)
+        if len(self._bridges) >= BRIDGES_KEPT:  # interceptors that make a new handler per call
+            self._bridges.clear()
+        made = self._bridges[handler] = bridged(handler, self)
+        return made
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -49,8 +49,11 @@ _copy_context = contextvars.copy_context
 _Task = asyncio.Task
 _new_task = asyncio.Task.__new__
 _new_object = object.__new__
-_enter_task = asyncio.tasks._enter_task  # what a task's step does around it (current_task)
-_leave_task = asyncio.tasks._leave_task
+_enter_task = getattr(asyncio.tasks, "_enter_task", None)  # what a task's step does around it (current_task)
+_leave_task = getattr(asyncio.tasks, "_leave_task", None)
+if _enter_task is None or _leave_task is None:  # an asyncio without them: every handler gets a task at once
+    def _enter_task(loop: Any, task: Any) -> None:
+        raise RuntimeError("asyncio.tasks._enter_task is missing")
 _ANSWERED = object()  # what stepping a handler gives when it answered
 _FIRST_STEP = contextlib.nullcontext()  # no lock: only the loop sees a call in its handler's first step
 _END = object()
@@ -523,8 +526,9 @@ class UnaryContext(_OnSyncCall):
     """A unary-unary call on the loop: its handler's context and the call's state.
 
     Built with one field, the sync call: a handler that answers in its first step (the
-    common case) needs no more. One that waits gets a task then (``first_step``), and the call a lock
-    (``_terminated`` comes from any thread once the sync call can end under it)."""
+    common case) needs no more. One that waits gets a task then (``first_step``), and
+    the call a lock (``_terminated`` comes from any thread once the sync call can end
+    under it)."""
 
     _callbacks: Optional[List[Callable]] = None
     _response: Any = None  # what the handler returned
@@ -565,9 +569,9 @@ class UnaryContext(_OnSyncCall):
         if yielded is not _ANSWERED:  # it waits: the task is made now, and goes on from there
             cancels = task.cancelling()  # (the handler cancelled its own task: made now, it forgets)
             task.__init__(_resumed(steps, yielded, self), loop=loop, context=run_in)
-            for _ in range(cancels):
-                task.cancel()
             _step_now(loop, task)
+            for _ in range(cancels):  # now that it waits: what it waits for is cancelled, as a task's step does
+                task.cancel()
             self.wait_for(task)
             return LATER
         response = self._response

@@ -211,7 +211,6 @@ class Connection:
         if size > self.max_send:
             return False  # send_message says why
         lanes = self.lanes
-        lanes.settle()  # views of earlier responses that were dropped: the server may reuse their room
         with lanes.lock:
             ref = lanes.put(state.id, size, (payload,))
             if ref is None:
@@ -369,6 +368,13 @@ class Connection:
         if n <= chunk:
             self.send(_MESSAGE, end, state.id, n, (payload,), n, state)
             return
+        lanes = self.lanes
+        if lanes is not None:  # whole, in our lane (wire/extents.py); no room: chunks
+            with lanes.lock:
+                ref = lanes.put(state.id, n, (payload,))
+                if ref is not None:
+                    self.send(_MESSAGE, end | F_EXTENT, state.id, 0, (ref,), len(ref), state)
+                    return
         view = memoryview(payload)
         for start in range(0, n, chunk):
             piece = view[start : start + chunk]

@@ -27,12 +27,17 @@ _UNARY_CALL = F.F_HAS_MESSAGE | F.F_END_STREAM
 _monotonic = time.monotonic
 
 
+# no CALL body starts with 17 bytes whose method length field says 0 and is then accepted
+NO_CALL = (bytes(17), 0, None)
+
+
 class ServerChannel:
     """A client's channel as the server holds it."""
 
     __slots__ = ("host", "slot", "generation", "ctl", "claim_off", "claim_word", "rx", "tx", "outbox", "calls", "peer",
                  "client_pid", "beat", "beat_seen", "dropped", "released", "calls_done", "errors", "bytes_in",
-                 "bytes_out", "same_process", "same_host", "client_sleep", "lanes", "extent_in")
+                 "bytes_out", "same_process", "same_host", "client_sleep", "lanes", "extent_in", "words", "claim_idx",
+                 "sleep_idx", "last_call")
 
     def __init__(self, pool: Pool, host: int, slot: int, generation: int, claim_word: int, client_pid: int,
                  max_receive: int, window: int, reserve: Callable[[ServerCall, int], bool]) -> None:
@@ -68,6 +73,13 @@ class ServerChannel:
         self.same_process = host == pool.host_id and client_pid == os.getpid()
         self.same_host = host == pool.host_id and pool.mem.can_wait
         self.client_sleep = self.ctl + L.CH_CLIENT_SLEEP  # the client's "asleep in the kernel" word
+        # the unary fast path reads the claim and sleep words by index when the pool is plain
+        # memory (``words`` None: through ``mem``); sleep_idx 0: never wake, -1: look through ``mem``
+        views = pool.mem.views()
+        self.words = views[1] if views is not None else None
+        self.claim_idx = self.claim_off >> 3
+        self.sleep_idx = 0 if not self.same_host else self.client_sleep >> 3 if views is not None else -1
+        self.last_call = NO_CALL  # (CALL body up to the message, its length, resolved method): server._drain
         # messages larger than half a ring: responses in our lane, requests in the client's (extents.py)
         self.lanes = (ChannelLanes(pool, RESPONSES, host, slot, generation, self.ctl + L.CH_REQ_LANE_TAIL,
                                    self.ctl + L.CH_RESP_LANE_TAIL, host, revoke=False)

@@ -40,7 +40,7 @@ from ..wire.extents import F_EXTENT, parse_ref
 from ..pool import BeatWatch, Endpoint, Pool, stale_ms
 from ..budget import Budget
 from .call import ANSWERED, END_OF_REQUESTS, LATER, AbortError, RequestIterator, ServerCall, UnaryCall
-from .channels import ChannelTable, ServerChannel
+from .channels import NO_CALL, ChannelTable, ServerChannel
 from .malloc_policy import ARENA_OPTION, DEFAULT_ARENAS, limit_arenas, release_free_memory
 from .replies import Replies
 from ..liveness import BEATER
@@ -173,17 +173,23 @@ class Server(ChannelTable, Replies, grpc.Server):
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         check_generic_handlers(generic_rpc_handlers)
         self._generic.extend(generic_rpc_handlers)
-        self._resolved = {}
+        self._forget_resolved()
         if self._tcp is not None:
             self._tcp.add_generic_rpc_handlers(generic_rpc_handlers)
 
     def add_registered_method_handlers(self, service_name: str, method_handlers: Dict[str, Any]) -> None:
         for method, handler in method_handlers.items():
             self._registered[f"/{service_name}/{method}"] = handler
-        self._resolved = {}
+        self._forget_resolved()
         self._registered_services.append((service_name, method_handlers))
         if self._tcp is not None and hasattr(self._tcp, "add_registered_method_handlers"):
             self._tcp.add_registered_method_handlers(service_name, method_handlers)
+
+    def _forget_resolved(self) -> None:
+        """Handlers changed: look every method up again (also the channels' last calls)."""
+        self._resolved = {}
+        for ch in self._channels.values():
+            ch.last_call = NO_CALL
 
     def add_endpoint(self, name: str) -> None:
         """Publish the services under ``name`` in the pool (clients use ``notnets:NAME``)."""
@@ -463,7 +469,8 @@ class Server(ChannelTable, Replies, grpc.Server):
         if ch.dropped:
             return True
         rx = ch.rx
-        if rx.mem.load(ch.claim_off) != ch.claim_word:
+        words = ch.words
+        if (words[ch.claim_idx] if words is not None else rx.mem.load(ch.claim_off)) != ch.claim_word:
             self._drop_channel(ch, L.ACC_RELEASED)
             return True
         read = rx.read
@@ -475,14 +482,20 @@ class Server(ChannelTable, Replies, grpc.Server):
                     break
                 kind, flags, cid, aux, body = frame
                 if kind == _CALL:
-                    try:  # (free in 3.11 unless raised: no length check on the fast path)
-                        timeout_us, mlen, mdlen = _unpack_call_head(body)
-                    except struct.error:
-                        F.parse_call(body)  # raises what a short CALL gets everywhere (the channel is rejected)
-                        raise
-                    at = _CALL_HEAD_SIZE + mlen
-                    cached = (resolved.get(body[_CALL_HEAD_SIZE:at])
-                              if flags == _UNARY_CALL and not mdlen and at <= len(body) else None)
+                    last = ch.last_call  # (CALL body up to the message, its length, the method) of the last one
+                    if flags == _UNARY_CALL and type(body) is bytes and body.startswith(last[0]):  # the same bytes parse the same
+                        timeout_us, at, cached = 0, last[1], last[2]
+                    else:
+                        try:  # (free in 3.11 unless raised: no length check on the fast path)
+                            timeout_us, mlen, mdlen = _unpack_call_head(body)
+                        except struct.error:
+                            F.parse_call(body)  # raises what a short CALL gets everywhere (the channel is rejected)
+                            raise
+                        at = _CALL_HEAD_SIZE + mlen
+                        cached = (resolved.get(body[_CALL_HEAD_SIZE:at])
+                                  if flags == _UNARY_CALL and not mdlen and at <= len(body) else None)
+                        if cached is not None and not timeout_us and type(body) is bytes:
+                            ch.last_call = (body[:at], at, cached)
                     loan = rx.loan if type(body) is memoryview else None  # a view of the ring, not a copy
                     if cached is not None and cached[2] and self._inline_ok and len(body) - at <= self._max_receive:
                         n = len(body)
@@ -538,7 +551,14 @@ class Server(ChannelTable, Replies, grpc.Server):
         call = ch.calls.get(cid)
         if kind == F.MESSAGE:
             if call is None or call.request_done:
-                return
+                return  # (an extent it names stays unread: the next reference skips it)
+            if flags & F_EXTENT:  # a whole message in the client's lane: one copy, streams keep no views
+                if ch.lanes is None or flags & F.F_MORE:
+                    raise ProtocolError("an extent reference where none may be")
+                aux = parse_ref(body)[3]
+                if aux <= self._max_receive:  # (over it: fails below)
+                    body = ch.lanes.take(body, cid, False)[0]
+                    flags &= ~F_EXTENT
             ch.bytes_in += len(body) if body is not None else aux
             if aux > self._max_receive:
                 self._fail(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -643,12 +663,18 @@ class Server(ChannelTable, Replies, grpc.Server):
                     self._run_unary(ch, cid, method, handler, message, timeout_us, loan)
                     return
                 del extent
+                demoted = False
                 try:
                     self._run_unary(ch, cid, method, handler, message, timeout_us, loan)
+                except _Demoted:  # a new leader reads the lanes now (and settles them at its next extent)
+                    demoted = True
+                    raise
                 finally:
-                    ch.extent_in = None
+                    if ch.extent_in is not None and ch.extent_in[0] == cid:
+                        ch.extent_in = None
                     del message
-                    ch.lanes.settle()  # the client may write its next extent where this one was
+                    if not demoted:
+                        ch.lanes.settle()  # the client may write its next extent where this one was
                 return
             metadata: tuple = ()
         else:
@@ -737,22 +763,29 @@ class Server(ChannelTable, Replies, grpc.Server):
             if timeout_us:
                 self._deadlines.pop(id(call), None)
             outbox = ch.outbox
-            with outbox.lock:  # straight to the ring unless something is queued before it (outbox.py)
+            lock = outbox.lock
+            lock.acquire()  # straight to the ring unless something is queued before it (outbox.py)
+            try:
                 sent = not outbox.frames and not ch.dropped and ch.tx.put(_STATUS, _BARE, cid, 0, payload)
+            finally:
+                lock.release()
             if not sent:
                 self._write(ch, _STATUS, _BARE, cid, 0, (payload,), len(payload), None)
             else:
                 ch.bytes_out += len(payload)
-                if ch.same_host and ch.tx.mem.load(ch.client_sleep):
+                idx = ch.sleep_idx  # a same-host client asleep in the kernel on the ring head: wake it
+                if idx and (ch.words[idx] if idx > 0 else ch.tx.mem.load(ch.client_sleep)):
                     ch.tx.mem.wake_word(ch.tx.head_off)
             ch.calls_done += 1
         finally:
             if loan is not None:
                 loan.end()
-            if not _take_back(box):  # the monitor took the box: a new leader reads the rings now
+            try:  # (_take_back, inline) the monitor took the box: a new leader reads the rings now
+                box.pop()
+            except IndexError:
                 if loan is not None:
                     self._settle_due.append(ch)  # ... and publishes the request's ring space
-                raise _Demoted()
+                raise _Demoted() from None
 
     def _in_flight(self) -> int:
         return sum(len(ch.calls) for ch in self._active)

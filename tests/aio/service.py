@@ -58,6 +58,13 @@ class AsyncEcho(echo_pb2_grpc.EchoServicer):
                     await asyncio.sleep(0.01)
             same = task is not None and task is asyncio.current_task()
             return Rep(payload=f"same task {same}, saw {before}, sees {SEEN.get()}".encode())
+        if what == "self-cancel":  # cancels its own task in its first step, then waits
+            asyncio.current_task().cancel()
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                return Rep(payload=b"cancelled at its first wait")
+            return Rep(payload=b"not cancelled")
         if what == "done-now":
             context.add_done_callback(lambda ctx: EVENTS.append(f"done-now: done()={ctx.done()} "
                                                                 f"cancelled()={ctx.cancelled()}"))
@@ -150,7 +157,7 @@ async def scenario(channel: Any) -> Dict[str, Any]:
     stub = echo_pb2_grpc.EchoStub(channel)
     out: Dict[str, Any] = {}
     for payload in (b"echo", b"abort:PERMISSION_DENIED", b"raise", b"set-code", b"remaining",
-                    b"bad-response", b"in-task", b"in-task-waits"):
+                    b"bad-response", b"in-task", b"in-task-waits", b"self-cancel"):
         out[payload.decode()] = await unary(stub, payload)
     out["remaining-with-deadline"] = await unary(stub, b"remaining", timeout=20)
     out["metadata"] = await unary(stub, b"metadata", metadata=(("text", "hello"), ("blob-bin", b"\xff\x00")))

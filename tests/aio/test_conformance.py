@@ -25,6 +25,7 @@ def test_every_behaviour_matches_grpc_aio(both):
     assert pool["bidi-write-read"]["responses"] == [b"ONE", b"TWO", True]
     assert pool["in-task"]["responses"] == b"same task True, saw unset, sees in-task"
     assert pool["in-task-waits"]["responses"] == b"same task True, saw unset, sees in-task-waits"
+    assert pool["self-cancel"]["responses"] == b"cancelled at its first wait"
 
 
 async def _done_callback_of_an_answer(server, channel):

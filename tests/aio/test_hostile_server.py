@@ -6,7 +6,6 @@ task keeps its schedule meanwhile."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 
@@ -15,6 +14,8 @@ from notnets_rpc.aio import calls as C
 from notnets_rpc.wire import frames as F
 
 from rpc.hostile import RawServer
+
+from .watchdog import Watchdog
 
 TICK = 0.005
 MAX_LAG = 0.5  # as tests/aio/test_loop_free.py
@@ -29,15 +30,6 @@ async def _answer(raw: RawServer, body: bytes, kind: int = F.STATUS, flags: int 
 
 
 async def _against(raw: RawServer, pool: str):
-    lags = []
-    stop = asyncio.Event()
-
-    async def watchdog():
-        while not stop.is_set():
-            due = time.monotonic() + TICK
-            await asyncio.sleep(TICK)
-            lags.append(time.monotonic() - due)
-
     accepting = asyncio.ensure_future(asyncio.to_thread(raw.accept))
     async with notnets_rpc.aio.insecure_channel("notnets:raw", pool=pool,
                                                options=[("grpc.max_receive_message_length", 1000)]) as channel:
@@ -46,7 +38,7 @@ async def _against(raw: RawServer, pool: str):
         await accepting
         await _answer(raw, b"a")
         out = [await first]
-        dog = asyncio.ensure_future(watchdog())
+        dog = Watchdog(TICK)
         calls = []
         for body, kind in ((b"x" * 1001, F.STATUS), (b"ok", F.STATUS), (b"junk", 0x7E)):
             call = echo(b"b")
@@ -56,8 +48,7 @@ async def _against(raw: RawServer, pool: str):
                 out.append(await asyncio.wait_for(call, 10))
             except grpc.aio.AioRpcError as exc:
                 out.append((exc.code(), exc.details()))
-        stop.set()
-        await dog
+        lags = await dog.stop()
     return out, [type(c) is C.FastUnaryCall for c in calls], lags
 
 

@@ -12,6 +12,7 @@ import pytest
 import notnets_rpc.aio
 
 from .service import Req, echo_pb2_grpc
+from .watchdog import Watchdog
 
 SLOW = 2.0      # seconds each slow call waits on the server
 CALLS = 40      # more than the channel's waiter threads: the pump serves the rest
@@ -20,19 +21,10 @@ MAX_LAG = 0.5   # a loop that waited on the pool would stand still for SLOW (her
 
 
 async def _watch_while_waiting(pool: str):
-    lags = []
-    stop = asyncio.Event()
-
-    async def watchdog():
-        while not stop.is_set():
-            due = time.monotonic() + TICK
-            await asyncio.sleep(TICK)
-            lags.append(time.monotonic() - due)
-
     async with notnets_rpc.aio.insecure_channel("notnets:slow", pool=pool) as channel:
         stub = echo_pb2_grpc.EchoStub(channel)
         await stub.Unary(Req(payload=b"0"))  # connected: calls start from the loop itself
-        dog = asyncio.ensure_future(watchdog())
+        dog = Watchdog(TICK)
         started = time.monotonic()
         slow = [stub.Unary(Req(payload=str(SLOW).encode())) for _ in range(CALLS)]
         late = stub.Unary(Req(payload=str(SLOW).encode()), timeout=SLOW / 4)
@@ -40,8 +32,7 @@ async def _watch_while_waiting(pool: str):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await late
         waited = time.monotonic() - started
-        stop.set()
-        await dog
+        lags = await dog.stop()
     return [r.payload for r in replies], info.value.code(), waited, lags
 
 

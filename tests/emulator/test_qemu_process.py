@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 from emulator.backends.qemu import process as qemu_process
 from emulator.backends.qemu.backend import _console_reason
@@ -14,6 +15,12 @@ def test_alive_checks_the_marker_and_dead_after_kill(tmp_path):
     proc = qemu_process.start_detached([sys.executable, "-c", "import time; time.sleep(60)", marker],
                                        tmp_path / "log")
     try:
+        # Popen returns when the exec closes its error pipe, before the kernel has set up
+        # the new command line: for a moment /proc/PID/cmdline is empty (4 of 20 runs
+        # failed here under load)
+        deadline = time.monotonic() + 30
+        while not qemu_process.is_alive(proc.pid, marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert qemu_process.is_alive(proc.pid, marker)
         assert not qemu_process.is_alive(proc.pid, str(tmp_path / "other.sock")), "pid reuse guard"
         qemu_process.kill(proc.pid, marker)

@@ -118,3 +118,16 @@ def test_enabled_refuses_other_values(monkeypatch):
     monkeypatch.setenv("NOTNETS_BOOT_TEMPLATE", "maybe")
     with pytest.raises(UserError, match="NOTNETS_BOOT_TEMPLATE"):
         boot_template.enabled()
+
+
+def test_prune_keeps_the_most_recently_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOTNETS_CACHE", str(tmp_path))
+    boot_template.template_dir().mkdir()
+    for i in range(5):
+        path = boot_template.state_path(f"k{i}")
+        path.write_bytes(b"x")
+        os.utime(path, (1000 + i, 1000 + i))
+    os.utime(boot_template.state_path("k0"))  # used just now
+    removed = boot_template.prune(2)
+    assert sorted(p.name for p in removed) == ["k1.state", "k2.state", "k3.state"]
+    assert sorted(p.name for p in boot_template.template_dir().glob("*.state")) == ["k0.state", "k4.state"]

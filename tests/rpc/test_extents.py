@@ -10,6 +10,7 @@ lane is reused, and a hostile client costs only its own channel.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import subprocess
@@ -364,6 +365,20 @@ def test_new_responses_go_through_the_servers_lane(lane_server):
     assert all_lanes_free(path)  # both ends gave their lanes back
 
 
+@contextlib.contextmanager
+def echo_stub(pool, echo_pb2_grpc, servicer):
+    """A stub on a channel to a server running ``servicer`` on ``pool`` (stopped afterwards)."""
+    server = notnets_rpc.server(futures.ThreadPoolExecutor(4), pool=pool)
+    echo_pb2_grpc.add_EchoServicer_to_server(servicer, server)
+    server.add_endpoint("pb")
+    server.start()
+    try:
+        with notnets_rpc.insecure_channel("notnets:pb", pool=pool) as ch:
+            yield echo_pb2_grpc.EchoStub(ch), ch
+    finally:
+        server.stop(None).wait(5)
+
+
 def test_protobuf_over_lanes(lane_pool, echo_protos):
     echo_pb2, echo_pb2_grpc = echo_protos
 
@@ -371,22 +386,14 @@ def test_protobuf_over_lanes(lane_pool, echo_protos):
         def Unary(self, request, context):
             return echo_pb2.EchoReply(payload=request.payload)
 
-    server = notnets_rpc.server(futures.ThreadPoolExecutor(2), pool=lane_pool)
-    echo_pb2_grpc.add_EchoServicer_to_server(Echo(), server)
-    server.add_endpoint("pb")
-    server.start()
-    try:
-        with notnets_rpc.insecure_channel("notnets:pb", pool=lane_pool) as ch:
-            stub = echo_pb2_grpc.EchoStub(ch)
-            assert stub.Unary(echo_pb2.EchoRequest(payload=b"w")).payload == b"w"  # looks the method up
-            for i in range(5):
-                payload = body_of(MIB, i)
-                assert stub.Unary(echo_pb2.EchoRequest(payload=payload)).payload == payload
-            # the reply serializes to the request's bytes: handed back, the server wrote no lane
-            assert [x["direction"] for x in lanes_of(lane_pool)] == ["requests"]
-            assert ch._conn.lanes.reader is None  # and we read none
-    finally:
-        server.stop(None).wait(5)
+    with echo_stub(lane_pool, echo_pb2_grpc, Echo()) as (stub, ch):
+        assert stub.Unary(echo_pb2.EchoRequest(payload=b"w")).payload == b"w"  # looks the method up
+        for i in range(5):
+            payload = body_of(MIB, i)
+            assert stub.Unary(echo_pb2.EchoRequest(payload=payload)).payload == payload
+        # the reply serializes to the request's bytes: handed back, the server wrote no lane
+        assert [x["direction"] for x in lanes_of(lane_pool)] == ["requests"]
+        assert ch._conn.lanes.reader is None  # and we read none
 
 
 def test_without_a_free_lane_messages_go_in_chunks(lane_server):
@@ -430,17 +437,22 @@ def test_a_dead_clients_lane_is_reused(lane_server):
         pool.release()
 
 
-def test_a_hostile_extent_costs_only_its_channel(lane_server):
+@pytest.mark.parametrize("form", ["call", "message"])
+@pytest.mark.parametrize("ref", [REF.pack(0, IN_LANE, 1 << 30, MIB), REF.pack(99, IN_LANE, 0, MIB),
+                                 REF.pack(0, RETURNED, 0, MIB), b"garbage"], ids=["past", "lane", "returned", "short"])
+def test_a_hostile_extent_costs_only_its_channel(lane_server, form, ref):
     handlers, path = lane_server
     with notnets_rpc.insecure_channel("notnets:x", pool=path) as good:
         echo = good.unary_unary("/x.X/Plain")
         assert echo(body_of(MIB, 1)) == body_of(MIB, 1)
         raw = RawChannel(path, "x")
         try:
-            method = b"/x.X/Plain"
-            for ref in (REF.pack(0, IN_LANE, 1 << 30, MIB), REF.pack(99, IN_LANE, 0, MIB), b"garbage"):
-                body = b"".join(F.call_parts(method, 0, b"", ref))
+            if form == "call":  # the reference in a unary CALL
+                body = b"".join(F.call_parts(b"/x.X/Plain", 0, b"", ref))
                 assert raw.write(F.CALL, F.F_HAS_MESSAGE | F.F_END_STREAM | F_EXTENT, 1, 0, body)
+            else:  # a CALL without its message, then the reference in a MESSAGE frame
+                assert raw.write(F.CALL, 0, 1, 0, b"".join(F.call_parts(b"/x.X/Plain", 0, b"", None)))
+                assert raw.write(F.MESSAGE, F.F_END_STREAM | F_EXTENT, 1, 0, ref)
             deadline = time.monotonic() + 10
             while raw.mem.load(raw.ctl + L.CH_ACCEPT) != L.pack_state(raw.generation, L.ACC_REJECTED):
                 raw.beat()
@@ -509,7 +521,7 @@ def test_a_reply_is_the_request_only_when_its_bytes_are():
     assert not _same_bytes(request, lent, MIB)
 
 
-def test_streamed_responses_go_through_lanes_in_order(lane_pool, echo_protos):
+def test_streamed_messages_go_through_lanes_in_order(lane_pool, echo_protos):
     echo_pb2, echo_pb2_grpc = echo_protos
 
     class Echo(echo_pb2_grpc.EchoServicer):
@@ -521,18 +533,16 @@ def test_streamed_responses_go_through_lanes_in_order(lane_pool, echo_protos):
             for request in request_iterator:
                 yield echo_pb2.EchoReply(payload=request.payload[::-1])
 
-    server = notnets_rpc.server(futures.ThreadPoolExecutor(4), pool=lane_pool)
-    echo_pb2_grpc.add_EchoServicer_to_server(Echo(), server)
-    server.add_endpoint("pb")
-    server.start()
-    try:
-        with notnets_rpc.insecure_channel("notnets:pb", pool=lane_pool) as ch:
-            stub = echo_pb2_grpc.EchoStub(ch)
-            got = [r.payload for r in stub.ServerStream(echo_pb2.EchoRequest(count=7), timeout=30)]
-            assert got == [body_of(MIB + 8 * i, i) for i in range(7)]  # 7 MiB through a 4 MiB lane
-            requests = [echo_pb2.EchoRequest(payload=body_of(MIB, i)) for i in range(3)]
-            got = [r.payload for r in stub.Bidi(iter(requests), timeout=30)]
-            assert got == [body_of(MIB, i)[::-1] for i in range(3)]  # requests in chunks, answers in the lane
-            assert sorted(x["direction"] for x in lanes_of(lane_pool)) == ["responses"]
-    finally:
-        server.stop(None).wait(5)
+        def ClientStream(self, request_iterator, context):
+            return echo_pb2.EchoReply(payload=b"".join(r.payload for r in request_iterator))
+
+    with echo_stub(lane_pool, echo_pb2_grpc, Echo()) as (stub, ch):
+        got = [r.payload for r in stub.ServerStream(echo_pb2.EchoRequest(count=7), timeout=30)]
+        assert got == [body_of(MIB + 8 * i, i) for i in range(7)]  # 7 MiB through a 4 MiB lane
+        requests = [echo_pb2.EchoRequest(payload=body_of(MIB, i)) for i in range(3)]
+        got = [r.payload for r in stub.Bidi(iter(requests), timeout=30)]
+        assert got == [body_of(MIB, i)[::-1] for i in range(3)]  # both ways through lanes
+        assert sorted(x["direction"] for x in lanes_of(lane_pool)) == ["requests", "responses"]
+        streamed = [echo_pb2.EchoRequest(payload=body_of(MIB, i)) for i in range(6)]  # 6 MiB up a 4 MiB lane
+        assert stub.ClientStream(iter(streamed), timeout=30).payload == b"".join(r.payload for r in streamed)
+

@@ -78,7 +78,7 @@ def test_hosts_on_the_bridge_are_named_at_their_qemu_addresses(tmp_path):
     topo = parse_topology(NETWORKED, memory_probe=lambda: None)
     backing = {"fast": "/dev/shm/x-fast", "far": "/dev/shm/x-far"}
     config = sim_config(topo, topo.host("b"), tmp_path / "state", backing, "bridge")
-    assert config["network"] == {"address": "169.254.100.2/24", "hosts": {"a": "169.254.100.1", "b": "169.254.100.2"}}
+    assert config["network"] == {"address": "169.254.100.2/24", "mac": "52:54:00:4e:00:01", "hosts": {"a": "169.254.100.1", "b": "169.254.100.2"}}
 
 
 def test_hosts_on_the_machines_network_are_named_at_its_loopback(tmp_path):

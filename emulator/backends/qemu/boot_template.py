@@ -44,10 +44,10 @@ from emulator.sizes import parse_size
 from emulator.topology.model import Host, Topology
 
 FORMAT = "notnets-boot-template-1"
-WAITING = b"notnets-init: "  # ... then the template's "waiting for identity" line
-WAITING_EVENT = b"waiting for identity"
+WAITING_EVENT = b"waiting for identity"  # guest/init.sh at the save point
 IGNORE_SHARED = {"capabilities": [{"capability": "x-ignore-shared", "state": True}]}
 TEMPLATE_HOST = "template"
+KEEP = 12  # saved guests kept in the cache, the most recently used (~72 MiB each)
 RESTORE_TIMEOUT = 60.0  # seconds for QEMU to load a saved guest (~0.3 CPU-s alone)
 SAVE_TIMEOUT = 60.0
 
@@ -173,7 +173,7 @@ def make_template(topology: Topology, host: Host, kernel: str, initrd: str, acce
     and reuse it. The file appears only complete (written aside, then renamed)."""
     key = template_key(shape_argv(topology, host, kernel, initrd, accel, template))
     target = state_path(key)
-    if target.is_file():
+    if _touch(target):
         return target
     template_dir().mkdir(parents=True, exist_ok=True)
     with open(template_dir() / f"{key}.lock", "a") as lock:
@@ -184,7 +184,27 @@ def make_template(topology: Topology, host: Host, kernel: str, initrd: str, acce
         started = time.monotonic()
         _save_template(topology, host, kernel, initrd, accel, template, boot_timeout, target)
         say(f"boot template saved in {time.monotonic() - started:.1f} s ({target.stat().st_size >> 20} MiB)")
+    prune(KEEP)
     return target
+
+
+def _touch(path: Path) -> bool:
+    """Mark a saved guest as used (the cache keeps the most recently used); False if absent."""
+    try:
+        os.utime(path)
+        return True
+    except OSError:
+        return False
+
+
+def prune(keep: int) -> list[Path]:
+    """Remove all but the ``keep`` most recently used saved guests (each change to the
+    kernel, initramfs or a machine makes new ones); returns what it removed."""
+    saved = sorted(template_dir().glob("*.state"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in saved[keep:]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".lock").unlink(missing_ok=True)
+    return saved[keep:]
 
 
 def _save_template(topology: Topology, host: Host, kernel: str, initrd: str, accel: str,

@@ -26,6 +26,11 @@ class Peers:
         self.procs.append(proc)
         return proc
 
+    def send(self, proc: subprocess.Popen, line: str) -> None:
+        """One line to ``proc``'s stdin (peers act on each line they read)."""
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+
     def expect(self, proc: subprocess.Popen, *lines: str, timeout: float = 30) -> None:
         """Read ``proc``'s output until a line containing each of ``lines`` has come, in any order."""
         import selectors

@@ -136,8 +136,7 @@ def test_pool_truncated_under_its_users(peers, pool_path):
     peers.expect(client, "ready")
     os.truncate(pool_path, cut)
     time.sleep(0.5)  # the beat that notices runs every 100 ms
-    client.stdin.write("go\n")
-    client.stdin.flush()
+    peers.send(client, "go")
     line = client.stdout.readline()
     # the old mapping was dropped (touching it would have been SIGBUS); the call maps it afresh
     assert line.strip() == f"UNAVAILABLE NotNets: pool formatted for {size} bytes but only {cut} are mapped"

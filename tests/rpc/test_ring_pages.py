@@ -53,14 +53,10 @@ def wait_until(predicate, timeout: float, what: str) -> None:
 
 
 @pytest.fixture(params=["coherent", "software"])
-def shm_pool(request):
+def shm_pool(request, blank_path):
     """A fresh 32 MiB pool (rings of ~124 KiB) in either coherence format."""
-    path = Path("/dev/shm") / f"notnets-test-{uuid.uuid4().hex[:12]}"
-    notnets_rpc.create_pool(str(path), 32 << 20, coherence=request.param)
-    try:
-        yield str(path)
-    finally:
-        path.unlink(missing_ok=True)
+    notnets_rpc.create_pool(blank_path, 32 << 20, coherence=request.param)
+    return blank_path
 
 
 @pytest.fixture
@@ -109,8 +105,7 @@ def test_a_closed_channels_ring_pages_leave_the_server_and_nothing_else_does(loc
             # a new channel in the same slot maps the pages again and works
             again = peers.start("hold", shm_pool, "pages", str(3 * ring_bytes), host=1)
             peers.expect(again, "ready")
-            again.stdin.write("more\n")
-            again.stdin.flush()
+            peers.send(again, "more")
             peers.expect(again, "OK")
             assert all(resident(mm, start, n))
             again.stdin.close()
@@ -131,8 +126,7 @@ def test_an_idle_servers_open_channels_drop_their_ring_pages_and_still_work(loca
     peers.expect(client, "ready")
     wait_until(lambda: not any(resident(mm, start, n)), 20, "an idle server dropped its open channel's ring pages")
     assert all(resident(mm, 0, pool.layout.rings_offset)), "the header and tables stay mapped"
-    client.stdin.write("again\n")
-    client.stdin.flush()
+    peers.send(client, "again")
     peers.expect(client, "OK")
     assert all(resident(mm, start, n))
     client.stdin.close()
@@ -157,8 +151,8 @@ def test_a_client_drops_its_channels_ring_pages_when_it_closes(shm_pool, peers):
         pool.release()
 
 
-def test_drop_pages_takes_only_whole_pages_inside_the_range(tmp_path):
-    path = Path("/dev/shm") / f"notnets-test-{uuid.uuid4().hex[:12]}"
+def test_drop_pages_takes_only_whole_pages_inside_the_range(blank_path):
+    path = Path(blank_path)
     path.write_bytes(b"\0" * (8 * PAGE))
     mapping = Mapping(path)
     try:
@@ -170,7 +164,6 @@ def test_drop_pages_takes_only_whole_pages_inside_the_range(tmp_path):
         assert mapping.mm[:] == b"y" * (8 * PAGE)  # the file kept the bytes; reading maps them again
     finally:
         mapping.close()
-        path.unlink()
 
 
 def test_the_page_size_follows_the_file_system():

@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -230,7 +231,7 @@ def _save_template(topology: Topology, host: Host, kernel: str, initrd: str, acc
         _wait_for_console(Path(paths.console_log), proc, boot_timeout)
         _qmp(paths.qmp_socket, "migrate-set-capabilities", IGNORE_SHARED, proc)
         partial = target.with_name(f".partial-{os.getpid()}-{target.name}")
-        _qmp(paths.qmp_socket, "migrate", {"uri": f"exec:cat > {_shell_quote(str(partial))}"}, proc)
+        _qmp(paths.qmp_socket, "migrate", {"uri": f"exec:cat > {shlex.quote(str(partial))}"}, proc)
         try:
             _wait_migration(paths.qmp_socket, proc, SAVE_TIMEOUT, "save")
             os.chmod(partial, 0o600)
@@ -257,10 +258,6 @@ def sparse_file(path: Path, size: int) -> None:
         os.close(fd)
 
 
-def _shell_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"
-
-
 def restore_argv(argv: list[str]) -> list[str]:
     """The host's argv, made to wait for a saved guest instead of booting its kernel."""
     return list(argv) + ["-incoming", "defer"]
@@ -269,7 +266,7 @@ def restore_argv(argv: list[str]) -> list[str]:
 def restore(proc: subprocess.Popen, qmp_socket: str, state: Path, timeout: float = RESTORE_TIMEOUT) -> None:
     """Load ``state`` into a QEMU started with :func:`restore_argv`; it runs once loaded."""
     _qmp(qmp_socket, "migrate-set-capabilities", IGNORE_SHARED, proc)
-    _qmp(qmp_socket, "migrate-incoming", {"uri": f"exec:cat {_shell_quote(str(state))}"}, proc)
+    _qmp(qmp_socket, "migrate-incoming", {"uri": f"exec:cat {shlex.quote(str(state))}"}, proc)
     _wait_migration(qmp_socket, proc, timeout, "restore")
 
 

@@ -461,8 +461,14 @@ class _MultiCallable:
         self._serializer = None if serializer is as_bytes else serializer  # buffers go into the ring as they are
         self._deserializer = deserializer
         # CALL body up to the message, for calls without deadline and metadata
-        self._prefix = F.CALL_HEAD.pack(0, len(self._method), 0) + self._method
+        self._prefix = self._call_body(None)
         self._head = len(self._prefix)
+
+    def _call_body(self, timeout: Optional[float], metadata: bytes = b"") -> bytes:
+        """The CALL body up to the message, as Connection.start_call writes it, for the
+        fast paths that write it themselves."""
+        return (F.CALL_HEAD.pack(0 if timeout is None else max(1, int(timeout * 1e6)), len(self._method),
+                                 len(metadata)) + self._method + metadata)
 
 
 def _outcome(conn: Any, state: CallState) -> Any:
@@ -500,7 +506,7 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
                     prefix, deadline = self._prefix, None
                 else:  # the same CALL body with the timeout filled in, as start_call would write it
                     deadline = _monotonic() + timeout
-                    prefix = F.CALL_HEAD.pack(max(1, int(timeout * 1e6)), len(self._method), 0) + self._method
+                    prefix = self._call_body(timeout)
                 try:
                     raw = conn.unary_fast(prefix, payload, self._deserializer, deadline)
                 except ConnectionBroken:
@@ -571,17 +577,15 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):
         if type(payload) is not bytes:
             return None
         deadline = None if timeout is None else _monotonic() + timeout
-        if metadata:  # as start_call writes it
+        if metadata:
             try:
-                md = F.encode_metadata(metadata)
+                prefix = self._call_body(timeout, F.encode_metadata(metadata))
             except ValueError:
                 return None
-            prefix = F.CALL_HEAD.pack(0 if timeout is None else max(1, int(timeout * 1e6)), len(self._method),
-                                      len(md)) + self._method + md
         elif timeout is None:
             prefix = self._prefix
         else:
-            prefix = F.CALL_HEAD.pack(max(1, int(timeout * 1e6)), len(self._method), 0) + self._method
+            prefix = self._call_body(timeout)
         if len(payload) + len(prefix) > conn.chunk or len(payload) > min(conn.max_send, max_bytes):
             return None
         try:

@@ -32,7 +32,8 @@ M_ARENA_MAX = -8  # glibc's mallopt parameter numbers
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 KEEP_BYTES = 32 << 20  # blocks below this come from the heap; this much freed top stays until the idle trim
-_KEEP_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
+_KEEP_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+_KEEP_TUNABLES = ("glibc.malloc.trim_threshold", "glibc.malloc.mmap_threshold")
 ARENA_OPTION = "notnets.malloc_arena_max"  # server option: arenas to allow (0: leave malloc as it is)
 DEFAULT_ARENAS = 1
 
@@ -65,10 +66,12 @@ def keep_freed(arenas: int) -> bool:
     """Keep freed heap memory for the next burst instead of returning it at each free:
     blocks under ``KEEP_BYTES`` come from the heap, and up to ``KEEP_BYTES`` of freed top
     stays (``release_free_memory`` returns it when the server idles). Skipped when the
-    environment sets malloc thresholds or tunables, and with ``arenas`` = 0 (the server
+    environment sets either threshold (``MALLOC_*_THRESHOLD_`` or their GLIBC_TUNABLES), and with ``arenas`` = 0 (the server
     option's "leave malloc alone"). False when nothing was changed."""
     libc = _glibc()
-    if arenas <= 0 or libc is None or any(name in os.environ for name in _KEEP_ENV):
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if (arenas <= 0 or libc is None or any(name in os.environ for name in _KEEP_ENV)
+            or any(name in tunables for name in _KEEP_TUNABLES)):
         return False
     # (setting either threshold ends glibc's own adjustment of both: set both)
     return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) & bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))

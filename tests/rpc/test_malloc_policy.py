@@ -66,3 +66,5 @@ def test_freed_large_buffers_are_kept_so_the_next_burst_takes_no_page_faults():
     assert kept == "False" and faults > 256, faults
     kept, _ = _bursts(1, MALLOC_TRIM_THRESHOLD_=str(1 << 20))  # the user's setting wins
     assert kept == "False"
+    assert _bursts(1, GLIBC_TUNABLES="glibc.malloc.mmap_threshold=65536")[0] == "False"
+    assert _bursts(1, GLIBC_TUNABLES="glibc.cpu.hwcaps=-ERMS")[0] == "True"  # (QEMU guests set this one)

@@ -37,7 +37,7 @@ class ServerChannel:
     __slots__ = ("host", "slot", "generation", "ctl", "claim_off", "claim_word", "rx", "tx", "outbox", "calls", "peer",
                  "client_pid", "beat", "beat_seen", "dropped", "released", "calls_done", "errors", "bytes_in",
                  "bytes_out", "same_process", "same_host", "client_sleep", "lanes", "extent_in", "words", "claim_idx",
-                 "sleep_idx", "last_call")
+                 "sleep_idx", "last_call", "last_timed")
 
     def __init__(self, pool: Pool, host: int, slot: int, generation: int, claim_word: int, client_pid: int,
                  max_receive: int, window: int, reserve: Callable[[ServerCall, int], bool]) -> None:
@@ -80,6 +80,7 @@ class ServerChannel:
         self.claim_idx = self.claim_off >> 3
         self.sleep_idx = 0 if not self.same_host else self.client_sleep >> 3 if views is not None else -1
         self.last_call = NO_CALL  # (CALL body up to the message, its length, method, handler, parses views): server._drain
+        self.last_timed = NO_CALL  # the same for the last plain call with a timeout, its timeout field left out
         # messages larger than half a ring: responses in our lane, requests in the client's (extents.py)
         self.lanes = (ChannelLanes(pool, RESPONSES, host, slot, generation, self.ctl + L.CH_REQ_LANE_TAIL,
                                    self.ctl + L.CH_RESP_LANE_TAIL, host, revoke=False)

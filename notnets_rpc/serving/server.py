@@ -66,6 +66,9 @@ KERNEL_SLEEP_FACTOR = 10  # an idle server asleep in the kernel wakes every 10 x
 _UNAVAILABLE_SHUTDOWN = "Cancelling all calls"
 _CALL_HEAD_SIZE = F.CALL_HEAD.size
 _unpack_call_head = F.CALL_HEAD.unpack_from
+_TIMEOUT = struct.Struct("<Q")  # the CALL head's first field, timeout_us
+_TIMEOUT_SIZE = _TIMEOUT.size
+_unpack_timeout = _TIMEOUT.unpack_from
 _UNARY_CALL = F.F_HAS_MESSAGE | F.F_END_STREAM
 _STATUS = F.STATUS
 _CALL = F.CALL
@@ -189,7 +192,7 @@ class Server(ChannelTable, Replies, grpc.Server):
         """Handlers changed: look every method up again (also the channels' last calls)."""
         self._resolved = {}
         for ch in self._channels.values():
-            ch.last_call = NO_CALL
+            ch.last_call = ch.last_timed = NO_CALL
 
     def add_endpoint(self, name: str) -> None:
         """Publish the services under ``name`` in the pool (clients use ``notnets:NAME``)."""
@@ -490,6 +493,14 @@ class Server(ChannelTable, Replies, grpc.Server):
                     _, at, method, handler, views = last
                     ch.bytes_in += n
                     self._run_unary(ch, cid, method, handler, memoryview(body)[at:] if n >= _BIG and views else body[at:])
+                elif (kind == _CALL and flags == _UNARY_CALL and type(body) is bytes
+                      and body.startswith((last := ch.last_timed)[0], _TIMEOUT_SIZE) and last[1] and self._inline_ok
+                      and (n := len(body)) - last[1] <= self._max_receive):
+                    # the same with a timeout (a chain's calls): all but the timeout field match the last such call
+                    _, at, method, handler, views = last
+                    ch.bytes_in += n
+                    self._run_unary(ch, cid, method, handler, memoryview(body)[at:] if n >= _BIG and views else body[at:],
+                                    _unpack_timeout(body)[0])
                 elif kind == _CALL:
                     try:  # (free in 3.11 unless raised: no length check on the fast path)
                         timeout_us, mlen, mdlen = _unpack_call_head(body)
@@ -499,8 +510,11 @@ class Server(ChannelTable, Replies, grpc.Server):
                     at = _CALL_HEAD_SIZE + mlen
                     cached = (resolved.get(body[_CALL_HEAD_SIZE:at])
                               if flags == _UNARY_CALL and not mdlen and at <= len(body) else None)
-                    if cached is not None and cached[2] and not timeout_us and type(body) is bytes:
-                        ch.last_call = (body[:at], at, cached[0], cached[1], cached[3])
+                    if cached is not None and cached[2] and type(body) is bytes:
+                        if timeout_us:
+                            ch.last_timed = (body[_TIMEOUT_SIZE:at], at, cached[0], cached[1], cached[3])
+                        else:
+                            ch.last_call = (body[:at], at, cached[0], cached[1], cached[3])
                     loan = rx.loan if type(body) is memoryview else None  # a view of the ring, not a copy
                     if cached is not None and cached[2] and self._inline_ok and len(body) - at <= self._max_receive:
                         n = len(body)

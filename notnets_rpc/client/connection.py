@@ -698,6 +698,15 @@ class Connection:
                     details = details.tobytes()
                     if message is not None:
                         self.rx.loan.track(message)
+                if flags & F_EXTENT:  # the message is an extent: its reference ends the STATUS frame
+                    if message is None:
+                        raise ProtocolError("an extent status without its reference")
+                    n = parse_ref(message)[3]
+                    if n > self.max_receive:  # (the unread lane frame is skipped with the next reference)
+                        self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                          f"Received message larger than max ({n} vs. {self.max_receive})", cancel=True)
+                        return
+                    message = self._take_extent(state, bytes(message))
                 if message is not None and len(message) > self.max_receive:
                     self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                       f"Received message larger than max ({len(message)} vs. {self.max_receive})",

@@ -41,7 +41,7 @@ from ..pool import BeatWatch, Endpoint, Pool, stale_ms
 from ..budget import Budget
 from .call import ANSWERED, END_OF_REQUESTS, LATER, AbortError, RequestIterator, ServerCall, UnaryCall
 from .channels import NO_CALL, ChannelTable, ServerChannel
-from .malloc_policy import ARENA_OPTION, DEFAULT_ARENAS, limit_arenas, release_free_memory
+from .malloc_policy import ARENA_OPTION, DEFAULT_ARENAS, keep_freed, limit_arenas, release_free_memory
 from .replies import Replies
 from ..liveness import BEATER
 from ..status import as_metadata
@@ -268,7 +268,9 @@ class Server(ChannelTable, Replies, grpc.Server):
         only stores words: no channel, lock or ring can hold it up)."""
         self._tune = tunables()
         # before the poller, monitor and workers exist: they share one trimmable arena (malloc_policy.py)
-        limit_arenas(int(dict(self._options).get(ARENA_OPTION, DEFAULT_ARENAS)))
+        arenas = int(dict(self._options).get(ARENA_OPTION, DEFAULT_ARENAS))
+        limit_arenas(arenas)
+        keep_freed(arenas)  # fresh large buffers without page faults; the idle trim returns them
         self._beat_key = BEATER.register(self._beat)
         self._spawn_poller()
         threading.Thread(target=self._monitor, name="notnets-monitor", daemon=True).start()

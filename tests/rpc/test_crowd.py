@@ -114,3 +114,21 @@ def test_a_server_idles_within_a_few_percent_of_a_core_after_a_crowded_burst(pee
     time.sleep(2.0)  # the interval measured, not an event waited for
     used = (cpu_seconds(server.pid) - before) / (time.monotonic() - t0)
     assert used < 0.10, f"idle server used {used:.1%} of a core"
+
+
+def test_callers_on_another_host_do_not_crowd_a_server(serve, peers, pool_path, monkeypatch):
+    """They cannot sleep on its word nor be woken: the server neither counts them nor
+    bumps its pass word for them (it keeps its usual back-off)."""
+    monkeypatch.setenv("NOTNETS_CROWD_AT", "1")
+    server = serve("crowdfar")
+    client = peers.start("idle", pool_path, "crowdfar", host=1, NOTNETS_CROWD_AT="1")
+    peers.expect(client, "ready")
+    (ch,) = server._channels.values()
+    assert ch.host == 1 and not ch.same_host
+    deadline = time.monotonic() + 20
+    while ch.crowd_seen != ch.bytes_in:  # the monitor has looked at the call
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert ch.bytes_in and server._crowd == 0 and not server._crowded
+    assert server._pool.mem.load(server._crowd_off) == 0
+    assert server._pool.mem.load(server._pass_off) == 0

@@ -27,8 +27,8 @@ _UNARY_CALL = F.F_HAS_MESSAGE | F.F_END_STREAM
 _monotonic = time.monotonic
 
 
-# no CALL body starts with 17 bytes whose method length field says 0 and is then accepted
-NO_CALL = (bytes(17), 0, None)
+# no plain call's prefix: its length 0 says so (server._drain)
+NO_CALL = (bytes(17), 0, None, None, False)
 
 
 class ServerChannel:
@@ -82,7 +82,7 @@ class ServerChannel:
         self.words = views[1] if views is not None else None
         self.claim_idx = self.claim_off >> 3
         self.sleep_idx = 0 if not self.same_host else self.client_sleep >> 3 if views is not None else -1
-        self.last_call = NO_CALL  # (CALL body up to the message, its length, resolved method): server._drain
+        self.last_call = NO_CALL  # (CALL body up to the message, its length, method, handler, parses views): server._drain
         # messages larger than half a ring: responses in our lane, requests in the client's (extents.py)
         self.lanes = (ChannelLanes(pool, RESPONSES, host, slot, generation, self.ctl + L.CH_REQ_LANE_TAIL,
                                    self.ctl + L.CH_RESP_LANE_TAIL, host, revoke=False)

@@ -540,21 +540,24 @@ class Server(ChannelTable, Replies, grpc.Server):
                 if frame is None:
                     break
                 kind, flags, cid, aux, body = frame
-                if kind == _CALL:
-                    last = ch.last_call  # (CALL body up to the message, its length, the method) of the last one
-                    if flags == _UNARY_CALL and type(body) is bytes and body.startswith(last[0]):  # the same bytes parse the same
-                        timeout_us, at, cached = 0, last[1], last[2]
-                    else:
-                        try:  # (free in 3.11 unless raised: no length check on the fast path)
-                            timeout_us, mlen, mdlen = _unpack_call_head(body)
-                        except struct.error:
-                            F.parse_call(body)  # raises what a short CALL gets everywhere (the channel is rejected)
-                            raise
-                        at = _CALL_HEAD_SIZE + mlen
-                        cached = (resolved.get(body[_CALL_HEAD_SIZE:at])
-                                  if flags == _UNARY_CALL and not mdlen and at <= len(body) else None)
-                        if cached is not None and not timeout_us and type(body) is bytes:
-                            ch.last_call = (body[:at], at, cached)
+                # a plain unary call of the last plain call's method: the same bytes parse the same
+                # (ch.last_call: the CALL body up to the message, its length, method, handler, parses views)
+                if (kind == _CALL and flags == _UNARY_CALL and type(body) is bytes and body.startswith((last := ch.last_call)[0])
+                        and last[1] and self._inline_ok and (n := len(body)) - last[1] <= self._max_receive):
+                    _, at, method, handler, views = last
+                    ch.bytes_in += n
+                    self._run_unary(ch, cid, method, handler, memoryview(body)[at:] if n >= _BIG and views else body[at:])
+                elif kind == _CALL:
+                    try:  # (free in 3.11 unless raised: no length check on the fast path)
+                        timeout_us, mlen, mdlen = _unpack_call_head(body)
+                    except struct.error:
+                        F.parse_call(body)  # raises what a short CALL gets everywhere (the channel is rejected)
+                        raise
+                    at = _CALL_HEAD_SIZE + mlen
+                    cached = (resolved.get(body[_CALL_HEAD_SIZE:at])
+                              if flags == _UNARY_CALL and not mdlen and at <= len(body) else None)
+                    if cached is not None and cached[2] and not timeout_us and type(body) is bytes:
+                        ch.last_call = (body[:at], at, cached[0], cached[1], cached[3])
                     loan = rx.loan if type(body) is memoryview else None  # a view of the ring, not a copy
                     if cached is not None and cached[2] and self._inline_ok and len(body) - at <= self._max_receive:
                         n = len(body)

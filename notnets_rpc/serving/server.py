@@ -63,6 +63,13 @@ BUSY_NAP = 0.04 if ONE_CPU else 0.002
 CLIENT_CHECK_PERIOD = 0.5
 TRIM_AFTER = 2.0  # seconds of idling after traffic before freed memory goes back to the system
 KERNEL_SLEEP_FACTOR = 10  # an idle server asleep in the kernel wakes every 10 x the idle sleep to look around
+# A server with NOTNETS_CROWD_AT callers or more (default: as many as CPUs) is crowded (they and it
+# outnumber the CPUs): its same-host callers sleep as soon as they have called
+# (client/connection.py) and it keeps polling for QUIET_SPELL after its last call, so that one
+# end stays awake and only one end ever wakes the other
+QUIET_SPELL = 0.005
+_sched_yield = os.sched_yield
+_SLEEP_ON_PASS = L.SLEEP_ON_PASS
 _UNAVAILABLE_SHUTDOWN = "Cancelling all calls"
 _CALL_HEAD_SIZE = F.CALL_HEAD.size
 _unpack_call_head = F.CALL_HEAD.unpack_from
@@ -149,6 +156,12 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._remote_client = False  # a client on another host: keep the whole spin budget (Backoff.learn)
         self._sleep_off = 0
         self._kick_off = 0
+        self._crowd_off = 0  # our DIR_CROWD word, and what it says (ChannelTable._publish_crowd)
+        self._crowd = 0
+        self._pass_off = 0  # our DIR_PASS word (_bump_pass); a reply went to a client asleep on it
+        self._pass_due = False
+        self._pass_lock = threading.Lock()
+        self._crowded = False  # _crowd >= NOTNETS_CROWD_AT (ChannelTable._publish_crowd)
         self._crashes = 0
         self._poll_sleep = 50e-6
         self._max_pollers = max(2, int(getattr(self._thread_pool, "_max_workers", 16) or 16))
@@ -285,6 +298,8 @@ class Server(ChannelTable, Replies, grpc.Server):
         if first is None:
             self._sleep_off = self._pool.layout.dir_entry(ep.host, ep.slot) + L.DIR_SLEEP
             self._kick_off = self._pool.layout.dir_entry(ep.host, ep.slot) + L.DIR_KICK
+            self._crowd_off = self._pool.layout.dir_entry(ep.host, ep.slot) + L.DIR_CROWD
+            self._pass_off = self._pool.layout.dir_entry(ep.host, ep.slot) + L.DIR_PASS
 
     def _held_locally(self, name: str) -> bool:
         pool = self._pool
@@ -386,6 +401,8 @@ class Server(ChannelTable, Replies, grpc.Server):
             load = mem.load
             views = mem.views()  # plain memory: index the ring heads directly (no call per channel and poll)
             words = views[1] if views is not None else None
+            quiet = 0  # empty passes since the last work while crowded
+            quiet_end = 0.0
             while self._leader == me:
                 worked = self._look_at_rings(me, load, words)
                 if worked is None:
@@ -393,7 +410,26 @@ class Server(ChannelTable, Replies, grpc.Server):
                 it += 1
                 if not it & 63 or backoff.sleeping:
                     self._discover()
+                if (not worked and self._crowded and not backoff.sleeping and not self._local_client
+                        and not self._threads_busy):
+                    # crowded: our callers sleep and wait for us, so we stay awake (yielding now
+                    # and then to a caller that shares our CPU) until a quiet spell has passed;
+                    # not while a thread of this process needs the GIL (a client, a handler)
+                    quiet += 1
+                    if quiet & 15:
+                        continue
+                    now = _monotonic()
+                    if not quiet_end:
+                        quiet_end = now + QUIET_SPELL
+                    if now < quiet_end:
+                        _sched_yield()
+                        continue
+                    quiet_end, quiet = 0.0, 0
+                    backoff.restart()
+                    backoff.skip_spin()
+                    backoff.sleeping = True  # polled for a whole spell: sleep as when idle
                 if worked:
+                    quiet_end, quiet = 0.0, 0
                     backoff.learn = not Backoff.remote_peer(self._remote_client)
                     if backoff.woken is not self._futex_ok:  # every client can wake us: yield briefly, then sleep
                         backoff.wakeable(self._futex_ok)
@@ -439,7 +475,29 @@ class Server(ChannelTable, Replies, grpc.Server):
                 worked = True
                 if not self._drain(ch, me):
                     return None
+        if self._pass_due or (worked and self._crowded):  # every answer written: one wake for the pass
+            self._pass_due = False
+            self._bump_pass()
         return worked
+
+    def _bump_pass(self) -> None:
+        """Wake every client asleep on our pass word (one system call however many).
+
+        While crowded, after every pass that worked, whether or not a sleeper's flag was
+        seen: a client reads the pass word before it looks at its ring and the kernel
+        compares the word again, and we write the answers before the word, so a client
+        that missed its answer missed this bump too and cannot sleep over it (its flag,
+        by contrast, may reach us only after we looked: x86 lets a load pass a store).
+        Poller and outbox flushes both bump it, so under a lock: a lost increment could
+        leave the word unchanged for a client that read it in between."""
+        off = self._pass_off
+        pool = self._pool
+        if not off or pool is None:  # (not published, or stopped meanwhile)
+            return
+        mem = pool.mem
+        with self._pass_lock:
+            mem.store(off, (mem.load(off) + 1) & 0xFFFFFFFF)
+        mem.wake_word(off)
 
     def _sleep(self, mem: Any, seconds: float) -> None:
         """Idle: sleep in the kernel until a same-host client wakes us, or ``seconds``.
@@ -792,9 +850,13 @@ class Server(ChannelTable, Replies, grpc.Server):
                 self._write(ch, _STATUS, _BARE, cid, 0, (payload,), len(payload), None)
             else:
                 ch.bytes_out += len(payload)
-                idx = ch.sleep_idx  # a same-host client asleep in the kernel on the ring head: wake it
-                if idx and (ch.words[idx] if idx > 0 else ch.tx.mem.load(ch.client_sleep)):
-                    ch.tx.mem.wake_word(ch.tx.head_off)
+                idx = ch.sleep_idx  # a same-host client asleep in the kernel: on the ring head, wake it;
+                if idx:             # on our pass word, wake it with the others at the end of the pass
+                    asleep = ch.words[idx] if idx > 0 else ch.tx.mem.load(ch.client_sleep)
+                    if asleep == _SLEEP_ON_PASS:
+                        self._pass_due = True
+                    elif asleep:
+                        ch.tx.mem.wake_word(ch.tx.head_off)
             ch.calls_done += 1
         finally:
             if loan is not None:
@@ -980,6 +1042,7 @@ class Server(ChannelTable, Replies, grpc.Server):
             if now - last_clients >= CLIENT_CHECK_PERIOD:
                 last_clients = now
                 self._check_clients(now)
+            self._publish_crowd()
             seen, traffic = traffic, self._traffic()
             if not self._idle or traffic != seen:  # (a burst between two looks leaves only its bytes)
                 idle_since, trimmed = None, False

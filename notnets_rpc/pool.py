@@ -511,6 +511,7 @@ class Pool:
             t = now_ms()
             for field, value in ((L.DIR_PID, pid), (L.DIR_HEARTBEAT, t), (L.DIR_STARTED, t), (L.DIR_CALLS, 0),
                                  (L.DIR_ERRORS, 0), (L.DIR_BYTES_IN, 0), (L.DIR_BYTES_OUT, 0), (L.DIR_SLEEP, 0),
+                                 (L.DIR_CROWD, 0), (L.DIR_PASS, 0),
                                  (L.DIR_WAKE, wake_index if wake_index is not None else lay.dir_index(self.host_id, slot))):
                 mem.store(off + field, value)
             mem.store(off + L.DIR_STATE, L.pack_state(gen, L.DIR_LIVE))

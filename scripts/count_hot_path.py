@@ -53,7 +53,9 @@ def _answer_now() -> bool:
     return True
 
 
-def run(mode: str, calls: int) -> None:
+def run(mode: str, calls: int, pool_path: "str | None" = None, samples: "list | None" = None) -> None:
+    """The round trips; on a new 16 MiB pool in /dev/shm, or on ``pool_path`` (formatted
+    already); with ``samples``, each sync round trip's ns are appended to it."""
     import notnets_rpc
     from notnets_bench.echo.server import Echo, echo_pb2, echo_pb2_grpc
     from notnets_rpc.wire.ring import RingReader
@@ -107,8 +109,9 @@ def run(mode: str, calls: int) -> None:
             return self.stub.Unary(request, timeout=60)
 
     with tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
-        pool = os.path.join(tmp, "pool")
-        notnets_rpc.create_pool(pool, 16 << 20)
+        pool = pool_path or os.path.join(tmp, "pool")
+        if not pool_path:
+            notnets_rpc.create_pool(pool, 16 << 20)
         servers, channels = [], []
         if mode == "relay":  # client -> relay -> echo: two hops
             leaf = serve(pool, "leaf", Echo())
@@ -132,8 +135,15 @@ def run(mode: str, calls: int) -> None:
             for _ in range(200):
                 stub.Unary(request, **kw)
             assert threading.active_count() < 12
-            for _ in range(calls):
-                stub.Unary(request, **kw)
+            if samples is None:
+                for _ in range(calls):
+                    stub.Unary(request, **kw)
+            else:  # each round trip timed (scripts/guest_round_trip.py): not under callgrind
+                clock = time.perf_counter_ns
+                for _ in range(calls):
+                    t = clock()
+                    stub.Unary(request, **kw)
+                    samples.append(clock() - t)
         assert all(not c._conn.calls for c in channels)
         for c in channels:
             c.close()

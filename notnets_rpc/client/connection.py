@@ -121,10 +121,14 @@ class Connection:
         # the fast path reads the server's sleep word by index (0: not by index, through wake_server)
         # (-1: it must be read through ``mem``, by wake_server)
         self._server_sleep_idx = 0 if self.server_sleep is None else self.server_sleep >> 3 if views is not None else -1
+        # the server's DIR_CROWD word by index (0: never crowded): serving/channels.py, _publish_crowd
+        self._crowd_idx = 0 if entry is None or views is None else (entry + L.DIR_CROWD) >> 3
+        self._pass_off = 0 if entry is None else entry + L.DIR_PASS  # crowded: sleep on this word (_sleep)
         # payload bytes (plus the CALL head and method) that go as one CALL frame on the fast path
         self.fast_max = min(self.chunk, self.max_send)
         self._claim = L.pack_state(generation, L.CH_OPEN)
         self._tune = tunables()  # read once per connection, never per wait
+        self._crowd_at = max(1, self._tune.crowd_at)  # our server has this many callers: sleep at once
         self._backoff = self._new_backoff()
         self._peer_beat = (endpoint.heartbeat_ms, _monotonic())
         self._lost_key = pool.on_lost(self.break_)  # the pool file shrank: stop touching it
@@ -148,10 +152,19 @@ class Connection:
 
     def _sleep(self, timeout: float) -> None:
         """Sleep in the kernel on the response ring's head until the server moves it (and,
-        seeing our sleep word, wakes us), or ``timeout``."""
+        seeing our sleep word, wakes us), or ``timeout``; on a crowded server, on its pass
+        word (it bumps and wakes it once per pass that answered a sleeper)."""
         mem = self.mem
         rx = self.rx
-        mem.store(self.sleep_off, 1)
+        if self._crowd_idx and self._words[self._crowd_idx] >= self._crowd_at:
+            # a crowded server wakes all its sleepers of a pass at once, on its pass word
+            mem.store(self.sleep_off, L.SLEEP_ON_PASS)
+            seen = mem.load(self._pass_off)
+            if mem.load(rx.head_off) == rx.tail:
+                mem.wait_word(self._pass_off, seen, timeout)
+            mem.store(self.sleep_off, 0)
+            return
+        mem.store(self.sleep_off, L.SLEEP_ON_HEAD)
         head = mem.load(rx.head_off)
         if head == rx.tail:
             mem.wait_word(rx.head_off, head, timeout)
@@ -296,8 +309,16 @@ class Connection:
                 self.wake_server()
             read = self.rx.read
             backoff = self._backoff
-            spin = backoff.spin
-            for _ in range(spin):
+            # the server's callers and the server outnumber the CPUs: spinning or yielding
+            # takes CPU from the server, so sleep at once (it wakes us after the pass that
+            # answers us), then look once, still on the fast path
+            crowded = self._crowd_idx and self._words[self._crowd_idx] >= self._crowd_at
+            if crowded:
+                self._sleep(backoff.max_sleep)
+                spin, tries = backoff.spin_max, 1  # (nothing learnt about spinning)
+            else:
+                tries = spin = backoff.spin
+            for _ in range(tries):
                 frame = read()
                 if frame is not None:
                     kind, flags, fcid, _aux, body = frame
@@ -320,6 +341,8 @@ class Connection:
             else:
                 backoff.restart()
                 backoff.n = spin  # spun already: go on yielding, then sleeping
+                if crowded:
+                    backoff.sleeping = True  # (no yields either)
             self._read_until(state, WAIT_DONE, None, False, fresh=False)
             return state
         except ChecksumError as exc:
@@ -677,6 +700,15 @@ class Connection:
                     details = details.tobytes()
                     if message is not None:
                         self.rx.loan.track(message)
+                if flags & F_EXTENT:  # the message is an extent: its reference ends the STATUS frame
+                    if message is None:
+                        raise ProtocolError("an extent status without its reference")
+                    n = parse_ref(message)[3]
+                    if n > self.max_receive:  # (the unread lane frame is skipped with the next reference)
+                        self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                          f"Received message larger than max ({n} vs. {self.max_receive})", cancel=True)
+                        return
+                    message = self._take_extent(state, bytes(message))
                 if message is not None and len(message) > self.max_receive:
                     self.fail_locally(state, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                       f"Received message larger than max ({len(message)} vs. {self.max_receive})",

@@ -27,8 +27,8 @@ _UNARY_CALL = F.F_HAS_MESSAGE | F.F_END_STREAM
 _monotonic = time.monotonic
 
 
-# no CALL body starts with 17 bytes whose method length field says 0 and is then accepted
-NO_CALL = (bytes(17), 0, None)
+# no plain call's prefix: its length 0 says so (server._drain)
+NO_CALL = (bytes(17), 0, None, None, False)
 
 
 class ServerChannel:
@@ -37,10 +37,11 @@ class ServerChannel:
     __slots__ = ("host", "slot", "generation", "ctl", "claim_off", "claim_word", "rx", "tx", "outbox", "calls", "peer",
                  "client_pid", "beat", "beat_seen", "dropped", "released", "calls_done", "errors", "bytes_in",
                  "bytes_out", "same_process", "same_host", "client_sleep", "lanes", "extent_in", "words", "claim_idx",
-                 "sleep_idx", "last_call")
+                 "sleep_idx", "last_call", "crowd_seen", "_bump_pass")
 
     def __init__(self, pool: Pool, host: int, slot: int, generation: int, claim_word: int, client_pid: int,
-                 max_receive: int, window: int, reserve: Callable[[ServerCall, int], bool]) -> None:
+                 max_receive: int, window: int, reserve: Callable[[ServerCall, int], bool],
+                 bump_pass: Callable[[], None] = lambda: None) -> None:
         self.host, self.slot, self.generation = host, slot, generation
         self.ctl = pool.layout.channel(host, slot)
         self.claim_off = self.ctl + L.CH_CLAIM
@@ -62,6 +63,7 @@ class ServerChannel:
         # hands them to buffer-taking parsers or copies them out, and ends the loan with the call
         self.rx.viewer = lambda kind, flags, cid, aux, n: kind == F.CALL and flags == _UNARY_CALL
         self.rx.revoke = False  # a request view lasts as long as its call: a slow handler holds only its client
+        self._bump_pass = bump_pass  # wakes the clients asleep on the server's pass word (Server._bump_pass)
         self.outbox = Outbox(self.tx, window, self._wake_client)
         self.client_pid = client_pid
         self.peer = f"notnets:host{host}/pid{client_pid}"
@@ -70,6 +72,7 @@ class ServerChannel:
         self.dropped = False   # stop reading and writing (also set on a ring error)
         self.released = False  # removed from the server, verdict written
         self.calls_done = self.errors = self.bytes_in = self.bytes_out = 0
+        self.crowd_seen = 0  # bytes_in at the monitor's last look (ChannelTable._publish_crowd)
         self.same_process = host == pool.host_id and client_pid == os.getpid()
         self.same_host = host == pool.host_id and pool.mem.can_wait
         self.client_sleep = self.ctl + L.CH_CLIENT_SLEEP  # the client's "asleep in the kernel" word
@@ -79,7 +82,7 @@ class ServerChannel:
         self.words = views[1] if views is not None else None
         self.claim_idx = self.claim_off >> 3
         self.sleep_idx = 0 if not self.same_host else self.client_sleep >> 3 if views is not None else -1
-        self.last_call = NO_CALL  # (CALL body up to the message, its length, resolved method): server._drain
+        self.last_call = NO_CALL  # (CALL body up to the message, its length, method, handler, parses views): server._drain
         # messages larger than half a ring: responses in our lane, requests in the client's (extents.py)
         self.lanes = (ChannelLanes(pool, RESPONSES, host, slot, generation, self.ctl + L.CH_REQ_LANE_TAIL,
                                    self.ctl + L.CH_RESP_LANE_TAIL, host, revoke=False)
@@ -90,7 +93,10 @@ class ServerChannel:
         """After writing a frame: a same-host client asleep in the kernel on the ring head."""
         if self.same_host:
             tx = self.tx
-            if tx.mem.load(self.client_sleep):
+            asleep = tx.mem.load(self.client_sleep)
+            if asleep == L.SLEEP_ON_PASS:
+                self._bump_pass()
+            elif asleep:
                 tx.mem.wake_word(tx.head_off)
 
 
@@ -152,7 +158,7 @@ class ChannelTable:
             mem.store(off + field, 0)
         mem.store(off + L.CH_SERVER_PID, os.getpid())
         ch = ServerChannel(self._pool, host, slot, gen, claim, mem.load(off + L.CH_CLIENT_PID), self._max_receive,
-                           self._window, self._reserve)
+                           self._window, self._reserve, self._bump_pass)
         with self._state_lock:
             self._channels[(host, slot)] = ch
             self._active = tuple(self._channels.values())
@@ -199,6 +205,28 @@ class ChannelTable:
         count: the monitor sees from a change that calls ran since its last look."""
         active = self._active
         return sum(ch.bytes_in + ch.bytes_out for ch in active) + self._totals[2] + self._totals[3] + len(active)
+
+    def _publish_crowd(self) -> None:
+        """(monitor, each look) Publish how many channels called since the last look.
+
+        A same-host client reads it before it waits for a reply: when its server's
+        callers and the server itself outnumber the CPUs, a client that spins or yields
+        takes CPU from the one process that has the work, so it sleeps in the kernel at
+        once and the server wakes it (client/connection.py). One store when the count
+        changes, none per call."""
+        pool = self._pool
+        if pool is None or pool.lost is not None or not self._crowd_off:
+            return
+        callers = 0
+        for ch in self._active:
+            seen = ch.bytes_in
+            if seen != ch.crowd_seen:
+                ch.crowd_seen = seen
+                callers += 1
+        if callers != self._crowd:
+            self._crowd = callers
+            pool.mem.store(self._crowd_off, callers)  # (clients read it before they wait)
+            self._crowded = callers >= max(1, self._tune.crowd_at) and pool.mem.can_wait  # (they can sleep)
 
     def _drop_idle_pages(self) -> None:
         """(monitor, once the server has idled) Unmap the ring pages of the channels still

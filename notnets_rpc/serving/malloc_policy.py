@@ -10,6 +10,16 @@ poller, a monitor and its pool's workers, so each burst leaves a few MiB in each
 Under CPython those threads allocate while holding the GIL, so separate arenas buy no
 parallelism (small blocks come from pymalloc and glibc's per-thread tcache, which need no
 arena lock): one arena, trimmed after idling, returns what the burst took.
+
+Large messages: glibc's defaults make each fresh buffer of a megabyte or more cost page
+faults. Its mmap threshold starts at 128 KiB and rises only as large blocks are freed,
+and the trim threshold follows at twice that, so a heap top freed after a call goes back
+to the kernel. A 1 MiB protobuf echo holds about 5 MiB at once in its handler (the
+parsed request, the ``payload`` bytes, the reply, its encoding and the serialized bytes).
+Measured on this project's VM (2026-12-05): 993 minor faults per call and 3.3 ms of
+server time, against 0 faults and 0.27 ms when the freed heap is kept. So the server
+keeps freed memory in the heap during bursts (``keep_freed``) and the idle trim above
+gives it back.
 """
 
 from __future__ import annotations
@@ -18,7 +28,12 @@ import ctypes
 import os
 from typing import Optional
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter number
+M_ARENA_MAX = -8  # glibc's mallopt parameter numbers
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+KEEP_BYTES = 32 << 20  # blocks below this come from the heap; this much freed top stays until the idle trim
+_KEEP_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+_KEEP_TUNABLES = ("glibc.malloc.trim_threshold", "glibc.malloc.mmap_threshold")
 ARENA_OPTION = "notnets.malloc_arena_max"  # server option: arenas to allow (0: leave malloc as it is)
 DEFAULT_ARENAS = 1
 
@@ -45,6 +60,21 @@ def limit_arenas(arenas: int) -> bool:
     if arenas <= 0 or libc is None or "MALLOC_ARENA_MAX" in os.environ:
         return False
     return bool(libc.mallopt(M_ARENA_MAX, arenas))
+
+
+def keep_freed(arenas: int) -> bool:
+    """Keep freed heap memory for the next burst instead of returning it at each free:
+    blocks under ``KEEP_BYTES`` come from the heap, and up to ``KEEP_BYTES`` of freed top
+    stays (``release_free_memory`` returns it when the server idles). Skipped when the
+    environment sets either threshold (``MALLOC_*_THRESHOLD_`` or their GLIBC_TUNABLES), and with ``arenas`` = 0 (the server
+    option's "leave malloc alone"). False when nothing was changed."""
+    libc = _glibc()
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if (arenas <= 0 or libc is None or any(name in os.environ for name in _KEEP_ENV)
+            or any(name in tunables for name in _KEEP_TUNABLES)):
+        return False
+    # (setting either threshold ends glibc's own adjustment of both: set both)
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) & bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
 
 
 def release_free_memory() -> None:

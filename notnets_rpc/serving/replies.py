@@ -132,25 +132,37 @@ class Replies:
             if not self._write(ch, F.MESSAGE, more, call.call_id, n, (piece,), len(piece), owner):
                 return
 
-    def _write_extent(self, ch: ServerChannel, cid: int, payload: Any, n: int, owner: Optional[ServerCall]) -> bool:
+    def _write_extent(self, ch: ServerChannel, cid: int, payload: Any, n: int, owner: Optional[ServerCall],
+                      status: Optional[tuple] = None) -> bool:
         """A message too large for half a ring as an extent (wire/extents.py): handed
         back when it is the request of the call being answered inline (the request's
         view itself, or bytes equal to the request's: an echo; the comparison stays in
         our memory and costs less than writing the pool), else copied into our lane;
-        only the reference goes through the ring. False: no lane room now (chunks)."""
+        only the reference goes through the ring: in a MESSAGE frame, or with ``status``
+        ((flags, code, details, trailing, initial) of a unary call's end) as the message
+        of its STATUS frame, one frame in place of HEADERS, MESSAGE and STATUS. False: no
+        lane room now (chunks)."""
         back = ch.extent_in
         if back is not None and back[0] == cid and (payload is back[1] or _same_bytes(payload, back[1], n)):
             lane, _how, position, size = parse_ref(back[2])
-            ref = REF.pack(lane, RETURNED, position, size)
-            self._write(ch, F.MESSAGE, F_EXTENT, cid, 0, (ref,), len(ref), owner)
+            self._write_ref(ch, cid, REF.pack(lane, RETURNED, position, size), owner, status)
             return True
         lanes = ch.lanes
         with lanes.lock:  # lane frames and their references in the same order
             ref = lanes.put(cid, n, (payload,))
             if ref is None:
                 return False
-            self._write(ch, F.MESSAGE, F_EXTENT, cid, 0, (ref,), len(ref), owner)
+            self._write_ref(ch, cid, ref, owner, status)
         return True
+
+    def _write_ref(self, ch: ServerChannel, cid: int, ref: bytes, owner: Optional[ServerCall],
+                   status: Optional[tuple]) -> None:
+        if status is None:
+            self._write(ch, F.MESSAGE, F_EXTENT, cid, 0, (ref,), len(ref), owner)
+            return
+        flags, code, detail_raw, trailing, initial = status
+        parts = F.status_parts(detail_raw, trailing, initial, ref)
+        self._write(ch, F.STATUS, flags | F.F_HAS_MESSAGE | F_EXTENT, cid, code, parts, sum(len(p) for p in parts), None)
 
     def _finish(self, call: ServerCall, message: Optional[bytes]) -> None:
         """Send the final status (with the unary response inline when it fits)."""
@@ -229,6 +241,10 @@ class Replies:
         inline = message is not None and (len(message) + len(trailing) + len(detail_raw)
                                           + (len(initial) if initial else 0) + F.STATUS_HEAD.size) <= self._chunk
         if message is not None and not inline:
+            if ch.lanes is not None and len(message) > self._chunk and self._write_extent(
+                    ch, call.call_id, message, len(message), None,
+                    (flags, code_to_wire(code), detail_raw, trailing, initial)):
+                return  # the message's reference in the STATUS frame
             if initial is not None:
                 self._write(ch, F.HEADERS, 0, call.call_id, 0, (initial,), len(initial), None)
                 initial, flags = None, flags & ~F.F_HAS_HEADERS

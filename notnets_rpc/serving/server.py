@@ -41,7 +41,7 @@ from ..pool import BeatWatch, Endpoint, Pool, stale_ms
 from ..budget import Budget
 from .call import ANSWERED, END_OF_REQUESTS, LATER, AbortError, RequestIterator, ServerCall, UnaryCall
 from .channels import NO_CALL, ChannelTable, ServerChannel
-from .malloc_policy import ARENA_OPTION, DEFAULT_ARENAS, limit_arenas, release_free_memory
+from .malloc_policy import ARENA_OPTION, DEFAULT_ARENAS, keep_freed, limit_arenas, release_free_memory
 from .replies import Replies
 from ..liveness import BEATER
 from ..status import as_metadata
@@ -63,6 +63,13 @@ BUSY_NAP = 0.04 if ONE_CPU else 0.002
 CLIENT_CHECK_PERIOD = 0.5
 TRIM_AFTER = 2.0  # seconds of idling after traffic before freed memory goes back to the system
 KERNEL_SLEEP_FACTOR = 10  # an idle server asleep in the kernel wakes every 10 x the idle sleep to look around
+# A server with NOTNETS_CROWD_AT callers or more (default: as many as CPUs) is crowded (they and it
+# outnumber the CPUs): its same-host callers sleep as soon as they have called
+# (client/connection.py) and it keeps polling for QUIET_SPELL after its last call, so that one
+# end stays awake and only one end ever wakes the other
+QUIET_SPELL = 0.005
+_sched_yield = os.sched_yield
+_SLEEP_ON_PASS = L.SLEEP_ON_PASS
 _UNAVAILABLE_SHUTDOWN = "Cancelling all calls"
 _CALL_HEAD_SIZE = F.CALL_HEAD.size
 _unpack_call_head = F.CALL_HEAD.unpack_from
@@ -146,6 +153,12 @@ class Server(ChannelTable, Replies, grpc.Server):
         self._remote_client = False  # a client on another host: keep the whole spin budget (Backoff.learn)
         self._sleep_off = 0
         self._kick_off = 0
+        self._crowd_off = 0  # our DIR_CROWD word, and what it says (ChannelTable._publish_crowd)
+        self._crowd = 0
+        self._pass_off = 0  # our DIR_PASS word (_bump_pass); a reply went to a client asleep on it
+        self._pass_due = False
+        self._pass_lock = threading.Lock()
+        self._crowded = False  # _crowd >= NOTNETS_CROWD_AT (ChannelTable._publish_crowd)
         self._crashes = 0
         self._poll_sleep = 50e-6
         self._max_pollers = max(2, int(getattr(self._thread_pool, "_max_workers", 16) or 16))
@@ -255,7 +268,9 @@ class Server(ChannelTable, Replies, grpc.Server):
         only stores words: no channel, lock or ring can hold it up)."""
         self._tune = tunables()
         # before the poller, monitor and workers exist: they share one trimmable arena (malloc_policy.py)
-        limit_arenas(int(dict(self._options).get(ARENA_OPTION, DEFAULT_ARENAS)))
+        arenas = int(dict(self._options).get(ARENA_OPTION, DEFAULT_ARENAS))
+        limit_arenas(arenas)
+        keep_freed(arenas)  # fresh large buffers without page faults; the idle trim returns them
         self._beat_key = BEATER.register(self._beat)
         self._spawn_poller()
         threading.Thread(target=self._monitor, name="notnets-monitor", daemon=True).start()
@@ -280,6 +295,8 @@ class Server(ChannelTable, Replies, grpc.Server):
         if first is None:
             self._sleep_off = self._pool.layout.dir_entry(ep.host, ep.slot) + L.DIR_SLEEP
             self._kick_off = self._pool.layout.dir_entry(ep.host, ep.slot) + L.DIR_KICK
+            self._crowd_off = self._pool.layout.dir_entry(ep.host, ep.slot) + L.DIR_CROWD
+            self._pass_off = self._pool.layout.dir_entry(ep.host, ep.slot) + L.DIR_PASS
 
     def _held_locally(self, name: str) -> bool:
         pool = self._pool
@@ -381,6 +398,8 @@ class Server(ChannelTable, Replies, grpc.Server):
             load = mem.load
             views = mem.views()  # plain memory: index the ring heads directly (no call per channel and poll)
             words = views[1] if views is not None else None
+            quiet = 0  # empty passes since the last work while crowded
+            quiet_end = 0.0
             while self._leader == me:
                 worked = self._look_at_rings(me, load, words)
                 if worked is None:
@@ -388,7 +407,26 @@ class Server(ChannelTable, Replies, grpc.Server):
                 it += 1
                 if not it & 63 or backoff.sleeping:
                     self._discover()
+                if (not worked and self._crowded and not backoff.sleeping and not self._local_client
+                        and not self._threads_busy):
+                    # crowded: our callers sleep and wait for us, so we stay awake (yielding now
+                    # and then to a caller that shares our CPU) until a quiet spell has passed;
+                    # not while a thread of this process needs the GIL (a client, a handler)
+                    quiet += 1
+                    if quiet & 15:
+                        continue
+                    now = _monotonic()
+                    if not quiet_end:
+                        quiet_end = now + QUIET_SPELL
+                    if now < quiet_end:
+                        _sched_yield()
+                        continue
+                    quiet_end, quiet = 0.0, 0
+                    backoff.restart()
+                    backoff.skip_spin()
+                    backoff.sleeping = True  # polled for a whole spell: sleep as when idle
                 if worked:
+                    quiet_end, quiet = 0.0, 0
                     backoff.learn = not Backoff.remote_peer(self._remote_client)
                     if backoff.woken is not self._futex_ok:  # every client can wake us: yield briefly, then sleep
                         backoff.wakeable(self._futex_ok)
@@ -434,7 +472,28 @@ class Server(ChannelTable, Replies, grpc.Server):
                 worked = True
                 if not self._drain(ch, me):
                     return None
+        if self._pass_due or (worked and self._crowded):  # every answer written: one wake for the pass
+            self._pass_due = False
+            self._bump_pass()
         return worked
+
+    def _bump_pass(self) -> None:
+        """Wake every client asleep on our pass word (one system call however many).
+
+        While crowded, after every pass that worked, whether or not a sleeper's flag was
+        seen: a client reads the pass word before it looks at its ring and the kernel
+        compares the word again, and we write the answers before the word, so a client
+        that missed its answer missed this bump too and cannot sleep over it (its flag,
+        by contrast, may reach us only after we looked: x86 lets a load pass a store).
+        Poller and outbox flushes both bump it, so under a lock: a lost increment could
+        leave the word unchanged for a client that read it in between."""
+        off = self._pass_off
+        if not off:
+            return
+        mem = self._pool.mem
+        with self._pass_lock:
+            mem.store(off, (mem.load(off) + 1) & 0xFFFFFFFF)
+        mem.wake_word(off)
 
     def _sleep(self, mem: Any, seconds: float) -> None:
         """Idle: sleep in the kernel until a same-host client wakes us, or ``seconds``.
@@ -481,21 +540,24 @@ class Server(ChannelTable, Replies, grpc.Server):
                 if frame is None:
                     break
                 kind, flags, cid, aux, body = frame
-                if kind == _CALL:
-                    last = ch.last_call  # (CALL body up to the message, its length, the method) of the last one
-                    if flags == _UNARY_CALL and type(body) is bytes and body.startswith(last[0]):  # the same bytes parse the same
-                        timeout_us, at, cached = 0, last[1], last[2]
-                    else:
-                        try:  # (free in 3.11 unless raised: no length check on the fast path)
-                            timeout_us, mlen, mdlen = _unpack_call_head(body)
-                        except struct.error:
-                            F.parse_call(body)  # raises what a short CALL gets everywhere (the channel is rejected)
-                            raise
-                        at = _CALL_HEAD_SIZE + mlen
-                        cached = (resolved.get(body[_CALL_HEAD_SIZE:at])
-                                  if flags == _UNARY_CALL and not mdlen and at <= len(body) else None)
-                        if cached is not None and not timeout_us and type(body) is bytes:
-                            ch.last_call = (body[:at], at, cached)
+                # a plain unary call of the last plain call's method: the same bytes parse the same
+                # (ch.last_call: the CALL body up to the message, its length, method, handler, parses views)
+                if (kind == _CALL and flags == _UNARY_CALL and type(body) is bytes and body.startswith((last := ch.last_call)[0])
+                        and last[1] and self._inline_ok and (n := len(body)) - last[1] <= self._max_receive):
+                    _, at, method, handler, views = last
+                    ch.bytes_in += n
+                    self._run_unary(ch, cid, method, handler, memoryview(body)[at:] if n >= _BIG and views else body[at:])
+                elif kind == _CALL:
+                    try:  # (free in 3.11 unless raised: no length check on the fast path)
+                        timeout_us, mlen, mdlen = _unpack_call_head(body)
+                    except struct.error:
+                        F.parse_call(body)  # raises what a short CALL gets everywhere (the channel is rejected)
+                        raise
+                    at = _CALL_HEAD_SIZE + mlen
+                    cached = (resolved.get(body[_CALL_HEAD_SIZE:at])
+                              if flags == _UNARY_CALL and not mdlen and at <= len(body) else None)
+                    if cached is not None and cached[2] and not timeout_us and type(body) is bytes:
+                        ch.last_call = (body[:at], at, cached[0], cached[1], cached[3])
                     loan = rx.loan if type(body) is memoryview else None  # a view of the ring, not a copy
                     if cached is not None and cached[2] and self._inline_ok and len(body) - at <= self._max_receive:
                         n = len(body)
@@ -773,9 +835,13 @@ class Server(ChannelTable, Replies, grpc.Server):
                 self._write(ch, _STATUS, _BARE, cid, 0, (payload,), len(payload), None)
             else:
                 ch.bytes_out += len(payload)
-                idx = ch.sleep_idx  # a same-host client asleep in the kernel on the ring head: wake it
-                if idx and (ch.words[idx] if idx > 0 else ch.tx.mem.load(ch.client_sleep)):
-                    ch.tx.mem.wake_word(ch.tx.head_off)
+                idx = ch.sleep_idx  # a same-host client asleep in the kernel: on the ring head, wake it;
+                if idx:             # on our pass word, wake it with the others at the end of the pass
+                    asleep = ch.words[idx] if idx > 0 else ch.tx.mem.load(ch.client_sleep)
+                    if asleep == _SLEEP_ON_PASS:
+                        self._pass_due = True
+                    elif asleep:
+                        ch.tx.mem.wake_word(ch.tx.head_off)
             ch.calls_done += 1
         finally:
             if loan is not None:
@@ -961,6 +1027,7 @@ class Server(ChannelTable, Replies, grpc.Server):
             if now - last_clients >= CLIENT_CHECK_PERIOD:
                 last_clients = now
                 self._check_clients(now)
+            self._publish_crowd()
             seen, traffic = traffic, self._traffic()
             if not self._idle or traffic != seen:  # (a burst between two looks leaves only its bytes)
                 idle_since, trimmed = None, False

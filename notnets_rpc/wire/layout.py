@@ -73,6 +73,10 @@ DIR_SLEEP = 200         # 1 while the server's poller sleeps in the kernel, else
 DIR_WAKE = 208          # directory index of the entry whose DIR_SLEEP / DIR_KICK the poller uses
 DIR_KICK = 216          # the poller sleeps on this word; same-host clients bump it, then wake it (a
                         # hint with several writers: only "it changed" matters, never its value)
+DIR_CROWD = 224         # how many of the server's channels called in its monitor's last look (~2 ms):
+                        # same-host clients that, with the server, outnumber the CPUs sleep at once
+DIR_PASS = 232          # bumped by the server after a pass that answered a client asleep on it: crowded
+                        # clients sleep on this one word, and one FUTEX_WAKE per pass wakes them all
 DIR_FREE, DIR_LIVE, DIR_DRAINING, DIR_CLOSED = 0, 1, 2, 3
 DIR_STATE_NAMES = {DIR_FREE: "free", DIR_LIVE: "live", DIR_DRAINING: "draining", DIR_CLOSED: "closed"}
 
@@ -84,7 +88,9 @@ CH_CLIENT_PID = 16
 CH_CLIENT_HEARTBEAT = 24
 CH_CALLS_STARTED = 32
 CH_OPENED = 40
-CH_CLIENT_SLEEP = 48    # 1 while a client thread sleeps in the kernel on the response ring head, else 0
+CH_CLIENT_SLEEP = 48    # while a client thread sleeps in the kernel: 1 on the response ring head,
+                        # 2 on its server's DIR_PASS word; else 0
+SLEEP_ON_HEAD, SLEEP_ON_PASS = 1, 2
 CH_ACCEPT = 64          # generation << 8 | verdict (server)
 CH_SERVER_PID = 72
 CH_CALLS_DONE = 80

@@ -50,6 +50,9 @@ CRC_BYTES = 4
 _CRC = struct.Struct("<I")
 SINK_MIN = 16384  # bodies at least this large are offered to the reader's sink
 SMALL_FRAME = 4096  # bodies up to this size are joined with their header and copied once
+# the careful path reads this much or less (what was written and lies before the ring's end)
+# in one access: a lone small frame costs one copy instead of a header and a body copy
+ONE_COPY = 512
 VIEW_MIN = 65536  # bodies from this size on may be lent as views (below it a copy costs less than a loan)
 _COUNTER_LIMIT = 2**64 - 2**32  # counters are u64; 2**32 margin covers one frame plus a pad
 Frame = Tuple[int, int, int, int, Optional[bytes]]  # kind, flags, call_id, aux, body (None: went to the sink)
@@ -329,7 +332,13 @@ class RingReader(_RingEnd):
             if room < HEADER_BYTES:  # a stub too short for a pad header: skip by rule
                 self._advance(tail + room)
                 continue
-            body_len, kind, flags, magic, call_id, aux = mem.unpack(HEADER, self.data + pos)
+            span = min(room, head - tail)
+            if HEADER_BYTES <= span <= ONE_COPY:  # (often one small frame) header and body in one access to the pool
+                blob = mem.read(self.data + pos, span)
+                body_len, kind, flags, magic, call_id, aux = HEADER.unpack_from(blob)
+            else:
+                blob = None
+                body_len, kind, flags, magic, call_id, aux = mem.unpack(HEADER, self.data + pos)
             if magic != FRAME_MAGIC or not 0 < kind <= MAX_KIND:
                 raise ProtocolError(f"bad frame header at ring offset {pos} (kind {kind}, magic {magic:#x})")
             checked = self.crc and kind != PAD
@@ -352,7 +361,9 @@ class RingReader(_RingEnd):
                 self.loans.append(loan)
                 self.tail = tail + flen  # read, not published: settle() publishes once it ends
                 return kind, flags, call_id, aux, body
-            if body_len >= SINK_MIN and self.sink is not None:
+            if blob is not None:  # the whole frame is in ``blob`` (flen <= head - tail, room)
+                body = blob[HEADER_BYTES : HEADER_BYTES + body_len]
+            elif body_len >= SINK_MIN and self.sink is not None:
                 dest = self.sink(kind, flags, call_id, aux, body_len)
                 if dest is not None:
                     if len(dest) != body_len:
@@ -363,7 +374,10 @@ class RingReader(_RingEnd):
                     body = mem.read(self.data + pos + HEADER_BYTES, body_len)
             else:
                 body = mem.read(self.data + pos + HEADER_BYTES, body_len) if body_len else b""
-            if checked:
+            if checked and blob is not None:
+                check = zlib.crc32(blob[: HEADER_BYTES + body_len])
+                stored = _CRC.unpack_from(blob, HEADER_BYTES + body_len)[0]
+            elif checked:
                 at = self.data + pos
                 check = zlib.crc32(body if body is not None else dest, zlib.crc32(mem.read(at, HEADER_BYTES)))
                 stored = _CRC.unpack(mem.read(at + HEADER_BYTES + body_len, CRC_BYTES))[0]

@@ -2,6 +2,7 @@
 
     python -m rpc.peer serve POOL NAME           # prints "serving", serves until killed
     python -m rpc.peer calls POOL NAME N         # N echo calls + a stream; exit 0 if all good
+    python -m rpc.peer unary POOL NAME N TIMEOUT # N echo calls with a timeout each; exit 0 if all good
     python -m rpc.peer slow POOL NAME SECONDS    # one Sleep call; prints "started" first
     python -m rpc.peer wait POOL NAME TIMEOUT    # one call with wait_for_ready
     python -m rpc.peer idle POOL NAME            # a call, "ready", then a call per stdin line
@@ -66,6 +67,25 @@ def calls(pool: str, name: str, n: int) -> int:
     return 0
 
 
+def unary(pool: str, name: str, n: str, timeout: str) -> int:
+    """``n`` echo calls, each with ``timeout``, after one that connects (with a timeout of
+    its own: nobody wakes a client waiting to be accepted); exit 0 if all came back right."""
+    with notnets_rpc.insecure_channel(f"notnets:{name}", pool=pool) as channel:
+        echo = channel.unary_unary("/test.T/Echo")
+        echo(b"connect", timeout=60)
+        for i in range(int(n)):
+            payload = f"p{os.getpid()}-{i}".encode()
+            try:
+                if echo(payload, timeout=float(timeout)) != payload:
+                    print(f"bad echo at {i}", file=sys.stderr)
+                    return 1
+            except grpc.RpcError as exc:
+                print(f"call {i}: {exc.code().name} {exc.details()}", file=sys.stderr)
+                return 1
+    print("ok", flush=True)
+    return 0
+
+
 def slow(pool: str, name: str, seconds: str) -> int:
     channel = notnets_rpc.insecure_channel(f"notnets:{name}", pool=pool)
     future = channel.unary_unary("/test.T/Sleep").future(f"{seconds}:peer".encode())
@@ -117,8 +137,8 @@ def hold(pool: str, name: str, total: str) -> int:
 
 def main(argv: list) -> int:
     command, *args = argv
-    return {"serve": serve, "calls": lambda p, n, k: calls(p, n, int(k)), "slow": slow, "wait": wait, "idle": idle,
-            "hold": hold}[command](*args)
+    return {"serve": serve, "calls": lambda p, n, k: calls(p, n, int(k)), "unary": unary, "slow": slow, "wait": wait,
+            "idle": idle, "hold": hold}[command](*args)
 
 
 if __name__ == "__main__":

@@ -327,7 +327,11 @@ def test_a_request_view_answered_as_is_is_handed_back_untouched(lane_server):
     assert all_lanes_free(path)  # the channel closed: its lane went back
 
 
-def test_a_hostile_handback_of_another_calls_extent_fails_only_that_call(lane_pool):
+@pytest.mark.parametrize("form", ["message", "status", "status without reference"])
+def test_a_hostile_handback_of_another_calls_extent_fails_only_that_call(lane_pool, form):
+    """A returned reference that is not this call's request, in a MESSAGE frame or as the
+    message of a STATUS frame (how a server ends a unary call with a large reply), or a
+    STATUS that says extent and carries none: that call fails INTERNAL, the channel goes on."""
     from .hostile import RawServer
 
     server = RawServer(lane_pool, "evil")
@@ -335,16 +339,46 @@ def test_a_hostile_handback_of_another_calls_extent_fails_only_that_call(lane_po
         with notnets_rpc.insecure_channel("notnets:evil", pool=lane_pool) as ch:
             accepting = threading.Thread(target=server.accept)
             accepting.start()
-            fut = ch.unary_unary("/x.X/Plain").future(body_of(MIB, 1), timeout=10)
+            call = ch.unary_unary("/x.X/Plain")
+            fut = call.future(body_of(MIB, 1), timeout=10)
             accepting.join(10)
             [cid] = server.calls(1)
             for ref in (REF.pack(0, RETURNED, 4096, MIB), REF.pack(0, RETURNED, 0, MIB - 8)):
-                assert server.write(F.MESSAGE, F_EXTENT, cid, 0, ref)
+                if form == "message":
+                    assert server.write(F.MESSAGE, F_EXTENT, cid, 0, ref)
+                elif form == "status":
+                    body = b"".join(F.status_parts(b"", b"", b"", ref))
+                    assert server.write(F.STATUS, F.F_HAS_MESSAGE | F_EXTENT, cid, 0, body)
+                else:
+                    body = b"".join(F.status_parts(b"", b"", b"", None))
+                    assert server.write(F.STATUS, F_EXTENT, cid, 0, body)
             with pytest.raises(grpc.RpcError) as err:
                 fut.result()
-            assert err.value.code() == grpc.StatusCode.INTERNAL and "returned extent" in err.value.details()
+            expected = "without its reference" if form == "status without reference" else "returned extent"
+            assert err.value.code() == grpc.StatusCode.INTERNAL and expected in err.value.details()
+            later = call.future(b"small", timeout=10)  # the channel serves its next call
+            [cid] = server.calls(1)
+            assert server.write(F.STATUS, F.F_BARE, cid, 0, b"fine")
+            assert later.result() == b"fine"
     finally:
         server.close()
+
+
+def test_a_large_unary_reply_ends_its_call_in_one_frame(lane_server):
+    """The extent reference is the message of the STATUS frame: one frame per large reply,
+    whether handed back or written into the server's lane."""
+    handlers, path = lane_server
+    with notnets_rpc.insecure_channel("notnets:x", pool=path) as ch:
+        grow, plain = ch.unary_unary("/x.X/Grow"), ch.unary_unary("/x.X/Plain")
+        assert grow(b"w") == b"w+" and plain(b"w") == b"w"  # the first calls look the methods up
+        conn = ch._conn
+        seen = []
+        dispatch = conn._dispatch
+        conn._dispatch = lambda frame: (seen.append(frame[:2]), dispatch(frame))[1]
+        for call, tail in ((grow, b"+"), (plain, b"")):
+            seen.clear()
+            assert call(body_of(MIB, 5)) == body_of(MIB, 5) + tail
+            assert len(seen) == 1 and seen[0][0] == F.STATUS and seen[0][1] & F_EXTENT, seen
 
 
 def test_new_responses_go_through_the_servers_lane(lane_server):

@@ -128,6 +128,16 @@ def test_a_woken_waiter_whose_answers_come_late_stops_spinning_and_probes(yields
     assert b.budget == b.spin == 2 * B.SPIN_FLOOR
 
 
+def test_a_waiter_nobody_wakes_keeps_the_spin_floor(yields):
+    b = Backoff(_tune(64, 0.0), sleeper=lambda s: None)
+    for _ in range(4):  # answers that come while it yields (its yield phase is over at once: it sleeps)
+        b.sleeping = False
+        b.n = b.spin + 1
+        b.reset()
+    assert b.budget == b.spin == B.SPIN_FLOOR  # a peer on another host: never 0, never a probe
+    assert [_spins_before_yielding(b, yields) for _ in range(2 * B.PROBE)] == [B.SPIN_FLOOR] * 2 * B.PROBE
+
+
 def test_a_callers_own_spin_loop_teaches_the_budget(yields):
     b = Backoff(_tune(64, 1.0), woken=True)
     b.budget = b.spin = 0

@@ -16,6 +16,15 @@ from emulator.backends.qemu import qmp_control
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
 
 
+def _listening(sock: Path) -> bool:
+    """Is some process listening on the unix socket ``sock`` (/proc/net/unix, flag __SO_ACCEPTCON)?"""
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[7] == str(sock) and int(fields[3], 16) & 0x10000:
+            return True
+    return False
+
+
 @pytest.fixture
 def qemu(tmp_path: Path):
     sock = tmp_path / "qmp.sock"
@@ -24,9 +33,9 @@ def qemu(tmp_path: Path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 10
-        while not sock.exists():
+        while not _listening(sock):  # the file exists from bind(), before QEMU listens on it
             assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "QEMU did not create its QMP socket"
+            assert time.monotonic() < deadline, "QEMU did not listen on its QMP socket"
             time.sleep(0.01)
         yield proc, str(sock)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +17,15 @@ from emulator.backends.qemu import qmp_control
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
 
 
+def _accepts(sock: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(sock))
+        except OSError:
+            return False
+    return True
+
+
 @pytest.fixture
 def qemu(tmp_path: Path):
     sock = tmp_path / "qmp.sock"
@@ -24,9 +34,9 @@ def qemu(tmp_path: Path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 10
-        while not sock.exists():
+        while not _accepts(sock):  # the file exists from bind(), before QEMU listens on it
             assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "QEMU did not create its QMP socket"
+            assert time.monotonic() < deadline, "QEMU did not listen on its QMP socket"
             time.sleep(0.01)
         yield proc, str(sock)
     finally:

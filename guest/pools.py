@@ -318,6 +318,14 @@ class PoolMaker:
         except (LookupError, TypeError):
             raise PoolSetupError(f"ndctl create-namespace on {nd_region} reported no DAX device: {info!r}") from None
 
+    def _ndctl_after(self, nd_region: str, pool: dict[str, Any], sysfs_error: Exception) -> str:
+        """ndctl's namespace, when the sysfs writes failed: if it fails too, the error names
+        both, since a half-made namespace from the writes is what leaves ndctl no space."""
+        try:
+            return self.create_namespace(nd_region, pool["uuid"])
+        except PoolSetupError as err:
+            raise PoolSetupError(f"{err} (after the sysfs writes failed: {sysfs_error})") from None
+
     def measure(self, name: str, chardev: str, region: str, region_base: int, deadline: float) -> PoolDevice:
         dax_dir = os.path.join(self.sysfs, "bus", "dax", "devices", chardev)
         device = os.path.join(self.dev, chardev)
@@ -358,7 +366,7 @@ class PoolMaker:
                         chardev = self.create_namespace_sysfs(nd_region, pool["uuid"], deadline)
                     except (PoolSetupError, OSError, ValueError) as err:
                         self.log(f"pool {pool['name']}: namespace in sysfs failed ({err}); running ndctl")
-                        chardev = self.create_namespace(nd_region, pool["uuid"])
+                        chardev = self.existing_dax(nd_region, pool["uuid"]) or self._ndctl_after(nd_region, pool, err)
                 device = self.measure(pool["name"], chardev, region, base, deadline)
             except PoolSetupError as err:
                 raise PoolSetupError(f"pool {pool['name']}: {err}") from None

@@ -8,7 +8,8 @@ Each variant is NAME:ENV=VALUE,ENV=VALUE (the environment of every process of th
 frontend on 1, catalog on 2, as `notnets-emu bench` places them on sim hosts), so that
 nobody sleeps on a futex, as between sim or QEMU hosts; ``same`` keeps them on one host.
 Per variant it prints the median over rounds of p50, calls/s and CPU per call (every
-process of the case, user + system, from /proc and wait4), for each depth or client count.
+process of the case, user + system, from /proc and wait4), for each depth or client count;
+for clients also the server's context switches per call (every thread, /proc).
 """
 
 from __future__ import annotations
@@ -70,6 +71,19 @@ def chain_round(env: dict, pool: str, cross: bool, seconds: float, depths: list)
         stop_servers(tiers)
 
 
+def switches(pid: int) -> int:
+    """Context switches (voluntary and not) of every thread of a live process so far."""
+    n = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    n += int(line.split()[1])
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return n
+
+
 def clients_round(env: dict, pool: str, cross: bool, seconds: float, counts: list) -> dict:
     e = dict(env, NOTNETS_HOST_ID="1") if cross else env
     server = start([PY, "-m", "notnets_bench.echo.server", "--target", "notnets:ab-echo", "--pool", pool], e,
@@ -81,14 +95,16 @@ def clients_round(env: dict, pool: str, cross: bool, seconds: float, counts: lis
 
             def started(start_at: float) -> None:
                 time.sleep(max(0.0, start_at - time.time()))
-                at_start.append(cpu_seconds(server.pid))
+                at_start.append((cpu_seconds(server.pid), switches(server.pid)))
 
             outs = run_clients("notnets:ab-echo", pool, n, seconds, dict(env, NOTNETS_HOST_ID="0") if cross else env,
                                cwd=ROOT, started=started)
-            server_cpu = cpu_seconds(server.pid) - at_start[0]
+            server_cpu = cpu_seconds(server.pid) - at_start[0][0]
+            server_cs = switches(server.pid) - at_start[0][1]  # (includes the clients' exit, a few)
             calls = sum(o["calls"] for o in outs)
             rows[n] = {"rps": sum(o["rps"] for o in outs), "p50_us": statistics.median(o["p50_us"] for o in outs),
                        "server_cpu_us": 1e6 * server_cpu / max(1, calls),
+                       "server_cs": server_cs / max(1, calls),
                        "client_cpu_us": sum(o["cpu_us_per_call"] * o["calls"] for o in outs) / max(1, calls)}
         return rows
     finally:

@@ -452,7 +452,7 @@ def _consume_requests(conn: Connection, state: CallState, requests: Iterator, se
 
 
 class _MultiCallable:
-    __slots__ = ("_channel", "_method", "_serializer", "_deserializer", "_prefix", "_head")
+    __slots__ = ("_channel", "_method", "_serializer", "_deserializer", "_prefix", "_head", "_timed")
 
     def __init__(self, channel: Channel, method: str, serializer: Optional[Callable],
                  deserializer: Optional[Callable]) -> None:
@@ -461,14 +461,23 @@ class _MultiCallable:
         self._serializer = None if serializer is as_bytes else serializer  # buffers go into the ring as they are
         self._deserializer = deserializer
         # CALL body up to the message, for calls without deadline and metadata
+        self._timed: Tuple[Optional[float], bytes] = (0.0, b"")  # (timeout, _call_body(timeout)) of the last one
         self._prefix = self._call_body(None)
         self._head = len(self._prefix)
 
     def _call_body(self, timeout: Optional[float], metadata: bytes = b"") -> bytes:
         """The CALL body up to the message, as Connection.start_call writes it, for the
-        fast paths that write it themselves."""
-        return (F.CALL_HEAD.pack(0 if timeout is None else max(1, int(timeout * 1e6)), len(self._method),
+        fast paths that write it themselves. Without metadata, the last one is kept: callers
+        pass the same timeout over and over (a chain's tiers, say)."""
+        if not metadata:
+            timed = self._timed  # (one tuple: threads may replace it, never tear it)
+            if timed[0] == timeout and timed[1]:
+                return timed[1]
+        body = (F.CALL_HEAD.pack(0 if timeout is None else max(1, int(timeout * 1e6)), len(self._method),
                                  len(metadata)) + self._method + metadata)
+        if not metadata:
+            self._timed = (timeout, body)
+        return body
 
 
 def _outcome(conn: Any, state: CallState) -> Any:

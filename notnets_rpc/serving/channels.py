@@ -207,7 +207,7 @@ class ChannelTable:
         return sum(ch.bytes_in + ch.bytes_out for ch in active) + self._totals[2] + self._totals[3] + len(active)
 
     def _publish_crowd(self) -> None:
-        """(monitor, each look) Publish how many channels called since the last look.
+        """(monitor, each look) Publish how many same-host channels called since the last look.
 
         A same-host client reads it before it waits for a reply: when its server's
         callers and the server itself outnumber the CPUs, a client that spins or yields
@@ -222,7 +222,7 @@ class ChannelTable:
             seen = ch.bytes_in
             if seen != ch.crowd_seen:
                 ch.crowd_seen = seen
-                callers += 1
+                callers += ch.same_host  # (a caller on another host can neither sleep on our word nor be woken)
         if callers != self._crowd:
             self._crowd = callers
             pool.mem.store(self._crowd_off, callers)  # (clients read it before they wait)

@@ -488,9 +488,10 @@ class Server(ChannelTable, Replies, grpc.Server):
         Poller and outbox flushes both bump it, so under a lock: a lost increment could
         leave the word unchanged for a client that read it in between."""
         off = self._pass_off
-        if not off:
+        pool = self._pool
+        if not off or pool is None:  # (not published, or stopped meanwhile)
             return
-        mem = self._pool.mem
+        mem = pool.mem
         with self._pass_lock:
             mem.store(off, (mem.load(off) + 1) & 0xFFFFFFFF)
         mem.wake_word(off)

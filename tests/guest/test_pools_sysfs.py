@@ -126,3 +126,22 @@ def test_a_namespace_kept_from_an_earlier_boot_is_waited_for_not_made(tmp_path: 
     assert device.device == str(kernel.dev / "dax0.0")
     assert kernel.nd_drivers.joinpath("bind").read_text() == "", "nothing was bound anew"
     assert kernel.calls == []
+
+
+def test_when_the_namespace_writes_and_ndctl_both_fail_the_error_names_both(tmp_path: Path):
+    kernel = FakeKernel(tmp_path)
+    made = maker(kernel)
+    write = made._write
+
+    def refuse_mode(path, value):
+        if path.endswith("mode") and "dax0.0" in path:
+            raise OSError(16, "Device or resource busy")
+        write(path, value)
+
+    made._write = refuse_mode
+    with pytest.raises(Exception) as caught:
+        made.make([POOL], timeout=10)
+    message = str(caught.value)
+    assert message.startswith("pool a: `ndctl create-namespace")
+    assert "after the sysfs writes failed" in message and "Device or resource busy" in message
+    assert kernel.calls[-1][:2] == ["ndctl", "create-namespace"]

@@ -3,34 +3,24 @@
 A server whose callers (with it) outnumber the CPUs says so in its DIR_CROWD word; its
 same-host callers then sleep in the kernel as soon as they have called, on the server's
 DIR_PASS word, and the server wakes all the sleepers of a pass with one FUTEX_WAKE after
-it has answered them (docs/rpc.md, "Waiting"). NOTNETS_CROWD_AT sets how many callers
+it has answered them (docs/rpc.md, "A crowded server"). NOTNETS_CROWD_AT sets how many callers
 crowd a server (default: the CPU count), so these tests do not depend on the machine.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from concurrent import futures
 
 import pytest
 
 import notnets_rpc
+from emulator.backends.qemu.process import cpu_seconds
 from notnets_rpc.memory import _FUTEX, Memory
 from notnets_rpc.wire import layout as L
 
-from . import service
-
 pytestmark = pytest.mark.timeout(120)
+# without a futex (NOTNETS_FUTEX=0) nobody sleeps in the kernel, so no caller counts
 needs_futex = pytest.mark.skipif(_FUTEX is None, reason="no futex (NOTNETS_FUTEX=0): nobody sleeps in the kernel")
-
-
-def _server(pool: str, name: str):
-    server = notnets_rpc.server(futures.ThreadPoolExecutor(max_workers=8), pool=pool)
-    server.add_generic_rpc_handlers((service.test_handlers(),))
-    server.add_endpoint(name)
-    server.start()
-    return server
 
 
 def _spy_waits(monkeypatch) -> list:
@@ -56,75 +46,61 @@ def _until_crowd(server, echo, at_least: int) -> None:
 
 
 @needs_futex
-def test_a_caller_of_a_crowded_server_sleeps_on_its_pass_word_and_the_pass_wakes_it(pool_path, monkeypatch):
+def test_a_caller_of_a_crowded_server_sleeps_on_its_pass_word_and_the_pass_wakes_it(serve, pool_path, monkeypatch):
     monkeypatch.setenv("NOTNETS_CROWD_AT", "1")
     monkeypatch.setenv("NOTNETS_MAX_SLEEP_US", "30000000")  # a lost wake would hold a call for 30 s
     waits = _spy_waits(monkeypatch)
-    server = _server(pool_path, "crowd1")
-    try:
-        with notnets_rpc.insecure_channel("notnets:crowd1", pool=pool_path) as channel:
-            echo = channel.unary_unary("/test.T/Echo")
-            _until_crowd(server, echo, 1)
-            mem = server._pool.mem
-            before = mem.load(server._pass_off)
-            del waits[:]
-            for i in range(200):
-                assert echo(b"%d" % i, timeout=5) == b"%d" % i
-            slept = waits.count(server._pass_off)
-            assert slept > 0  # (a caller in the server's process never spins: it slept)
-            assert server._channels and all(L.SLEEP_ON_PASS != mem.load(ch.client_sleep)
-                                            for ch in server._channels.values())
-            assert mem.load(server._pass_off) - before >= slept  # a pass bumped the word for each sleep
-    finally:
-        server.stop(None).wait(5)
-
-
-def test_a_lone_caller_sleeps_on_its_ring_and_the_pass_word_stays(pool_path, monkeypatch):
-    monkeypatch.setenv("NOTNETS_CROWD_AT", "2")
-    waits = _spy_waits(monkeypatch)
-    server = _server(pool_path, "crowd2")
-    try:
-        with notnets_rpc.insecure_channel("notnets:crowd2", pool=pool_path) as channel:
-            echo = channel.unary_unary("/test.T/Echo")
-            mem = server._pool.mem
-            for i in range(200):
-                assert echo(b"%d" % i, timeout=5) == b"%d" % i
-            deadline = time.monotonic() + 20
-            while server._crowd != 1:  # the monitor has counted us (one caller: not crowded)
-                assert echo(b"again", timeout=5) == b"again"
-                assert time.monotonic() < deadline
-            assert mem.load(server._crowd_off) == 1
-            assert mem.load(server._pass_off) == 0
-            assert server._pass_off not in waits  # (it sleeps on its ring head, if at all)
-    finally:
-        server.stop(None).wait(5)
+    server = serve("crowd1")
+    with notnets_rpc.insecure_channel("notnets:crowd1", pool=pool_path) as channel:
+        echo = channel.unary_unary("/test.T/Echo")
+        _until_crowd(server, echo, 1)
+        mem = server._pool.mem
+        before = mem.load(server._pass_off)
+        del waits[:]
+        for i in range(200):
+            assert echo(b"%d" % i, timeout=5) == b"%d" % i
+        slept = waits.count(server._pass_off)
+        assert slept > 0  # (a caller in the server's process never spins: it slept)
+        assert server._channels and all(L.SLEEP_ON_PASS != mem.load(ch.client_sleep)
+                                        for ch in server._channels.values())
+        assert mem.load(server._pass_off) - before >= slept  # a pass bumped the word for each sleep
 
 
 @needs_futex
-def test_no_wake_is_lost_among_concurrent_callers_of_a_crowded_server(peers, pool_path, monkeypatch):
+def test_a_lone_caller_sleeps_on_its_ring_and_the_pass_word_stays(serve, pool_path, monkeypatch):
+    monkeypatch.setenv("NOTNETS_CROWD_AT", "2")
+    waits = _spy_waits(monkeypatch)
+    server = serve("crowd2")
+    with notnets_rpc.insecure_channel("notnets:crowd2", pool=pool_path) as channel:
+        echo = channel.unary_unary("/test.T/Echo")
+        mem = server._pool.mem
+        for i in range(200):
+            assert echo(b"%d" % i, timeout=5) == b"%d" % i
+        deadline = time.monotonic() + 20
+        while server._crowd != 1:  # the monitor has counted us (one caller: not crowded)
+            assert echo(b"again", timeout=5) == b"again"
+            assert time.monotonic() < deadline
+        assert mem.load(server._crowd_off) == 1
+        assert mem.load(server._pass_off) == 0
+        assert server._pass_off not in waits  # (it sleeps on its ring head, if at all)
+
+
+@needs_futex
+def test_no_wake_is_lost_among_concurrent_callers_of_a_crowded_server(serve, peers, pool_path, monkeypatch):
     """Six client processes call at once; each sleeps up to 5 s when not woken, so one lost
     wake fails its call (DEADLINE_EXCEEDED after 4 s) and its process."""
     monkeypatch.setenv("NOTNETS_CROWD_AT", "2")
-    server = _server(pool_path, "crowd6")
-    try:
-        clients = [peers.start("unary", pool_path, "crowd6", "400", "4", NOTNETS_CROWD_AT="2",
-                               NOTNETS_MAX_SLEEP_US="5000000") for _ in range(6)]
-        for proc in clients:
-            assert proc.wait(90) == 0, proc.stderr.read()
-        assert server._pool.mem.load(server._pass_off) > 0  # they slept on the pass word and were woken
-        deadline = time.monotonic() + 10
-        while server._crowd:  # and once they are gone, the server is not crowded any more
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        assert server._pool.mem.load(server._crowd_off) == 0
-    finally:
-        server.stop(None).wait(5)
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    server = serve("crowd6")
+    clients = [peers.start("unary", pool_path, "crowd6", "400", "4", NOTNETS_CROWD_AT="2",
+                           NOTNETS_MAX_SLEEP_US="5000000") for _ in range(6)]
+    for proc in clients:
+        assert proc.wait(90) == 0, proc.stderr.read()
+    assert server._pool.mem.load(server._pass_off) > 0  # they slept on the pass word and were woken
+    deadline = time.monotonic() + 10
+    while server._crowd:  # and once they are gone, the server is not crowded any more
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert server._pool.mem.load(server._crowd_off) == 0
 
 
 def test_a_server_idles_within_a_few_percent_of_a_core_after_a_crowded_burst(peers, pool_path):
@@ -136,7 +112,25 @@ def test_a_server_idles_within_a_few_percent_of_a_core_after_a_crowded_burst(pee
     clients = [peers.start("unary", pool_path, "crowdidle", "300", "10", NOTNETS_CROWD_AT="2") for _ in range(4)]
     for proc in clients:
         assert proc.wait(90) == 0, proc.stderr.read()
-    before, t0 = _cpu_seconds(server.pid), time.monotonic()
+    before, t0 = cpu_seconds(server.pid), time.monotonic()
     time.sleep(2.0)  # the interval measured, not an event waited for
-    used = (_cpu_seconds(server.pid) - before) / (time.monotonic() - t0)
+    used = (cpu_seconds(server.pid) - before) / (time.monotonic() - t0)
     assert used < 0.10, f"idle server used {used:.1%} of a core"
+
+
+def test_callers_on_another_host_do_not_crowd_a_server(serve, peers, pool_path, monkeypatch):
+    """They cannot sleep on its word nor be woken: the server neither counts them nor
+    bumps its pass word for them (it keeps its usual back-off)."""
+    monkeypatch.setenv("NOTNETS_CROWD_AT", "1")
+    server = serve("crowdfar")
+    client = peers.start("idle", pool_path, "crowdfar", host=1, NOTNETS_CROWD_AT="1")
+    peers.expect(client, "ready")
+    (ch,) = server._channels.values()
+    assert ch.host == 1 and not ch.same_host
+    deadline = time.monotonic() + 20
+    while ch.crowd_seen != ch.bytes_in:  # the monitor has looked at the call
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert ch.bytes_in and server._crowd == 0 and not server._crowded
+    assert server._pool.mem.load(server._crowd_off) == 0
+    assert server._pool.mem.load(server._pass_off) == 0

@@ -174,6 +174,18 @@ def test_deadline_client_and_server_side(channel):
     assert future == b"slept"
 
 
+def test_each_call_carries_its_own_timeout(channel):
+    """One multicallable keeps its last timeout's CALL prefix: a call with another
+    timeout (or none) must still tell the server its own."""
+    remaining = uu(channel, "Remaining")
+    for timeout, low, high in ((30, 25, 30), (30, 25, 30), (8, 4, 8), (30, 25, 30), (None, None, None), (8, 4, 8)):
+        answer = remaining(b"", timeout=timeout)
+        if timeout is None:
+            assert answer == b"none"
+        else:
+            assert low < float(answer) <= high, (timeout, answer)
+
+
 def test_deadline_on_future_and_stream(channel):
     future = uu(channel, "Sleep")(b"0", timeout=5)  # warm
     future = uu(channel, "Sleep").future(b"5:fut", timeout=0.2)

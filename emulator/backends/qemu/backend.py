@@ -378,6 +378,8 @@ class QemuBackend(Backend):
         try:
             self._wait_ready(run, [host], {host.name: wanted}, {host.name: proc}, started,
                              boot_timeout(host.accel or "tcg"), progress, log_offsets={host.name: offset})
+        except BootError as err:
+            raise UserError(f"host {host.name} did not come back: {err.reason}; log: {err.log}") from None
         finally:
             if identity is not None:
                 identity.close()

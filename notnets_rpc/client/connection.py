@@ -175,7 +175,9 @@ class Connection:
         """Wait for the server to accept this slot (it polls its doorbells)."""
         want = L.pack_state(self.generation, L.ACC_ACCEPTED)
         self.wake_server()
-        backoff = self._new_backoff()
+        # plain sleeps: the server's accept changes no word we could sleep on in the kernel
+        # (a kernel sleep on the response ring lasted its whole timeout)
+        backoff = Backoff(self._tune, spin=0 if self.same_process else None)
         off = self.ctl + L.CH_ACCEPT
         while True:
             word = self.mem.load(off)
@@ -322,7 +324,7 @@ class Connection:
                     kind, flags, fcid, _aux, body = frame
                     if fcid == cid and kind == _STATUS and flags & _BARE:
                         if spin < backoff.spin_max:  # the answer came while spinning: spinning pays
-                            backoff.spin = min(backoff.spin_max, spin * 2)
+                            backoff.spun(spin)
                         reader.release()  # (_release_reader, inline)
                         if self.want_reader:
                             self._hand_over()

@@ -28,7 +28,7 @@ from ..errors import LayoutVersionError, NotAPoolError, PoolCorruptError, PoolTo
 
 MAGIC = b"NNETPOOL"
 MAGIC_WORD = int.from_bytes(MAGIC, "little")
-LAYOUT_VERSION = 2  # 2: extent lanes (messages larger than half a ring, wire/extents.py)
+LAYOUT_VERSION = 3  # 2: extent lanes (wire/extents.py); 3: a unary response's extent reference in its STATUS frame
 SUPERBLOCK_BYTES = 4096
 CACHE_LINE = 64
 PAGE = 4096

@@ -4,6 +4,7 @@ starts, not when notnets_rpc is imported (docs/environment.md)."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -89,6 +90,68 @@ def test_an_answer_that_came_while_asleep_halves_the_spin_of_a_woken_waiter(yiel
     assert b.spin == 64
 
 
+def _late_answer(b: Backoff, slept: list) -> None:
+    """One wait whose answer comes only once the waiter slept (a call down a chain)."""
+    _pauses_until_sleep(b, slept)
+    slept.clear()
+    b.reset()
+
+
+def _spins_before_yielding(b: Backoff, yields: list) -> int:
+    """How many pauses of the next wait spin before the first yield (the wait is then
+    answered while yielding, and so teaches nothing)."""
+    yields.clear()
+    for n in range(1, 1000):
+        b.pause()
+        if yields:
+            b.restart()
+            return n - 1
+    raise AssertionError("never yielded")
+
+
+def test_a_woken_waiter_whose_answers_come_late_stops_spinning_and_probes(yields):
+    slept: list = []
+    b = Backoff(_tune(64, 1.0), sleeper=slept.append, woken=True)
+    for _ in range(3):  # 64 -> 32 -> 16 -> 0
+        _late_answer(b, slept)
+    assert b.budget == 0
+    spins = [_spins_before_yielding(b, yields) for _ in range(2 * B.PROBE)]
+    assert spins.count(B.SPIN_FLOOR) == 2 and spins.count(0) == 2 * B.PROBE - 2  # a probe every PROBE waits
+    while b.spin == 0:  # up to the next probe; it is answered while it spins: spinning pays again
+        _spins_before_yielding(b, yields)
+    for _ in range(3):
+        b.pause()
+    b.reset()
+    assert b.budget == b.spin == B.SPIN_FLOOR  # and it doubles from there while answers come while spinning
+    b.pause()
+    b.reset()
+    assert b.budget == b.spin == 2 * B.SPIN_FLOOR
+
+
+def test_a_waiter_nobody_wakes_keeps_the_spin_floor(yields):
+    b = Backoff(_tune(64, 0.0), sleeper=lambda s: None)
+    for _ in range(4):  # answers that come while it yields (its yield phase is over at once: it sleeps)
+        b.sleeping = False
+        b.n = b.spin + 1
+        b.reset()
+    assert b.budget == b.spin == B.SPIN_FLOOR  # a peer on another host: never 0, never a probe
+    assert [_spins_before_yielding(b, yields) for _ in range(2 * B.PROBE)] == [B.SPIN_FLOOR] * 2 * B.PROBE
+
+
+def test_a_callers_own_spin_loop_teaches_the_budget(yields):
+    b = Backoff(_tune(64, 1.0), woken=True)
+    b.budget = b.spin = 0
+    b.spun(0)  # (a probe has spin SPIN_FLOOR; the loop found the answer at once)
+    assert b.budget == b.spin == B.SPIN_FLOOR
+    b.spun(b.spin)
+    b.spun(b.spin)
+    assert b.budget == b.spin == 64  # never above the maximum
+    b.learn = False
+    b.budget = b.spin = 16
+    b.spun(16)
+    assert b.spin == 16  # a waiter that does not learn keeps its budget
+
+
 def test_an_answer_after_a_sleep_leaves_the_spin_of_a_waiter_nobody_wakes(yields):
     slept: list = []
     b = Backoff(_tune(64, 0.0), sleeper=slept.append)
@@ -147,3 +210,39 @@ def test_fine_timers_set_the_calling_threads_timer_slack():
     t.start()
     t.join()
     assert out["slack"] == B.TIMER_SLACK_NS
+
+
+def test_a_caller_whose_answers_come_late_stops_spinning_and_is_woken(peers, blank_path, monkeypatch):
+    """Across processes of one host: a handler that takes 20 ms (as a tier far down a call
+    chain answers late). The caller's spin budget falls to 0, so it goes straight to the
+    kernel sleep (after its yields), and each answer ends that sleep by a wake: the sleep
+    asks for 2 s and every call returns far sooner."""
+    from notnets_rpc.client import connection
+
+    notnets_rpc.create_pool(blank_path, 16 << 20)
+    server = peers.start("serve", blank_path, "slow", "2", module="rpc.load")
+    peers.expect(server, "serving")
+    monkeypatch.setenv("NOTNETS_MAX_SLEEP_US", "2000000")
+    sleeps: list = []
+    sleep = connection.Connection._sleep
+
+    def counted(self, timeout):
+        t = time.monotonic()
+        sleep(self, timeout)
+        sleeps.append((timeout, time.monotonic() - t))
+    monkeypatch.setattr(connection.Connection, "_sleep", counted)
+    with notnets_rpc.insecure_channel("notnets:slow", pool=blank_path) as channel:
+        slow = channel.unary_unary("/load.L/Slow")
+        assert slow(b"5", timeout=10) == b"5"
+        conn = channel._conn
+        assert conn.futex and conn._backoff.woken  # same host: the server wakes us
+        took = []
+        for _ in range(20):
+            t = time.monotonic()
+            assert slow(b"20", timeout=10) == b"20"
+            took.append(time.monotonic() - t)
+        assert conn._backoff.budget == 0
+        assert max(took) < 1.0, f"a call took {max(took):.3f} s: its sleep was not ended by a wake"
+        assert sleeps and all(timeout == 2.0 for timeout, _ in sleeps)  # (a loaded machine may answer some
+        # calls while the caller still yields)
+        assert max(slept for _, slept in sleeps) < 1.0, [round(s, 4) for _, s in sleeps]

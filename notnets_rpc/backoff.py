@@ -60,9 +60,8 @@ def fine_timers() -> None:
     """Ask the kernel to end this thread's sleeps within 5 us of their time (once per thread).
 
     A thread's timer slack (50 us by default) lets the kernel end a sleep up to that
-    much late, to batch wake-ups. Measured here (2026-12-05): time.sleep(50e-6) took
-    110 us and time.sleep(0) 58 us with the default slack, 60 us and 6 us with 1 us.
-    A waiter that nobody can wake (a peer on another host) and an idle server sleep
+    much late, to batch wake-ups, and a 50 us sleep took twice its time here
+    (docs/results.md, "Waiting under load: yields, sleeps and timer slack"). A waiter that nobody can wake (a peer on another host) and an idle server sleep
     50 us to 1 ms at a time, so the slack was up to half of every short sleep. The
     setting stays with the thread, so its owner's own sleeps end on time too."""
     if getattr(_fine, "done", False):
@@ -136,18 +135,16 @@ class Backoff:
         ``SPIN_FLOOR`` polls once every ``PROBE`` waits (``restart``), and an answer
         within that probe brings the budget back. A waiter nobody wakes (a peer on
         another host) keeps the floor: without spinning it would only yield, which on a
-        loaded machine is the slowest way to notice an answer (docs/results.md), and on
-        sim its depth-3 chain fell to 1.03 ms in one of two rounds with the budget at 0.
+        loaded machine is the slowest way to notice an answer, and a sim chain fell into
+        millisecond rounds with the budget at 0.
 
-        Why to 0 for woken waiters: in a call chain of depth 3 on this 2-CPU machine
+        Why to 0 for woken waiters: in a call chain of depth 3 on a 2-CPU machine
         (4 processes: the client, the 3 tiers), every waiter's answer comes long after
         its spin, yet 16 polls per wait (a client's call, a tier's call downstream,
         each tier's idle poller) kept those processes runnable while the one with the
-        work needed a CPU. Measured with scripts/trace_chain.py (load 7-9), no spin
-        at all against the floor of 16: p50 196-230 against 250-315 us and CPU per call
-        (all four processes) 222-258 against 284-357 us. And scripts/handoff_floor.py,
-        a bare token passed down 3 processes and back: 46 us a call with kernel
-        sleeps only, 57 us with 16 polls first, 150 us with 200.
+        work needed a CPU: without the spin a chain costs less time and less CPU
+        (docs/results.md, "Call chains: where a hop's time goes";
+        scripts/trace_chain.py and scripts/handoff_floor.py measure it).
         """
         n = self.n
         if n and not self.forced and self.learn:

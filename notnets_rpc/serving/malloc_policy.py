@@ -16,10 +16,10 @@ faults. Its mmap threshold starts at 128 KiB and rises only as large blocks are 
 and the trim threshold follows at twice that, so a heap top freed after a call goes back
 to the kernel. A 1 MiB protobuf echo holds about 5 MiB at once in its handler (the
 parsed request, the ``payload`` bytes, the reply, its encoding and the serialized bytes).
-Measured on this project's VM (2026-12-05): 993 minor faults per call and 3.3 ms of
-server time, against 0 faults and 0.27 ms when the freed heap is kept. So the server
-keeps freed memory in the heap during bursts (``keep_freed``) and the idle trim above
-gives it back.
+With the defaults nearly every page of those buffers faults on every call, and the
+faults cost the call ten times its work (docs/results.md, "Large messages: where a 1 MiB
+protobuf echo's time goes"). So the server keeps freed memory in the heap during bursts
+(``keep_freed``) and the idle trim above gives it back.
 """
 
 from __future__ import annotations

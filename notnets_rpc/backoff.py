@@ -38,14 +38,14 @@ class Tunables(NamedTuple):
     max_sleep: float   # NOTNETS_MAX_SLEEP_US: cap of the doubling sleep, seconds
     idle_sleep: float  # NOTNETS_IDLE_SLEEP_US: an idle server's poll sleep, seconds
     wake_yield: float = 0.0  # NOTNETS_WAKE_YIELD_US: the yield phase of a waiter its peer wakes (Backoff woken)
-    crowd_at: int = os.cpu_count() or 1  # NOTNETS_CROWD_AT: callers that crowd a server (serving/channels.py)
+    crowd_at: int = 0  # NOTNETS_CROWD_AT: callers that crowd a server, 0: never (serving/channels.py)
 
 
 def tunables() -> Tunables:
     """The waiting tunables as the environment says now (one read per channel or server)."""
     return Tunables(_env_int("NOTNETS_SPIN", 400), _env_int("NOTNETS_YIELD_US", 20000) / 1e6,
                     _env_int("NOTNETS_MAX_SLEEP_US", 1000) / 1e6, _env_int("NOTNETS_IDLE_SLEEP_US", 1000) / 1e6,
-                    _env_int("NOTNETS_WAKE_YIELD_US", 0) / 1e6, _env_int("NOTNETS_CROWD_AT", os.cpu_count() or 1))
+                    _env_int("NOTNETS_WAKE_YIELD_US", 0) / 1e6, _env_int("NOTNETS_CROWD_AT", 0))
 
 
 MIN_SLEEP = 50e-6

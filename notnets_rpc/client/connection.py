@@ -128,7 +128,7 @@ class Connection:
         self.fast_max = min(self.chunk, self.max_send)
         self._claim = L.pack_state(generation, L.CH_OPEN)
         self._tune = tunables()  # read once per connection, never per wait
-        self._crowd_at = max(1, self._tune.crowd_at)  # our server has this many callers: sleep at once
+        self._crowd_at = 1  # our server publishes its callers only while it is crowded: sleep at once
         self._backoff = self._new_backoff()
         self._peer_beat = (endpoint.heartbeat_ms, _monotonic())
         self._lost_key = pool.on_lost(self.break_)  # the pool file shrank: stop touching it

@@ -63,7 +63,7 @@ BUSY_NAP = 0.04 if ONE_CPU else 0.002
 CLIENT_CHECK_PERIOD = 0.5
 TRIM_AFTER = 2.0  # seconds of idling after traffic before freed memory goes back to the system
 KERNEL_SLEEP_FACTOR = 10  # an idle server asleep in the kernel wakes every 10 x the idle sleep to look around
-# A server with NOTNETS_CROWD_AT callers or more (default: as many as CPUs) is crowded (they and it
+# A server with NOTNETS_CROWD_AT callers or more (default 0: never) is crowded (they and it
 # outnumber the CPUs): its same-host callers sleep as soon as they have called
 # (client/connection.py) and it keeps polling for QUIET_SPELL after its last call, so that one
 # end stays awake and only one end ever wakes the other

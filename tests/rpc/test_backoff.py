@@ -3,7 +3,6 @@ starts, not when notnets_rpc is imported (docs/environment.md)."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -24,7 +23,7 @@ def test_tunables_follow_the_environment(monkeypatch):
     monkeypatch.setenv("NOTNETS_CROWD_AT", "5")
     assert tunables() == (7, 0.003, 0.0005, 0.002, 0.0001, 5)
     monkeypatch.delenv("NOTNETS_CROWD_AT")
-    assert tunables().crowd_at == (os.cpu_count() or 1)  # as many callers as CPUs
+    assert tunables().crowd_at == 0  # never crowded unless asked
     monkeypatch.setenv("NOTNETS_SPIN", "nonsense")
     assert tunables().spin == 400  # a bad value falls back to the default
     backoff = Backoff(tunables(), spin=0, max_sleep=0.01)

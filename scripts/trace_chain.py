@@ -27,7 +27,6 @@ import argparse
 import atexit
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples" / "chain"))
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_rpc import stop_servers  # noqa: E402
 CLOCK = time.perf_counter_ns
 HANDLERS = {"frontend": ("Frontend", "GetProductPage", "catalog", "GetProduct"),
             "catalog": ("Catalog", "GetProduct", "inventory", "GetStock"),
@@ -197,13 +198,7 @@ def driver(args) -> int:
         cpu = time.process_time() - cpu0
         channel.close()
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_servers(procs)
         if own_pool:
             try:
                 os.unlink(pool)

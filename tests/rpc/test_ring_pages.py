@@ -1,7 +1,10 @@
 """A closed or idle channel's ring pages leave the process's RSS (mapping.drop_pages).
 
 Residency is read per page from /proc/self/pagemap (bit 63: present in this process's
-page tables), so each test sees exactly which pages went and which stayed. Clients run
+page tables), so each test sees exactly which pages went. What stayed is checked by what
+the server asked to drop (Mapping.drop_pages, spied), not by residency: the kernel may
+unmap a cold page on its own (this machine runs DAMON with a pageout scheme, which
+unmaps cold shmem pages even without swap; a never-touched table page went that way). Clients run
 in child processes on host 1 (channel 1/0 of a fresh pool), so that what leaves the
 server's page tables is the server's doing, not a client's in the same process.
 """
@@ -52,6 +55,20 @@ def wait_until(predicate, timeout: float, what: str) -> None:
         time.sleep(0.01)
 
 
+@pytest.fixture
+def drops(monkeypatch) -> list:
+    """Every (offset, length) any mapping of this process is asked to drop."""
+    asked: list = []
+    real = Mapping.drop_pages
+
+    def spy(self, off: int, n: int) -> int:
+        asked.append((off, n))
+        return real(self, off, n)
+
+    monkeypatch.setattr(Mapping, "drop_pages", spy)
+    return asked
+
+
 @pytest.fixture(params=["coherent", "software"])
 def shm_pool(request, blank_path):
     """A fresh 32 MiB pool (rings of ~124 KiB) in either coherence format."""
@@ -79,7 +96,7 @@ def _span(pool: Pool, host: int, slot: int) -> tuple:
     return start, lay.response_ring(host, slot) + lay.ring_bytes - start
 
 
-def test_a_closed_channels_ring_pages_leave_the_server_and_nothing_else_does(local_server, shm_pool, peers):
+def test_a_closed_channels_ring_pages_leave_the_server_and_nothing_else_does(local_server, shm_pool, peers, drops):
     server, pool = local_server
     mm = pool.mapping.mm
     start, n = _span(pool, 1, 0)
@@ -94,14 +111,10 @@ def test_a_closed_channels_ring_pages_leave_the_server_and_nothing_else_does(loc
             client = peers.start("hold", shm_pool, "pages", str(3 * ring_bytes), host=1)
             peers.expect(client, "ready")
             assert all(resident(mm, start, n)), "the burst should have touched every page of channel 1/0's rings"
-            before = resident(mm, 0, pool.layout.pool_bytes)
             client.stdin.close()  # the client closes its channel and exits
             assert client.wait(30) == 0
             wait_until(lambda: not any(resident(mm, start, n)), 10, "channel 1/0's ring pages left the server")
-            after = resident(mm, 0, pool.layout.pool_bytes)
-            first, count = start // PAGE, n // PAGE
-            kept = [i for i, was in enumerate(before) if was and not first <= i < first + count]
-            assert kept and all(after[i] for i in kept), "a page outside the closed channel's rings was dropped"
+            assert drops and set(drops) == {(start, n)}, f"only the closed channel's rings were dropped: {drops}"
             # a new channel in the same slot maps the pages again and works
             again = peers.start("hold", shm_pool, "pages", str(3 * ring_bytes), host=1)
             peers.expect(again, "ready")
@@ -117,7 +130,7 @@ def test_a_closed_channels_ring_pages_leave_the_server_and_nothing_else_does(loc
 
 
 def test_an_idle_servers_open_channels_drop_their_ring_pages_and_still_work(local_server, shm_pool, peers,
-                                                                            monkeypatch):
+                                                                            monkeypatch, drops):
     monkeypatch.setattr(server_module, "TRIM_AFTER", 0.2)  # read by the monitor at each look
     server, pool = local_server
     mm = pool.mapping.mm
@@ -125,8 +138,7 @@ def test_an_idle_servers_open_channels_drop_their_ring_pages_and_still_work(loca
     client = peers.start("hold", shm_pool, "pages", str(3 * pool.layout.ring_bytes), host=1)
     peers.expect(client, "ready")
     wait_until(lambda: not any(resident(mm, start, n)), 20, "an idle server dropped its open channel's ring pages")
-    missing = [i for i, present in enumerate(resident(mm, 0, pool.layout.rings_offset)) if not present]
-    assert not missing, f"the header and tables stay mapped (pages {missing} are not)"
+    assert drops and set(drops) == {(start, n)}, f"only the open channel's rings were dropped: {drops}"
     peers.send(client, "again")
     peers.expect(client, "OK")
     assert all(resident(mm, start, n))

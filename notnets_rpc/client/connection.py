@@ -121,14 +121,14 @@ class Connection:
         # the fast path reads the server's sleep word by index (0: not by index, through wake_server)
         # (-1: it must be read through ``mem``, by wake_server)
         self._server_sleep_idx = 0 if self.server_sleep is None else self.server_sleep >> 3 if views is not None else -1
-        # the server's DIR_CROWD word by index (0: never crowded): serving/channels.py, _publish_crowd
+        # the server's DIR_CROWD word by index (0: never crowded); not 0 while the server is
+        # crowded, which it alone decides (serving/channels.py, _publish_crowd)
         self._crowd_idx = 0 if entry is None or views is None else (entry + L.DIR_CROWD) >> 3
         self._pass_off = 0 if entry is None else entry + L.DIR_PASS  # crowded: sleep on this word (_sleep)
         # payload bytes (plus the CALL head and method) that go as one CALL frame on the fast path
         self.fast_max = min(self.chunk, self.max_send)
         self._claim = L.pack_state(generation, L.CH_OPEN)
         self._tune = tunables()  # read once per connection, never per wait
-        self._crowd_at = 1  # our server publishes its callers only while it is crowded: sleep at once
         self._backoff = self._new_backoff()
         self._peer_beat = (endpoint.heartbeat_ms, _monotonic())
         self._lost_key = pool.on_lost(self.break_)  # the pool file shrank: stop touching it
@@ -156,7 +156,7 @@ class Connection:
         word (it bumps and wakes it once per pass that answered a sleeper)."""
         mem = self.mem
         rx = self.rx
-        if self._crowd_idx and self._words[self._crowd_idx] >= self._crowd_at:
+        if self._crowd_idx and self._words[self._crowd_idx]:
             # a crowded server wakes all its sleepers of a pass at once, on its pass word
             mem.store(self.sleep_off, L.SLEEP_ON_PASS)
             seen = mem.load(self._pass_off)
@@ -312,7 +312,7 @@ class Connection:
             # the server's callers and the server outnumber the CPUs: spinning or yielding
             # takes CPU from the server, so sleep at once (it wakes us after the pass that
             # answers us), then look once, still on the fast path
-            crowded = self._crowd_idx and self._words[self._crowd_idx] >= self._crowd_at
+            crowded = self._crowd_idx and self._words[self._crowd_idx]
             if crowded:
                 self._sleep(backoff.max_sleep)
                 spin, tries = backoff.spin_max, 1  # (nothing learnt about spinning)

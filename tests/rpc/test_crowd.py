@@ -67,8 +67,12 @@ def test_a_caller_of_a_crowded_server_sleeps_on_its_pass_word_and_the_pass_wakes
 
 
 @needs_futex
-def test_a_lone_caller_sleeps_on_its_ring_and_the_pass_word_stays(serve, pool_path, monkeypatch):
-    monkeypatch.setenv("NOTNETS_CROWD_AT", "2")
+@pytest.mark.parametrize("crowd_at", ["2", None], ids=["below-crowd-at", "crowd-at-unset"])
+def test_a_lone_caller_sleeps_on_its_ring_and_the_pass_word_stays(serve, pool_path, monkeypatch, crowd_at):
+    if crowd_at is None:
+        monkeypatch.delenv("NOTNETS_CROWD_AT", raising=False)  # the default: never crowded
+    else:
+        monkeypatch.setenv("NOTNETS_CROWD_AT", crowd_at)
     waits = _spy_waits(monkeypatch)
     server = serve("crowd2")
     with notnets_rpc.insecure_channel("notnets:crowd2", pool=pool_path) as channel:

@@ -104,14 +104,19 @@ def pid_alive(pid: int) -> bool:
 
 
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
+BOOT_ID_ENV = "NOTNETS_BOOT_ID"  # stands in for the kernel's boot id (a test or benchmark playing another kernel)
 
 
-def kernel_identity(fd: int, boot_id_path: Optional[str] = None) -> int:
+def kernel_identity(fd: int) -> int:
     """This process's kernel word for the pool mapped from ``fd`` (layout.kernel_word),
-    or 0 when it cannot be told (no boot id, as on a kernel without procfs)."""
+    or 0 when it cannot be told (no boot id, as on a kernel without procfs).
+    $NOTNETS_BOOT_ID replaces the boot id: processes given different ones never futex
+    each other, as on two kernels (a peer's word is untrusted anyway)."""
     try:
-        with open(boot_id_path or BOOT_ID, "rb") as f:
-            boot = f.read()
+        boot = os.environ.get(BOOT_ID_ENV, "").encode()
+        if not boot:
+            with open(BOOT_ID, "rb") as f:
+                boot = f.read()
         st = os.fstat(fd)
     except OSError:
         return 0

@@ -142,8 +142,4 @@ def main(argv: list) -> int:
 
 
 if __name__ == "__main__":
-    if os.environ.get("TEST_BOOT_ID"):  # stands in for another kernel: a file with another boot id
-        from notnets_rpc import pool as pool_module
-
-        pool_module.BOOT_ID = os.environ["TEST_BOOT_ID"]
     sys.exit(main(sys.argv[1:]))

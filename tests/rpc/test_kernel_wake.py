@@ -28,6 +28,7 @@ def test_the_kernel_word_names_one_kernel_and_one_file():
 
 
 def test_a_pool_publishes_its_kernel_word_and_judges_peers_by_it(pool_path, tmp_path, monkeypatch):
+    monkeypatch.delenv("NOTNETS_BOOT_ID", raising=False)
     with open(pool_module.BOOT_ID, "rb") as f:
         boot = f.read()
     st = os.stat(pool_path)
@@ -49,6 +50,7 @@ def test_a_pool_publishes_its_kernel_word_and_judges_peers_by_it(pool_path, tmp_
     finally:
         pool.release()
     monkeypatch.setattr(pool_module, "BOOT_ID", str(tmp_path / "missing"))
+    monkeypatch.delenv("NOTNETS_BOOT_ID", raising=False)
     again = Pool.acquire(pool_path, host_id=1)
     try:
         assert again.kernel == 0 and not again.shares_futex(0, 0)  # no boot id: cannot tell, so never
@@ -76,8 +78,7 @@ def _spy(monkeypatch) -> list:
 
 @needs_futex
 @pytest.mark.parametrize("kernel", ["same", "other"])
-def test_a_client_under_another_host_id_is_woken_only_on_the_same_kernel(serve, pool_path, monkeypatch, tmp_path,
-                                                                         kernel):
+def test_a_client_under_another_host_id_is_woken_only_on_the_same_kernel(serve, pool_path, monkeypatch, kernel):
     """Server on host 0, client on host 1, in this process. On the same kernel the client
     sleeps on its ring head and the server's wake ends each sleep (a lost wake would hold
     a call for 30 s); with another kernel word neither side ever waits on or wakes a futex."""
@@ -85,9 +86,7 @@ def test_a_client_under_another_host_id_is_woken_only_on_the_same_kernel(serve, 
     monkeypatch.setenv("NOTNETS_MAX_SLEEP_US", "30000000")
     server = serve("kw")
     if kernel == "other":
-        boot = tmp_path / "boot_id"
-        boot.write_text("another-kernel\n")
-        monkeypatch.setattr(pool_module, "BOOT_ID", str(boot))  # the client's Pool is made after this
+        monkeypatch.setenv("NOTNETS_BOOT_ID", "another-kernel")  # the client's Pool is made after this
     monkeypatch.setenv(notnets_rpc.HOST_ID_ENV, "1")
     seen = _spy(monkeypatch)
     with notnets_rpc.insecure_channel("notnets:kw", pool=pool_path) as channel:

@@ -12,6 +12,7 @@ import pytest
 
 import notnets_rpc
 from notnets_rpc import pool as pool_module
+from notnets_rpc.client.connection import Connection
 from notnets_rpc.memory import _FUTEX, Memory
 from notnets_rpc.pool import Pool
 from notnets_rpc.wire import layout as L
@@ -104,3 +105,47 @@ def test_a_client_under_another_host_id_is_woken_only_on_the_same_kernel(serve, 
             assert seen.count(("wait", head)) >= 3 and seen.count(("wake", head)) >= 3, seen
         else:
             assert seen == [], "peers with different kernel words used a futex"
+
+
+@needs_futex
+def test_a_server_that_claims_our_kernel_but_never_wakes_costs_only_its_calls_their_sleep_limits(
+        serve, pool_path, monkeypatch):
+    """Its word matches ours, so the client sleeps on a futex; no wake ever comes, and every
+    sleep ends by its limit (1 ms): the calls complete, slower."""
+    server = serve("liar")
+    monkeypatch.setenv(notnets_rpc.HOST_ID_ENV, "1")
+    seen = _spy(monkeypatch)
+    with notnets_rpc.insecure_channel("notnets:liar", pool=pool_path) as channel:
+        sleep = channel.unary_unary("/test.T/Sleep")
+        assert sleep(b"0", timeout=30) == b"slept"
+        (ch,) = server._channels.values()
+        assert ch.futex
+        ch.futex, ch.sleep_idx = False, 0  # the server no longer wakes this client
+        del seen[:]
+        for _ in range(10):
+            assert sleep(b"0.02", timeout=5) == b"slept"
+        head = ch.tx.head_off
+        assert seen.count(("wait", head)) >= 10, seen  # it slept on the futex, again and again
+        assert ("wake", head) not in seen
+
+
+@needs_futex
+def test_a_client_that_claims_our_kernel_but_never_kicks_costs_only_its_calls(serve, peers, pool_path, monkeypatch):
+    """The server believes the client wakes it and sleeps on its kick word; the client never
+    kicks. The server's sleeps end by their limit, so the liar's calls complete, and an
+    honest client of another process is served alongside."""
+    server = serve("quiet")
+    monkeypatch.setenv(notnets_rpc.HOST_ID_ENV, "1")
+    monkeypatch.setattr(Connection, "wake_server", lambda self: None)
+    seen = _spy(monkeypatch)
+    with notnets_rpc.insecure_channel("notnets:quiet", pool=pool_path) as channel:
+        echo = channel.unary_unary("/test.T/Echo")
+        assert echo(b"x", timeout=30) == b"x"
+        (ch,) = server._channels.values()
+        assert ch.futex and server._futex_ok
+        honest = peers.start("calls", pool_path, "quiet", "300")
+        for i in range(30):
+            time.sleep(0.02)  # the server goes back to sleep on its kick word
+            assert echo(b"%d" % i, timeout=5) == b"%d" % i
+        assert ("wait", server._kick_off) in seen  # it did sleep on the word nobody kicked
+        peers.expect(honest, "ok", timeout=60)

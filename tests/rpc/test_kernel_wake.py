@@ -149,3 +149,17 @@ def test_a_client_that_claims_our_kernel_but_never_kicks_costs_only_its_calls(se
             assert echo(b"%d" % i, timeout=5) == b"%d" % i
         assert ("wait", server._kick_off) in seen  # it did sleep on the word nobody kicked
         peers.expect(honest, "ok", timeout=60)
+
+
+def test_a_pool_on_a_device_publishes_no_kernel_word(pool_path, monkeypatch):
+    """A DAX device (a QEMU guest's pool) is never futexed (it oopses Linux 6.1): its users
+    publish 0, so nobody expects a wake from them nor sends them one."""
+    monkeypatch.setattr(pool_module, "is_char_device", lambda path: True)
+    pool = Pool.acquire(pool_path, host_id=2)
+    try:
+        assert not pool.mem.can_wait and pool.kernel == 0
+        assert not pool.shares_futex(2, 0) and not pool.shares_futex(0, 0)
+        ep = pool.publish("dax", os.getpid())
+        assert pool.mem.load(pool.layout.dir_entry(2, ep.slot) + L.DIR_KERNEL) == 0
+    finally:
+        pool.release()

@@ -166,18 +166,17 @@ class ServerCall:
 
 class UnaryCall(ServerCall):
     """A unary-unary call with no deadline and no metadata, run on the fast path: what a
-    plain ServerCall would hold, with the constant parts as class attributes."""
+    plain ServerCall would hold, with the constant parts as class attributes.
+
+    Built bare (``UnaryCall()``) and given its five fields by its one maker
+    (``Server._run_unary``): a Python ``__init__`` costs ~830 instructions more per call
+    in CPython 3.11 (the type call goes through ``slot_tp_init`` and a frame)."""
 
     request_done = True
     _metadata: tuple = ()
     deadline = None
 
-    def __init__(self, server: Any, channel: Any, call_id: int, method: str, handler: Any) -> None:
-        self._server = server
-        self.channel = channel
-        self.call_id = call_id
-        self.method = method
-        self.handler = handler
+    __init__ = object.__init__  # type: ignore[assignment]  # (fields: _server, channel, call_id, method, handler)
 
 
 class RequestIterator:

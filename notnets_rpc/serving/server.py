@@ -804,7 +804,12 @@ class Server(ChannelTable, Replies, grpc.Server):
             call.request_done = True
             self._deadlines[id(call)] = call
         else:
-            call = UnaryCall(self, ch, cid, method, handler)
+            call = UnaryCall()  # (its fields by hand: no __init__ frame)
+            call._server = self
+            call.channel = ch
+            call.call_id = cid
+            call.method = method
+            call.handler = handler
         calls = ch.calls
         calls[cid] = call
         box = self._inline_box = [call]

@@ -51,7 +51,7 @@ def tunables() -> Tunables:
 
 
 MIN_SLEEP = 50e-6
-GUEST_NAP_US = 0  # the default of NOTNETS_GUEST_NAP_US
+GUEST_NAP_US = 50  # the default of NOTNETS_GUEST_NAP_US (docs/results.md, session 8, s8-qemuchain)
 SPIN_FLOOR = 16
 PROBE = 16  # a waiter whose spin budget fell to 0 spins SPIN_FLOOR polls once every PROBE waits
 TIMER_SLACK_NS = 5000
@@ -105,6 +105,9 @@ class Backoff:
         microseconds per call), and halving the spin would turn every wait into system
         calls. With several CPUs the peer may be a process on this very machine under
         another host id (simulated hosts), so we keep learning (see ``remote_peer``).
+        Such a waiter naps (``_nap``, ``tune.nap``) where others yield: in a one-vCPU
+        guest a yield with nothing else runnable is a spin that keeps the vCPU busy on
+        the machine, and a spin holds the one CPU a local server may need.
 
         ``woken=True``: the peer wakes us from the kernel sleep the moment it answers (a
         same-host server answering a client, same-host clients calling a server). Then

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import threading
 import statistics
 import sys
 import time
@@ -72,40 +71,15 @@ class SampledWorkload(Workload):
 
     tasks: dict = {}
     share: str = ""
-    top_host: str = ""  # a guest whose processes' CPU to sample while the client runs
-    top: str = ""
 
     def client(self, *args, **kwargs) -> None:
         before, t0 = sched(self.tasks), time.monotonic()
-        sampler = None
-        if self.top_host:
-            sampler = threading.Thread(target=self._sample_top, daemon=True)
-            sampler.start()
         try:
             super().client(*args, **kwargs)
         finally:
-            if sampler is not None:
-                sampler.join(30)
             after, dt = sched(self.tasks), time.monotonic() - t0
             self.share = " ".join(f"{h} run {100 * (after[h][0] - before[h][0]) / dt:.0f}% wait "
                                   f"{100 * (after[h][1] - before[h][1]) / dt:.0f}%" for h in sorted(after))
-
-
-    def _sample_top(self) -> None:
-        """CPU of each process in the guest over 2 s, a few seconds into the client's run
-        (/proc/PID/stat twice, from a shell: nothing as heavy as a Python start)."""
-        lines: list = []
-        time.sleep(4)
-        self.runner.exec_lines(self.top_host, "for i in 1 2; do for f in /proc/[0-9]*/stat; do echo \"$i $(cat $f)\"; "
-                               "done 2>/dev/null; [ $i = 1 ] && sleep 2; done", 60, lines.append, lambda line: None)
-        ticks: dict = {}
-        for line in lines:
-            rnd, rest = line.split(" ", 1)
-            head, _, tail = rest.rpartition(")")
-            fields = tail.split()
-            ticks.setdefault(head + ")", {})[rnd] = int(fields[11]) + int(fields[12])  # utime + stime
-        busy = sorted(((t["2"] - t["1"], name) for name, t in ticks.items() if "1" in t and "2" in t), reverse=True)
-        self.top = ", ".join(f"{name.split('(', 1)[1]} {n / 2:.0f}%" for n, name in busy[:5] if n)
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -120,7 +94,6 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0, help="per depth and round")
     ap.add_argument("--no-grpc", action="store_true", help="no gRPC baseline rounds")
-    ap.add_argument("--top", default="", help="a host whose processes' CPU to sample (in the guest, over 2 s)")
     ap.add_argument("--workload", choices=("chain", "echo"), default="chain",
                     help="echo: the bench's 64 B unary echo (host1 -> host0) instead of the chain")
     args = ap.parse_args(argv)
@@ -146,7 +119,6 @@ def main(argv=None) -> int:
                 w = SampledWorkload(topology, runner, options, progress,
                                     lambda row: rows.__setitem__(row.get("depth", 1), row))
                 w.tasks = tasks
-                w.top_host = args.top
                 try:
                     (run_chain if args.workload == "chain" else run_echo)(w, transport)
                 except UserError as err:  # (a client that timed out under load, say): the round goes on
@@ -157,7 +129,7 @@ def main(argv=None) -> int:
                 (grpc_rows if transport == "grpc-tcp" else results[name]).append(rows)
                 print(f"round {r + 1} {name:<10} " + " ".join(
                     f"d{d} {rows[d]['p50_us'] / 1e3:.2f} ms" for d in sorted(rows)) +
-                      f"  (vCPUs: {share}; load {os.getloadavg()[0]:.1f})" + (f"\n    {args.top}: {w.top}" if args.top else ""), flush=True)
+                      f"  (vCPUs: {share}; load {os.getloadavg()[0]:.1f})", flush=True)
     finally:
         tear_down(run, keep_pools=False, progress=progress)
 

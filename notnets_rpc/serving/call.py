@@ -165,8 +165,9 @@ class ServerCall:
 
 
 class UnaryCall(ServerCall):
-    """A unary-unary call with no deadline and no metadata, run on the fast path: what a
-    plain ServerCall would hold, with the constant parts as class attributes.
+    """A unary-unary call without metadata, run on the fast path: what a plain ServerCall
+    would hold, with the constant parts as class attributes (a deadline, when it has one,
+    is set on the instance).
 
     Built bare (``UnaryCall()``) and given its five fields by its one maker
     (``Server._run_unary``): a Python ``__init__`` costs ~830 instructions more per call

@@ -799,17 +799,15 @@ class Server(ChannelTable, Replies, grpc.Server):
         it to take the leader role away from a handler that runs too long (see
         ``_maybe_promote``). ``loan``: ``message`` is a view of the request ring, which
         the call gives back when it ends (whoever reads the ring next publishes it)."""
+        call = UnaryCall()  # (its fields by hand: no __init__ frame)
+        call._server = self
+        call.channel = ch
+        call.call_id = cid
+        call.method = method
+        call.handler = handler
         if timeout_us:
-            call = ServerCall(self, ch, cid, method, (), _monotonic() + timeout_us / 1e6, handler)
-            call.request_done = True
+            call.deadline = _monotonic() + timeout_us / 1e6
             self._deadlines[id(call)] = call
-        else:
-            call = UnaryCall()  # (its fields by hand: no __init__ frame)
-            call._server = self
-            call.channel = ch
-            call.call_id = cid
-            call.method = method
-            call.handler = handler
         calls = ch.calls
         calls[cid] = call
         box = self._inline_box = [call]

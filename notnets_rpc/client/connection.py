@@ -123,8 +123,9 @@ class Connection:
         self._on_callback = on_callback
         self.on_broken: Optional[Callable[["Connection"], None]] = None  # the channel's: it reconnects next time
         self.same_process = endpoint.host == pool.host_id and endpoint.pid == os.getpid()
-        # same host: sleep in the kernel after spinning and let the server wake us (and we it)
-        self.futex = self.mem.can_wait and endpoint.host == pool.host_id
+        # same kernel (same host, or sim hosts): sleep in the kernel after spinning and let
+        # the server wake us (and we it)
+        self.futex = pool.shares_futex(endpoint.host, endpoint.kernel)
         self.sleep_off = self.ctl + L.CH_CLIENT_SLEEP
         entry = pool.server_wake_entry(endpoint) if self.futex else None
         self.server_sleep = None if entry is None else entry + L.DIR_SLEEP

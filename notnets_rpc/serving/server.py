@@ -39,7 +39,7 @@ from ..wire.messages import as_bytes, as_view, on_chunk, takes_buffers
 from ..wire.extents import F_EXTENT, parse_ref
 from ..pool import BeatWatch, Endpoint, Pool, stale_ms
 from ..budget import Budget
-from .call import ANSWERED, END_OF_REQUESTS, LATER, AbortError, RequestIterator, ServerCall, UnaryCall
+from .call import ANSWERED, END_OF_REQUESTS, LATER, AbortError, CachedHandler, RequestIterator, ServerCall, UnaryCall
 from .channels import NO_CALL, ChannelTable, ServerChannel
 from .malloc_policy import ARENA_OPTION, DEFAULT_ARENAS, keep_freed, limit_arenas, release_free_memory
 from .replies import Replies
@@ -933,7 +933,7 @@ class Server(ChannelTable, Replies, grpc.Server):
                     break
         if handler is not None and cacheable:
             unary = not handler.request_streaming and not handler.response_streaming
-            self._resolved[method_raw] = (method, handler, unary, takes_buffers(handler.request_deserializer))
+            self._resolved[method_raw] = (method, CachedHandler(handler), unary, takes_buffers(handler.request_deserializer))
         return handler
 
     def _intercepted(self, i: int, details: grpc.HandlerCallDetails) -> Optional[grpc.RpcMethodHandler]:

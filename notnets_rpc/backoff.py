@@ -39,16 +39,19 @@ class Tunables(NamedTuple):
     idle_sleep: float  # NOTNETS_IDLE_SLEEP_US: an idle server's poll sleep, seconds
     wake_yield: float = 0.0  # NOTNETS_WAKE_YIELD_US: the yield phase of a waiter its peer wakes (Backoff woken)
     crowd_at: int = 0  # NOTNETS_CROWD_AT: callers that crowd a server, 0: never (serving/channels.py)
+    nap: float = 0.0  # NOTNETS_GUEST_NAP_US: a one-vCPU host's nap while waiting on another host, 0: spin and yield
 
 
 def tunables() -> Tunables:
     """The waiting tunables as the environment says now (one read per channel or server)."""
     return Tunables(_env_int("NOTNETS_SPIN", 400), _env_int("NOTNETS_YIELD_US", 20000) / 1e6,
                     _env_int("NOTNETS_MAX_SLEEP_US", 1000) / 1e6, _env_int("NOTNETS_IDLE_SLEEP_US", 1000) / 1e6,
-                    _env_int("NOTNETS_WAKE_YIELD_US", 0) / 1e6, _env_int("NOTNETS_CROWD_AT", 0))
+                    _env_int("NOTNETS_WAKE_YIELD_US", 0) / 1e6, _env_int("NOTNETS_CROWD_AT", 0),
+                    _env_int("NOTNETS_GUEST_NAP_US", GUEST_NAP_US) / 1e6)
 
 
 MIN_SLEEP = 50e-6
+GUEST_NAP_US = 0  # the default of NOTNETS_GUEST_NAP_US
 SPIN_FLOOR = 16
 PROBE = 16  # a waiter whose spin budget fell to 0 spins SPIN_FLOOR polls once every PROBE waits
 TIMER_SLACK_NS = 5000
@@ -197,6 +200,8 @@ class Backoff:
         n = self.n = self.n + 1
         if n <= self.spin:
             return False
+        if not self.learn and not self.sleeping and self.tune.nap:
+            return self._nap()
         if not self.sleeping:
             if n & 15:
                 _sched_yield()
@@ -215,4 +220,22 @@ class Backoff:
         _sleep(self.sleep)
         if self.sleep < self.max_sleep:
             self.sleep = min(self.sleep * 2, self.max_sleep)
+        return True
+
+    def _nap(self) -> bool:
+        """Wait on a peer on another host from a one-vCPU host: short sleeps of fixed length
+        until ``yield_time`` has passed since the last useful work, then the sleep phase."""
+        now = _monotonic()
+        if not self.yield_end:
+            self.yield_end = now + self.yield_time
+            self.budget = self.spin_max = min(self.spin_max, SPIN_FLOOR)  # (from the next wait on)
+            fine_timers()
+        if now >= self.yield_end:
+            self.sleeping = True
+            return self.pause()
+        nap = self.tune.nap
+        if self.sleeper is not None:
+            self.sleeper(nap)
+        else:
+            _sleep(nap)
         return True

@@ -103,6 +103,26 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+BOOT_ID_ENV = "NOTNETS_BOOT_ID"  # stands in for the kernel's boot id (a test or benchmark playing another kernel)
+
+
+def kernel_identity(fd: int) -> int:
+    """This process's kernel word for the pool mapped from ``fd`` (layout.kernel_word),
+    or 0 when it cannot be told (no boot id, as on a kernel without procfs).
+    $NOTNETS_BOOT_ID replaces the boot id: processes given different ones never futex
+    each other, as on two kernels (a peer's word is untrusted anyway)."""
+    try:
+        boot = os.environ.get(BOOT_ID_ENV, "").encode()
+        if not boot:
+            with open(BOOT_ID, "rb") as f:
+                boot = f.read()
+        st = os.fstat(fd)
+    except OSError:
+        return 0
+    return L.kernel_word(boot, st.st_dev, st.st_ino) if boot.strip() else 0
+
+
 def wanted_coherence(path: str, ops_kind: str) -> str:
     """How a pool that this process formats should be: 'software' on a host's view of a
     non-coherent model, or where $NOTNETS_COHERENCE asks for it (set by the emulator
@@ -227,6 +247,7 @@ class Endpoint:
     state: int
     pid: int
     heartbeat_ms: int
+    kernel: int = 0  # its server's kernel word (DIR_KERNEL): untrusted, only for Pool.shares_futex
 
 
 class BeatWatch:
@@ -286,6 +307,8 @@ class Pool:
             raise PoolError(f"host id {host_id} ({HOST_ID_ENV}) is outside this pool's {self.layout.max_hosts} host "
                             f"partitions (its formatter set the count: {POOL_HOSTS_ENV}, `pool create --hosts`)")
         self.host_id = host_id
+        # published in our directory entries and channels: same-kernel peers wake us (shares_futex)
+        self.kernel = kernel_identity(mapping.fd) if self.mem.can_wait else 0
         self.users = 0
         self.beats = BeatWatch()
         self.lost: Optional[str] = None  # set once the file shrank under us: nobody may touch the mapping
@@ -404,6 +427,14 @@ class Pool:
             except Exception:
                 pass
 
+    def shares_futex(self, host: int, kernel: int) -> bool:
+        """Whether a peer of ``host`` that published the kernel word ``kernel`` and we wake
+        each other from a futex sleep: same host id (one host is one kernel), or the
+        same kernel word (processes of one kernel that map one file under different host
+        ids: sim hosts). ``kernel`` is untrusted; a peer that lies gets no wakes or
+        wakes it does not need, and every sleep has a limit."""
+        return self.mem.can_wait and (host == self.host_id or (kernel == self.kernel and kernel != 0))
+
     # -- host table --------------------------------------------------------------------
     def bell(self, which: int, host: Optional[int] = None) -> int:
         return self.mem.load(self.layout.host_entry(self.host_id if host is None else host) + which)
@@ -429,7 +460,8 @@ class Pool:
         if name is None:
             return None
         return Endpoint(name, host, slot, self.layout.dir_index(host, slot), gen & L.DIR_GEN_MASK, state,
-                        self.mem.load(off + L.DIR_PID), self.mem.load(off + L.DIR_HEARTBEAT))
+                        self.mem.load(off + L.DIR_PID), self.mem.load(off + L.DIR_HEARTBEAT),
+                        self.mem.load(off + L.DIR_KERNEL))
 
     def liveness(self, ep: Endpoint) -> str:
         """BeatWatch's verdict on ``ep`` (STALE at once for a dead pid on this host or a
@@ -511,12 +543,13 @@ class Pool:
             t = now_ms()
             for field, value in ((L.DIR_PID, pid), (L.DIR_HEARTBEAT, t), (L.DIR_STARTED, t), (L.DIR_CALLS, 0),
                                  (L.DIR_ERRORS, 0), (L.DIR_BYTES_IN, 0), (L.DIR_BYTES_OUT, 0), (L.DIR_SLEEP, 0),
-                                 (L.DIR_CROWD, 0), (L.DIR_PASS, 0),
+                                 (L.DIR_CROWD, 0), (L.DIR_PASS, 0), (L.DIR_KERNEL, self.kernel),
                                  (L.DIR_WAKE, wake_index if wake_index is not None else lay.dir_index(self.host_id, slot))):
                 mem.store(off + field, value)
             mem.store(off + L.DIR_STATE, L.pack_state(gen, L.DIR_LIVE))
             self._ring_bell(L.HOST_DIR_BELL)
-            return Endpoint(name, self.host_id, slot, lay.dir_index(self.host_id, slot), gen, L.DIR_LIVE, pid, t)
+            return Endpoint(name, self.host_id, slot, lay.dir_index(self.host_id, slot), gen, L.DIR_LIVE, pid, t,
+                            self.kernel)
 
     def server_wake_entry(self, ep: Endpoint) -> Optional[int]:
         """Offset of the directory entry whose sleep/kick words ``ep``'s server uses."""
@@ -565,7 +598,8 @@ class Pool:
                 mem.store(off + L.CH_RESP_LANE_TAIL, 0)
                 for field, value in ((L.CH_TARGET, L.pack_target(target.index, target.generation)),
                                      (L.CH_CLIENT_PID, pid), (L.CH_CLIENT_HEARTBEAT, t),
-                                     (L.CH_CALLS_STARTED, 0), (L.CH_OPENED, t), (L.CH_CLIENT_SLEEP, 0)):
+                                     (L.CH_CALLS_STARTED, 0), (L.CH_OPENED, t), (L.CH_CLIENT_SLEEP, 0),
+                                     (L.CH_CLIENT_KERNEL, self.kernel)):
                     mem.store(off + field, value)
                 mem.store(off + L.CH_CLAIM, L.pack_state(gen, L.CH_OPEN))
                 self._ring_bell(L.HOST_CHANNEL_BELL)

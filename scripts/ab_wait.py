@@ -5,8 +5,10 @@
 
 Each variant is NAME:ENV=VALUE,ENV=VALUE (the environment of every process of the case).
 ``--hosts cross`` gives every chain tier a host id of its own (client and inventory on 0,
-frontend on 1, catalog on 2, as `notnets-emu bench` places them on sim hosts), so that
-nobody sleeps on a futex, as between sim or QEMU hosts; ``same`` keeps them on one host.
+frontend on 1, catalog on 2, as `notnets-emu bench` places them on sim hosts) and a boot id
+of its own (NOTNETS_BOOT_ID), so that nobody sleeps on a futex, as between QEMU hosts;
+``sim`` gives them the host ids only, so that they wake each other as sim hosts do (one
+kernel, docs/pool-layout.md "Waking"); ``same`` keeps them on one host.
 Per variant it prints the median over rounds of p50, calls/s and CPU per call (every
 process of the case, user + system, from /proc and wait4), for each depth or client count;
 for clients also the server's context switches per call (every thread, /proc).
@@ -42,18 +44,25 @@ def start(cmd: list, env: dict, ready: str) -> subprocess.Popen:
     return proc
 
 
-def chain_round(env: dict, pool: str, cross: bool, seconds: float, depths: list) -> dict:
+def on_host(env: dict, host: str, hosts: str) -> dict:
+    """``env`` for a process of host id ``host`` under ``--hosts``."""
+    if hosts == "same":
+        return env
+    return dict(env, NOTNETS_HOST_ID=host, **({"NOTNETS_BOOT_ID": f"ab-host{host}"} if hosts == "cross" else {}))
+
+
+def chain_round(env: dict, pool: str, cross: str, seconds: float, depths: list) -> dict:
     tiers = []
     down = None
     try:
         for role in ("inventory", "catalog", "frontend"):
-            e = dict(env, NOTNETS_HOST_ID=TIER_HOSTS[role]) if cross else env
+            e = on_host(env, TIER_HOSTS[role], cross)
             cmd = [PY, "-m", "examples.chain.server", "--role", role, "--listen", f"notnets:ab-{role}", "--pool", pool]
             if down:
                 cmd += ["--downstream", down]
             tiers.append(start(cmd, e, " serving on "))
             down = f"notnets:ab-{role}"
-        e = dict(env, NOTNETS_HOST_ID=CLIENT_HOST) if cross else env
+        e = on_host(env, CLIENT_HOST, cross)
         rows = {}
         for d in depths:
             before = [cpu_seconds(t.pid) for t in tiers]
@@ -84,8 +93,8 @@ def switches(pid: int) -> int:
     return n
 
 
-def clients_round(env: dict, pool: str, cross: bool, seconds: float, counts: list) -> dict:
-    e = dict(env, NOTNETS_HOST_ID="1") if cross else env
+def clients_round(env: dict, pool: str, cross: str, seconds: float, counts: list) -> dict:
+    e = on_host(env, "1", cross)
     server = start([PY, "-m", "notnets_bench.echo.server", "--target", "notnets:ab-echo", "--pool", pool], e,
                    "serving")
     rows = {}
@@ -97,7 +106,7 @@ def clients_round(env: dict, pool: str, cross: bool, seconds: float, counts: lis
                 time.sleep(max(0.0, start_at - time.time()))
                 at_start.append((cpu_seconds(server.pid), switches(server.pid)))
 
-            outs = run_clients("notnets:ab-echo", pool, n, seconds, dict(env, NOTNETS_HOST_ID="0") if cross else env,
+            outs = run_clients("notnets:ab-echo", pool, n, seconds, on_host(env, "0", cross),
                                cwd=ROOT, started=started)
             server_cpu = cpu_seconds(server.pid) - at_start[0][0]
             server_cs = switches(server.pid) - at_start[0][1]  # (includes the clients' exit, a few)
@@ -124,7 +133,7 @@ def main(argv=None) -> int:
     global ROOT
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", choices=("chain", "clients"), required=True)
-    ap.add_argument("--hosts", choices=("same", "cross"), default="same")
+    ap.add_argument("--hosts", choices=("same", "cross", "sim"), default="same")
     ap.add_argument("--variant", action="append", required=True, help="NAME:ENV=VALUE,... (repeatable)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=2.0)
@@ -132,23 +141,25 @@ def main(argv=None) -> int:
     ap.add_argument("--clients", default="1,8")
     args = ap.parse_args(argv)
     variants = [parse_variant(v) for v in args.variant]
-    import notnets_rpc
     pool = f"/dev/shm/notnets-abwait-{uuid.uuid4().hex[:8]}"
     base = dict(os.environ, PYTHONPATH=str(ROOT))
     base.pop("NOTNETS_HOST_ID", None)
     results: dict = {name: [] for name, _ in variants}
     try:
-        notnets_rpc.create_pool(pool, 64 << 20)
         for r in range(args.rounds):
             for name, env in variants:
+                # an empty pool each round: the variant's first server formats it with its own
+                # code (another checkout may speak another layout version)
+                with open(pool, "wb") as f:
+                    f.truncate(64 << 20)
                 tree = env.get("TREE")  # another checkout of the project (an older commit, say)
                 ROOT = Path(tree) if tree else Path(__file__).resolve().parent.parent
                 e = dict(base, **{k: v for k, v in env.items() if k != "TREE"}, PYTHONPATH=str(ROOT))
                 if args.case == "chain":
-                    rows = chain_round(e, pool, args.hosts == "cross", args.seconds,
+                    rows = chain_round(e, pool, args.hosts, args.seconds,
                                        [int(d) for d in args.depths.split(",")])
                 else:
-                    rows = clients_round(e, pool, args.hosts == "cross", args.seconds,
+                    rows = clients_round(e, pool, args.hosts, args.seconds,
                                          [int(n) for n in args.clients.split(",")])
                 results[name].append(rows)
                 print(f"round {r + 1} {name:<12} " + "  ".join(

@@ -36,7 +36,7 @@ class ServerChannel:
 
     __slots__ = ("host", "slot", "generation", "ctl", "claim_off", "claim_word", "rx", "tx", "outbox", "calls", "peer",
                  "client_pid", "beat", "beat_seen", "dropped", "released", "calls_done", "errors", "bytes_in",
-                 "bytes_out", "same_process", "same_host", "client_sleep", "lanes", "extent_in", "words", "claim_idx",
+                 "bytes_out", "same_process", "futex", "client_sleep", "lanes", "extent_in", "words", "claim_idx",
                  "sleep_idx", "last_call", "last_timed", "crowd_seen", "_bump_pass")
 
     def __init__(self, pool: Pool, host: int, slot: int, generation: int, claim_word: int, client_pid: int,
@@ -74,14 +74,15 @@ class ServerChannel:
         self.calls_done = self.errors = self.bytes_in = self.bytes_out = 0
         self.crowd_seen = 0  # bytes_in at the monitor's last look (ChannelTable._publish_crowd)
         self.same_process = host == pool.host_id and client_pid == os.getpid()
-        self.same_host = host == pool.host_id and pool.mem.can_wait
+        # the client and we wake each other from futex sleeps (same host, or same kernel: sim hosts)
+        self.futex = pool.shares_futex(host, pool.mem.load(self.ctl + L.CH_CLIENT_KERNEL))
         self.client_sleep = self.ctl + L.CH_CLIENT_SLEEP  # the client's "asleep in the kernel" word
         # the unary fast path reads the claim and sleep words by index when the pool is plain
         # memory (``words`` None: through ``mem``); sleep_idx 0: never wake, -1: look through ``mem``
         views = pool.mem.views()
         self.words = views[1] if views is not None else None
         self.claim_idx = self.claim_off >> 3
-        self.sleep_idx = 0 if not self.same_host else self.client_sleep >> 3 if views is not None else -1
+        self.sleep_idx = 0 if not self.futex else self.client_sleep >> 3 if views is not None else -1
         self.last_call = NO_CALL  # (CALL body up to the message, its length, method, handler, parses views): server._drain
         self.last_timed = NO_CALL  # the same for the last plain call with a timeout, its timeout field left out
         # messages larger than half a ring: responses in our lane, requests in the client's (extents.py)
@@ -91,8 +92,8 @@ class ServerChannel:
         self.extent_in: Optional[tuple] = None  # (call id, message, reference, lane, position, length) of the extent call running inline
 
     def _wake_client(self) -> None:
-        """After writing a frame: a same-host client asleep in the kernel on the ring head."""
-        if self.same_host:
+        """After writing a frame: a client on our kernel asleep in the kernel on the ring head."""
+        if self.futex:
             tx = self.tx
             asleep = tx.mem.load(self.client_sleep)
             if asleep == L.SLEEP_ON_PASS:
@@ -164,7 +165,7 @@ class ChannelTable:
             self._channels[(host, slot)] = ch
             self._active = tuple(self._channels.values())
             self._local_client = any(c.same_process for c in self._active)
-            self._futex_ok = self._pool.mem.can_wait and all(c.same_host for c in self._active)
+            self._futex_ok = self._pool.mem.can_wait and all(c.futex for c in self._active)
             self._remote_client = any(c.host != self._pool.host_id for c in self._active)
             mem.store(off + L.CH_ACCEPT, L.pack_state(gen, L.ACC_ACCEPTED))
 
@@ -181,7 +182,7 @@ class ChannelTable:
                 del self._channels[(ch.host, ch.slot)]
                 self._active = tuple(self._channels.values())
                 self._local_client = any(c.same_process for c in self._active)
-                self._futex_ok = self._pool.mem.can_wait and all(c.same_host for c in self._active)
+                self._futex_ok = self._pool.mem.can_wait and all(c.futex for c in self._active)
                 self._remote_client = any(c.host != self._pool.host_id for c in self._active)
         for call in list(ch.calls.values()):
             self._cancel_call(call, grpc.StatusCode.CANCELLED, "Channel went away", notify_client=False)
@@ -223,7 +224,7 @@ class ChannelTable:
             seen = ch.bytes_in
             if seen != ch.crowd_seen:
                 ch.crowd_seen = seen
-                callers += ch.same_host  # (a caller on another host can neither sleep on our word nor be woken)
+                callers += ch.futex  # (a caller on another kernel can neither sleep on our word nor be woken)
         # crowded only when asked for (NOTNETS_CROWD_AT): it halves 8 clients' calls/s on an
         # idle machine and doubles them on a loaded one (docs/results.md, "Many clients");
         # the word holds the callers while crowded, else 0: this server decides for its clients
@@ -265,6 +266,7 @@ class ChannelTable:
                 _log.warning("directory entry %d of %r was overwritten; publishing it again", ep.index, ep.name)
                 L.write_name(mem, off, ep.name)
                 mem.store(off + L.DIR_PID, pid)
+                mem.store(off + L.DIR_KERNEL, pool.kernel)
                 mem.store(off + L.DIR_STATE, L.pack_state(ep.generation, state))
         self._publish_counters()
 

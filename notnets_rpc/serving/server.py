@@ -39,7 +39,7 @@ from ..wire.messages import as_bytes, as_view, on_chunk, takes_buffers
 from ..wire.extents import F_EXTENT, RETURNED_STATUS, parse_ref, returned_status
 from ..pool import BeatWatch, Endpoint, Pool, stale_ms
 from ..budget import Budget
-from .call import ANSWERED, END_OF_REQUESTS, LATER, AbortError, RequestIterator, ServerCall, UnaryCall
+from .call import ANSWERED, END_OF_REQUESTS, LATER, AbortError, CachedHandler, RequestIterator, ServerCall, UnaryCall
 from .channels import NO_CALL, ChannelTable, ServerChannel
 from .malloc_policy import ARENA_OPTION, DEFAULT_ARENAS, keep_freed, limit_arenas, release_free_memory
 from .replies import Replies
@@ -799,12 +799,15 @@ class Server(ChannelTable, Replies, grpc.Server):
         it to take the leader role away from a handler that runs too long (see
         ``_maybe_promote``). ``loan``: ``message`` is a view of the request ring, which
         the call gives back when it ends (whoever reads the ring next publishes it)."""
+        call = UnaryCall()  # (its fields by hand: no __init__ frame)
+        call._server = self
+        call.channel = ch
+        call.call_id = cid
+        call.method = method
+        call.handler = handler
         if timeout_us:
-            call = ServerCall(self, ch, cid, method, (), _monotonic() + timeout_us / 1e6, handler)
-            call.request_done = True
+            call.deadline = _monotonic() + timeout_us / 1e6
             self._deadlines[id(call)] = call
-        else:
-            call = UnaryCall(self, ch, cid, method, handler)
         calls = ch.calls
         calls[cid] = call
         box = self._inline_box = [call]
@@ -937,7 +940,7 @@ class Server(ChannelTable, Replies, grpc.Server):
                     break
         if handler is not None and cacheable:
             unary = not handler.request_streaming and not handler.response_streaming
-            self._resolved[method_raw] = (method, handler, unary, takes_buffers(handler.request_deserializer))
+            self._resolved[method_raw] = (method, CachedHandler(handler), unary, takes_buffers(handler.request_deserializer))
         return handler
 
     def _intercepted(self, i: int, details: grpc.HandlerCallDetails) -> Optional[grpc.RpcMethodHandler]:

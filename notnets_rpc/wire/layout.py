@@ -16,6 +16,7 @@ Each region is partitioned by host id, so that every control word has one writer
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 from dataclasses import dataclass, asdict
@@ -28,7 +29,8 @@ from ..errors import LayoutVersionError, NotAPoolError, PoolCorruptError, PoolTo
 
 MAGIC = b"NNETPOOL"
 MAGIC_WORD = int.from_bytes(MAGIC, "little")
-LAYOUT_VERSION = 3  # 2: extent lanes (wire/extents.py); 3: a unary response's extent reference in its STATUS frame
+LAYOUT_VERSION = 4  # 2: extent lanes (wire/extents.py); 3: a unary response's extent reference in its STATUS frame;
+                    # 4: kernel words (DIR_KERNEL, CH_CLIENT_KERNEL): peers on one kernel wake each other
 SUPERBLOCK_BYTES = 4096
 CACHE_LINE = 64
 PAGE = 4096
@@ -77,6 +79,7 @@ DIR_CROWD = 224         # how many of the server's channels called in its monito
                         # same-host clients that, with the server, outnumber the CPUs sleep at once
 DIR_PASS = 232          # bumped by the server after a pass that answered a client asleep on it: crowded
                         # clients sleep on this one word, and one FUTEX_WAKE per pass wakes them all
+DIR_KERNEL = 240        # the server's kernel word (``kernel_word``; 0: it never sleeps on nor wakes a futex)
 DIR_FREE, DIR_LIVE, DIR_DRAINING, DIR_CLOSED = 0, 1, 2, 3
 DIR_STATE_NAMES = {DIR_FREE: "free", DIR_LIVE: "live", DIR_DRAINING: "draining", DIR_CLOSED: "closed"}
 
@@ -91,6 +94,7 @@ CH_OPENED = 40
 CH_CLIENT_SLEEP = 48    # while a client thread sleeps in the kernel: 1 on the response ring head,
                         # 2 on its server's DIR_PASS word; else 0
 SLEEP_ON_HEAD, SLEEP_ON_PASS = 1, 2
+CH_CLIENT_KERNEL = 56   # the client's kernel word (``kernel_word``; 0: it never sleeps on nor wakes a futex)
 CH_ACCEPT = 64          # generation << 8 | verdict (server)
 CH_SERVER_PID = 72
 CH_CALLS_DONE = 80
@@ -143,6 +147,21 @@ def pack_target(dir_index: int, dir_generation: int) -> int:
 
 def unpack_target(word: int) -> tuple[int, int]:
     return word & 0xFFFF, word >> 16
+
+
+def kernel_word(boot_id: bytes, device: int, inode: int) -> int:
+    """The word a process publishes so that peers can tell whether a futex reaches it:
+    a hash of its kernel's boot id (/proc/sys/kernel/random/boot_id) and the device and
+    inode of the file it maps the pool from, never 0 (0 says "no futex").
+
+    Shared futexes are keyed by the kernel on the mapped file's page, so two processes
+    wake each other exactly when they run on one kernel and map one file: processes in
+    different mount or PID namespaces (sim hosts) do, two VMs never (each boots its own
+    kernel with its own boot id), nor two hosts' views of a non-coherent model (two files).
+    A peer's word is untrusted: a wrong one costs only waits on that peer, which all end
+    by their time limit (docs/pool-layout.md, "Waking")."""
+    digest = hashlib.blake2b(b"%s/%d/%d" % (boot_id.strip(), device, inode), digest_size=8).digest()
+    return int.from_bytes(digest, "little") or 1
 
 
 def _align(n: int, a: int) -> int:

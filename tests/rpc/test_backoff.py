@@ -21,7 +21,8 @@ def test_tunables_follow_the_environment(monkeypatch):
     monkeypatch.setenv("NOTNETS_IDLE_SLEEP_US", "2000")
     monkeypatch.setenv("NOTNETS_WAKE_YIELD_US", "100")
     monkeypatch.setenv("NOTNETS_CROWD_AT", "5")
-    assert tunables() == (7, 0.003, 0.0005, 0.002, 0.0001, 5)
+    monkeypatch.setenv("NOTNETS_GUEST_NAP_US", "80")
+    assert tunables() == (7, 0.003, 0.0005, 0.002, 0.0001, 5, 80e-6)
     monkeypatch.delenv("NOTNETS_CROWD_AT")
     assert tunables().crowd_at == 0  # never crowded unless asked
     monkeypatch.setenv("NOTNETS_SPIN", "nonsense")
@@ -170,6 +171,78 @@ def test_wakeable_switches_a_waiter_between_the_two(yields):
     for _ in range(500):
         b.pause()
     assert not slept and b.yield_time == 1.0
+
+
+def _guest_tune(spin: int, yield_time: float, nap: float) -> Tunables:
+    return Tunables(spin, yield_time, 0.001, 0.001, 0.0, 0, nap)
+
+
+def test_a_waiter_nobody_wakes_on_a_one_cpu_host_naps_instead_of_yielding(yields):
+    slept: list = []
+    b = Backoff(_guest_tune(400, 0.05, 80e-6), sleeper=slept.append, learn=False)
+    for _ in range(400 + 50):  # the spin, then naps of the nap's length: never a yield, never the sleep phase
+        b.pause()
+    assert not yields and slept == [80e-6] * 50 and not b.sleeping
+    b.reset()
+    assert b.spin == B.SPIN_FLOOR  # from the next wait on it spins the floor, not the whole budget
+
+
+def test_naps_end_with_the_yield_time_then_the_sleep_phase_follows(yields):
+    slept: list = []
+    b = Backoff(_guest_tune(4, 0.0, 80e-6), sleeper=slept.append, learn=False)
+    for _ in range(4 + 3):
+        b.pause()
+    assert not yields and slept == [b.max_sleep] * 3 and b.sleeping  # the yield time is over at once
+
+
+def test_naps_are_only_for_waiters_nobody_wakes_from_a_one_cpu_host(yields):
+    slept: list = []
+    b = Backoff(_guest_tune(4, 0.05, 80e-6), sleeper=slept.append)  # learn=True: another CPU may be the peer's
+    for _ in range(4 + 100):
+        b.pause()
+    assert not slept and len(yields) == 100
+    b = Backoff(_guest_tune(4, 0.05, 0.0), sleeper=slept.append, learn=False)  # NOTNETS_GUEST_NAP_US=0
+    for _ in range(4 + 100):
+        b.pause()
+    assert not slept and len(yields) == 200
+
+
+def _voluntary_switches() -> int:
+    """This thread's voluntary context switches so far (each sleep that blocked is one; a
+    sched_yield that gave the CPU away counts as involuntary)."""
+    with open(f"/proc/self/task/{B.threading.get_native_id()}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+
+
+def _wait_a_yield_time(nap: float) -> tuple:
+    """In a fresh thread: a waiter nobody wakes (one-CPU host) waits out a 20 ms yield time;
+    (its pauses after the spin, its voluntary context switches meanwhile)."""
+    out: list = []
+
+    def run() -> None:
+        b = Backoff(_guest_tune(4, 0.02, nap), learn=False)
+        before = _voluntary_switches()
+        pauses = 0
+        while not b.sleeping:
+            b.pause()
+            pauses += 1
+        out.append((pauses - 4, _voluntary_switches() - before))
+
+    t = B.threading.Thread(target=run)
+    t.start()
+    t.join(10)
+    return out[0]
+
+
+def test_a_napping_waiter_gives_its_cpu_away_where_a_yielding_one_keeps_it():
+    """What the nap rule is for, seen from the kernel: in a one-vCPU guest a waiter whose
+    peer is on another host should let the vCPU halt (free the machine's CPU for the
+    guest with the work) or let a local peer run. Each nap is a sleep that blocks; the old
+    rule's yields, with nothing else to run here, block never."""
+    naps, switched = _wait_a_yield_time(50e-6)
+    assert naps >= 10 and switched >= naps - 1  # (the last pause ends the phase without a nap)
+    yields, switched = _wait_a_yield_time(0.0)
+    assert yields > naps and switched <= 3  # (a page fault or the GIL at most, not one per yield)
 
 
 def test_a_waiter_asks_for_fine_timers_once_it_sleeps(yields, monkeypatch):

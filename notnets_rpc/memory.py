@@ -16,6 +16,7 @@ check their range, because lengths that come out of shared memory are untrusted.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import platform
 import struct
@@ -97,7 +98,7 @@ _FUTEX = _make_futex()
 class Memory:
     """Word and byte access to a shared buffer (mmap, bytearray, memoryview)."""
 
-    __slots__ = ("_bytes", "_words", "size", "writable", "_base", "can_wait")
+    __slots__ = ("_bytes", "_words", "size", "writable", "_base", "can_wait", "raw")
     direct = True  # plain memory: hot paths may use ``views()``; a cost model sets this False
 
     def __init__(self, buf: Buffer, writable: bool = True) -> None:
@@ -107,6 +108,9 @@ class Memory:
         self.size = len(view) - len(view) % 8
         self._bytes = view[: self.size]
         self._words = self._bytes.cast("Q")
+        # an mmap slices to ``bytes`` (and takes a slice assignment) in one C call: the
+        # rings' direct paths copy a body in or out that way (no memoryview slice per copy)
+        self.raw: Optional[mmap.mmap] = buf if type(buf) is mmap.mmap else None
         self.writable = writable and not view.readonly
         self._base = 0
         if self.writable and _FUTEX is not None and self.size:

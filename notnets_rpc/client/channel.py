@@ -317,7 +317,7 @@ class Channel(grpc.Channel):
             conn = self._conn
             if conn is not None and conn.unattended and conn.broken is None:
                 conn.expire_deadlines(_monotonic())
-                if not conn.reader.locked() and not conn.want_reader:
+                if conn.reader and not conn.want_reader:  # (the reader token is free)
                     conn.pump(_monotonic() + 0.05)
                 else:
                     self._pump_event.wait(0.002)

@@ -165,8 +165,9 @@ class ServerCall:
 
 
 class UnaryCall(ServerCall):
-    """A unary-unary call with no deadline and no metadata, run on the fast path: what a
-    plain ServerCall would hold, with the constant parts as class attributes.
+    """A unary-unary call without metadata, run on the fast path: what a plain ServerCall
+    would hold, with the constant parts as class attributes (a deadline, when it has one,
+    is set on the instance).
 
     Built bare (``UnaryCall()``) and given its five fields by its one maker
     (``Server._run_unary``): a Python ``__init__`` costs ~830 instructions more per call
@@ -177,6 +178,21 @@ class UnaryCall(ServerCall):
     deadline = None
 
     __init__ = object.__init__  # type: ignore[assignment]  # (fields: _server, channel, call_id, method, handler)
+
+
+class CachedHandler(grpc.RpcMethodHandler):
+    """A method handler's fields in slots: what ``Server._lookup`` caches per method.
+
+    Why: grpc's handlers are namedtuples, whose fields CPython 3.11 reads through the
+    generic attribute lookup (~160-230 instructions each); a slot takes ~60-80, and a
+    unary call reads three (measured with callgrind)."""
+
+    __slots__ = ("request_streaming", "response_streaming", "request_deserializer", "response_serializer",
+                 "unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+    def __init__(self, handler: Any) -> None:
+        for name in CachedHandler.__slots__:
+            setattr(self, name, getattr(handler, name, None))
 
 
 class RequestIterator:

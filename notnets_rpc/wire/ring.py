@@ -63,7 +63,8 @@ class _RingEnd:
     views of the memory for the hot paths (none when a cost model or checksums must see
     every access)."""
 
-    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "_view", "_words", "_hidx", "_tidx", "crc", "_ring")
+    __slots__ = ("mem", "data", "size", "head_off", "tail_off", "_view", "_words", "_hidx", "_tidx", "crc", "_ring",
+                 "_raw", "_body0")
 
     def __init__(self, mem: Memory, data: int, size: int, head_off: int, tail_off: int, crc: bool) -> None:
         mem.check(data, size)
@@ -77,6 +78,28 @@ class _RingEnd:
         self._hidx, self._tidx = head_off >> 3, tail_off >> 3
         # the ring's bytes alone: direct paths index it by ring offset (no ``data +`` per access)
         self._ring = self._view[data : data + size] if self._view is not None else None
+        # bodies are copied through ``_raw`` by pool offset (``_body0 + pos`` is the body of
+        # the frame at ring offset ``pos``): the mapping itself where it is an mmap, whose
+        # slices are ``bytes`` in one C call (~560 instructions less per copy out than a
+        # memoryview slice and ``tobytes``, ~210 less per copy in)
+        self._raw = None if views is None else getattr(mem, "raw", None) or _Bytes(self._view)
+        self._body0 = data + HEADER_BYTES
+
+
+class _Bytes:
+    """``_raw`` for memory that is not an mmap (a bytearray, a memoryview): the same
+    slicing, through the memoryview."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+
+    def __getitem__(self, span: slice) -> bytes:
+        return self._view[span].tobytes()
+
+    def __setitem__(self, span: slice, data: bytes) -> None:
+        self._view[span] = data
 
 
 class RingWriter(_RingEnd):
@@ -130,7 +153,8 @@ class RingWriter(_RingEnd):
         pos = head % self.size
         ring = self._ring
         _pack_into(ring, pos, n, kind, flags, 0x4E4E, call_id, aux)  # FRAME_MAGIC
-        ring[pos + 16 : pos + 16 + n] = body
+        at = self._body0 + pos
+        self._raw[at : at + n] = body
         self.head = end
         self._words[self._hidx] = end
         return True
@@ -276,7 +300,8 @@ class RingReader(_RingEnd):
         if (magic != 0x4E4E or not 0 < kind < 7 or end > head or pos - tail + end > size  # FRAME_MAGIC, PAD
                 or body_len >= SINK_MIN):
             return self._read_any()
-        body = ring[pos + 16 : pos + 16 + body_len].tobytes()
+        at = self._body0 + pos
+        body = self._raw[at : at + body_len]
         self.tail = end
         self._words[self._tidx] = end
         return kind, flags, call_id, aux, body

@@ -38,7 +38,7 @@ from ..errors import ChecksumError, ProtocolError
 from ..wire.messages import as_view, on_chunk, sink_slot, takes_buffers
 from ..pool import Endpoint, Pool, pid_alive, stale_ms
 from ..wire.ring import SMALL_FRAME
-from ..wire.extents import F_EXTENT, RETURNED, parse_ref
+from ..wire.extents import F_EXTENT, REF, RETURNED, RETURNED_STATUS, parse_ref, returned_status
 from ..lane_claims import REQUESTS, ChannelLanes
 from ..status import OK, code_from_wire
 
@@ -84,6 +84,14 @@ class ConnectionBroken(Exception):
 
 class AcceptTimeout(ConnectionBroken):
     """The server did not accept the channel within the time it was given."""
+
+
+def _handed_back(state: CallState, request: Any) -> Any:
+    """The reply of a call whose request the server handed back (wire/extents.py,
+    RETURNED): the request as the caller gave it, before its deserializer."""
+    if type(request) is not bytes:  # the caller's buffer may change after the call: a private copy
+        request = bytes(request)
+    return memoryview(request) if state.deserializer is as_view else request
 
 
 class Connection:
@@ -244,7 +252,9 @@ class Connection:
             ref = lanes.put(state.id, size, (payload,))
             if ref is None:
                 return False
-            state.extent = (lanes.writer.lane, parse_ref(ref)[2], payload)
+            lane, _how, position, _n = REF.unpack(ref)  # (ours: valid)
+            # what the server writes when it hands the request back (returned_status), to compare whole
+            state.extent = (lane, position, payload, returned_status(lane, position, size))
             self.send(_CALL, _UNARY | F_EXTENT, state.id, 0,
                       (_CALL_HEAD.pack(timeout_us, len(method), len(metadata)), method, metadata, ref),
                       n + len(ref), state)
@@ -263,10 +273,7 @@ class Connection:
             if sent is None or (lane, position) != sent[:2] or n != len(sent[2]):
                 raise ProtocolError("a returned extent that is not this call's request")
             state.extent = None
-            request = sent[2]
-            if type(request) is not bytes:  # the caller's buffer may change after the call: a private copy
-                request = bytes(request)
-            return memoryview(request) if state.deserializer is as_view else request
+            return _handed_back(state, sent[2])
         body, loan = lanes.take(ref, state.id, lend)
         if loan is not None:  # revoked while still queued: copied first (the loan must not keep the call alive)
             loan.evict = partial(self._evict, weakref.ref(state))
@@ -730,6 +737,12 @@ class Connection:
                 callbacks = self._take_callbacks(state)
             self._on_callback(callbacks)
             return
+        if flags == RETURNED_STATUS and kind == _STATUS:  # an extent request handed back as the reply
+            sent = state.extent
+            if sent is not None and aux == 0 and body == sent[3]:  # OK, nothing else: end it here
+                state.extent = None
+                self._end_call(state, OK, "", (), (), _handed_back(state, sent[2]), False)
+                return
         try:
             if kind == _STATUS:
                 initial, details, trailing, at = F.parse_status(body)

@@ -89,7 +89,7 @@ class ServerChannel:
         self.lanes = (ChannelLanes(pool, RESPONSES, host, slot, generation, self.ctl + L.CH_REQ_LANE_TAIL,
                                    self.ctl + L.CH_RESP_LANE_TAIL, host, revoke=False)
                       if pool.layout.lanes else None)
-        self.extent_in: Optional[tuple] = None  # (call id, message, reference) of the extent call running inline
+        self.extent_in: Optional[tuple] = None  # (call id, message, reference, lane, position, length) of the extent call running inline
 
     def _wake_client(self) -> None:
         """After writing a frame: a client on our kernel asleep in the kernel on the ring head."""

@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 import grpc
 
 from ..wire import frames as F
-from ..wire.extents import F_EXTENT, REF, RETURNED, parse_ref
+from ..wire.extents import F_EXTENT, REF, RETURNED
 from ..backoff import Backoff
 from ..errors import ProtocolError
 from .call import ACTIVE, ANSWERED, CANCELLED, CANCELLED_STAGE, ServerCall
@@ -143,9 +143,8 @@ class Replies:
         of its STATUS frame, one frame in place of HEADERS, MESSAGE and STATUS. False: no
         lane room now (chunks)."""
         back = ch.extent_in
-        if back is not None and back[0] == cid and (payload is back[1] or _same_bytes(payload, back[1], n)):
-            lane, _how, position, size = parse_ref(back[2])
-            self._write_ref(ch, cid, REF.pack(lane, RETURNED, position, size), owner, status)
+        if back is not None and self._is_request(back, cid, payload):
+            self._write_ref(ch, cid, REF.pack(back[3], RETURNED, back[4], back[5]), owner, status)
             return True
         lanes = ch.lanes
         with lanes.lock:  # lane frames and their references in the same order
@@ -154,6 +153,14 @@ class Replies:
                 return False
             self._write_ref(ch, cid, ref, owner, status)
         return True
+
+    @staticmethod
+    def _is_request(back: tuple, cid: int, payload: Any) -> bool:
+        """``payload`` is the request of call ``cid``, the extent ``back`` names
+        (``ch.extent_in``: call id, the request view or copy, its reference, lane,
+        position, length): that very view, or the same bytes."""
+        n = len(payload)
+        return back[0] == cid and back[5] == n and (payload is back[1] or _same_bytes(payload, back[1], n))
 
     def _write_ref(self, ch: ServerChannel, cid: int, ref: bytes, owner: Optional[ServerCall],
                    status: Optional[tuple]) -> None:

@@ -36,7 +36,7 @@ from ..backoff import ONE_CPU, Backoff, tunables
 from ..options import message_limits
 from ..errors import ChecksumError, EndpointInUseError, ProtocolError
 from ..wire.messages import as_bytes, as_view, on_chunk, takes_buffers
-from ..wire.extents import F_EXTENT, parse_ref
+from ..wire.extents import F_EXTENT, RETURNED_STATUS, parse_ref, returned_status
 from ..pool import BeatWatch, Endpoint, Pool, stale_ms
 from ..budget import Budget
 from .call import ANSWERED, END_OF_REQUESTS, LATER, AbortError, CachedHandler, RequestIterator, ServerCall, UnaryCall
@@ -699,7 +699,7 @@ class Server(ChannelTable, Replies, grpc.Server):
             if ch.lanes is None or flags != _UNARY_CALL | F_EXTENT or loan is not None:
                 raise ProtocolError("an extent reference where none may be")
             ref = body[at:]
-            size = parse_ref(ref)[3]
+            lane, _how, position, size = parse_ref(ref)
             if size > self._max_receive:  # the unread lane frame is skipped with the next reference
                 self._reject(ch, cid, grpc.StatusCode.RESOURCE_EXHAUSTED,
                              f"Received message larger than max ({size} vs. {self._max_receive})")
@@ -714,7 +714,7 @@ class Server(ChannelTable, Replies, grpc.Server):
             flags = _UNARY_CALL
             if cached is not None and cached[2] and self._inline_ok and not metadata_raw:
                 # a reply that is this request (the view itself, or the same bytes) is handed back
-                ch.extent_in = (cid, extent, ref)
+                ch.extent_in = (cid, extent, ref, lane, position, size)
             body = body[:at]
         if loan is not None and extent is None:
             cached = self._resolved.get(method_raw)
@@ -833,9 +833,16 @@ class Server(ChannelTable, Replies, grpc.Server):
             except Exception:
                 self._fail(call, grpc.StatusCode.INTERNAL, "Failed to serialize response!")
                 return
+            flags = _BARE
             if call.touched or len(payload) > self._bare_limit:
-                self._finish(call, payload)
-                return
+                # a reply that is this extent request (the view itself, or the same bytes) is
+                # handed back in one STATUS frame, written here like a bare one (replies.py)
+                back = ch.extent_in
+                if back is None or call.touched or not self._is_request(back, cid, payload):
+                    self._finish(call, payload)
+                    return
+                payload = returned_status(*back[3:])
+                flags = RETURNED_STATUS
             # popping the call is the claim: a concurrent cancel finds it gone, and vice versa
             try:
                 del calls[cid]  # (~120 instructions less than pop with a default)
@@ -848,11 +855,11 @@ class Server(ChannelTable, Replies, grpc.Server):
             lock = outbox.lock
             lock.acquire()  # straight to the ring unless something is queued before it (outbox.py)
             try:
-                sent = not outbox.frames and not ch.dropped and ch.tx.put(_STATUS, _BARE, cid, 0, payload)
+                sent = not outbox.frames and not ch.dropped and ch.tx.put(_STATUS, flags, cid, 0, payload)
             finally:
                 lock.release()
             if not sent:
-                self._write(ch, _STATUS, _BARE, cid, 0, (payload,), len(payload), None)
+                self._write(ch, _STATUS, flags, cid, 0, (payload,), len(payload), None)
             else:
                 ch.bytes_out += len(payload)
                 idx = ch.sleep_idx  # a same-host client asleep in the kernel: on the ring head, wake it;

@@ -39,13 +39,18 @@ import struct
 from typing import Any, Optional, Tuple
 
 from ..errors import ProtocolError
-from .frames import ALIGN, FRAME_MAGIC, HEADER, HEADER_BYTES, MESSAGE, PAD, frame_bytes
+from .frames import (ALIGN, F_HAS_HEADERS, F_HAS_MESSAGE, FRAME_MAGIC, HEADER, HEADER_BYTES, MESSAGE, PAD, STATUS_HEAD,
+                     frame_bytes)
 from .layout import LANE_HEAD, Layout
 from .ring import RingReader, RingWriter
 
 F_EXTENT = 0x20  # CALL / MESSAGE: the message is an extent, its body ends with a REF
 REF = struct.Struct("<IIQQ")
 IN_LANE, RETURNED = 0, 1
+# the STATUS frame that ends a unary call OK with its request handed back: no details, no
+# metadata (an empty initial set: no HEADERS went first), the RETURNED reference as the message
+RETURNED_STATUS = F_HAS_HEADERS | F_HAS_MESSAGE | F_EXTENT
+_EMPTY_STATUS = STATUS_HEAD.pack(0, 0, 0)
 
 
 def lane_bounds(layout: Layout, host: int) -> Tuple[int, int]:
@@ -61,6 +66,13 @@ def parse_ref(raw: Any) -> Tuple[int, int, int, int]:
     if how not in (IN_LANE, RETURNED) or position % ALIGN or length >= 1 << 32:
         raise ProtocolError(f"bad extent reference (how {how}, position {position}, length {length})")
     return lane, how, position, length
+
+
+def returned_status(lane: int, position: int, n: int) -> bytes:
+    """The body of that STATUS frame for the request extent at ``position`` of ``lane``
+    (``n`` bytes): the same bytes the general status path writes for it, so that both
+    sides can build it once and compare it whole."""
+    return _EMPTY_STATUS + REF.pack(lane, RETURNED, position, n)
 
 
 class LaneWriter(RingWriter):

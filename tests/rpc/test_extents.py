@@ -33,7 +33,8 @@ from notnets_rpc.memory import Memory
 from notnets_rpc.pool import Pool
 from notnets_rpc.wire import frames as F
 from notnets_rpc.wire import layout as L
-from notnets_rpc.wire.extents import (F_EXTENT, IN_LANE, REF, RETURNED, LaneReader, LaneWriter, parse_ref)
+from notnets_rpc.wire.extents import (F_EXTENT, IN_LANE, REF, RETURNED, RETURNED_STATUS, LaneReader, LaneWriter,
+                                       parse_ref)
 from notnets_rpc.wire.frames import HEADER, MESSAGE, frame_bytes
 
 from .hostile import RawChannel
@@ -268,6 +269,10 @@ class Handlers:
     def grow(self, request, context):
         return bytes(request) + b"+"
 
+    def tagged_echo(self, request, context):
+        context.set_trailing_metadata((("tag", "kept"),))
+        return request
+
     def generic(self):
         return grpc.method_handlers_generic_handler("x.X", {
             "View": grpc.unary_unary_rpc_method_handler(self.view_echo, request_deserializer=notnets_rpc.as_view,
@@ -275,6 +280,7 @@ class Handlers:
             "Copy": grpc.unary_unary_rpc_method_handler(self.copy_echo, request_deserializer=notnets_rpc.as_view),
             "Plain": grpc.unary_unary_rpc_method_handler(self.plain_echo),
             "Grow": grpc.unary_unary_rpc_method_handler(self.grow),
+            "Tagged": grpc.unary_unary_rpc_method_handler(self.tagged_echo),
         })
 
 
@@ -327,7 +333,7 @@ def test_a_request_view_answered_as_is_is_handed_back_untouched(lane_server):
     assert all_lanes_free(path)  # the channel closed: its lane went back
 
 
-@pytest.mark.parametrize("form", ["message", "status", "status without reference"])
+@pytest.mark.parametrize("form", ["message", "status", "handback status", "status without reference"])
 def test_a_hostile_handback_of_another_calls_extent_fails_only_that_call(lane_pool, form):
     """A returned reference that is not this call's request, in a MESSAGE frame or as the
     message of a STATUS frame (how a server ends a unary call with a large reply), or a
@@ -349,6 +355,9 @@ def test_a_hostile_handback_of_another_calls_extent_fails_only_that_call(lane_po
                 elif form == "status":
                     body = b"".join(F.status_parts(b"", b"", b"", ref))
                     assert server.write(F.STATUS, F.F_HAS_MESSAGE | F_EXTENT, cid, 0, body)
+                elif form == "handback status":  # the exact frame of a hand-back, naming another extent
+                    body = b"".join(F.status_parts(b"", b"", b"", ref))
+                    assert server.write(F.STATUS, RETURNED_STATUS, cid, 0, body)
                 else:
                     body = b"".join(F.status_parts(b"", b"", b"", None))
                     assert server.write(F.STATUS, F_EXTENT, cid, 0, body)
@@ -379,6 +388,27 @@ def test_a_large_unary_reply_ends_its_call_in_one_frame(lane_server):
             seen.clear()
             assert call(body_of(MIB, 5)) == body_of(MIB, 5) + tail
             assert len(seen) == 1 and seen[0][0] == F.STATUS and seen[0][1] & F_EXTENT, seen
+        assert seen[0][1] == RETURNED_STATUS  # the plain echo's request went back: OK, nothing else
+
+
+def test_a_handed_back_request_keeps_what_its_handler_set(lane_server):
+    """A handler that returns its request and sets trailing metadata: the request still
+    goes back by reference, and the client gets the metadata (the general status path,
+    not the hand-back's one frame of nothing else)."""
+    handlers, path = lane_server
+    with notnets_rpc.insecure_channel("notnets:x", pool=path) as ch:
+        tagged = ch.unary_unary("/x.X/Tagged")
+        assert tagged(b"warm") == b"warm"  # the first call looks the method up
+        conn = ch._conn
+        seen = []
+        dispatch = conn._dispatch
+        conn._dispatch = lambda frame: (seen.append((frame[0], frame[1], bytes(frame[4]))), dispatch(frame))[1]
+        payload = body_of(MIB, 7)
+        reply, call = tagged.with_call(payload, timeout=10)
+        assert reply is payload and call.trailing_metadata() == (("tag", "kept"),)
+        [(kind, flags, body)] = seen
+        assert kind == F.STATUS and flags & F_EXTENT and parse_ref(body[-REF.size:])[1] == RETURNED
+        assert len(body) > F.STATUS_HEAD.size + REF.size  # the metadata rides with the reference
 
 
 def test_new_responses_go_through_the_servers_lane(lane_server):

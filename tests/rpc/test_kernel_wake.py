@@ -17,6 +17,8 @@ from notnets_rpc.memory import _FUTEX, Memory
 from notnets_rpc.pool import Pool
 from notnets_rpc.wire import layout as L
 
+from .noncoherent_fixtures import model_pool
+
 pytestmark = pytest.mark.timeout(120)
 needs_futex = pytest.mark.skipif(_FUTEX is None, reason="no futex (NOTNETS_FUTEX=0): nobody sleeps in the kernel")
 
@@ -163,3 +165,16 @@ def test_a_pool_on_a_device_publishes_no_kernel_word(pool_path, monkeypatch):
         assert pool.mem.load(pool.layout.dir_entry(2, ep.slot) + L.DIR_KERNEL) == 0
     finally:
         pool.release()
+
+
+def test_two_hosts_views_of_a_non_coherent_model_never_futex_each_other():
+    """Each host maps its own view file (noncoherent_views.py): a futex on one view's page
+    reaches nobody on the other, so their kernel words differ though the kernel is one."""
+    for model in model_pool():
+        views = [Pool.acquire(model.view(h), h) for h in (0, 1)]
+        try:
+            assert all(v.kernel for v in views) and views[0].kernel != views[1].kernel
+            assert not views[0].shares_futex(1, views[1].kernel)
+        finally:
+            for v in views:
+                v.release()

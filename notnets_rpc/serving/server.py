@@ -844,7 +844,9 @@ class Server(ChannelTable, Replies, grpc.Server):
                 payload = returned_status(*back[3:])
                 flags = RETURNED_STATUS
             # popping the call is the claim: a concurrent cancel finds it gone, and vice versa
-            if calls.pop(cid, None) is None:
+            try:
+                del calls[cid]  # (~120 instructions less than pop with a default)
+            except KeyError:
                 return
             call.stage = ANSWERED
             if timeout_us:

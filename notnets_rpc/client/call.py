@@ -44,6 +44,9 @@ class CallState:
     attended = True
     response: Any = _NOTHING
     handle: Any = None  # the ClientCall, once one exists (for done callbacks)
+    # (lane, position, request, the STATUS body a hand-back would be) of a request sent in our
+    # lane; None for every other call, whatever flags a STATUS frame for it carries
+    extent: Optional[tuple] = None
 
     def __init__(self, call_id: int, deadline: Optional[float], deserializer: Optional[Callable], unary: bool) -> None:
         self.id = call_id

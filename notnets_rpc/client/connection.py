@@ -269,7 +269,7 @@ class Connection:
         lane, how, position, n = parse_ref(ref)
         lend = takes_buffers(state.deserializer)
         if how == RETURNED:
-            sent = getattr(state, "extent", None)
+            sent = state.extent
             if sent is None or (lane, position) != sent[:2] or n != len(sent[2]):
                 raise ProtocolError("a returned extent that is not this call's request")
             state.extent = None

@@ -273,6 +273,10 @@ class Handlers:
         context.set_trailing_metadata((("tag", "kept"),))
         return request
 
+    def headed(self, request, context):
+        context.send_initial_metadata((("h", "v"),))
+        return body_of(MIB, 3)
+
     def generic(self):
         return grpc.method_handlers_generic_handler("x.X", {
             "View": grpc.unary_unary_rpc_method_handler(self.view_echo, request_deserializer=notnets_rpc.as_view,
@@ -281,6 +285,7 @@ class Handlers:
             "Plain": grpc.unary_unary_rpc_method_handler(self.plain_echo),
             "Grow": grpc.unary_unary_rpc_method_handler(self.grow),
             "Tagged": grpc.unary_unary_rpc_method_handler(self.tagged_echo),
+            "Headed": grpc.unary_unary_rpc_method_handler(self.headed),
         })
 
 
@@ -409,6 +414,24 @@ def test_a_handed_back_request_keeps_what_its_handler_set(lane_server):
         [(kind, flags, body)] = seen
         assert kind == F.STATUS and flags & F_EXTENT and parse_ref(body[-REF.size:])[1] == RETURNED
         assert len(body) > F.STATUS_HEAD.size + REF.size  # the metadata rides with the reference
+
+
+def test_a_large_reply_with_headers_to_a_small_request_takes_the_general_path(lane_server):
+    """A new 1 MiB reply with initial metadata carries the flags of a hand-back (headers,
+    message, extent) on a call whose request never went into a lane: the client must read
+    it as an ordinary reply, not look for a request of its own (an AttributeError in the
+    reading thread once wedged that thread's call under load)."""
+    handlers, path = lane_server
+    with notnets_rpc.insecure_channel("notnets:x", pool=path) as ch:
+        headed = ch.unary_unary("/x.X/Headed")
+        assert headed(b"warm", timeout=10) == body_of(MIB, 3)  # the first call looks the method up
+        conn = ch._conn
+        seen = []
+        dispatch = conn._dispatch
+        conn._dispatch = lambda frame: (seen.append(frame[:2]), dispatch(frame))[1]
+        reply, call = headed.with_call(b"small", timeout=10)
+        assert reply == body_of(MIB, 3) and tuple(call.initial_metadata()) == (("h", "v"),)
+        assert (F.STATUS, RETURNED_STATUS) in seen, seen  # the flags of a hand-back, for a call that sent none
 
 
 def test_new_responses_go_through_the_servers_lane(lane_server):
